@@ -1,0 +1,292 @@
+//! `cohort check FILE [--against OLD] [--format text|json]`.
+//!
+//! Without `--against`: validate FILE and print its compiled plan (routes in match order,
+//! experiments, each variant's buckets and share). With it: also print what replacing OLD
+//! by FILE does to units ([`crate::compare`]) and exit 3 on an unacknowledged reshuffle, so
+//! that the command can gate a ConfigMap change in CI.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::{exit, Format};
+use crate::assign::BUCKETS;
+use crate::compare::{compare, pct, Comparison, Status};
+use crate::config::schema::yaml_name;
+use crate::config::{self, ConfigError, Routes};
+
+pub fn run(file: &Path, against: Option<&Path>, format: Format) -> u8 {
+    let new = match config::load(file) {
+        Ok(routes) => routes,
+        Err(err) => return invalid(&err, format),
+    };
+    let old = match against.map(config::load).transpose() {
+        Ok(old) => old,
+        Err(err) => return invalid(&err, format),
+    };
+    let comparison = old.as_ref().map(|old| compare(old, &new));
+    let code = match &comparison {
+        Some(c) if !c.unacknowledged().is_empty() => exit::RESHUFFLE,
+        _ => exit::OK,
+    };
+    match format {
+        Format::Json => {
+            let out = match (&comparison, &old) {
+                // The documented shape: {"experiments": {E: {"moves", "reshuffle", "share_changes", …}}}
+                (Some(c), Some(old)) => json!({
+                    "file": new.source.file,
+                    "version": new.version,
+                    "against": old.source.file,
+                    "against_version": old.version,
+                    "experiments": c.experiments,
+                    "exit_code": code,
+                }),
+                _ => plan_json(&new),
+            };
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+        Format::Text => {
+            print!("{}", plan_text(&new));
+            if let (Some(c), Some(old)) = (&comparison, &old) {
+                print!("{}", comparison_text(c, &old.source.file));
+            }
+        }
+    }
+    code
+}
+
+fn invalid(err: &ConfigError, format: Format) -> u8 {
+    match format {
+        Format::Json => {
+            let out = json!({"valid": false, "errors": err.problems});
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+        Format::Text => eprintln!("{err}"),
+    }
+    exit::INVALID
+}
+
+/// Bucket runs of variant `v` as `[start, end)` pairs.
+fn ranges(e: &config::Experiment, v: usize) -> Vec<[u32; 2]> {
+    e.layout
+        .segments()
+        .iter()
+        .filter(|s| s.variant == v)
+        .map(|s| [s.start, s.end])
+        .collect()
+}
+
+/// The compiled plan as JSON (`cohort check --format json`).
+pub fn plan_json(r: &Routes) -> Value {
+    let routes: Vec<Value> = r
+        .routes
+        .iter()
+        .map(|rt| {
+            json!({
+                "name": rt.name,
+                "path_prefix": rt.path_prefix,
+                "host": rt.host,
+                "headers": rt.headers.iter().map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or("")))).collect::<serde_json::Map<_, _>>(),
+                "experiment": r.experiments[rt.experiment].name,
+                "strip_prefix": rt.strip_prefix,
+                "connect_timeout_ms": rt.connect_timeout.as_millis() as u64,
+                "timeout_ms": rt.timeout.as_millis() as u64,
+                "idle_timeout_ms": rt.idle_timeout.as_millis() as u64,
+            })
+        })
+        .collect();
+    let experiments: Vec<Value> = r
+        .experiments
+        .iter()
+        .map(|e| {
+            let variants: Vec<Value> = e
+                .variants
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    json!({
+                        "name": v.name,
+                        "control": i == e.control,
+                        "weight": v.weight,
+                        "share": f64::from(v.buckets) / f64::from(BUCKETS),
+                        "buckets": v.buckets,
+                        "ranges": ranges(e, i),
+                        "lane": v.lane.map(|l| json!({"start": l.start, "end": l.end(), "from": l.from})),
+                        "upstream": v.upstream.url,
+                        "protocol": v.protocol,
+                    })
+                })
+                .collect();
+            json!({
+                "name": e.name,
+                "unit": e.unit,
+                "unit_from": e.unit_from.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "on_missing_unit": e.on_missing_unit,
+                "salt": e.salt,
+                "control": e.variants[e.control].name,
+                "allow_override": e.allow_override,
+                "allow_reshuffle": e.allow_reshuffle,
+                "lanes": if e.lanes_declared { "declared" } else { "default" },
+                "bucket_space": BUCKETS,
+                "variants": variants,
+            })
+        })
+        .collect();
+    json!({
+        "valid": true,
+        "file": r.source.file,
+        "version": r.version,
+        "source_hash": r.source.hash,
+        "routes": routes,
+        "experiments": experiments,
+        "warnings": r.warnings,
+    })
+}
+
+/// The compiled plan for people.
+pub fn plan_text(r: &Routes) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: valid (version {}, {} route{}, {} experiment{})",
+        r.source.file,
+        r.version,
+        r.routes.len(),
+        plural(r.routes.len()),
+        r.experiments.len(),
+        plural(r.experiments.len())
+    );
+    if !r.routes.is_empty() {
+        let _ = writeln!(s, "\nroutes, in match order:");
+        for rt in &r.routes {
+            let mut m = rt.path_prefix.clone();
+            if let Some(h) = &rt.host {
+                m = format!("{h}{m}");
+            }
+            for (k, v) in &rt.headers {
+                let _ = write!(m, " [{k}: {}]", v.to_str().unwrap_or("?"));
+            }
+            let _ = writeln!(
+                s,
+                "  {:<16} {:<32} → {}",
+                rt.name, m, r.experiments[rt.experiment].name
+            );
+        }
+    }
+    for e in &r.experiments {
+        let units = if e.unit_from.is_empty() {
+            "cohort's request id".to_owned()
+        } else {
+            e.unit_from
+                .iter()
+                .map(|u| u.to_string())
+                .collect::<Vec<_>>()
+                .join(", then ")
+        };
+        let _ = writeln!(
+            s,
+            "\nexperiment {} (unit: {} from {units}; missing unit: {}; salt {:?}; lanes {})",
+            e.name,
+            yaml_name(&e.unit),
+            yaml_name(&e.on_missing_unit),
+            e.salt,
+            if e.lanes_declared { "declared" } else { "by name (default)" }
+        )
+        .map(|_| ());
+        let _ = writeln!(
+            s,
+            "  {:<14} {:>8} {:>9}  {:<28} upstream",
+            "variant", "weight", "share", "buckets (of 100000)"
+        );
+        for (i, v) in e.variants.iter().enumerate() {
+            let runs = ranges(e, i)
+                .iter()
+                .map(|[a, b]| format!("[{a},{b})"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let name = if i == e.control {
+                format!("{} (control)", v.name)
+            } else {
+                v.name.clone()
+            };
+            let _ = writeln!(
+                s,
+                "  {:<14} {:>8} {:>9}  {:<28} {}",
+                name,
+                v.weight,
+                pct(f64::from(v.buckets) / f64::from(BUCKETS)),
+                if runs.is_empty() { "-".to_owned() } else { runs },
+                v.upstream.url
+            );
+        }
+    }
+    if !r.warnings.is_empty() {
+        let _ = writeln!(s, "\nwarnings:");
+        for w in &r.warnings {
+            let _ = writeln!(s, "  {w}");
+        }
+    }
+    s
+}
+
+/// What a change does to units, for people.
+pub fn comparison_text(c: &Comparison, old_file: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "\nchanges against {old_file}:");
+    for (name, ch) in &c.experiments {
+        let status = match ch.status {
+            Status::Added => "added",
+            Status::Removed => "removed",
+            Status::Changed => "changed",
+            Status::Unchanged => "unchanged",
+        };
+        let _ = writeln!(s, "  experiment {name}: {status}");
+        if ch.status == Status::Unchanged {
+            continue;
+        }
+        for sc in &ch.share_changes {
+            if sc.old_share != sc.new_share || sc.old_weight != sc.new_weight {
+                let _ = writeln!(
+                    s,
+                    "    share  {:<14} {:>9} → {:>9}",
+                    sc.variant,
+                    pct(sc.old_share),
+                    pct(sc.new_share)
+                );
+            }
+        }
+        if ch.moves.is_empty() && ch.status == Status::Changed {
+            let _ = writeln!(s, "    moves  none: every unit keeps its variant");
+        }
+        for m in &ch.moves {
+            let _ = writeln!(s, "    moves  {} → {} {}", m.from, m.to, pct(m.share));
+        }
+        for w in &ch.warnings {
+            let _ = writeln!(s, "    warning: {w}");
+        }
+        if ch.reshuffle {
+            let verdict = if ch.acknowledged {
+                "RESHUFFLE (acknowledged: allow_reshuffle or a new salt)"
+            } else {
+                "RESHUFFLE, not acknowledged: a reload refuses it; set `allow_reshuffle: true` \
+                 or a new salt to accept it"
+            };
+            let _ = writeln!(s, "    {verdict}");
+            for r in &ch.reasons {
+                let _ = writeln!(s, "      - {r}");
+            }
+        } else if !ch.moves.is_empty() {
+            let _ = writeln!(s, "    safe: units move only between the control and treatments, as the shares require");
+        }
+    }
+    s
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

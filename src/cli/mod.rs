@@ -1,0 +1,31 @@
+//! The bodies of the `cohort` subcommands. Each returns the process exit code:
+//! 0 success, 1 invalid input (config or arguments), 2 usage (clap), 3 unacknowledged
+//! reshuffle (`check --against`).
+
+pub mod assign;
+pub mod check;
+pub mod demo;
+
+/// Output format of the commands that serve both people and scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Exit codes shared by the subcommands.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const INVALID: u8 = 1;
+    pub const RESHUFFLE: u8 = 3;
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

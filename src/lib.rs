@@ -1,0 +1,29 @@
+//! # cohort
+//!
+//! An A/B traffic-splitting reverse proxy for ML model variants.
+//!
+//! ## The request's path
+//!
+//! ```text
+//! accept → match route → identify unit → assign variant → forward (streamed) → observe → record
+//!          config/       assign::unit     assign           proxy/               proxy/     events/
+//! ```
+//!
+//! ## Layout
+//!
+//! * [`config`]: routes.yaml → validated, compiled, immutable [`config::Routes`]. The hot path
+//!   reads it through one `ArcSwap`; nothing in it does I/O.
+//! * [`assign`]: stable bucketing (XXH3-64 into 100 000 buckets), the lane layout that keeps
+//!   ramps safe, and unit-id extraction. Pure, golden-vector tested.
+//! * [`compare`]: what a config change does to units — the moves between variants over
+//!   the whole bucket space, and whether they amount to a reshuffle. Behind
+//!   `cohort check NEW --against OLD` and (with hot reload) behind every reload.
+//! * [`cli`]: the bodies of the `cohort` subcommands; `main.rs` only parses arguments.
+//!
+//! The forwarding data plane, the event log, the statistics and the reports follow in
+//! their own modules as they land (see README.md for what is built).
+
+pub mod assign;
+pub mod cli;
+pub mod compare;
+pub mod config;

@@ -1,0 +1,75 @@
+//! The `cohort` command line: argument parsing only; each subcommand's body lives in
+//! `cohort::cli`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cohort::cli::{self, Format};
+
+/// An A/B traffic-splitting reverse proxy for ML model variants.
+#[derive(Parser)]
+#[command(name = "cohort", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a routes.yaml and print its compiled plan; with --against, show what the
+    /// change does to units (exit 1: invalid, exit 3: unacknowledged reshuffle).
+    Check {
+        /// The config to check.
+        file: PathBuf,
+        /// The config currently in force: print the moves from it to FILE.
+        #[arg(long, value_name = "OLD")]
+        against: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print the variant (and bucket) of each unit, as the proxy would assign it.
+    Assign {
+        /// The routes.yaml to read.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The experiment's name.
+        #[arg(long)]
+        experiment: String,
+        /// A unit id (repeatable).
+        #[arg(long = "unit", value_name = "UNIT", required_unless_present = "units_from")]
+        units: Vec<String>,
+        /// Read unit ids, one per line, from FILE ("-" for standard input).
+        #[arg(long, value_name = "FILE", conflicts_with = "units")]
+        units_from: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show cohort at work on its built-in default config, with nothing else to set up.
+    Demo {
+        /// Simulated users.
+        #[arg(long, default_value_t = 10_000)]
+        users: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    cli::init_tracing();
+    let args = Cli::parse();
+    let code = match args.command {
+        Command::Check {
+            file,
+            against,
+            format,
+        } => cli::check::run(&file, against.as_deref(), format),
+        Command::Assign {
+            config,
+            experiment,
+            units,
+            units_from,
+            format,
+        } => cli::assign::run(&config, &experiment, &units, units_from.as_deref(), format),
+        Command::Demo { users } => cli::demo::run(users),
+    };
+    ExitCode::from(code)
+}
