@@ -108,7 +108,13 @@ impl Recorder {
             Some(Frame::Opaque) => None,
             Some(Frame::Map { path, key }) => match key.take() {
                 None => {
-                    // This node is a key.
+                    // This node is a key. yaml-rust2 marks a block mapping at its first
+                    // `:`; the first key is where a reader sees the mapping begin.
+                    if let Some(start) = self.positions.values.get_mut(path.as_str()) {
+                        if (pos.line, pos.column) < (start.line, start.column) {
+                            *start = pos;
+                        }
+                    }
                     let name = scalar.unwrap_or("?").to_owned();
                     let full = join(path, &name);
                     self.positions.keys.insert(full, pos);
@@ -190,7 +196,7 @@ mod tests {
         assert_eq!(p.value("experiments[1].name"), Some(Position { line: 5, column: 11 }));
         assert_eq!(
             p.value("experiments[1].variants[0].weight"),
-            Some(Position { line: 7, column: 32 })
+            Some(Position { line: 7, column: 28 })
         );
         // Unwritten keys fall back to their nearest written ancestor.
         assert_eq!(p.value("experiments[0].salt"), Some(Position { line: 3, column: 5 }));
