@@ -234,8 +234,16 @@ fn compare_experiment(old: &Experiment, new: &Experiment) -> ExperimentChange {
             if *name == old_control || *name == new_control {
                 continue;
             }
-            let gained: f64 = moves.iter().filter(|m| m.to == *name).map(|m| m.share).sum();
-            let lost: f64 = moves.iter().filter(|m| m.from == *name).map(|m| m.share).sum();
+            let gained: f64 = moves
+                .iter()
+                .filter(|m| m.to == *name)
+                .map(|m| m.share)
+                .sum();
+            let lost: f64 = moves
+                .iter()
+                .filter(|m| m.from == *name)
+                .map(|m| m.share)
+                .sum();
             if gained > 0.0 && lost > 0.0 {
                 let reason = format!(
                     "{name} both gains {} and loses {} of units: its lane moved, so units \

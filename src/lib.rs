@@ -27,3 +27,4 @@ pub mod assign;
 pub mod cli;
 pub mod compare;
 pub mod config;
+pub mod live;

@@ -37,7 +37,11 @@ enum Command {
         #[arg(long)]
         experiment: String,
         /// A unit id (repeatable).
-        #[arg(long = "unit", value_name = "UNIT", required_unless_present = "units_from")]
+        #[arg(
+            long = "unit",
+            value_name = "UNIT",
+            required_unless_present = "units_from"
+        )]
         units: Vec<String>,
         /// Read unit ids, one per line, from FILE ("-" for standard input).
         #[arg(long, value_name = "FILE", conflicts_with = "units")]

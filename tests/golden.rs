@@ -10,7 +10,8 @@ use serde_json::Value;
 fn buckets_and_variants_match_the_independent_reference() {
     let fixture: Value =
         serde_json::from_str(include_str!("fixtures/golden_buckets.json")).expect("fixture parses");
-    let routes = config::parse("golden.yaml", include_str!("fixtures/golden.yaml")).expect("golden.yaml compiles");
+    let routes = config::parse("golden.yaml", include_str!("fixtures/golden.yaml"))
+        .expect("golden.yaml compiles");
     let exp = routes.experiment("golden").expect("experiment golden");
     let vectors = fixture["vectors"].as_array().expect("vectors");
     assert!(vectors.len() >= 30);
@@ -19,7 +20,11 @@ fn buckets_and_variants_match_the_independent_reference() {
         let salt = vector["salt"].as_str().unwrap();
         let unit = vector["unit"].as_str().unwrap();
         let seed = hash::salt_seed(salt);
-        assert_eq!(seed, vector["seed"].as_u64().unwrap(), "seed of salt {salt:?}");
+        assert_eq!(
+            seed,
+            vector["seed"].as_u64().unwrap(),
+            "seed of salt {salt:?}"
+        );
         let bucket = hash::bucket(seed, unit);
         assert_eq!(
             u64::from(bucket),
@@ -29,7 +34,10 @@ fn buckets_and_variants_match_the_independent_reference() {
         if let Some(expected) = vector["variant"].as_str() {
             let a = assign(exp, unit);
             assert_eq!(a.bucket, bucket);
-            assert_eq!(exp.variants[a.variant].name, expected, "variant of {unit:?}");
+            assert_eq!(
+                exp.variants[a.variant].name, expected,
+                "variant of {unit:?}"
+            );
             checked_variants += 1;
         }
     }
@@ -38,7 +46,8 @@ fn buckets_and_variants_match_the_independent_reference() {
 
 #[test]
 fn the_fixture_covers_every_variant() {
-    let fixture: Value = serde_json::from_str(include_str!("fixtures/golden_buckets.json")).unwrap();
+    let fixture: Value =
+        serde_json::from_str(include_str!("fixtures/golden_buckets.json")).unwrap();
     let mut seen: Vec<&str> = fixture["vectors"]
         .as_array()
         .unwrap()
@@ -47,5 +56,9 @@ fn the_fixture_covers_every_variant() {
         .collect();
     seen.sort_unstable();
     seen.dedup();
-    assert_eq!(seen, ["gb", "lr", "rf"], "regenerate with units that reach every variant");
+    assert_eq!(
+        seen,
+        ["gb", "lr", "rf"],
+        "regenerate with units that reach every variant"
+    );
 }

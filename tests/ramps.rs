@@ -7,6 +7,7 @@
 //!   is reported as a reshuffle exactly when some unit moves unsafely;
 //! * with lanes declared, reordering variants and adding or removing zero-weight variants
 //!   moves nobody; without lanes, reordering moves nobody.
+//!
 //! `compare` (behind `cohort check --against`) must agree with the brute-force tally.
 
 mod common;
@@ -44,21 +45,40 @@ fn assert_compare_matches_tally(old: &Routes, new: &Routes) -> BTreeMap<(String,
     let change = &c.experiments["e"];
     let mut listed: BTreeMap<(String, String), u32> = BTreeMap::new();
     for m in &change.moves {
-        listed.insert((m.from.clone(), m.to.clone()), (m.share * f64::from(BUCKETS)).round() as u32);
+        listed.insert(
+            (m.from.clone(), m.to.clone()),
+            (m.share * f64::from(BUCKETS)).round() as u32,
+        );
     }
-    let moved: BTreeMap<(String, String), u32> =
-        t.iter().filter(|((a, b), n)| a != b && **n > 0).map(|(k, n)| (k.clone(), *n)).collect();
-    assert_eq!(listed, moved, "compare's moves differ from the bucket-by-bucket tally");
+    let moved: BTreeMap<(String, String), u32> = t
+        .iter()
+        .filter(|((a, b), n)| a != b && **n > 0)
+        .map(|(k, n)| (k.clone(), *n))
+        .collect();
+    assert_eq!(
+        listed, moved,
+        "compare's moves differ from the bucket-by-bucket tally"
+    );
     t
 }
 
 /// True when the tally shows an unsafe move: treatment → treatment, or a treatment that
 /// both gains and loses.
 fn unsafe_moves(t: &BTreeMap<(String, String), u32>) -> bool {
-    let between = t.iter().any(|((a, b), n)| *n > 0 && a != b && a != "ctl" && b != "ctl");
+    let between = t
+        .iter()
+        .any(|((a, b), n)| *n > 0 && a != b && a != "ctl" && b != "ctl");
     let both = T.iter().any(|name| {
-        let gains: u32 = t.iter().filter(|((a, b), _)| b == name && a != name).map(|(_, n)| n).sum();
-        let losses: u32 = t.iter().filter(|((a, b), _)| a == name && b != name).map(|(_, n)| n).sum();
+        let gains: u32 = t
+            .iter()
+            .filter(|((a, b), _)| b == name && a != name)
+            .map(|(_, n)| n)
+            .sum();
+        let losses: u32 = t
+            .iter()
+            .filter(|((a, b), _)| a == name && b != name)
+            .map(|(_, n)| n)
+            .sum();
         gains > 0 && losses > 0
     });
     between || both
@@ -67,7 +87,12 @@ fn unsafe_moves(t: &BTreeMap<(String, String), u32>) -> bool {
 /// Old and new bucket counts for 1–2 treatments with control down, treatments up or equal.
 fn ramp_case() -> impl Strategy<Value = (Vec<u32>, Vec<u32>, f64)> {
     (1usize..=2)
-        .prop_flat_map(|k| (prop::collection::vec(0u32..=50_000, k), prop::collection::vec(0u32..=50_000, k)))
+        .prop_flat_map(|k| {
+            (
+                prop::collection::vec(0u32..=50_000, k),
+                prop::collection::vec(0u32..=50_000, k),
+            )
+        })
         .prop_flat_map(|(old, grow)| {
             let room = u64::from(BUCKETS - old.iter().sum::<u32>());
             let grow_sum = u64::from(grow.iter().sum::<u32>());
@@ -77,11 +102,19 @@ fn ramp_case() -> impl Strategy<Value = (Vec<u32>, Vec<u32>, f64)> {
                 .zip(&grow)
                 .map(|(&o, &g)| {
                     let g = u64::from(g);
-                    let g = if grow_sum > room { g * room / grow_sum } else { g };
+                    let g = if grow_sum > room {
+                        g * room / grow_sum
+                    } else {
+                        g
+                    };
                     o + g as u32
                 })
                 .collect();
-            (Just(old), Just(new), prop_oneof![Just(1.0), 0.001f64..1000.0])
+            (
+                Just(old),
+                Just(new),
+                prop_oneof![Just(1.0), 0.001f64..1000.0],
+            )
         })
 }
 
@@ -161,16 +194,27 @@ fn lane_variants(lanes: &[(u32, u32)], counts: &[u32], froms: &[bool]) -> Vec<V>
     for (i, (&(start, size), &c)) in lanes.iter().zip(counts).enumerate() {
         let mut var = common::v(T[i], f64::from(c));
         let from = if froms[i] { "end" } else { "start" };
-        var.lane = Some((f64::from(start) / f64::from(BUCKETS), f64::from(size) / f64::from(BUCKETS), from));
+        var.lane = Some((
+            f64::from(start) / f64::from(BUCKETS),
+            f64::from(size) / f64::from(BUCKETS),
+            from,
+        ));
         vs.push(var);
     }
-    vs.push(common::v("ctl", f64::from(BUCKETS - counts.iter().sum::<u32>())));
+    vs.push(common::v(
+        "ctl",
+        f64::from(BUCKETS - counts.iter().sum::<u32>()),
+    ));
     vs
 }
 
 /// Counts within each lane's cap, as fractions in [0, 1] of the cap.
 fn within(lanes: &[(u32, u32)], fracs: &[f64]) -> Vec<u32> {
-    lanes.iter().zip(fracs).map(|(l, f)| (f64::from(l.1) * f) as u32).collect()
+    lanes
+        .iter()
+        .zip(fracs)
+        .map(|(l, f)| (f64::from(l.1) * f) as u32)
+        .collect()
 }
 
 proptest! {
@@ -262,22 +306,57 @@ proptest! {
 
 #[test]
 fn a_ninety_ten_to_eighty_twenty_ramp_moves_ten_percent() {
-    let old = compile(&experiment_yaml("rf", "s", false, &[common::v("rf", 90.0), common::v("lr", 10.0)]));
-    let new = compile(&experiment_yaml("rf", "s", false, &[common::v("rf", 80.0), common::v("lr", 20.0)]));
+    let old = compile(&experiment_yaml(
+        "rf",
+        "s",
+        false,
+        &[common::v("rf", 90.0), common::v("lr", 10.0)],
+    ));
+    let new = compile(&experiment_yaml(
+        "rf",
+        "s",
+        false,
+        &[common::v("rf", 80.0), common::v("lr", 20.0)],
+    ));
     let c = compare(&old, &new);
     let e = &c.experiments["e"];
     assert_eq!(e.moves.len(), 1);
-    assert_eq!((e.moves[0].from.as_str(), e.moves[0].to.as_str()), ("rf", "lr"));
+    assert_eq!(
+        (e.moves[0].from.as_str(), e.moves[0].to.as_str()),
+        ("rf", "lr")
+    );
     assert!((e.moves[0].share - 0.10).abs() < 1e-12);
     assert!(!e.reshuffle);
 }
 
 #[test]
 fn promotion_to_one_hundred_percent_is_not_a_reshuffle() {
-    let old = compile(&experiment_yaml("rf", "s", false, &[common::v("rf", 50.0), common::v("a", 25.0), common::v("b", 25.0)]));
-    let new = compile(&experiment_yaml("rf", "s", false, &[common::v("rf", 0.0), common::v("a", 100.0), common::v("b", 0.0)]));
+    let old = compile(&experiment_yaml(
+        "rf",
+        "s",
+        false,
+        &[
+            common::v("rf", 50.0),
+            common::v("a", 25.0),
+            common::v("b", 25.0),
+        ],
+    ));
+    let new = compile(&experiment_yaml(
+        "rf",
+        "s",
+        false,
+        &[
+            common::v("rf", 0.0),
+            common::v("a", 100.0),
+            common::v("b", 0.0),
+        ],
+    ));
     let e = &compare(&old, &new).experiments["e"];
-    assert!(e.moves.iter().any(|m| m.from == "b" && m.to == "a"), "{:?}", e.moves);
+    assert!(
+        e.moves.iter().any(|m| m.from == "b" && m.to == "a"),
+        "{:?}",
+        e.moves
+    );
     assert!(!e.reshuffle);
 }
 
@@ -289,7 +368,11 @@ fn a_new_salt_or_control_is_a_reshuffle_and_only_the_salt_acknowledges_it() {
     let e = &compare(&old, &salted).experiments["e"];
     assert!(e.reshuffle && e.acknowledged);
     // Expected moves under independent re-randomization: 25% each way.
-    assert!(e.moves.iter().all(|m| (m.share - 0.25).abs() < 1e-12), "{:?}", e.moves);
+    assert!(
+        e.moves.iter().all(|m| (m.share - 0.25).abs() < 1e-12),
+        "{:?}",
+        e.moves
+    );
 
     let recontrolled = compile(&experiment_yaml("lr", "s1", false, &base));
     let e = &compare(&old, &recontrolled).experiments["e"];
@@ -301,9 +384,23 @@ fn a_new_salt_or_control_is_a_reshuffle_and_only_the_salt_acknowledges_it() {
 
 #[test]
 fn an_unchanged_weight_with_a_changed_share_warns() {
-    let old = compile(&experiment_yaml("rf", "s", false, &[common::v("rf", 50.0), common::v("lr", 50.0)]));
-    let new = compile(&experiment_yaml("rf", "s", false, &[common::v("rf", 50.0), common::v("lr", 100.0)]));
+    let old = compile(&experiment_yaml(
+        "rf",
+        "s",
+        false,
+        &[common::v("rf", 50.0), common::v("lr", 50.0)],
+    ));
+    let new = compile(&experiment_yaml(
+        "rf",
+        "s",
+        false,
+        &[common::v("rf", 50.0), common::v("lr", 100.0)],
+    ));
     let e = &compare(&old, &new).experiments["e"];
     assert_eq!(e.warnings.len(), 1, "{:?}", e.warnings);
-    assert!(e.warnings[0].starts_with("rf keeps weight 50"), "{}", e.warnings[0]);
+    assert!(
+        e.warnings[0].starts_with("rf keeps weight 50"),
+        "{}",
+        e.warnings[0]
+    );
 }

@@ -36,15 +36,24 @@ fn split(variants: &[common::V], control: &str, salt: &str) -> (Vec<u64>, Vec<f6
 fn split_matches_shares_two_variants() {
     let (counts, shares) = split(&[v("rf", 50.0), v("lr", 50.0)], "rf", "split-seed-1");
     let p = chi_square_p(&counts, &shares);
-    assert!(p >= 0.001, "chi-square rejects the split: p = {p}, counts {counts:?}");
+    assert!(
+        p >= 0.001,
+        "chi-square rejects the split: p = {p}, counts {counts:?}"
+    );
 }
 
 #[test]
 fn split_matches_shares_uneven_three_variants() {
-    let (counts, shares) =
-        split(&[v("rf", 70.0), v("lr", 20.0), v("gb", 10.0)], "rf", "split-seed-2");
+    let (counts, shares) = split(
+        &[v("rf", 70.0), v("lr", 20.0), v("gb", 10.0)],
+        "rf",
+        "split-seed-2",
+    );
     let p = chi_square_p(&counts, &shares);
-    assert!(p >= 0.001, "chi-square rejects the split: p = {p}, counts {counts:?}");
+    assert!(
+        p >= 0.001,
+        "chi-square rejects the split: p = {p}, counts {counts:?}"
+    );
 }
 
 #[test]
@@ -55,7 +64,10 @@ fn split_matches_shares_with_lanes() {
     vs[3].lane = Some((0.75, 0.25, "start"));
     let (counts, shares) = split(&vs, "ctl", "split-seed-3");
     let p = chi_square_p(&counts, &shares);
-    assert!(p >= 0.001, "chi-square rejects the split: p = {p}, counts {counts:?}");
+    assert!(
+        p >= 0.001,
+        "chi-square rejects the split: p = {p}, counts {counts:?}"
+    );
 }
 
 #[test]

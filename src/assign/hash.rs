@@ -38,7 +38,10 @@ mod tests {
     #[test]
     fn buckets_stay_in_range_at_the_extremes() {
         // The multiply-shift maps 0 → 0 and u64::MAX → BUCKETS - 1.
-        assert_eq!(((u128::from(u64::MAX) * u128::from(BUCKETS)) >> 64) as u32, BUCKETS - 1);
+        assert_eq!(
+            ((u128::from(u64::MAX) * u128::from(BUCKETS)) >> 64) as u32,
+            BUCKETS - 1
+        );
         for i in 0..10_000 {
             assert!(bucket(salt_seed("s"), &format!("u{i}")) < BUCKETS);
         }

@@ -126,7 +126,11 @@ pub struct Placement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayoutError {
     /// The treatment asks for more buckets than its lane holds.
-    ExceedsLane { variant: usize, count: u32, size: u32 },
+    ExceedsLane {
+        variant: usize,
+        count: u32,
+        size: u32,
+    },
     /// Two lanes overlap without being one shared lane.
     LanesOverlap { a: usize, b: usize },
     /// Two treatments of one shared lane ask for more than the lane holds together.
@@ -283,17 +287,37 @@ mod tests {
         let layout = Layout::build(
             0,
             &[
-                Placement { variant: 1, lane: lanes[0], count: 10_000 },
-                Placement { variant: 2, lane: lanes[1], count: 20_000 },
+                Placement {
+                    variant: 1,
+                    lane: lanes[0],
+                    count: 10_000,
+                },
+                Placement {
+                    variant: 2,
+                    lane: lanes[1],
+                    count: 20_000,
+                },
             ],
         )
         .unwrap();
         assert_eq!(
             layout.segments(),
             &[
-                Segment { start: 0, end: 10_000, variant: 1 },
-                Segment { start: 10_000, end: 80_000, variant: 0 },
-                Segment { start: 80_000, end: BUCKETS, variant: 2 },
+                Segment {
+                    start: 0,
+                    end: 10_000,
+                    variant: 1
+                },
+                Segment {
+                    start: 10_000,
+                    end: 80_000,
+                    variant: 0
+                },
+                Segment {
+                    start: 80_000,
+                    end: BUCKETS,
+                    variant: 2
+                },
             ]
         );
         assert_eq!(layout.variant_at(0), 1);
@@ -309,12 +333,27 @@ mod tests {
         let layout = Layout::build(
             0,
             &[
-                Placement { variant: 1, lane: lanes[0], count: BUCKETS },
-                Placement { variant: 2, lane: lanes[1], count: 0 },
+                Placement {
+                    variant: 1,
+                    lane: lanes[0],
+                    count: BUCKETS,
+                },
+                Placement {
+                    variant: 2,
+                    lane: lanes[1],
+                    count: 0,
+                },
             ],
         )
         .unwrap();
-        assert_eq!(layout.segments(), &[Segment { start: 0, end: BUCKETS, variant: 1 }]);
+        assert_eq!(
+            layout.segments(),
+            &[Segment {
+                start: 0,
+                end: BUCKETS,
+                variant: 1
+            }]
+        );
     }
 
     #[test]
@@ -323,31 +362,73 @@ mod tests {
         let err = Layout::build(
             0,
             &[
-                Placement { variant: 1, lane: full, count: 10 },
-                Placement { variant: 2, lane: full, count: 10 },
+                Placement {
+                    variant: 1,
+                    lane: full,
+                    count: 10,
+                },
+                Placement {
+                    variant: 2,
+                    lane: full,
+                    count: 10,
+                },
             ],
         );
         assert_eq!(err, Err(LayoutError::LaneCrowded { a: 1, b: 2 }));
         let err = Layout::build(
             0,
             &[
-                Placement { variant: 1, lane: lane(0, 600, LaneEdge::Start), count: 10 },
-                Placement { variant: 2, lane: lane(500, 500, LaneEdge::Start), count: 10 },
+                Placement {
+                    variant: 1,
+                    lane: lane(0, 600, LaneEdge::Start),
+                    count: 10,
+                },
+                Placement {
+                    variant: 2,
+                    lane: lane(500, 500, LaneEdge::Start),
+                    count: 10,
+                },
             ],
         );
         assert_eq!(err, Err(LayoutError::LanesOverlap { a: 1, b: 2 }));
         let err = Layout::build(
             0,
             &[
-                Placement { variant: 1, lane: lane(0, 600, LaneEdge::Start), count: 400 },
-                Placement { variant: 2, lane: lane(0, 600, LaneEdge::End), count: 201 },
+                Placement {
+                    variant: 1,
+                    lane: lane(0, 600, LaneEdge::Start),
+                    count: 400,
+                },
+                Placement {
+                    variant: 2,
+                    lane: lane(0, 600, LaneEdge::End),
+                    count: 201,
+                },
             ],
         );
-        assert_eq!(err, Err(LayoutError::SharedLaneFull { a: 1, b: 2, size: 600 }));
+        assert_eq!(
+            err,
+            Err(LayoutError::SharedLaneFull {
+                a: 1,
+                b: 2,
+                size: 600
+            })
+        );
         let err = Layout::build(
             0,
-            &[Placement { variant: 1, lane: lane(0, 600, LaneEdge::Start), count: 601 }],
+            &[Placement {
+                variant: 1,
+                lane: lane(0, 600, LaneEdge::Start),
+                count: 601,
+            }],
         );
-        assert_eq!(err, Err(LayoutError::ExceedsLane { variant: 1, count: 601, size: 600 }));
+        assert_eq!(
+            err,
+            Err(LayoutError::ExceedsLane {
+                variant: 1,
+                count: 601,
+                size: 600
+            })
+        );
     }
 }

@@ -136,11 +136,20 @@ mod tests {
     #[test]
     fn first_present_source_wins() {
         let h = headers(&[("x-user-id", "alice"), ("cookie", "cohort_uid=bob")]);
-        assert_eq!(find_unit(&sources(), &h, Some("uid=carol")).as_deref(), Some("alice"));
+        assert_eq!(
+            find_unit(&sources(), &h, Some("uid=carol")).as_deref(),
+            Some("alice")
+        );
         let h = headers(&[("x-user-id", "  "), ("cookie", "a=1; cohort_uid=bob")]);
-        assert_eq!(find_unit(&sources(), &h, Some("uid=carol")).as_deref(), Some("bob"));
+        assert_eq!(
+            find_unit(&sources(), &h, Some("uid=carol")).as_deref(),
+            Some("bob")
+        );
         let h = headers(&[("cookie", "other=1")]);
-        assert_eq!(find_unit(&sources(), &h, Some("x=1&uid=car%20ol+x")).as_deref(), Some("car ol x"));
+        assert_eq!(
+            find_unit(&sources(), &h, Some("x=1&uid=car%20ol+x")).as_deref(),
+            Some("car ol x")
+        );
         assert_eq!(find_unit(&sources(), &h, Some("uid=&x=2")), None);
         assert_eq!(find_unit(&sources(), &h, None), None);
     }

@@ -42,7 +42,8 @@ pub fn run(
         match format {
             Format::Text => writeln!(out, "{unit}\t{variant}\t{}", a.bucket),
             Format::Json => {
-                let line = serde_json::json!({"unit": unit, "variant": variant, "bucket": a.bucket});
+                let line =
+                    serde_json::json!({"unit": unit, "variant": variant, "bucket": a.bucket});
                 writeln!(out, "{line}")
             }
         }

@@ -191,7 +191,11 @@ pub fn plan_text(r: &Routes) -> String {
             yaml_name(&e.unit),
             yaml_name(&e.on_missing_unit),
             e.salt,
-            if e.lanes_declared { "declared" } else { "by name (default)" }
+            if e.lanes_declared {
+                "declared"
+            } else {
+                "by name (default)"
+            }
         )
         .map(|_| ());
         let _ = writeln!(
@@ -216,7 +220,11 @@ pub fn plan_text(r: &Routes) -> String {
                 name,
                 v.weight,
                 pct(f64::from(v.buckets) / f64::from(BUCKETS)),
-                if runs.is_empty() { "-".to_owned() } else { runs },
+                if runs.is_empty() {
+                    "-".to_owned()
+                } else {
+                    runs
+                },
                 v.upstream.url
             );
         }

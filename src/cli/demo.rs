@@ -53,7 +53,11 @@ fn demo(users: u32) -> Result<String, config::ConfigError> {
                 .all(|(unit, &v)| assign(exp, unit).variant == v)
         });
         let _ = writeln!(s, "\nexperiment {}:", exp.name);
-        let _ = writeln!(s, "  {:<10} {:>10} {:>10} {:>10}", "variant", "configured", "observed", "users");
+        let _ = writeln!(
+            s,
+            "  {:<10} {:>10} {:>10} {:>10}",
+            "variant", "configured", "observed", "users"
+        );
         for (i, v) in exp.variants.iter().enumerate() {
             let _ = writeln!(
                 s,
@@ -86,7 +90,11 @@ fn demo(users: u32) -> Result<String, config::ConfigError> {
             };
             if let Ok(new) = config::compile_file(file, source) {
                 if let Some(change) = compare(&routes, &new).experiments.get(&exp.name) {
-                    let _ = writeln!(s, "\nramp {} → {} by 10 points of traffic:", control.name, treatment.name);
+                    let _ = writeln!(
+                        s,
+                        "\nramp {} → {} by 10 points of traffic:",
+                        control.name, treatment.name
+                    );
                     for m in &change.moves {
                         let _ = writeln!(s, "  moves {} → {} {}", m.from, m.to, pct(m.share));
                     }

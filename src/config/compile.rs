@@ -81,9 +81,7 @@ impl<'a> Checker<'a> {
     }
 
     fn share_in(&mut self, path: &str, value: f64, lo: f64, hi: f64, lo_open: bool) {
-        let ok = value.is_finite()
-            && value <= hi
-            && if lo_open { value > lo } else { value >= lo };
+        let ok = value.is_finite() && value <= hi && if lo_open { value > lo } else { value >= lo };
         if !ok {
             let open = if lo_open { "(" } else { "[" };
             self.error(path, format!("must be in {open}{lo}, {hi}] (got {value})"));
@@ -164,8 +162,7 @@ pub(crate) fn compile(
         ] {
             c.positive(&format!("{path}.{key}"), v);
         }
-        let Some(experiment) = file.experiments.iter().position(|e| e.name == r.experiment)
-        else {
+        let Some(experiment) = file.experiments.iter().position(|e| e.name == r.experiment) else {
             let known: Vec<&str> = file.experiments.iter().map(|e| e.name.as_str()).collect();
             c.error(
                 &format!("{path}.experiment"),
@@ -177,12 +174,23 @@ pub(crate) fn compile(
             );
             continue;
         };
-        let shadow = file.routes[..i].iter().position(|o| o.matcher == r.matcher);
+        // An earlier route with the same prefix that asks no more (any host or the same,
+        // a subset of the headers) takes every request this one would: it is dead.
+        let shadow = file.routes[..i].iter().position(|o| {
+            let (om, m) = (&o.matcher, &r.matcher);
+            om.path_prefix == m.path_prefix
+                && om
+                    .host
+                    .as_ref()
+                    .is_none_or(|h| m.host.as_ref().is_some_and(|mh| mh.eq_ignore_ascii_case(h)))
+                && om.headers.iter().all(|(k, v)| m.headers.get(k) == Some(v))
+        });
         if let Some(j) = shadow {
             c.error(
                 &format!("{path}.match"),
                 format!(
-                    "same match as routes[{j}] ({:?}): this route could never be chosen",
+                    "routes[{j}] ({:?}) comes first and matches every request this route \
+                     matches: this route could never be chosen (put the more specific route first)",
                     file.routes[j].name
                 ),
             );
@@ -257,11 +265,16 @@ fn check_settings(c: &mut Checker<'_>, f: &FileConfig) {
         let path = format!("admin.tokens[{i}]");
         c.name(&format!("{path}.name"), "token", &t.name);
         if !token_names.insert(t.name.as_str()) {
-            c.error(&format!("{path}.name"), format!("duplicate token name {:?}", t.name));
+            c.error(
+                &format!("{path}.name"),
+                format!("duplicate token name {:?}", t.name),
+            );
         }
         let env_ok = !t.env.is_empty()
             && !t.env.starts_with(|ch: char| ch.is_ascii_digit())
-            && t.env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            && t.env
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !env_ok {
             c.error(
                 &format!("{path}.env"),
@@ -283,7 +296,10 @@ fn check_settings(c: &mut Checker<'_>, f: &FileConfig) {
     c.positive("limits.max_connections", l.max_connections.into());
     c.positive("limits.header_read_timeout_ms", l.header_read_timeout_ms);
     c.positive("limits.h2_idle_timeout_ms", l.h2_idle_timeout_ms);
-    c.positive("limits.h2_max_concurrent_streams", l.h2_max_concurrent_streams.into());
+    c.positive(
+        "limits.h2_max_concurrent_streams",
+        l.h2_max_concurrent_streams.into(),
+    );
     if l.max_header_bytes < 1024 {
         c.error("limits.max_header_bytes", "must be at least 1024");
     }
@@ -429,17 +445,13 @@ fn compile_experiment(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> 
                 _ => {
                     c.error(
                         &format!("{vpath}.host_header"),
-                        format!(
-                            "{literal:?} is neither `upstream`, `preserve` nor a host name"
-                        ),
+                        format!("{literal:?} is neither `upstream`, `preserve` nor a host name"),
                     );
                     None
                 }
             },
         };
-        if v.tls.ca_file.is_some()
-            && upstream.as_ref().is_some_and(|u| u.scheme != Scheme::HTTPS)
-        {
+        if v.tls.ca_file.is_some() && upstream.as_ref().is_some_and(|u| u.scheme != Scheme::HTTPS) {
             c.error(
                 &format!("{vpath}.tls.ca_file"),
                 "tls.ca_file is set but the upstream is not https://",
@@ -453,7 +465,11 @@ fn compile_experiment(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> 
                 "h2c is cleartext HTTP/2; it cannot be used with an https:// upstream",
             );
         }
-        let share = if total > 0.0 { v.weight.max(0.0) / total } else { 0.0 };
+        let share = if total > 0.0 {
+            v.weight.max(0.0) / total
+        } else {
+            0.0
+        };
         let buckets = buckets_for_share(share);
         if Some(j) != control && v.weight > 0.0 && buckets == 0 {
             c.warn(
@@ -544,7 +560,10 @@ fn unit_source(c: &mut Checker<'_>, path: &str, s: &UnitSourceConfig) -> Option<
         return match HeaderName::from_bytes(h.as_bytes()) {
             Ok(name) => Some(UnitSource::Header(name)),
             Err(_) => {
-                c.error(&format!("{path}.header"), format!("{h:?} is not a valid header name"));
+                c.error(
+                    &format!("{path}.header"),
+                    format!("{h:?} is not a valid header name"),
+                );
                 None
             }
         };
@@ -555,7 +574,10 @@ fn unit_source(c: &mut Checker<'_>, path: &str, s: &UnitSourceConfig) -> Option<
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
         if !ok {
-            c.error(&format!("{path}.cookie"), format!("{name:?} is not a valid cookie name"));
+            c.error(
+                &format!("{path}.cookie"),
+                format!("{name:?} is not a valid cookie name"),
+            );
             return None;
         }
         return Some(UnitSource::Cookie(name.clone()));
@@ -617,11 +639,17 @@ fn check_decision(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) {
         c.error(&p("power"), format!("must be in (0, 1) (got {})", d.power));
     }
     if !(d.mde.is_finite() && d.mde > 0.0) {
-        c.error(&p("mde"), format!("must be a relative effect > 0, e.g. 0.10 (got {})", d.mde));
+        c.error(
+            &p("mde"),
+            format!("must be a relative effect > 0, e.g. 0.10 (got {})", d.mde),
+        );
     }
     if let Some(b) = d.baseline_rate {
         if !(b.is_finite() && b > 0.0 && b < 1.0) {
-            c.error(&p("baseline_rate"), format!("must be in (0, 1) or null (got {b})"));
+            c.error(
+                &p("baseline_rate"),
+                format!("must be in (0, 1) or null (got {b})"),
+            );
         }
     }
     if d.sequential_n_star == Some(0) {
@@ -650,7 +678,10 @@ fn lanes(
         // Default: treatments in name order, never YAML order.
         let mut treatments: Vec<usize> = (0..variants.len()).filter(|&j| j != control).collect();
         treatments.sort_by(|&a, &b| variants[a].name.cmp(&variants[b].name));
-        for (lane, j) in layout::default_lanes(treatments.len()).into_iter().zip(treatments) {
+        for (lane, j) in layout::default_lanes(treatments.len())
+            .into_iter()
+            .zip(treatments)
+        {
             variants[j].lane = Some(lane);
         }
         return Some(false);
@@ -674,7 +705,13 @@ fn lanes(
             (None, true) => {}
             (Some(l), false) => {
                 c.share_in(&format!("{vpath}.lane.start"), l.start, 0.0, 1.0, false);
-                c.share_in(&format!("{vpath}.lane.max_weight"), l.max_weight, 0.0, 1.0, true);
+                c.share_in(
+                    &format!("{vpath}.lane.max_weight"),
+                    l.max_weight,
+                    0.0,
+                    1.0,
+                    true,
+                );
                 let end = l.start + l.max_weight;
                 if end > 1.0 + 1e-9 {
                     c.error(
@@ -715,17 +752,26 @@ fn layout_problem(
         )
     };
     let vpath = |j: usize| format!("{path}.variants[{j}]");
-    let lane_of = |j: usize| variants[j].lane.unwrap_or(Lane {
-        start: 0,
-        size: 0,
-        from: Default::default(),
-    });
+    let lane_of = |j: usize| {
+        variants[j].lane.unwrap_or(Lane {
+            start: 0,
+            size: 0,
+            from: Default::default(),
+        })
+    };
     match err {
-        LayoutError::ExceedsLane { variant, count, size } => {
+        LayoutError::ExceedsLane {
+            variant,
+            count,
+            size,
+        } => {
             let how = if declared {
                 format!(
                     "raise its lane.max_weight (now {}) if the space after its lane is free",
-                    e.variants[variant].lane.as_ref().map_or(0.0, |l| l.max_weight)
+                    e.variants[variant]
+                        .lane
+                        .as_ref()
+                        .map_or(0.0, |l| l.max_weight)
                 )
             } else {
                 let k = variants.len() - 1;

@@ -42,7 +42,9 @@ pub fn parse(file: &str, text: &str) -> Result<Routes, ConfigError> {
     let parsed: FileConfig = match serde_yaml::from_str(text) {
         Ok(parsed) => parsed,
         // An empty file is an empty config (every default, no routes), not an error.
-        Err(_) if text.trim().is_empty() => serde_yaml::from_str("{}").map_err(|e| serde_problem(file, &e))?,
+        Err(_) if text.trim().is_empty() => {
+            serde_yaml::from_str("{}").map_err(|e| serde_problem(file, &e))?
+        }
         Err(e) => return Err(serde_problem(file, &e)),
     };
     let positions = Positions::of(text);
@@ -65,9 +67,11 @@ fn serde_problem(file: &str, err: &serde_yaml::Error) -> ConfigError {
         line: l.line(),
         column: l.column(),
     });
+    // The position is reported separately; keep the rest (a YAML syntax error's context,
+    // e.g. ", while scanning a quoted scalar at line 2 column 11").
     let mut message = err.to_string();
-    if let Some(at) = message.find(" at line ") {
-        message.truncate(at);
+    if let Some(p) = position {
+        message = message.replacen(&format!(" at line {} column {}", p.line, p.column), "", 1);
     }
     let (mut path, reason) = match message.split_once(": ") {
         Some((p, r)) if !p.is_empty() && !p.contains(' ') => (p.to_owned(), r.to_owned()),

@@ -57,10 +57,7 @@ impl Positions {
 
     /// The position of the key that names `path` (falls back to [`Self::value`]).
     pub fn key(&self, path: &str) -> Option<Position> {
-        self.keys
-            .get(path)
-            .copied()
-            .or_else(|| self.value(path))
+        self.keys.get(path).copied().or_else(|| self.value(path))
     }
 }
 
@@ -137,7 +134,10 @@ impl Recorder {
     }
 
     fn is_key_position(&self) -> bool {
-        matches!(self.stack.last(), Some(Frame::Map { key: None, .. }) | Some(Frame::Opaque))
+        matches!(
+            self.stack.last(),
+            Some(Frame::Map { key: None, .. }) | Some(Frame::Opaque)
+        )
     }
 }
 
@@ -191,15 +191,36 @@ mod tests {
         let p = Positions::of(text);
         assert_eq!(p.value("listen"), Some(Position { line: 1, column: 9 }));
         assert_eq!(p.key("listen"), Some(Position { line: 1, column: 1 }));
-        assert_eq!(p.value("experiments[0]"), Some(Position { line: 3, column: 5 }));
-        assert_eq!(p.value("experiments[0].control"), Some(Position { line: 4, column: 14 }));
-        assert_eq!(p.value("experiments[1].name"), Some(Position { line: 5, column: 11 }));
+        assert_eq!(
+            p.value("experiments[0]"),
+            Some(Position { line: 3, column: 5 })
+        );
+        assert_eq!(
+            p.value("experiments[0].control"),
+            Some(Position {
+                line: 4,
+                column: 14
+            })
+        );
+        assert_eq!(
+            p.value("experiments[1].name"),
+            Some(Position {
+                line: 5,
+                column: 11
+            })
+        );
         assert_eq!(
             p.value("experiments[1].variants[0].weight"),
-            Some(Position { line: 7, column: 28 })
+            Some(Position {
+                line: 7,
+                column: 28
+            })
         );
         // Unwritten keys fall back to their nearest written ancestor.
-        assert_eq!(p.value("experiments[0].salt"), Some(Position { line: 3, column: 5 }));
+        assert_eq!(
+            p.value("experiments[0].salt"),
+            Some(Position { line: 3, column: 5 })
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The compiled routing table: what the hot path reads, immutable once built.
 //!
 //! A [`Routes`] is produced by [`super::compile`] from a validated file and never changes;
-//! a reload builds a new one and swaps it in whole (`ArcSwap<Routes>`, see [`crate::table`]).
+//! a reload builds a new one and swaps it in whole ([`crate::live::LiveRoutes`]).
 //! Everything a request needs is resolved here once: routes in match order, header names
 //! parsed, experiments referenced by index, salts hashed into seeds, shares turned into a
 //! bucket layout. The data plane attaches its own per-variant handles (upstream clients,
@@ -14,9 +14,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 
 use super::error::Problem;
-use super::schema::{
-    CookieConfig, DecisionConfig, FileConfig, OnMissingUnit, Protocol, UnitKind,
-};
+use super::schema::{CookieConfig, DecisionConfig, FileConfig, OnMissingUnit, Protocol, UnitKind};
 use crate::assign::layout::{Lane, Layout};
 use crate::assign::unit::UnitSource;
 

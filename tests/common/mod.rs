@@ -27,8 +27,14 @@ pub fn v(name: &str, weight: f64) -> V {
 /// A one-experiment config named `e` with a route to it.
 pub fn experiment_yaml(control: &str, salt: &str, allow_reshuffle: bool, variants: &[V]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    experiment: e");
-    let _ = writeln!(s, "experiments:\n  - name: e\n    salt: {salt:?}\n    control: {control}");
+    let _ = writeln!(
+        s,
+        "routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    experiment: e"
+    );
+    let _ = writeln!(
+        s,
+        "experiments:\n  - name: e\n    salt: {salt:?}\n    control: {control}"
+    );
     let _ = writeln!(s, "    allow_reshuffle: {allow_reshuffle}\n    variants:");
     for (i, var) in variants.iter().enumerate() {
         let _ = write!(
@@ -39,7 +45,10 @@ pub fn experiment_yaml(control: &str, salt: &str, allow_reshuffle: bool, variant
             5000 + i
         );
         if let Some((start, max, from)) = var.lane {
-            let _ = write!(s, ", lane: {{ start: {start:?}, max_weight: {max:?}, from: {from} }}");
+            let _ = write!(
+                s,
+                ", lane: {{ start: {start:?}, max_weight: {max:?}, from: {from} }}"
+            );
         }
         let _ = writeln!(s, " }}");
     }
@@ -68,7 +77,8 @@ pub fn tally(old: &Experiment, new: &Experiment) -> BTreeMap<(String, String), u
 pub fn counts(e: &Experiment) -> BTreeMap<String, u32> {
     let mut out: BTreeMap<String, u32> = e.variants.iter().map(|v| (v.name.clone(), 0)).collect();
     for b in 0..BUCKETS {
-        *out.entry(e.variants[e.layout.variant_at(b)].name.clone()).or_insert(0) += 1;
+        *out.entry(e.variants[e.layout.variant_at(b)].name.clone())
+            .or_insert(0) += 1;
     }
     out
 }

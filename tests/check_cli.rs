@@ -1,0 +1,423 @@
+//! `cohort check`, `cohort check --against` and `cohort assign`, run as the real binary.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn cohort() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cohort"))
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn run(args: &[&str]) -> Output {
+    cohort().args(args).output().expect("cohort runs")
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn the_repo_routes_yaml_is_valid_and_its_plan_adds_up() {
+    let file = repo("routes.yaml");
+    let out = run(&["check", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = json(&out);
+    assert_eq!(plan["valid"], true);
+    assert_eq!(plan["routes"][0]["name"], "iris");
+    let exp = &plan["experiments"][0];
+    assert_eq!(exp["name"], "iris-model");
+    assert_eq!(exp["control"], "rf");
+    let variants = exp["variants"].as_array().unwrap();
+    let buckets: u64 = variants
+        .iter()
+        .map(|v| v["buckets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(buckets, 100_000);
+    for v in variants {
+        assert_eq!(v["share"], 0.5, "{v}");
+    }
+    // The text plan names every variant with its share.
+    let out = run(&["check", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rf (control)") && text.contains("50.000%"),
+        "{text}"
+    );
+}
+
+/// Each kind of bad file: (fixture, line, column, path, words the reason must contain).
+const BAD: &[(&str, usize, usize, &str, &str)] = &[
+    (
+        "unknown_key.yaml",
+        10,
+        9,
+        "experiments[0].variants[0].wieght",
+        "unknown field `wieght`",
+    ),
+    (
+        "duplicate_names.yaml",
+        6,
+        17,
+        "experiments[0].variants[1].name",
+        "duplicate variant name \"a\"",
+    ),
+    (
+        "no_variants.yaml",
+        4,
+        15,
+        "experiments[0].variants",
+        "at least one variant",
+    ),
+    (
+        "negative_weight.yaml",
+        6,
+        28,
+        "experiments[0].variants[1].weight",
+        "≥ 0 (got -5)",
+    ),
+    (
+        "zero_weights.yaml",
+        5,
+        7,
+        "experiments[0].variants",
+        "all weights are 0",
+    ),
+    (
+        "bad_control.yaml",
+        7,
+        14,
+        "experiments[1].control",
+        "\"champion\" is not one of the variants (rf, lr)",
+    ),
+    (
+        "missing_experiment.yaml",
+        4,
+        17,
+        "routes[0].experiment",
+        "no experiment named \"iris\"",
+    ),
+    (
+        "bad_upstream.yaml",
+        7,
+        19,
+        "experiments[0].variants[0].upstream",
+        "not an http(s) URL",
+    ),
+    (
+        "generate_without_cookie.yaml",
+        5,
+        22,
+        "experiments[0].on_missing_unit",
+        "needs a cookie source",
+    ),
+    (
+        "yaml_syntax.yaml",
+        4,
+        1,
+        "",
+        "while scanning a quoted scalar at line 2 column 11",
+    ),
+    (
+        "lane_overflow.yaml",
+        6,
+        29,
+        "experiments[0].variants[1].weight",
+        "its lane holds at most 30.000%",
+    ),
+];
+
+#[test]
+fn each_kind_of_bad_file_is_rejected_with_line_column_path_and_reason() {
+    for &(name, line, column, path, reason) in BAD {
+        let file = repo(&format!("tests/fixtures/bad/{name}"));
+        let out = run(&["check", file.to_str().unwrap(), "--format", "json"]);
+        assert_eq!(out.status.code(), Some(1), "{name} should be invalid");
+        let report = json(&out);
+        assert_eq!(report["valid"], false);
+        let first = &report["errors"][0];
+        assert_eq!(first["line"], line, "{name}: {first}");
+        assert_eq!(first["column"], column, "{name}: {first}");
+        assert_eq!(first["path"], path, "{name}: {first}");
+        let got = first["reason"].as_str().unwrap();
+        assert!(
+            got.contains(reason),
+            "{name}: reason {got:?} lacks {reason:?}"
+        );
+        // The text form leads with file:line:column: path.
+        let out = run(&["check", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lead = if path.is_empty() {
+            format!("{}:{line}:{column}: ", file.display())
+        } else {
+            format!("{}:{line}:{column}: {path}: ", file.display())
+        };
+        assert!(stderr.starts_with(&lead), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported_at_once() {
+    let file = repo("tests/fixtures/bad/duplicate_names.yaml");
+    let report = json(&run(&["check", file.to_str().unwrap(), "--format", "json"]));
+    let paths: Vec<&str> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["experiments[0].variants[1].name", "experiments[1].name"]
+    );
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn two_arm(control_w: f64, lr_w: f64, salt: &str, extra: &str) -> String {
+    format!(
+        "experiments:\n  - name: e\n    salt: {salt}\n    control: rf\n{extra}    variants:\n      - {{ name: rf, weight: {control_w}, upstream: \"http://127.0.0.1:5001\" }}\n      - {{ name: lr, weight: {lr_w}, upstream: \"http://127.0.0.1:5002\" }}\n"
+    )
+}
+
+fn check_against(new: &Path, old: &Path) -> (Option<i32>, Value) {
+    let out = run(&[
+        "check",
+        new.to_str().unwrap(),
+        "--against",
+        old.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    (out.status.code(), json(&out))
+}
+
+#[test]
+fn check_against_reports_moves_and_gates_reshuffles_with_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = write(dir.path(), "old.yaml", &two_arm(90.0, 10.0, "s1", ""));
+    let ramp = write(dir.path(), "ramp.yaml", &two_arm(80.0, 20.0, "s1", ""));
+    let (code, report) = check_against(&ramp, &old);
+    assert_eq!(code, Some(0));
+    let e = &report["experiments"]["e"];
+    assert_eq!(e["reshuffle"], false);
+    assert_eq!(
+        e["moves"],
+        serde_json::json!([{"from": "rf", "to": "lr", "share": 0.1}])
+    );
+    assert_eq!(e["share_changes"].as_array().unwrap().len(), 2);
+
+    // Swapping the control for the treatment moves units between arms: a reshuffle.
+    let swapped = two_arm(90.0, 10.0, "s1", "").replace("control: rf", "control: lr");
+    let swapped = write(dir.path(), "swapped.yaml", &swapped);
+    let (code, report) = check_against(&swapped, &old);
+    assert_eq!(code, Some(3), "{report}");
+    assert_eq!(report["experiments"]["e"]["reshuffle"], true);
+    assert_eq!(report["exit_code"], 3);
+
+    // Acknowledged by allow_reshuffle, or by a new salt: reported, exit 0.
+    let allowed = two_arm(90.0, 10.0, "s1", "    allow_reshuffle: true\n")
+        .replace("control: rf", "control: lr");
+    let allowed = write(dir.path(), "allowed.yaml", &allowed);
+    let (code, report) = check_against(&allowed, &old);
+    assert_eq!(
+        (code, &report["experiments"]["e"]["reshuffle"]),
+        (Some(0), &Value::Bool(true))
+    );
+    let salted = write(dir.path(), "salted.yaml", &two_arm(90.0, 10.0, "s2", ""));
+    let (code, report) = check_against(&salted, &old);
+    assert_eq!(
+        (code, &report["experiments"]["e"]["reshuffle"]),
+        (Some(0), &Value::Bool(true))
+    );
+
+    // The text form shows the table of moves and says why.
+    let out = run(&[
+        "check",
+        swapped.to_str().unwrap(),
+        "--against",
+        old.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("RESHUFFLE, not acknowledged") && text.contains("the control changed"),
+        "{text}"
+    );
+}
+
+/// Assigns `units` with `cohort assign --units-from -`, returning unit → variant.
+fn assign_all(config: &Path, units: &str) -> BTreeMap<String, String> {
+    let mut child = cohort()
+        .args([
+            "assign",
+            "--config",
+            config.to_str().unwrap(),
+            "--experiment",
+            "e",
+            "--units-from",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = units.to_owned();
+    let feeder = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut parts = l.split('\t');
+            (
+                parts.next().unwrap().to_owned(),
+                parts.next().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn check_against_agrees_with_assignments_computed_unit_by_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three treatments in lanes; the change ramps one, rolls one back and swaps two lanes,
+    // so there are control→treatment, treatment→control and treatment→treatment moves.
+    let cfg = |w: [u32; 4], lane_a: f64, lane_b: f64| {
+        format!(
+            "experiments:\n  - name: e\n    control: ctl\n    variants:\n      - {{ name: ctl, weight: {}, upstream: \"http://127.0.0.1:5001\" }}\n      - {{ name: a, weight: {}, upstream: \"http://127.0.0.1:5002\", lane: {{ start: {lane_a}, max_weight: 0.3 }} }}\n      - {{ name: b, weight: {}, upstream: \"http://127.0.0.1:5003\", lane: {{ start: {lane_b}, max_weight: 0.3 }} }}\n      - {{ name: c, weight: {}, upstream: \"http://127.0.0.1:5004\", lane: {{ start: 0.7, max_weight: 0.3, from: end }} }}\n",
+            w[0], w[1], w[2], w[3]
+        )
+    };
+    let old = write(dir.path(), "old.yaml", &cfg([40, 10, 30, 20], 0.0, 0.3));
+    let new = write(dir.path(), "new.yaml", &cfg([35, 25, 30, 10], 0.3, 0.0));
+    let (code, report) = check_against(&new, &old);
+    assert_eq!(code, Some(3), "swapping lanes is a reshuffle: {report}");
+    let n = 100_000usize;
+    let units: String = (0..n).map(|i| format!("unit-{i}\n")).collect();
+    let before = assign_all(&old, &units);
+    let after = assign_all(&new, &units);
+    assert_eq!(before.len(), n);
+    let mut observed: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (unit, from) in &before {
+        let to = &after[unit];
+        if from != to {
+            *observed.entry((from.clone(), to.clone())).or_default() += 1;
+        }
+    }
+    let moves = report["experiments"]["e"]["moves"].as_array().unwrap();
+    let expected: BTreeMap<(String, String), f64> = moves
+        .iter()
+        .map(|m| {
+            (
+                (
+                    m["from"].as_str().unwrap().to_owned(),
+                    m["to"].as_str().unwrap().to_owned(),
+                ),
+                m["share"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    // Every observed move is one check lists …
+    for pair in observed.keys() {
+        assert!(
+            expected.contains_key(pair),
+            "units moved {pair:?}, which check does not list"
+        );
+    }
+    // … and each listed share matches the observed fraction within 5 standard errors.
+    assert_eq!(expected.len(), 5, "{expected:?}");
+    assert!(expected.contains_key(&("a".to_owned(), "b".to_owned())));
+    for (pair, share) in &expected {
+        let got = *observed.get(pair).unwrap_or(&0) as f64 / n as f64;
+        let se = (share * (1.0 - share) / n as f64).sqrt();
+        assert!(
+            (got - share).abs() <= 5.0 * se + 1e-9,
+            "{pair:?}: check says {share}, units show {got}"
+        );
+    }
+}
+
+#[test]
+fn assign_prints_one_line_per_unit_in_text_and_json() {
+    let file = repo("tests/fixtures/golden.yaml");
+    let f = file.to_str().unwrap();
+    let out = run(&[
+        "assign",
+        "--config",
+        f,
+        "--experiment",
+        "golden",
+        "--unit",
+        "alice",
+        "--unit",
+        "bob",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // Bucket and variant of "alice" are pinned in tests/fixtures/golden_buckets.json.
+    assert_eq!(lines[0], "alice\tlr\t83682");
+    assert!(lines[1].starts_with("bob\t"));
+    let out = run(&[
+        "assign",
+        "--config",
+        f,
+        "--experiment",
+        "golden",
+        "--unit",
+        "alice",
+        "--format",
+        "json",
+    ]);
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        line,
+        serde_json::json!({"unit": "alice", "variant": "lr", "bucket": 83682})
+    );
+
+    let out = run(&[
+        "assign",
+        "--config",
+        f,
+        "--experiment",
+        "nope",
+        "--unit",
+        "alice",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("no experiment named \"nope\" (experiments: golden)"));
+}
+
+#[test]
+fn version_is_printed() {
+    let out = run(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("cohort {}", env!("CARGO_PKG_VERSION"))
+    );
+}

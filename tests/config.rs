@@ -1,0 +1,237 @@
+//! Config semantics beyond the CLI: defaults, versions, route matching, overrides, lanes.
+
+mod common;
+
+use cohort::assign::{assign, forced_variant, unit::find_unit, BUCKETS};
+use cohort::config::{self, schema::OnMissingUnit};
+use common::{compile, experiment_yaml, v};
+use http::{HeaderMap, HeaderValue};
+
+fn problem(text: &str) -> config::Problem {
+    match config::parse("t.yaml", text) {
+        Ok(_) => panic!("should not compile:\n{text}"),
+        Err(e) => e.problems[0].clone(),
+    }
+}
+
+#[test]
+fn an_empty_file_is_every_default() {
+    let r = config::parse("empty.yaml", "").unwrap();
+    assert_eq!(r.file.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(r.file.admin.listen.to_string(), "127.0.0.1:9901");
+    assert_eq!(r.file.limits.max_connections, 10_000);
+    assert_eq!(r.file.events.channel_capacity, 65_536);
+    assert!(r.routes.is_empty() && r.experiments.is_empty());
+    assert_eq!(r.warnings[0].path, "routes");
+}
+
+#[test]
+fn the_version_ignores_comments_and_spelled_out_defaults() {
+    let base = experiment_yaml("rf", "s", false, &[v("rf", 1.0), v("lr", 1.0)]);
+    let commented =
+        format!("# a comment\nlisten: 0.0.0.0:8080   # the default, spelled out\n{base}");
+    let a = compile(&base);
+    let b = compile(&commented);
+    assert_eq!(a.version, b.version);
+    assert_ne!(a.source.hash, b.source.hash);
+    let c = compile(&experiment_yaml(
+        "rf",
+        "s",
+        false,
+        &[v("rf", 1.0), v("lr", 2.0)],
+    ));
+    assert_ne!(a.version, c.version);
+}
+
+#[test]
+fn defaults_of_an_experiment() {
+    let r = compile(&experiment_yaml("rf", "s", false, &[v("rf", 1.0)]));
+    let e = &r.experiments[0];
+    assert_eq!(e.unit_from.len(), 1);
+    assert_eq!(e.unit_from[0].to_string(), "header x-user-id");
+    assert_eq!(e.on_missing_unit, OnMissingUnit::Control);
+    assert!(!e.allow_override && !e.allow_reshuffle);
+    assert_eq!(e.decision.alpha, 0.05);
+    assert_eq!(e.variants[0].buckets, BUCKETS);
+    // Without a salt the experiment's name is the salt.
+    let r = compile("experiments:\n  - name: e\n    control: a\n    variants:\n      - { name: a, weight: 1, upstream: \"http://h:1\" }\n");
+    assert_eq!(r.experiments[0].salt, "e");
+}
+
+#[test]
+fn unit_from_accepts_a_bare_map_or_a_list_in_order() {
+    let base = "experiments:\n  - name: e\n    control: a\n    variants:\n      - { name: a, weight: 1, upstream: \"http://h:1\" }\n";
+    let bare = compile(&format!("{base}    unit_from: {{ cookie: uid }}\n"));
+    assert_eq!(bare.experiments[0].unit_from[0].to_string(), "cookie uid");
+    let list = compile(&format!("{base}    unit_from:\n      - query: u\n      - header: X-User\n    on_missing_unit: reject\n"));
+    let sources: Vec<String> = list.experiments[0]
+        .unit_from
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(sources, ["query u", "header x-user"]);
+    let mut headers = HeaderMap::new();
+    headers.insert("x-user", HeaderValue::from_static("h"));
+    let unit = find_unit(&list.experiments[0].unit_from, &headers, Some("u=q"));
+    assert_eq!(unit.as_deref(), Some("q"));
+
+    let p = problem(&format!(
+        "{base}    unit_from: {{ header: a, cookie: b }}\n"
+    ));
+    assert_eq!(p.path, "experiments[0].unit_from");
+    assert!(p.reason.contains("exactly one source"));
+    let p = problem(&format!(
+        "{base}    unit: request\n    unit_from: {{ header: a }}\n"
+    ));
+    assert_eq!(p.path, "experiments[0].unit_from");
+}
+
+#[test]
+fn routes_match_longest_prefix_then_config_order_then_host_and_headers() {
+    let text = r#"
+routes:
+  - { name: all, match: { path_prefix: / }, experiment: e }
+  - { name: inv-acme, match: { path_prefix: /invocations, headers: { x-tenant: acme } }, experiment: e }
+  - { name: inv-host, match: { path_prefix: /invocations, host: Models.Example.com }, experiment: e }
+  - { name: inv, match: { path_prefix: /invocations }, experiment: e }
+experiments:
+  - name: e
+    control: a
+    variants:
+      - { name: a, weight: 1, upstream: "http://h:1" }
+"#;
+    let r = compile(text);
+    let none = HeaderMap::new();
+    let mut acme = HeaderMap::new();
+    acme.insert("x-tenant", HeaderValue::from_static("acme"));
+    let name = |host: Option<&str>, path: &str, h: &HeaderMap| {
+        r.match_route(host, path, h).map(|r| r.name.as_str())
+    };
+    assert_eq!(name(None, "/invocations", &none), Some("inv"));
+    assert_eq!(name(None, "/invocations/x", &acme), Some("inv-acme"));
+    assert_eq!(
+        name(Some("models.example.com:8080"), "/invocations", &none),
+        Some("inv-host")
+    );
+    assert_eq!(
+        name(Some("other.example.com"), "/invocations", &none),
+        Some("inv")
+    );
+    assert_eq!(name(None, "/invocationsX", &none), Some("all"));
+    assert_eq!(name(None, "/health", &none), Some("all"));
+    // Config order among equal prefixes.
+    let order: Vec<&str> = r.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(order, ["inv-acme", "inv-host", "inv", "all"]);
+}
+
+#[test]
+fn a_route_with_the_same_match_as_an_earlier_one_is_rejected() {
+    let p = problem("routes:\n  - { name: a, match: { path_prefix: /x }, experiment: e }\n  - { name: b, match: { path_prefix: /x }, experiment: e }\nexperiments:\n  - name: e\n    control: a\n    variants:\n      - { name: a, weight: 1, upstream: \"http://h:1\" }\n");
+    assert_eq!(p.path, "routes[1].match");
+    assert!(p.reason.contains("could never be chosen"));
+    // A more specific route after a general one with the same prefix is just as dead.
+    let p = problem("routes:\n  - { name: a, match: { path_prefix: /x }, experiment: e }\n  - { name: b, match: { path_prefix: /x, headers: { x-t: 1 } }, experiment: e }\nexperiments:\n  - name: e\n    control: a\n    variants:\n      - { name: a, weight: 1, upstream: \"http://h:1\" }\n");
+    assert_eq!(p.path, "routes[1].match");
+}
+
+#[test]
+fn overrides_only_where_allowed() {
+    let text = experiment_yaml("rf", "s", false, &[v("rf", 100.0), v("lr", 0.0)]);
+    let denied = compile(&text);
+    let e = &denied.experiments[0];
+    assert_eq!(forced_variant(e, Some("lr")), Ok(None));
+    assert_eq!(e.variants[assign(e, "anyone").variant].name, "rf");
+    let allowed = compile(&text.replace(
+        "allow_reshuffle: false",
+        "allow_reshuffle: false\n    allow_override: true",
+    ));
+    let e = &allowed.experiments[0];
+    assert_eq!(forced_variant(e, Some("lr")), Ok(Some(1)));
+    assert_eq!(forced_variant(e, None), Ok(None));
+    let err = forced_variant(e, Some("nn")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "x-cohort-variant names \"nn\", which is not a variant of \"e\" (variants: rf, lr)"
+    );
+}
+
+#[test]
+fn lane_rules() {
+    let mut vs = vec![v("ctl", 50.0), v("a", 25.0), v("b", 25.0)];
+    vs[0].lane = Some((0.0, 0.5, "start"));
+    vs[1].lane = Some((0.5, 0.25, "start"));
+    vs[2].lane = Some((0.75, 0.25, "start"));
+    let p = problem(&experiment_yaml("ctl", "s", false, &vs));
+    assert_eq!(p.path, "experiments[0].variants[0].lane");
+    assert!(p.reason.contains("the control has no lane"));
+
+    vs[0].lane = None;
+    vs[2].lane = None;
+    let p = problem(&experiment_yaml("ctl", "s", false, &vs));
+    assert_eq!(p.path, "experiments[0].variants[2]");
+    assert!(p.reason.contains("every treatment must"));
+
+    // Two treatments may share one lane from opposite edges.
+    vs[1].lane = Some((0.5, 0.5, "start"));
+    vs[2].lane = Some((0.5, 0.5, "end"));
+    let r = compile(&experiment_yaml("ctl", "s", false, &vs));
+    let segs: Vec<(u32, u32, &str)> = r.experiments[0]
+        .layout
+        .segments()
+        .iter()
+        .map(|s| {
+            (
+                s.start,
+                s.end,
+                r.experiments[0].variants[s.variant].name.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        segs,
+        [
+            (0, 50_000, "ctl"),
+            (50_000, 75_000, "a"),
+            (75_000, 100_000, "b")
+        ]
+    );
+
+    let mut vs = vec![v("ctl", 10.0), v("a", 45.0), v("b", 45.0)];
+    vs[1].lane = Some((0.0, 0.5, "start"));
+    vs[2].lane = Some((0.5, 0.6, "start"));
+    let p = problem(&experiment_yaml("ctl", "s", false, &vs));
+    assert_eq!(p.path, "experiments[0].variants[2].lane");
+    assert!(
+        p.reason.contains("ends past the bucket space"),
+        "{}",
+        p.reason
+    );
+}
+
+#[test]
+fn three_treatments_without_lanes_get_equal_lanes_in_name_order() {
+    let r = compile(&experiment_yaml(
+        "ctl",
+        "s",
+        false,
+        &[v("zz", 10.0), v("ctl", 70.0), v("aa", 10.0), v("mm", 10.0)],
+    ));
+    let e = &r.experiments[0];
+    let lane_start = |name: &str| {
+        e.variants[e.variant_index(name).unwrap()]
+            .lane
+            .unwrap()
+            .start
+    };
+    assert_eq!(
+        (lane_start("aa"), lane_start("mm"), lane_start("zz")),
+        (0, 33_333, 66_666)
+    );
+    let p = problem(&experiment_yaml(
+        "ctl",
+        "s",
+        false,
+        &[v("ctl", 50.0), v("a", 40.0), v("b", 5.0), v("c", 5.0)],
+    ));
+    assert!(p.reason.contains("equal lanes of 1/3"), "{}", p.reason);
+}
