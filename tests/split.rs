@@ -21,6 +21,16 @@ fn chi_square_p(observed: &[u64], shares: &[f64]) -> f64 {
     dist.sf(stat)
 }
 
+/// Assigns 100 000 units and asserts that chi-square does not reject the configured shares.
+fn assert_split_fits(variants: &[common::V], control: &str, salt: &str) {
+    let (counts, shares) = split(variants, control, salt);
+    let p = chi_square_p(&counts, &shares);
+    assert!(
+        p >= 0.001,
+        "chi-square rejects the split: p = {p}, counts {counts:?}"
+    );
+}
+
 fn split(variants: &[common::V], control: &str, salt: &str) -> (Vec<u64>, Vec<f64>) {
     let routes = compile(&experiment_yaml(control, salt, false, variants));
     let exp = &routes.experiments[0];
@@ -34,25 +44,15 @@ fn split(variants: &[common::V], control: &str, salt: &str) -> (Vec<u64>, Vec<f6
 
 #[test]
 fn split_matches_shares_two_variants() {
-    let (counts, shares) = split(&[v("rf", 50.0), v("lr", 50.0)], "rf", "split-seed-1");
-    let p = chi_square_p(&counts, &shares);
-    assert!(
-        p >= 0.001,
-        "chi-square rejects the split: p = {p}, counts {counts:?}"
-    );
+    assert_split_fits(&[v("rf", 50.0), v("lr", 50.0)], "rf", "split-seed-1");
 }
 
 #[test]
 fn split_matches_shares_uneven_three_variants() {
-    let (counts, shares) = split(
+    assert_split_fits(
         &[v("rf", 70.0), v("lr", 20.0), v("gb", 10.0)],
         "rf",
         "split-seed-2",
-    );
-    let p = chi_square_p(&counts, &shares);
-    assert!(
-        p >= 0.001,
-        "chi-square rejects the split: p = {p}, counts {counts:?}"
     );
 }
 
@@ -62,12 +62,7 @@ fn split_matches_shares_with_lanes() {
     vs[1].lane = Some((0.0, 0.2, "start"));
     vs[2].lane = Some((0.5, 0.25, "end"));
     vs[3].lane = Some((0.75, 0.25, "start"));
-    let (counts, shares) = split(&vs, "ctl", "split-seed-3");
-    let p = chi_square_p(&counts, &shares);
-    assert!(
-        p >= 0.001,
-        "chi-square rejects the split: p = {p}, counts {counts:?}"
-    );
+    assert_split_fits(&vs, "ctl", "split-seed-3");
 }
 
 #[test]
