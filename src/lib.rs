@@ -28,3 +28,5 @@ pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod live;
+pub mod proxy;
+pub mod request_id;

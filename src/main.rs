@@ -49,6 +49,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Run the proxy on the config's public listener.
+    Serve {
+        /// The routes.yaml to serve.
+        #[arg(long, value_name = "FILE", default_value = "routes.yaml")]
+        config: PathBuf,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Show cohort at work on its built-in default config, with nothing else to set up.
     Demo {
         /// Simulated users.
@@ -73,6 +82,7 @@ fn main() -> ExitCode {
             units_from,
             format,
         } => cli::assign::run(&config, &experiment, &units, units_from.as_deref(), format),
+        Command::Serve { config, workers } => cli::serve::run(&config, workers),
         Command::Demo { users } => cli::demo::run(users),
     };
     ExitCode::from(code)

@@ -1,0 +1,391 @@
+//! The data plane over real sockets: model backends on 127.0.0.1:0, cohort in front,
+//! a real HTTP client.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cohort::assign::assign;
+use cohort::config::{self, Routes};
+use cohort::live::LiveRoutes;
+use cohort::proxy::Proxy;
+use cohort::request_id;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+/// A model backend that answers every request with what it saw, as JSON; `/slow` waits 2 s.
+async fn backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| async move {
+                    if req.uri().path() == "/slow" {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    let headers: HashMap<String, String> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                        .collect();
+                    let body = serde_json::json!({
+                        "backend": name,
+                        "path": req.uri().path_and_query().map(|p| p.to_string()),
+                        "headers": headers,
+                    });
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A port with nothing listening on it.
+async fn dead_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+fn routes(yaml: &str) -> Routes {
+    config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn start_proxy(routes: Routes) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proxy = Arc::new(Proxy::new(Arc::new(LiveRoutes::new(routes))));
+    tokio::spawn(proxy.serve(listener));
+    addr
+}
+
+fn two_arm(rf: SocketAddr, lr: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+routes:
+  - name: iris
+    match: {{ path_prefix: /invocations }}
+    experiment: iris-model
+    timeout_ms: 300
+experiments:
+  - name: iris-model
+    salt: proxy-test
+    control: rf
+{extra}    variants:
+      - {{ name: rf, weight: 50, upstream: "http://{rf}" }}
+      - {{ name: lr, weight: 50, upstream: "http://{lr}" }}
+"#
+    )
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Value,
+}
+
+async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    proxy: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut req = Request::builder()
+        .method("POST")
+        .uri(format!("http://{proxy}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(
+            req.body(Full::new(Bytes::from_static(
+                b"{\"inputs\": [[5.1, 3.5, 1.4, 0.2]]}",
+            )))
+            .unwrap(),
+        )
+        .await
+        .expect("proxy answers");
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+#[tokio::test]
+async fn users_stick_to_their_variant_across_requests_and_instances() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let cfg = routes(&two_arm(rf, lr, ""));
+    let exp = cfg.experiments[0].clone();
+    let a = start_proxy(cfg.clone()).await;
+    let b = start_proxy(routes(&two_arm(rf, lr, ""))).await;
+    let c = client();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut per_variant: HashMap<String, usize> = HashMap::new();
+    for i in 0..1000 {
+        let user = format!("user-{}", i % 100);
+        let proxy = if i % 2 == 0 { a } else { b };
+        let ans = send(&c, proxy, "/invocations", &[("x-user-id", &user)]).await;
+        assert_eq!(ans.status, StatusCode::OK);
+        let variant = ans.headers["x-cohort-variant"].to_str().unwrap().to_owned();
+        // The backend that answered is the variant cohort says it chose …
+        assert_eq!(ans.body["backend"], variant.as_str());
+        // … the one the pure assignment function gives …
+        assert_eq!(exp.variants[assign(&exp, &user).variant].name, variant);
+        // … and the same on every request of this user, on either instance.
+        if let Some(prev) = seen.insert(user.clone(), variant.clone()) {
+            assert_eq!(prev, variant, "{user} moved");
+        }
+        *per_variant.entry(variant).or_default() += 1;
+    }
+    assert_eq!(per_variant.len(), 2, "both variants serve: {per_variant:?}");
+}
+
+#[tokio::test]
+async fn request_ids_are_minted_and_the_clients_id_is_only_forwarded() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let proxy = start_proxy(routes(&two_arm(rf, lr, ""))).await;
+    let c = client();
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..50 {
+        let ans = send(
+            &c,
+            proxy,
+            "/invocations",
+            &[("x-user-id", "alice"), ("x-request-id", "client-chosen")],
+        )
+        .await;
+        let rid = ans.headers["x-cohort-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let parsed = request_id::parse(&rid).expect("cohort's own format");
+        assert_eq!(parsed.experiment, "iris-model");
+        assert_eq!(
+            parsed.variant,
+            ans.headers["x-cohort-variant"].to_str().unwrap()
+        );
+        assert_eq!(ans.body["headers"]["x-cohort-request-id"], rid.as_str());
+        assert_eq!(ans.body["headers"]["x-request-id"], "client-chosen");
+        assert!(ids.insert(rid));
+    }
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped_and_forwarding_headers_set() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let proxy = start_proxy(routes(&two_arm(rf, lr, ""))).await;
+    let ans = send(
+        &client(),
+        proxy,
+        "/invocations/x?y=1",
+        &[
+            ("x-user-id", "alice"),
+            ("connection", "x-hop"),
+            ("x-hop", "secret"),
+            ("x-forwarded-for", "6.6.6.6"),
+        ],
+    )
+    .await;
+    let seen = &ans.body["headers"];
+    assert_eq!(ans.body["path"], "/invocations/x?y=1");
+    assert!(seen.get("x-hop").is_none(), "{seen}");
+    // The peer is not trusted: its X-Forwarded-For is replaced, not appended to.
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], proxy.to_string());
+    let upstream = ans.headers["x-cohort-variant"].to_str().unwrap();
+    let expect_host = if upstream == "rf" { rf } else { lr };
+    assert_eq!(seen["host"], expect_host.to_string());
+}
+
+#[tokio::test]
+async fn no_route_is_a_json_404() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let proxy = start_proxy(routes(&two_arm(rf, lr, ""))).await;
+    let ans = send(&client(), proxy, "/elsewhere", &[]).await;
+    assert_eq!(ans.status, StatusCode::NOT_FOUND);
+    assert_eq!(ans.body["error"], "no route matches /elsewhere");
+}
+
+#[tokio::test]
+async fn a_dead_variant_answers_502_while_the_other_keeps_serving() {
+    let rf = backend("rf").await;
+    let dead = dead_port().await;
+    let cfg = routes(&two_arm(rf, dead, ""));
+    let exp = cfg.experiments[0].clone();
+    let proxy = start_proxy(cfg).await;
+    let c = client();
+    let (mut ok, mut bad) = (0, 0);
+    for i in 0..100 {
+        let user = format!("u{i}");
+        let ans = send(&c, proxy, "/invocations", &[("x-user-id", &user)]).await;
+        if exp.variants[assign(&exp, &user).variant].name == "lr" {
+            assert_eq!(ans.status, StatusCode::BAD_GATEWAY);
+            assert_eq!(ans.body["variant"], "lr");
+            assert_eq!(ans.body["experiment"], "iris-model");
+            assert!(request_id::parse(ans.body["request_id"].as_str().unwrap()).is_some());
+            bad += 1;
+        } else {
+            assert_eq!(ans.status, StatusCode::OK);
+            ok += 1;
+        }
+    }
+    assert!(ok > 20 && bad > 20, "ok {ok}, bad {bad}");
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_a_504_within_the_timeout_bound() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let proxy = start_proxy(routes(
+        &two_arm(rf, lr, "").replace("path_prefix: /invocations", "path_prefix: /"),
+    ))
+    .await;
+    let start = Instant::now();
+    let ans = send(&client(), proxy, "/slow", &[("x-user-id", "alice")]).await;
+    let took = start.elapsed();
+    assert_eq!(ans.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(ans.body["error"]
+        .as_str()
+        .unwrap()
+        .contains("within 300 ms"));
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn on_missing_unit_modes() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let c = client();
+    // control: served by control.
+    let proxy = start_proxy(routes(&two_arm(rf, lr, ""))).await;
+    for _ in 0..5 {
+        let ans = send(&c, proxy, "/invocations", &[]).await;
+        assert_eq!(ans.headers["x-cohort-variant"], "rf");
+    }
+    // reject: 400 with JSON.
+    let proxy = start_proxy(routes(&two_arm(rf, lr, "    on_missing_unit: reject\n"))).await;
+    let ans = send(&c, proxy, "/invocations", &[]).await;
+    assert_eq!(ans.status, StatusCode::BAD_REQUEST);
+    assert!(ans.body["error"]
+        .as_str()
+        .unwrap()
+        .contains("header x-user-id"));
+    // generate: a cookie is set and honoured.
+    let extra = "    unit_from: [{ header: x-user-id }, { cookie: cohort_uid }]\n    on_missing_unit: generate\n";
+    let cfg = routes(&two_arm(rf, lr, extra));
+    let exp = cfg.experiments[0].clone();
+    let proxy = start_proxy(cfg).await;
+    let ans = send(&c, proxy, "/invocations", &[]).await;
+    let unit = ans.headers["x-cohort-unit"].to_str().unwrap().to_owned();
+    let cookie = ans.headers["set-cookie"].to_str().unwrap();
+    assert_eq!(
+        cookie,
+        format!("cohort_uid={unit}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax")
+    );
+    let variant = ans.headers["x-cohort-variant"].to_str().unwrap().to_owned();
+    assert_eq!(exp.variants[assign(&exp, &unit).variant].name, variant);
+    let again = send(
+        &c,
+        proxy,
+        "/invocations",
+        &[("cookie", &format!("cohort_uid={unit}"))],
+    )
+    .await;
+    assert_eq!(again.headers["x-cohort-variant"].to_str().unwrap(), variant);
+    assert!(again.headers.get("set-cookie").is_none());
+}
+
+#[tokio::test]
+async fn overrides_are_honoured_only_where_allowed() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let c = client();
+    let cfg = routes(&two_arm(rf, lr, ""));
+    let exp = cfg.experiments[0].clone();
+    let refused = start_proxy(cfg).await;
+    // A user assigned to rf asks for lr: refused, stays rf.
+    let user = (0..)
+        .map(|i| format!("u{i}"))
+        .find(|u| exp.variants[assign(&exp, u).variant].name == "rf")
+        .unwrap();
+    let ans = send(
+        &c,
+        refused,
+        "/invocations",
+        &[("x-user-id", &user), ("x-cohort-variant", "lr")],
+    )
+    .await;
+    assert_eq!(ans.headers["x-cohort-variant"], "rf");
+    let allowed = start_proxy(routes(&two_arm(rf, lr, "    allow_override: true\n"))).await;
+    let ans = send(
+        &c,
+        allowed,
+        "/invocations",
+        &[("x-user-id", &user), ("x-cohort-variant", "lr")],
+    )
+    .await;
+    assert_eq!(ans.headers["x-cohort-variant"], "lr");
+    assert_eq!(ans.body["backend"], "lr");
+    let ans = send(
+        &c,
+        allowed,
+        "/invocations",
+        &[("x-user-id", &user), ("x-cohort-variant", "nope")],
+    )
+    .await;
+    assert_eq!(ans.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_inbound_and_h2c_upstream() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let yaml = two_arm(rf, lr, "").replace(
+        &format!("upstream: \"http://{lr}\" }}"),
+        &format!("upstream: \"http://{lr}\", protocol: h2c }}"),
+    );
+    let cfg = routes(&yaml);
+    let exp = cfg.experiments[0].clone();
+    let proxy = start_proxy(cfg).await;
+    let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let user = (0..)
+        .map(|i| format!("u{i}"))
+        .find(|u| exp.variants[assign(&exp, u).variant].name == "lr")
+        .unwrap();
+    let req = Request::builder()
+        .uri(format!("http://{proxy}/invocations"))
+        .header("x-user-id", &user)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = h2.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.headers()["x-cohort-variant"], "lr");
+    let body: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["backend"], "lr");
+}
