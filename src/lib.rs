@@ -18,10 +18,13 @@
 //! * [`compare`]: what a config change does to units — the moves between variants over
 //!   the whole bucket space, and whether they amount to a reshuffle. Behind
 //!   `cohort check NEW --against OLD` and (with hot reload) behind every reload.
+//! * [`live`]: the table in force, one `ArcSwap`; a request loads it once and keeps it.
+//! * [`proxy`]: the data plane (hyper 1.x): route, unit, assignment, streamed forwarding,
+//!   header hygiene, JSON errors. [`request_id`]: cohort's self-describing request ids.
 //! * [`cli`]: the bodies of the `cohort` subcommands; `main.rs` only parses arguments.
 //!
-//! The forwarding data plane, the event log, the statistics and the reports follow in
-//! their own modules as they land (see README.md for what is built).
+//! Metrics, the admin listener, hot reload, the event log, the statistics and the reports
+//! follow in their own modules as they land (see README.md, "Status").
 
 pub mod assign;
 pub mod cli;

@@ -389,3 +389,34 @@ async fn http2_prior_knowledge_inbound_and_h2c_upstream() {
         serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(body["backend"], "lr");
 }
+
+#[tokio::test]
+async fn an_http10_upstream_is_answered_as_http11() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A raw HTTP/1.0 server (like Python's http.server): answers and closes.
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..2 {
+            let Ok((mut s, _)) = upstream.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    });
+    let proxy = start_proxy(routes(&two_arm(up, up, ""))).await;
+    let c = client();
+    for _ in 0..2 {
+        let req = Request::builder()
+            .uri(format!("http://{proxy}/invocations"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = c.request(req).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_11);
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+}

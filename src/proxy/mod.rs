@@ -125,6 +125,7 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
+        let inbound_version = parts.version;
         let host = parts
             .uri
             .authority()
@@ -319,6 +320,9 @@ impl Proxy {
             Ok(Ok(resp)) => resp,
         };
         let (mut parts, body) = resp.into_parts();
+        // Answer in the client's protocol, whatever the upstream spoke (an HTTP/1.0 or h2c
+        // upstream must not turn the client's keep-alive HTTP/1.1 connection into 1.0).
+        parts.version = inbound_version;
         headers::strip_hop_by_hop(&mut parts.headers, false, false);
         let h = &mut parts.headers;
         for (name, value) in [
