@@ -31,5 +31,6 @@ pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod live;
+pub mod metrics;
 pub mod proxy;
 pub mod request_id;

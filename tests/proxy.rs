@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cohort::assign::assign;
 use cohort::config::{self, Routes};
-use cohort::live::LiveRoutes;
+use cohort::metrics::Metrics;
 use cohort::proxy::Proxy;
 use cohort::request_id;
 use http::{Request, Response, StatusCode};
@@ -70,7 +70,7 @@ fn routes(yaml: &str) -> Routes {
 async fn start_proxy(routes: Routes) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let proxy = Arc::new(Proxy::new(Arc::new(LiveRoutes::new(routes))));
+    let proxy = Arc::new(Proxy::new(routes, Arc::new(Metrics::new())).expect("proxy"));
     tokio::spawn(proxy.serve(listener));
     addr
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cohort::config;
-use cohort::live::LiveRoutes;
+use cohort::metrics::Metrics;
 use cohort::proxy::Proxy;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
@@ -65,9 +65,8 @@ async fn sse_events_reach_the_client_one_by_one() {
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_addr = listener.local_addr().unwrap();
-    let proxy = Arc::new(Proxy::new(Arc::new(LiveRoutes::new(
-        config::parse("t.yaml", &yaml).unwrap(),
-    ))));
+    let routes = config::parse("t.yaml", &yaml).unwrap();
+    let proxy = Arc::new(Proxy::new(routes, Arc::new(Metrics::new())).expect("proxy"));
     tokio::spawn(proxy.serve(listener));
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();

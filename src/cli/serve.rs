@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::exit;
 use crate::config;
-use crate::live::LiveRoutes;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 
 pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
@@ -43,7 +43,13 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             }
         };
         tracing::info!(%listen, version = %routes.version, "serving");
-        let proxy = Arc::new(Proxy::new(Arc::new(LiveRoutes::new(routes))));
+        let proxy = match Proxy::new(routes, Arc::new(Metrics::new())) {
+            Ok(p) => Arc::new(p),
+            Err(err) => {
+                eprintln!("{err}");
+                return exit::INVALID;
+            }
+        };
         tokio::select! {
             () = proxy.serve(listener) => {}
             () = shutdown_signal() => tracing::info!("signal received, exiting"),

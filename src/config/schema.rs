@@ -396,7 +396,7 @@ pub struct VariantConfig {
 }
 
 /// Upstream protocol.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     #[default]

@@ -9,13 +9,15 @@
 //! Bodies stream both ways (hyper's `Incoming` is passed through, never collected).
 //! Errors before the upstream's response head become JSON responses ([`errors`]).
 //!
-//! Built so far: HTTP/1.1 and h2c inbound on one port, `http1` and `h2c` upstreams over
-//! plain HTTP, header hygiene, request ids, `on_missing_unit`, overrides, timeouts to the
-//! response head. Still to come with the data-plane issue: https upstreams, WebSocket
-//! upgrades, gRPC-shaped errors, the idle timeout between body chunks, metrics.
+//! Modules: [`serving`] (the table plus per-variant clients and metric handles),
+//! [`upstream`] (clients: http1/h2c, http/https), [`headers`] (hop-by-hop hygiene),
+//! [`errors`] (JSON and gRPC error responses), [`idle`] (the mid-stream idle timeout).
 
 pub mod errors;
 pub mod headers;
+pub mod idle;
+pub mod serving;
+pub mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,8 +30,6 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -37,13 +37,19 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use crate::assign::{assign, forced_variant, unit::find_unit};
 use crate::config::schema::{OnMissingUnit, Protocol, UnitKind};
-use crate::config::{HostHeader, Routes};
-use crate::live::LiveRoutes;
+use crate::config::{ConfigError, HostHeader, Routes};
+use crate::live::Live;
+use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::request_id;
-use errors::ProxyError;
+use errors::{is_grpc, ProxyError};
+use serving::Serving;
+use upstream::Clients;
+
+/// Any error a body may fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type of every response cohort sends and every request it forwards.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BoxError>;
 
 /// Response headers cohort adds.
 pub const X_COHORT_EXPERIMENT: &str = "x-cohort-experiment";
@@ -53,30 +59,46 @@ pub const X_COHORT_UNIT: &str = "x-cohort-unit";
 
 /// The serving state shared by every connection.
 pub struct Proxy {
-    routes: Arc<LiveRoutes>,
-    http1: Client<HttpConnector, Body>,
-    h2c: Client<HttpConnector, Body>,
+    live: Live<Serving>,
+    clients: Clients,
+    metrics: Arc<Metrics>,
+}
+
+/// Which route and variant a request went to (for its metrics).
+#[derive(Clone, Copy)]
+struct Chosen {
+    route: usize,
+    variant: usize,
 }
 
 impl Proxy {
-    pub fn new(routes: Arc<LiveRoutes>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        // The longest connect timeout of any route; each request's own bound is enforced
-        // by the timeout to the response head.
-        let connect = routes
-            .load()
-            .routes
-            .iter()
-            .map(|r| r.connect_timeout)
-            .max()
-            .unwrap_or(std::time::Duration::from_secs(1));
-        connector.set_connect_timeout(Some(connect));
-        let http1 = Client::builder(TokioExecutor::new()).build(connector.clone());
-        let h2c = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(connector);
-        Self { routes, http1, h2c }
+    /// A proxy serving `routes`; fails if an upstream cannot be set up (e.g. a CA file).
+    pub fn new(routes: Routes, metrics: Arc<Metrics>) -> Result<Self, ConfigError> {
+        let clients = Clients::default();
+        let serving = Serving::build(routes, &clients, &metrics)?;
+        Ok(Self {
+            live: Live::new(serving),
+            clients,
+            metrics,
+        })
+    }
+
+    /// Puts a new table in force for every request that starts from now on. Clients of
+    /// unchanged upstream settings are reused, with their warm connections.
+    pub fn install(&self, routes: Routes) -> Result<(), ConfigError> {
+        let serving = Serving::build(routes, &self.clients, &self.metrics)?;
+        self.live.swap(serving);
+        Ok(())
+    }
+
+    /// The routing table in force.
+    pub fn routes(&self) -> Arc<Serving> {
+        self.live.load()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Serves `listener` until the task is dropped.
@@ -111,19 +133,31 @@ impl Proxy {
 
     /// One request, start to finish.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let routes = self.routes.load();
-        match self.forward(&routes, req, peer).await {
+        let start = std::time::Instant::now();
+        let serving = self.live.load();
+        let grpc = is_grpc(req.headers());
+        let mut chosen = None;
+        let resp = match self.forward(&serving, req, peer, &mut chosen).await {
             Ok(resp) => resp,
-            Err(err) => err.into_response(),
-        }
+            Err(err) => err.into_response(grpc),
+        };
+        let handles = match chosen {
+            Some(c) => &serving.by_route[c.route][c.variant].requests,
+            None => &serving.unrouted,
+        };
+        handles.count(resp.status().as_u16());
+        handles.duration.observe(start.elapsed().as_secs_f64());
+        resp
     }
 
     async fn forward(
         &self,
-        routes: &Routes,
+        serving: &Serving,
         req: Request<Incoming>,
         peer: SocketAddr,
+        chosen: &mut Option<Chosen>,
     ) -> Result<Response<Body>, ProxyError> {
+        let routes = &serving.routes;
         let (mut parts, body) = req.into_parts();
         let inbound_version = parts.version;
         let host = parts
@@ -137,13 +171,17 @@ impl Proxy {
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_owned)
             });
-        let Some(route) = routes.match_route(host.as_deref(), parts.uri.path(), &parts.headers)
+        let Some(route_index) = routes
+            .routes
+            .iter()
+            .position(|r| r.matches(host.as_deref(), parts.uri.path(), &parts.headers))
         else {
             return Err(ProxyError::new(
                 StatusCode::NOT_FOUND,
                 format!("no route matches {}", parts.uri.path()),
             ));
         };
+        let route = &routes.routes[route_index];
         let exp = &routes.experiments[route.experiment];
         let fail = |status, message: String, variant: Option<&str>, rid: Option<&str>| ProxyError {
             status,
@@ -197,6 +235,11 @@ impl Proxy {
             (None, None) => exp.control,
         };
         let variant = &exp.variants[variant_index];
+        *chosen = Some(Chosen {
+            route: route_index,
+            variant: variant_index,
+        });
+        let runtime = &serving.by_route[route_index][variant_index];
         let rid = request_id::mint(&exp.name, &variant.name, &routes.version);
         let span = info_span!("request", route = %route.name, experiment = %exp.name, variant = %variant.name, request_id = %rid);
 
@@ -280,23 +323,30 @@ impl Proxy {
             parts.headers.insert(X_COHORT_REQUEST_ID, v);
         }
         parts.uri = uri;
-        let client = match variant.protocol {
-            Protocol::Http1 => {
-                parts.version = Version::HTTP_11;
-                &self.http1
+        let grpc = is_grpc(&parts.headers);
+        parts.version = match variant.protocol {
+            Protocol::Http1 if grpc => {
+                return Err(fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "gRPC request routed to variant {:?}, whose upstream speaks http1: set `protocol: h2c`",
+                        variant.name
+                    ),
+                    Some(&variant.name),
+                    Some(&rid),
+                ));
             }
-            Protocol::H2c => {
-                parts.version = Version::HTTP_2;
-                &self.h2c
-            }
+            Protocol::Http1 => Version::HTTP_11,
+            Protocol::H2c => Version::HTTP_2,
         };
-        let upstream_req = Request::from_parts(parts, body.boxed());
+        let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
 
-        let result = tokio::time::timeout(route.timeout, client.request(upstream_req))
+        let result = tokio::time::timeout(route.timeout, runtime.client.request(upstream_req))
             .instrument(span.clone())
             .await;
         let resp = match result {
             Err(_) => {
+                runtime.metrics.upstream_error(UpstreamErrorKind::Timeout);
                 return Err(fail(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
@@ -306,9 +356,14 @@ impl Proxy {
                     ),
                     Some(&variant.name),
                     Some(&rid),
-                ))
+                ));
             }
             Ok(Err(e)) => {
+                runtime.metrics.upstream_error(if e.is_connect() {
+                    UpstreamErrorKind::Connect
+                } else {
+                    UpstreamErrorKind::Reset
+                });
                 span.in_scope(|| warn!(error = %e, upstream = %up.url, "upstream failed"));
                 return Err(fail(
                     StatusCode::BAD_GATEWAY,
@@ -347,6 +402,7 @@ impl Proxy {
                 h.insert(X_COHORT_UNIT, v);
             }
         }
+        let body = idle::IdleTimeoutBody::new(body, route.idle_timeout, runtime.metrics.clone());
         Ok(Response::from_parts(parts, body.boxed()))
     }
 }
