@@ -26,6 +26,7 @@
 //! Metrics, the admin listener, hot reload, the event log, the statistics and the reports
 //! follow in their own modules as they land (see README.md, "Status").
 
+pub mod admin;
 pub mod assign;
 pub mod cli;
 pub mod compare;

@@ -7,6 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::exit;
+use std::sync::atomic::AtomicBool;
+
+use crate::admin::Admin;
 use crate::config;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -42,7 +45,15 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 return exit::INVALID;
             }
         };
-        tracing::info!(%listen, version = %routes.version, "serving");
+        let admin_listen = routes.file.admin.listen;
+        let admin_listener = match tokio::net::TcpListener::bind(admin_listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cohort serve: cannot listen on {admin_listen} (admin): {e}");
+                return exit::INVALID;
+            }
+        };
+        tracing::info!(%listen, admin = %admin_listen, version = %routes.version, "serving");
         let proxy = match Proxy::new(routes, Arc::new(Metrics::new())) {
             Ok(p) => Arc::new(p),
             Err(err) => {
@@ -50,8 +61,13 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 return exit::INVALID;
             }
         };
+        let admin = Arc::new(Admin {
+            proxy: proxy.clone(),
+            ready: Arc::new(AtomicBool::new(true)),
+        });
         tokio::select! {
             () = proxy.serve(listener) => {}
+            () = admin.serve(admin_listener) => {}
             () = shutdown_signal() => tracing::info!("signal received, exiting"),
         }
         exit::OK

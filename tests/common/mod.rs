@@ -2,6 +2,8 @@
 //! tallies over the whole bucket space to check the layout and `compare` against.
 #![allow(dead_code)]
 
+pub mod net;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
