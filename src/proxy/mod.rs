@@ -121,10 +121,8 @@ impl Proxy {
                     async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
                 });
                 let builder = auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
                     debug!(%peer, error = %e, "connection ended with an error");
                 }
             });
@@ -158,6 +156,10 @@ impl Proxy {
         chosen: &mut Option<Chosen>,
     ) -> Result<Response<Body>, ProxyError> {
         let routes = &serving.routes;
+        let mut req = req;
+        // A WebSocket (HTTP/1.1 Upgrade) passes through: keep the client's half of the
+        // upgrade to join it with the upstream's once both sides agree (101).
+        let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let inbound_version = parts.version;
         let host = parts
@@ -275,7 +277,7 @@ impl Proxy {
         })?;
 
         // Headers: hygiene, forwarding info, identity.
-        headers::strip_hop_by_hop(&mut parts.headers, true, false);
+        headers::strip_hop_by_hop(&mut parts.headers, true, client_upgrade.is_some());
         let trusted = routes
             .file
             .trusted_proxies
@@ -374,11 +376,34 @@ impl Proxy {
             }
             Ok(Ok(resp)) => resp,
         };
+        let mut resp = resp;
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let (true, Some(client_side)) = (switching, client_upgrade) {
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            let span = span.clone();
+            tokio::spawn(
+                async move {
+                    match tokio::try_join!(client_side, upstream_side) {
+                        Ok((client_io, upstream_io)) => {
+                            let mut client_io = TokioIo::new(client_io);
+                            let mut upstream_io = TokioIo::new(upstream_io);
+                            if let Err(e) =
+                                tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await
+                            {
+                                debug!(error = %e, "upgraded connection ended with an error");
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "upgrade failed"),
+                    }
+                }
+                .instrument(span),
+            );
+        }
         let (mut parts, body) = resp.into_parts();
         // Answer in the client's protocol, whatever the upstream spoke (an HTTP/1.0 or h2c
         // upstream must not turn the client's keep-alive HTTP/1.1 connection into 1.0).
         parts.version = inbound_version;
-        headers::strip_hop_by_hop(&mut parts.headers, false, false);
+        headers::strip_hop_by_hop(&mut parts.headers, false, switching);
         let h = &mut parts.headers;
         for (name, value) in [
             (X_COHORT_EXPERIMENT, exp.name.as_str()),
@@ -405,6 +430,17 @@ impl Proxy {
         let body = idle::IdleTimeoutBody::new(body, route.idle_timeout, runtime.metrics.clone());
         Ok(Response::from_parts(parts, body.boxed()))
     }
+}
+
+/// Whether a request asks for an HTTP/1.1 protocol upgrade (WebSocket).
+fn is_upgrade(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::UPGRADE)
+        && headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// A short reason for an upstream client error (the whole source chain).
