@@ -26,7 +26,9 @@ struct TestCa {
 fn test_ca(name: &str) -> TestCa {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
     let key = KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
     TestCa {
@@ -44,12 +46,14 @@ async fn https_backend(ca: &TestCa, name: &'static str) -> SocketAddr {
         .unwrap();
     let der: CertificateDer<'static> = cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![der], key)
-        .unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![der], key)
+    .unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -58,11 +62,17 @@ async fn https_backend(ca: &TestCa, name: &'static str) -> SocketAddr {
         while let Ok((stream, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
                 let svc = service_fn(move |_req| async move {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("{{\"backend\": \"{name} over tls\"}}")))))
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                        "{{\"backend\": \"{name} over tls\"}}"
+                    )))))
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
             });
         }
     });
@@ -117,12 +127,19 @@ async fn system_roots_honour_ssl_cert_file() {
 
 #[tokio::test]
 async fn an_unreadable_ca_file_is_a_config_error_naming_the_key() {
-    let cfg = routes(&config(1, Some(std::path::Path::new("/nonexistent/ca.pem"))));
+    let cfg = routes(&config(
+        1,
+        Some(std::path::Path::new("/nonexistent/ca.pem")),
+    ));
     let err = match cohort::proxy::Proxy::new(cfg, Arc::new(cohort::metrics::Metrics::new())) {
         Ok(_) => panic!("a missing CA file must be refused"),
         Err(e) => e,
     };
     let p = &err.problems[0];
     assert_eq!(p.path, "experiments[0].variants[0].tls.ca_file");
-    assert!(p.reason.contains("cannot read CA file /nonexistent/ca.pem"), "{}", p.reason);
+    assert!(
+        p.reason.contains("cannot read CA file /nonexistent/ca.pem"),
+        "{}",
+        p.reason
+    );
 }

@@ -388,7 +388,8 @@ impl Proxy {
                             let mut client_io = TokioIo::new(client_io);
                             let mut upstream_io = TokioIo::new(upstream_io);
                             if let Err(e) =
-                                tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await
+                                tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io)
+                                    .await
                             {
                                 debug!(error = %e, "upgraded connection ended with an error");
                             }
