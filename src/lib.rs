@@ -31,6 +31,7 @@ pub mod assign;
 pub mod cli;
 pub mod compare;
 pub mod config;
+pub mod demo;
 pub mod live;
 pub mod metrics;
 pub mod proxy;

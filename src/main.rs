@@ -60,9 +60,12 @@ enum Command {
     },
     /// Show cohort at work on its built-in default config, with nothing else to set up.
     Demo {
-        /// Simulated users.
-        #[arg(long, default_value_t = 10_000)]
+        /// Simulated users (each sends 1 to 5 requests).
+        #[arg(long, default_value_t = 3_000)]
         users: u32,
+        /// Stop sending after this many seconds, even if users remain.
+        #[arg(long, default_value_t = 45.0)]
+        duration: f64,
     },
 }
 
@@ -83,7 +86,7 @@ fn main() -> ExitCode {
             format,
         } => cli::assign::run(&config, &experiment, &units, units_from.as_deref(), format),
         Command::Serve { config, workers } => cli::serve::run(&config, workers),
-        Command::Demo { users } => cli::demo::run(users),
+        Command::Demo { users, duration } => cli::demo::run(users, duration),
     };
     ExitCode::from(code)
 }

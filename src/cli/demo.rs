@@ -1,115 +1,125 @@
-//! `cohort demo`: cohort at work on its built-in copy of the repo's routes.yaml.
-//!
-//! This first version shows the routing table and sticky assignment: it compiles the
-//! embedded config, assigns simulated users, and shows the observed split, that every
-//! user keeps their variant, and what a canary ramp would move. The forwarding proxy
-//! (built-in model backends, real HTTP traffic, latency) extends it when it lands.
+//! `cohort demo [--users N] [--duration S]`: prints what [`crate::demo::run`] saw.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::time::Duration;
 
 use super::exit;
-use crate::assign::{assign, BUCKETS};
 use crate::compare::{compare, pct};
-use crate::config;
+use crate::config::{self, Routes};
+use crate::demo::{self, quantile, Outcome};
 
-/// The repo's routes.yaml, compiled into the binary so the demo needs nothing else.
-pub const DEFAULT_ROUTES: &str = include_str!("../../routes.yaml");
-
-pub fn run(users: u32) -> u8 {
-    match demo(users) {
-        Ok(report) => {
-            print!("{report}");
-            exit::OK
+pub fn run(users: u32, duration_s: f64) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cohort demo: cannot start the runtime: {e}");
+            return exit::INVALID;
         }
-        Err(err) => {
-            eprintln!("{err}");
+    };
+    let max = Duration::from_secs_f64(duration_s.max(0.1));
+    eprintln!(
+        "cohort demo: 2 model backends, the proxy on the built-in routes.yaml, {users} simulated users (at most {duration_s} s)"
+    );
+    match runtime.block_on(demo::run(users, max, std::io::stderr().is_terminal())) {
+        Ok(outcome) => {
+            print!("{}", report(&outcome));
+            if outcome.unsticky_users > 0 {
+                exit::INVALID
+            } else {
+                exit::OK
+            }
+        }
+        Err(e) => {
+            eprintln!("cohort demo: {e}");
             exit::INVALID
         }
     }
 }
 
-fn demo(users: u32) -> Result<String, config::ConfigError> {
-    let routes = config::parse("routes.yaml (built in)", DEFAULT_ROUTES)?;
+fn report(o: &Outcome) -> String {
+    let mut s = String::new();
+    let exp = &o.routes.experiments[0];
+    let _ = writeln!(
+        s,
+        "\n{} requests from {} users in {:.1} s through cohort (config version {})",
+        o.requests,
+        o.users,
+        o.elapsed.as_secs_f64(),
+        o.routes.version
+    );
+    let _ = writeln!(
+        s,
+        "\nexperiment {} (control {}):",
+        exp.name, exp.variants[exp.control].name
+    );
+    let _ = writeln!(
+        s,
+        "  {:<8} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>7}",
+        "variant", "configured", "observed", "users", "requests", "p50 ms", "p99 ms", "errors"
+    );
+    for (name, share, st) in &o.per_variant {
+        let _ = writeln!(
+            s,
+            "  {:<8} {:>10} {:>10} {:>8} {:>9} {:>9.2} {:>9.2} {:>7}",
+            name,
+            pct(*share),
+            pct(st.users as f64 / (o.users.max(1)) as f64),
+            st.users,
+            st.requests,
+            quantile(&st.latencies_ms, 0.50),
+            quantile(&st.latencies_ms, 0.99),
+            st.errors
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  sticky: {} ({} users seen on more than one variant)",
+        if o.unsticky_users == 0 { "yes" } else { "NO" },
+        o.unsticky_users
+    );
+    if let Some(ramp) = ramp_preview(&o.routes) {
+        s.push_str(&ramp);
+    }
+    let _ = writeln!(
+        s,
+        "\nNext: `cohort serve --config routes.yaml`, then `curl localhost:8080/invocations -H 'x-user-id: alice' -d '{{}}'`;\n`cohort check NEW --against OLD` shows what an edit does to users."
+    );
+    s
+}
+
+/// What ramping the first treatment up by 10 points of traffic would move.
+fn ramp_preview(routes: &Routes) -> Option<String> {
+    let exp = routes.experiments.first()?;
+    let t = (0..exp.variants.len()).find(|&i| i != exp.control)?;
+    let (control, treatment) = (&exp.variants[exp.control], &exp.variants[t]);
+    let step = exp.variants.iter().map(|v| v.weight).sum::<f64>() * 0.1;
+    let mut file = routes.file.clone();
+    let variants = &mut file.experiments[0].variants;
+    variants[exp.control].weight -= step;
+    variants[t].weight += step;
+    let source = config::Source {
+        file: "ramped".into(),
+        hash: String::new(),
+    };
+    let new = config::compile_file(file, source).ok()?;
+    let change = compare(routes, &new).experiments.get(&exp.name)?.clone();
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "cohort demo: {} simulated users on the built-in routes.yaml (version {})",
-        users, routes.version
+        "\nramp preview, {} → {} by 10 points (what `cohort check --against` reports):",
+        control.name, treatment.name
     );
-    for exp in &routes.experiments {
-        let mut counts = vec![0u64; exp.variants.len()];
-        let mut first_seen = HashMap::with_capacity(users as usize);
-        for u in 0..users {
-            let unit = format!("user-{u}");
-            let a = assign(exp, &unit);
-            counts[a.variant] += 1;
-            first_seen.insert(unit, a.variant);
-        }
-        // Every user comes back three more times: stickiness means the same variant.
-        let sticky = (0..3).all(|_| {
-            first_seen
-                .iter()
-                .all(|(unit, &v)| assign(exp, unit).variant == v)
-        });
-        let _ = writeln!(s, "\nexperiment {}:", exp.name);
-        let _ = writeln!(
-            s,
-            "  {:<10} {:>10} {:>10} {:>10}",
-            "variant", "configured", "observed", "users"
-        );
-        for (i, v) in exp.variants.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "  {:<10} {:>10} {:>10} {:>10}",
-                v.name,
-                pct(f64::from(v.buckets) / f64::from(BUCKETS)),
-                pct(counts[i] as f64 / f64::from(users.max(1))),
-                counts[i]
-            );
-        }
-        let _ = writeln!(
-            s,
-            "  sticky: {} (every user got the same variant on 4 requests)",
-            if sticky { "yes" } else { "NO" }
-        );
-    }
-    // A canary ramp: the first treatment of the first experiment grows by 10 points.
-    if let Some(exp) = routes.experiments.first() {
-        if let Some(t) = (0..exp.variants.len()).find(|&i| i != exp.control) {
-            let control = &exp.variants[exp.control];
-            let treatment = &exp.variants[t];
-            let step = (control.weight + treatment.weight) * 0.1;
-            let mut file = routes.file.clone();
-            let variants = &mut file.experiments[0].variants;
-            variants[exp.control].weight -= step;
-            variants[t].weight += step;
-            let source = config::Source {
-                file: "ramped".into(),
-                hash: String::new(),
-            };
-            if let Ok(new) = config::compile_file(file, source) {
-                if let Some(change) = compare(&routes, &new).experiments.get(&exp.name) {
-                    let _ = writeln!(
-                        s,
-                        "\nramp {} → {} by 10 points of traffic:",
-                        control.name, treatment.name
-                    );
-                    for m in &change.moves {
-                        let _ = writeln!(s, "  moves {} → {} {}", m.from, m.to, pct(m.share));
-                    }
-                    let _ = writeln!(
-                        s,
-                        "  reshuffle: {} (only control's units move, and only as many as the ramp needs)",
-                        change.reshuffle
-                    );
-                }
-            }
-        }
+    for m in &change.moves {
+        let _ = writeln!(s, "  moves {} → {} {}", m.from, m.to, pct(m.share));
     }
     let _ = writeln!(
         s,
-        "\nNext: `cohort check routes.yaml` prints the plan; `cohort check NEW --against OLD` gates a change."
+        "  reshuffle: {} (only the control's users move, and only as many as the ramp needs)",
+        change.reshuffle
     );
-    Ok(s)
+    Some(s)
 }

@@ -1,0 +1,295 @@
+//! `cohort demo`: the real proxy, two built-in model backends and simulated users, on
+//! loopback, with nothing to set up.
+//!
+//! The backends answer like an MLflow `models serve` endpoint (`POST /invocations` →
+//! `{"predictions": [...]}`) with different latency profiles; each also has a true
+//! conversion probability that later demos (outcome log, analysis) use to simulate
+//! business outcomes. The proxy runs on the built-in copy of the repo's routes.yaml with
+//! the backends' ports filled in, and every simulated user sends a few requests with a
+//! sticky `x-user-id` over real HTTP.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::Rng;
+use tokio::net::TcpListener;
+
+use crate::config::{self, ConfigError, Routes, Source};
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+
+/// The repo's routes.yaml, compiled into the binary so the demo needs nothing else.
+pub const DEFAULT_ROUTES: &str = include_str!("../routes.yaml");
+
+/// A built-in model backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Model {
+    /// Base latency and uniform jitter of one prediction.
+    pub latency: Duration,
+    pub jitter: Duration,
+    /// The probability that a user served by this model converts (used by the simulator).
+    pub conversion: f64,
+}
+
+/// The demo's two models, by variant name of the built-in routes.yaml.
+pub fn models() -> [(&'static str, Model); 2] {
+    [
+        (
+            "rf",
+            Model {
+                latency: Duration::from_millis(6),
+                jitter: Duration::from_millis(6),
+                conversion: 0.10,
+            },
+        ),
+        (
+            "lr",
+            Model {
+                latency: Duration::from_millis(2),
+                jitter: Duration::from_millis(3),
+                conversion: 0.12,
+            },
+        ),
+    ]
+}
+
+/// Starts a model backend on 127.0.0.1:0.
+pub async fn start_model(name: &'static str, model: Model) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| async move {
+                    // Read the request like a model server would, then "predict".
+                    let _ = req.into_body().collect().await;
+                    let jitter = model.jitter.as_secs_f64() * rand::rng().random::<f64>();
+                    tokio::time::sleep(model.latency + Duration::from_secs_f64(jitter)).await;
+                    let class = rand::rng().random_range(0..3);
+                    let body = format!("{{\"predictions\": [{class}], \"model\": \"{name}\"}}");
+                    let mut resp = Response::new(Full::new(Bytes::from(body)));
+                    resp.headers_mut().insert(
+                        "content-type",
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The built-in routes.yaml with the variants' upstreams pointed at `upstreams`.
+pub fn demo_routes(upstreams: &HashMap<&str, SocketAddr>) -> Result<Routes, ConfigError> {
+    let base = config::parse("routes.yaml (built in)", DEFAULT_ROUTES)?;
+    let mut file = base.file.clone();
+    for exp in &mut file.experiments {
+        for v in &mut exp.variants {
+            if let Some(addr) = upstreams.get(v.name.as_str()) {
+                v.upstream = format!("http://{addr}");
+            }
+        }
+    }
+    config::compile_file(
+        file,
+        Source {
+            file: "routes.yaml (built in, demo ports)".into(),
+            hash: base.source.hash.clone(),
+        },
+    )
+}
+
+/// What the simulation saw for one variant.
+#[derive(Debug, Default, Clone)]
+pub struct VariantStats {
+    pub users: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub latencies_ms: Vec<f64>,
+}
+
+/// The simulation's outcome.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub routes: Routes,
+    pub per_variant: Vec<(String, f64, VariantStats)>,
+    pub users: u64,
+    pub requests: u64,
+    /// Users seen on more than one variant (must be 0).
+    pub unsticky_users: u64,
+    pub elapsed: Duration,
+}
+
+/// Runs the demo: backends, proxy, `users` simulated users (1–5 requests each, 32 at a
+/// time), stopping early at `max_duration`.
+pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<Outcome, String> {
+    let mut upstreams = HashMap::new();
+    for (name, model) in models() {
+        let addr = start_model(name, model)
+            .await
+            .map_err(|e| format!("cannot start the {name} backend: {e}"))?;
+        upstreams.insert(name, addr);
+    }
+    let routes = demo_routes(&upstreams).map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot bind the demo proxy: {e}"))?;
+    let proxy_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let proxy =
+        Arc::new(Proxy::new(routes.clone(), Arc::new(Metrics::new())).map_err(|e| e.to_string())?);
+    tokio::spawn(proxy.serve(listener));
+
+    let exp = routes
+        .experiments
+        .first()
+        .ok_or("the built-in routes.yaml has no experiment")?
+        .clone();
+    let path = routes
+        .routes
+        .iter()
+        .find(|r| r.experiment == 0)
+        .map_or("/".to_owned(), |r| r.path_prefix.clone());
+    // Each user sends 1–5 requests; draw the plan up front so the progress bar knows it.
+    let plan: Vec<u32> = (0..users)
+        .map(|_| rand::rng().random_range(1..=5))
+        .collect();
+    let total: u64 = plan.iter().map(|&n| u64::from(n)).sum();
+    let bar = if progress {
+        indicatif::ProgressBar::new(total)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {bar:40} {pos}/{len} requests ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let start = Instant::now();
+    let deadline = start + max_duration;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u32, Option<String>, u16, f64)>(1024);
+    let next_user = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let plan = Arc::new(plan);
+    let mut workers = Vec::new();
+    for _ in 0..32 {
+        let (client, tx, next_user, plan, path) = (
+            client.clone(),
+            tx.clone(),
+            next_user.clone(),
+            plan.clone(),
+            path.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let u = next_user.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if u as usize >= plan.len() || Instant::now() >= deadline {
+                    return;
+                }
+                for _ in 0..plan[u as usize] {
+                    let req = Request::post(format!("http://{proxy_addr}{path}"))
+                        .header("x-user-id", format!("demo-user-{u}"))
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from_static(
+                            b"{\"inputs\": [[5.1, 3.5, 1.4, 0.2]]}",
+                        )));
+                    let Ok(req) = req else { return };
+                    let sent = Instant::now();
+                    let (variant, status) = match client.request(req).await {
+                        Ok(resp) => {
+                            let v = resp
+                                .headers()
+                                .get("x-cohort-variant")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned);
+                            let status = resp.status().as_u16();
+                            let _ = resp.into_body().collect().await;
+                            (v, status)
+                        }
+                        Err(_) => (None, 0),
+                    };
+                    let ms = sent.elapsed().as_secs_f64() * 1e3;
+                    if tx.send((u, variant, status, ms)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+
+    let mut by_variant: HashMap<String, VariantStats> = HashMap::new();
+    let mut user_variant: HashMap<u32, String> = HashMap::new();
+    let mut unsticky = std::collections::HashSet::new();
+    let mut requests = 0;
+    while let Some((user, variant, status, ms)) = rx.recv().await {
+        requests += 1;
+        bar.inc(1);
+        let name = variant.unwrap_or_else(|| "(no answer)".to_owned());
+        let stats = by_variant.entry(name.clone()).or_default();
+        stats.requests += 1;
+        stats.latencies_ms.push(ms);
+        if status != StatusCode::OK.as_u16() {
+            stats.errors += 1;
+        }
+        match user_variant.get(&user) {
+            None => {
+                stats.users += 1;
+                user_variant.insert(user, name);
+            }
+            Some(prev) if *prev != name => {
+                unsticky.insert(user);
+            }
+            Some(_) => {}
+        }
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    bar.finish_and_clear();
+    let per_variant = exp
+        .variants
+        .iter()
+        .map(|v| {
+            let mut stats = by_variant.remove(&v.name).unwrap_or_default();
+            stats.latencies_ms.sort_by(f64::total_cmp);
+            (
+                v.name.clone(),
+                f64::from(v.buckets) / f64::from(crate::assign::BUCKETS),
+                stats,
+            )
+        })
+        .collect();
+    Ok(Outcome {
+        routes,
+        per_variant,
+        users: user_variant.len() as u64,
+        requests,
+        unsticky_users: unsticky.len() as u64,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// The `q`-quantile (0–1) of sorted values (nearest rank).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}

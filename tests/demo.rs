@@ -1,0 +1,40 @@
+//! `cohort demo`: the built-in backends, the real proxy and the simulated users.
+
+use std::process::Command;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulation_is_sticky_and_splits_by_the_built_in_weights() {
+    let o = cohort::demo::run(400, Duration::from_secs(30), false)
+        .await
+        .unwrap();
+    assert_eq!(o.users, 400);
+    assert_eq!(o.unsticky_users, 0);
+    let requests: u64 = o.per_variant.iter().map(|(_, _, s)| s.requests).sum();
+    assert_eq!(requests, o.requests);
+    for (name, share, stats) in &o.per_variant {
+        assert_eq!(stats.errors, 0, "{name}");
+        assert_eq!(*share, 0.5);
+        // 400 users at 50%: within 5 standard errors (±0.125) of half.
+        let observed = stats.users as f64 / o.users as f64;
+        assert!((observed - 0.5).abs() < 0.125, "{name}: {observed}");
+        assert_eq!(stats.latencies_ms.len() as u64, stats.requests);
+    }
+}
+
+#[test]
+fn the_demo_command_prints_the_table() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["demo", "--users", "100"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("from 100 users"), "{text}");
+    assert!(text.contains("sticky: yes"), "{text}");
+    assert!(text.contains("moves rf → lr 10.000%"), "{text}");
+}
