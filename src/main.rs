@@ -11,6 +11,9 @@ use cohort::cli::{self, Format};
 #[derive(Parser)]
 #[command(name = "cohort", version, about, long_about = None)]
 struct Cli {
+    /// Log format on standard error (levels from RUST_LOG, default info).
+    #[arg(long, value_enum, global = true, default_value_t = cli::LogFormat::Text)]
+    log_format: cli::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,8 +73,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    cli::init_tracing();
     let args = Cli::parse();
+    cli::init_tracing(args.log_format);
     let code = match args.command {
         Command::Check {
             file,

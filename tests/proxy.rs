@@ -303,3 +303,71 @@ async fn an_http10_upstream_is_answered_as_http11() {
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
     }
 }
+
+#[tokio::test]
+async fn trusted_proxies_keep_their_forwarding_headers() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let yaml = format!("trusted_proxies: [127.0.0.0/8]\n{}", two_arm(rf, lr, ""));
+    let proxy = start_proxy(routes(&yaml)).await;
+    let ans = send(
+        &client(),
+        proxy,
+        "/invocations",
+        &[
+            ("x-user-id", "alice"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "models.example.com"),
+            ("te", "trailers"),
+        ],
+    )
+    .await;
+    let seen = &ans.body["headers"];
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "https");
+    assert_eq!(seen["x-forwarded-host"], "models.example.com");
+    // te: trailers survives hop-by-hop removal (gRPC servers require it).
+    assert_eq!(seen["te"], "trailers");
+}
+
+#[tokio::test]
+async fn host_header_modes() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let c = client();
+    for (mode, expect) in [
+        ("preserve", "models.example.com"),
+        ("iris.default.example.com", "iris.default.example.com"),
+    ] {
+        let yaml = two_arm(rf, lr, "")
+            .replace(
+                &format!("upstream: \"http://{rf}\""),
+                &format!("upstream: \"http://{rf}\", host_header: {mode}"),
+            )
+            .replace(
+                &format!("upstream: \"http://{lr}\""),
+                &format!("upstream: \"http://{lr}\", host_header: {mode}"),
+            );
+        let proxy = start_proxy(routes(&yaml)).await;
+        let ans = send(
+            &c,
+            proxy,
+            "/invocations",
+            &[("x-user-id", "alice"), ("host", "models.example.com")],
+        )
+        .await;
+        assert_eq!(ans.body["headers"]["host"], expect, "host_header: {mode}");
+    }
+}
+
+#[tokio::test]
+async fn the_generated_cookie_can_be_secure() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let extra = "    unit_from: { cookie: uid }\n    on_missing_unit: generate\n    cookie: { max_age_s: 60, secure: true }\n";
+    let proxy = start_proxy(routes(&two_arm(rf, lr, extra))).await;
+    let ans = send(&client(), proxy, "/invocations", &[]).await;
+    let cookie = ans.headers["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.ends_with("; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"),
+        "{cookie}"
+    );
+}

@@ -1,0 +1,161 @@
+//! Streaming limits: a 100 MB upload passes with flat memory; an upstream that goes quiet
+//! mid-stream is cut off after `idle_timeout_ms` and counted.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::net::{routes, start_proxy_with};
+use futures_util::stream;
+use http::{Request, Response};
+use http_body_util::{combinators::BoxBody, BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+fn one_variant(upstream: std::net::SocketAddr, extra_route: &str) -> String {
+    format!(
+        "routes:\n  - {{ name: r, match: {{ path_prefix: / }}, experiment: e{extra_route} }}\nexperiments:\n  - name: e\n    control: only\n    variants:\n      - {{ name: only, weight: 1, upstream: \"http://{upstream}\" }}\n"
+    )
+}
+
+/// Resident memory of this process, from /proc/self/status.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mb_upload_streams_with_flat_memory() {
+    // The backend counts what arrives and answers with the count.
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let mut body = req.into_body();
+                    let mut n = 0u64;
+                    while let Some(Ok(frame)) = body.frame().await {
+                        n += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    }
+                    Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from(
+                        n.to_string(),
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let (proxy, _) = start_proxy_with(routes(&one_variant(up, ""))).await;
+
+    let total: u64 = 100 * 1024 * 1024;
+    let chunks = total / CHUNK.len() as u64;
+    let body = StreamBody::new(stream::iter(
+        (0..chunks).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(&CHUNK)))),
+    ));
+    let body: BoxBody<Bytes, Infallible> = BodyExt::boxed(body);
+    let client: Client<_, BoxBody<Bytes, Infallible>> =
+        Client::builder(TokioExecutor::new()).build_http();
+
+    // Sample memory while the upload runs.
+    let baseline = rss_bytes();
+    let peak = Arc::new(AtomicU64::new(baseline));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_bytes(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let req = Request::post(format!("http://{proxy}/upload"))
+        .header("x-user-id", "u")
+        .body(body)
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let received = resp.into_body().collect().await.unwrap().to_bytes();
+    done.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&received),
+        total.to_string(),
+        "every byte arrived"
+    );
+    let growth = peak.load(Ordering::Relaxed).saturating_sub(baseline);
+    assert!(
+        growth < 32 * 1024 * 1024,
+        "memory grew by {} MiB while 100 MiB streamed",
+        growth / (1024 * 1024)
+    );
+}
+
+#[tokio::test]
+async fn a_quiet_upstream_is_cut_off_mid_stream_and_counted() {
+    // The upstream sends its head and one chunk, then nothing.
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let (proxy, handle) =
+        start_proxy_with(routes(&one_variant(up, ", idle_timeout_ms: 200"))).await;
+    let client: Client<_, http_body_util::Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::get(format!("http://{proxy}/stream"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "first");
+    let start = Instant::now();
+    // The response is aborted (no final chunk): the client sees an error, not a clean end.
+    let next = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("cut off in time");
+    assert!(
+        matches!(next, Some(Err(_))),
+        "expected an aborted body, got {next:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let idle = handle
+        .metrics()
+        .upstream_errors
+        .with_label_values(&["e", "only", "idle_timeout"])
+        .get();
+    assert_eq!(idle, 1);
+}
