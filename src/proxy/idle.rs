@@ -20,7 +20,9 @@ use crate::metrics::{UpstreamErrorKind, VariantMetrics};
 pub struct IdleTimeoutBody<B> {
     inner: B,
     timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Armed only when the upstream makes us wait: a small response that is ready at
+    /// once never touches the timer wheel.
+    sleep: Option<Pin<Box<Sleep>>>,
     metrics: VariantMetrics,
     done: bool,
 }
@@ -30,7 +32,7 @@ impl<B> IdleTimeoutBody<B> {
         Self {
             inner,
             timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: None,
             metrics,
             done: false,
         }
@@ -57,8 +59,8 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let deadline = Instant::now() + this.timeout;
-                this.sleep.as_mut().reset(deadline);
+                // Data arrived: the next wait starts from scratch.
+                this.sleep = None;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -70,7 +72,14 @@ where
                 this.done = true;
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+            Poll::Pending => match this
+                .sleep
+                .get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(Instant::now() + this.timeout))
+                })
+                .as_mut()
+                .poll(cx)
+            {
                 Poll::Ready(()) => {
                     this.done = true;
                     this.metrics.upstream_error(UpstreamErrorKind::IdleTimeout);
