@@ -371,3 +371,62 @@ async fn the_generated_cookie_can_be_secure() {
         "{cookie}"
     );
 }
+
+#[tokio::test]
+async fn upstream_connections_survive_a_table_swap() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // A backend that counts the TCP connections it accepts.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        Bytes::from_static(b"{}"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let (proxy, handle) = common::net::start_proxy_with(routes(&two_arm(up, up, ""))).await;
+    let c = client();
+    for _ in 0..5 {
+        assert_eq!(
+            send(&c, proxy, "/invocations", &[("x-user-id", "alice")])
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    // A new table (other weights, same upstream): the warm connection is reused.
+    handle
+        .install(routes(
+            &two_arm(up, up, "").replace("weight: 50", "weight: 70"),
+        ))
+        .unwrap();
+    assert_ne!(
+        handle.routes().routes.version,
+        routes(&two_arm(up, up, "")).version
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            send(&c, proxy, "/invocations", &[("x-user-id", "alice")])
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one upstream connection, kept across the swap"
+    );
+}
