@@ -11,7 +11,6 @@
 //! Mutating calls (reload, runtime weights, conversions) come with their issues and need a
 //! bearer token (`admin.tokens`).
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -19,11 +18,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
 
 use crate::assign::{assign, unit::query_param};
 use crate::proxy::{Body, BoxError, Proxy};
@@ -38,30 +34,11 @@ pub struct Admin {
 impl Admin {
     /// Serves `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let admin = self.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(req)) }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    debug!(%peer, error = %e, "admin connection ended with an error");
-                }
-            });
-        }
+        crate::server::serve_http(listener, "admin", move |req, _peer| {
+            let response = self.handle(req);
+            async move { response }
+        })
+        .await
     }
 
     fn handle(&self, req: Request<Incoming>) -> Response<Body> {

@@ -36,3 +36,4 @@ pub mod live;
 pub mod metrics;
 pub mod proxy;
 pub mod request_id;
+pub mod server;
