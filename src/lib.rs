@@ -29,11 +29,13 @@
 pub mod admin;
 pub mod assign;
 pub mod cli;
+pub mod clock;
 pub mod compare;
 pub mod config;
 pub mod demo;
 pub mod live;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod request_id;
 pub mod server;

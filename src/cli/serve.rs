@@ -1,18 +1,21 @@
 //! `cohort serve --config routes.yaml [--workers N]`: run the proxy.
 //!
-//! This first version serves the public listener until SIGINT/SIGTERM. Hot reload, the
-//! admin listener, metrics and graceful draining come with their issues (#10, #11).
+//! Binds the public and admin listeners, starts the reload task (file watch, SIGHUP, 30 s
+//! poll, `POST /v1/reload`) and serves until SIGINT/SIGTERM.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use super::exit;
-use std::sync::atomic::AtomicBool;
+use tokio::sync::mpsc;
 
-use crate::admin::Admin;
+use super::exit;
+use crate::admin::auth::AdminAuth;
+use crate::admin::{Admin, ReloadHandle};
 use crate::config;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::reload::{self, Reloader, Trigger};
 
 pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
     let routes = match config::load(config_path) {
@@ -25,6 +28,13 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
     for w in &routes.warnings {
         tracing::warn!("{w}");
     }
+    let auth = match AdminAuth::from_config(&routes.file.admin, |name| std::env::var(name).ok()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{}: {e}", config_path.display());
+            return exit::INVALID;
+        }
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = workers {
         builder.worker_threads(n.max(1));
@@ -36,8 +46,11 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             return exit::INVALID;
         }
     };
+    let path = config_path.to_path_buf();
     runtime.block_on(async move {
         let listen = routes.file.listen;
+        let admin_listen = routes.file.admin.listen;
+        let version = routes.version.clone();
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -45,7 +58,6 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 return exit::INVALID;
             }
         };
-        let admin_listen = routes.file.admin.listen;
         let admin_listener = match tokio::net::TcpListener::bind(admin_listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -53,7 +65,6 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 return exit::INVALID;
             }
         };
-        tracing::info!(%listen, admin = %admin_listen, version = %routes.version, "serving");
         let proxy = match Proxy::new(routes, Arc::new(Metrics::new())) {
             Ok(p) => Arc::new(p),
             Err(err) => {
@@ -61,10 +72,31 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 return exit::INVALID;
             }
         };
+
+        // One reload task; file events, SIGHUP, the poll and the admin API feed it.
+        let reloader = Arc::new(Reloader::new(path.clone(), proxy.clone()));
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(reloader.clone().run(rx));
+        let _watcher = match reload::watch(&path, tx.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; relying on SIGHUP, the admin API and the 30 s poll");
+                None
+            }
+        };
+        spawn_poll(tx.clone());
+        spawn_sighup(tx.clone());
+
         let admin = Arc::new(Admin {
             proxy: proxy.clone(),
             ready: Arc::new(AtomicBool::new(true)),
+            auth,
+            reload: Some(ReloadHandle {
+                reloader,
+                trigger: tx,
+            }),
         });
+        tracing::info!(%listen, admin = %admin_listen, %version, "serving");
         tokio::select! {
             () = proxy.serve(listener) => {}
             () = admin.serve(admin_listener) => {}
@@ -72,6 +104,37 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         }
         exit::OK
     })
+}
+
+fn spawn_poll(tx: mpsc::Sender<Trigger>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(reload::POLL);
+        every.tick().await; // the first tick is immediate
+        loop {
+            every.tick().await;
+            if tx.send(Trigger::Poll).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+fn spawn_sighup(tx: mpsc::Sender<Trigger>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if tx.send(Trigger::Signal).await.is_err() {
+                return;
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(tx);
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,259 @@
+//! The admin listener: probes, metrics and the read API.
+//!
+//! Open endpoints (kubelet and Prometheus reach them; deploy/ binds the admin port to
+//! 0.0.0.0, the default is loopback):
+//! * `GET /metrics`: Prometheus text format, every family of the contract;
+//! * `GET /healthz`: 200 while the process serves;
+//! * `GET /readyz`: 200 once the config is loaded and the public listener is bound, 503
+//!   before (and, with graceful shutdown, while draining);
+//! * `GET /v1/assign?experiment=E&unit=U`: the variant and bucket a unit gets;
+//! * `GET /v1/config`: the version in force, when it was loaded, the source file's hash,
+//!   the last reload's result and error, and what is pending;
+//! * `GET /v1/experiments`: each experiment's variants, weights and shares.
+//!
+//! Mutating calls need a bearer token with the right scope ([`auth`]):
+//! * `POST /v1/reload` (scope `control`): 200 with the new version, or 422 with the error
+//!   or refusal as JSON.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+pub mod auth;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::info;
+
+use crate::assign::{assign, unit::query_param};
+use crate::config::schema::Scope;
+use crate::reload::{Outcome, Reloader, Trigger};
+use auth::{AdminAuth, Denied};
+use crate::proxy::{Body, BoxError, Proxy};
+
+/// What the admin endpoints read.
+pub struct Admin {
+    pub proxy: Arc<Proxy>,
+    /// Set once the public listener is bound (and cleared while shutting down).
+    pub ready: Arc<AtomicBool>,
+    pub auth: AdminAuth,
+    /// The reload task, where there is a config file to reload.
+    pub reload: Option<ReloadHandle>,
+}
+
+/// How the admin listener reaches the reload task.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    pub reloader: Arc<Reloader>,
+    pub trigger: mpsc::Sender<Trigger>,
+}
+
+impl Admin {
+    /// Serves `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        crate::server::serve_http(listener, "admin", move |req, peer| {
+            let admin = self.clone();
+            async move { admin.handle(req, peer).await }
+        })
+        .await
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let path = path.as_str();
+        if path == "/v1/reload" {
+            return self.reload(&req, peer).await;
+        }
+        let known = matches!(
+            path,
+            "/metrics" | "/healthz" | "/readyz" | "/v1/assign" | "/v1/config" | "/v1/experiments"
+        );
+        if known && req.method() != Method::GET && req.method() != Method::HEAD {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": format!("{path} answers GET only")}),
+            );
+        }
+        match path {
+            "/metrics" => {
+                let mut resp = text(StatusCode::OK, self.proxy.metrics().render());
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                resp
+            }
+            "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
+            "/readyz" => {
+                if self.ready.load(Ordering::Acquire) {
+                    json_response(StatusCode::OK, json!({"status": "ready"}))
+                } else {
+                    json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"status": "not ready"}),
+                    )
+                }
+            }
+            "/v1/assign" => self.assign(req.uri().query().unwrap_or("")),
+            "/v1/config" => self.config(),
+            "/v1/experiments" => self.experiments(),
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no admin endpoint {path}"), "endpoints": ["/metrics", "/healthz", "/readyz", "/v1/assign?experiment=E&unit=U", "/v1/config", "/v1/experiments", "POST /v1/reload"]}),
+            ),
+        }
+    }
+
+    /// `POST /v1/reload`: runs a reload through the reload task and answers its outcome.
+    async fn reload(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        if req.method() != Method::POST {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "/v1/reload answers POST only"}),
+            );
+        }
+        let caller = match self.auth.check(req.headers(), Scope::Control) {
+            Ok(c) => c,
+            Err(denied) => return denied_response(denied),
+        };
+        let Some(handle) = &self.reload else {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "this process has no config file to reload"}),
+            );
+        };
+        info!(caller = %caller, %peer, "reload requested through the admin API");
+        let (tx, rx) = oneshot::channel();
+        if handle.trigger.send(Trigger::Admin(tx)).await.is_err() {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "the reload task is not running"}),
+            );
+        }
+        match rx.await {
+            Ok(outcome) => {
+                let status = match outcome {
+                    Outcome::Applied { .. } | Outcome::Unchanged { .. } => StatusCode::OK,
+                    Outcome::Error { .. } | Outcome::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                json_response(status, serde_json::to_value(&outcome).unwrap_or(Value::Null))
+            }
+            Err(_) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "the reload task stopped before answering"}),
+            ),
+        }
+    }
+
+    /// `GET /v1/config`.
+    fn config(&self) -> Response<Body> {
+        let serving = self.proxy.routes();
+        let r = &serving.routes;
+        let body = match &self.reload {
+            Some(h) => serde_json::to_value(h.reloader.status()).unwrap_or(Value::Null),
+            None => json!({
+                "file": r.source.file,
+                "version": r.version,
+                "source_hash": r.source.hash,
+                "last_result": null,
+                "last_error": null,
+                "pending": null,
+            }),
+        };
+        json_response(StatusCode::OK, body)
+    }
+
+    /// `GET /v1/experiments`.
+    fn experiments(&self) -> Response<Body> {
+        let serving = self.proxy.routes();
+        let list: Vec<Value> = serving
+            .routes
+            .experiments
+            .iter()
+            .map(|e| {
+                json!({
+                    "name": e.name,
+                    "control": e.variants[e.control].name,
+                    "salt": e.salt,
+                    "variants": e.variants.iter().map(|v| json!({
+                        "name": v.name,
+                        "file_weight": v.weight,
+                        "share": f64::from(v.buckets) / f64::from(crate::assign::BUCKETS),
+                        "upstream": v.upstream.url,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json_response(
+            StatusCode::OK,
+            json!({"version": serving.routes.version, "experiments": list}),
+        )
+    }
+
+    fn assign(&self, query: &str) -> Response<Body> {
+        let (Some(experiment), Some(unit)) =
+            (query_param(query, "experiment"), query_param(query, "unit"))
+        else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "both query parameters are required: /v1/assign?experiment=E&unit=U"}),
+            );
+        };
+        let serving = self.proxy.routes();
+        let Some(exp) = serving.routes.experiment(&experiment) else {
+            let known: Vec<&str> = serving
+                .routes
+                .experiments
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect();
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no experiment named {experiment:?}"), "experiments": known}),
+            );
+        };
+        let a = assign(exp, &unit);
+        json_response(
+            StatusCode::OK,
+            json!({
+                "experiment": exp.name,
+                "unit": unit,
+                "variant": exp.variants[a.variant].name,
+                "bucket": a.bucket,
+                "config_version": serving.routes.version,
+            }),
+        )
+    }
+}
+
+fn denied_response(denied: Denied) -> Response<Body> {
+    match denied {
+        Denied::Unauthorized(m) => json_response(StatusCode::UNAUTHORIZED, json!({"error": m})),
+        Denied::Forbidden(m) => json_response(StatusCode::FORBIDDEN, json!({"error": m})),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| -> BoxError { match never {} })
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response<Body> {
+    let mut resp = text(status, body.to_string());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
