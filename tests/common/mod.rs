@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod net;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

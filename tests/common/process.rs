@@ -1,0 +1,90 @@
+//! `cohort serve` as a child process, for tests that need the real binary (signals, file
+//! watching, restarts).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+
+/// A running `cohort serve`, killed if the test ends before it does.
+pub struct CohortProcess {
+    child: Child,
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl CohortProcess {
+    /// Starts `cohort serve --config CONFIG` with extra environment variables and waits
+    /// for its "serving" log line (both listeners are bound by then).
+    pub fn start(config: &Path, env: &[(&str, &str)]) -> CohortProcess {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cohort"));
+        cmd.args(["serve", "--config", config.to_str().unwrap(), "--workers", "2", "--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            let line = match lines.next() {
+                Some(Ok(l)) => l,
+                _ => panic!("cohort serve exited before serving: {:?}", child.wait()),
+            };
+            let json: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if json["fields"]["message"] == "serving" {
+                break;
+            }
+        }
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        CohortProcess { child }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        self.signal("TERM");
+        self.child.wait().unwrap().code()
+    }
+
+    pub fn wait(&mut self) -> Option<i32> {
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for CohortProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP call to an admin endpoint: (status, JSON body or the text as a JSON string).
+pub async fn admin_call(admin: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let client = super::net::client();
+    let mut req = Request::builder().method(method).uri(format!("http://{admin}{path}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = client.request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    (status, json)
+}
