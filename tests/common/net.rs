@@ -82,6 +82,11 @@ pub async fn start_proxy(routes: Routes) -> SocketAddr {
 }
 
 pub fn two_arm(rf: SocketAddr, lr: SocketAddr, extra: &str) -> String {
+    two_arm_weights(rf, lr, 50, 50, extra)
+}
+
+/// A route `/invocations` to experiment iris-model with variants rf (control) and lr.
+pub fn two_arm_weights(rf: SocketAddr, lr: SocketAddr, rf_w: u32, lr_w: u32, extra: &str) -> String {
     format!(
         r#"
 routes:
@@ -94,8 +99,8 @@ experiments:
     salt: proxy-test
     control: rf
 {extra}    variants:
-      - {{ name: rf, weight: 50, upstream: "http://{rf}" }}
-      - {{ name: lr, weight: 50, upstream: "http://{lr}" }}
+      - {{ name: rf, weight: {rf_w}, upstream: "http://{rf}" }}
+      - {{ name: lr, weight: {lr_w}, upstream: "http://{lr}" }}
 "#
     )
 }
