@@ -25,7 +25,8 @@ pub fn now() -> String {
 
 /// Seconds since the Unix epoch, as a float (for Prometheus timestamps).
 pub fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// (year, month, day) of a day count since 1970-01-01.
@@ -54,6 +55,9 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(951_827_696_789);
         assert_eq!(rfc3339(t), "2000-02-29T12:34:56.789Z");
         // 2026-11-25T00:00:00Z = 1795564800.
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_564_800)), "2026-11-25T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_564_800)),
+            "2026-11-25T00:00:00.000Z"
+        );
     }
 }

@@ -131,7 +131,10 @@ impl Reloader {
 
     /// The current status (for `GET /v1/config`).
     pub fn status(&self) -> Status {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Handles triggers one at a time until every sender is gone.
@@ -187,7 +190,12 @@ impl Reloader {
                     path: String::new(),
                     reason: format!("cannot read the config file: {e}"),
                 };
-                return self.finish(Outcome::Error { errors: vec![problem] }, None);
+                return self.finish(
+                    Outcome::Error {
+                        errors: vec![problem],
+                    },
+                    None,
+                );
             }
         };
         let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
@@ -238,7 +246,12 @@ impl Reloader {
                     message.push_str(&format!("\n  {name}: {r}"));
                 }
                 for m in &change.moves {
-                    message.push_str(&format!("\n  {name}: {} → {} {}", m.from, m.to, pct(m.share)));
+                    message.push_str(&format!(
+                        "\n  {name}: {} → {} {}",
+                        m.from,
+                        m.to,
+                        pct(m.share)
+                    ));
                 }
             }
             let outcome = Outcome::Refused {
@@ -302,10 +315,16 @@ impl Reloader {
                 st.last_error = Some(errors.clone());
                 st.pending = Some(pending(
                     "invalid",
-                    errors.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"),
+                    errors
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
                 ));
             }
-            Outcome::Refused { reason, message, .. } => {
+            Outcome::Refused {
+                reason, message, ..
+            } => {
                 m.config_reloads.with_label_values(&["refused"]).inc();
                 error!("config not reloaded, the old one keeps serving: {message}");
                 st.pending = Some(pending(reason, message.clone()));
@@ -327,7 +346,10 @@ fn restart_required(old: &FileConfig, new: &FileConfig) -> Option<String> {
         changed.push(format!("listen ({} → {})", old.listen, new.listen));
     }
     if old.admin.listen != new.admin.listen {
-        changed.push(format!("admin.listen ({} → {})", old.admin.listen, new.admin.listen));
+        changed.push(format!(
+            "admin.listen ({} → {})",
+            old.admin.listen, new.admin.listen
+        ));
     }
     if old.admin.tokens != new.admin.tokens {
         changed.push("admin.tokens".to_owned());
@@ -356,7 +378,10 @@ fn describe_moves(c: &Comparison, new: &Routes) -> Vec<String> {
         for m in &change.moves {
             out.push(format!("{name}: {} → {} {}", m.from, m.to, pct(m.share)));
         }
-        if new.experiment(name).is_some() && change.moves.is_empty() && change.status == crate::compare::Status::Added {
+        if new.experiment(name).is_some()
+            && change.moves.is_empty()
+            && change.status == crate::compare::Status::Added
+        {
             out.push(format!("{name}: new experiment"));
         }
     }
@@ -371,7 +396,10 @@ pub fn watch(path: &Path, tx: mpsc::Sender<Trigger>) -> notify::Result<notify::R
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         if matches!(event.kind, EventKind::Access(_)) {

@@ -1,51 +1,310 @@
-//! The accept loop shared by the public and the admin listener.
+//! The accept loop shared by the public and the admin listener: limits and graceful
+//! shutdown, applied once for both.
 //!
-//! Each connection is served by hyper-util's auto builder (HTTP/1.1 with upgrades, or
-//! HTTP/2 with prior knowledge) on its own task. Limits and graceful shutdown, when they
-//! land, are applied here, once for both listeners.
+//! * **Backpressure.** A connection needs a permit of [`Connections`] before it is accepted;
+//!   at `limits.max_connections` cohort stops accepting (the kernel's backlog queues, then
+//!   refuses) instead of answering 503.
+//! * **Slowloris.** HTTP/1 requests must send their whole header within
+//!   `limits.header_read_timeout_ms`; hyper applies the same timer to an idle keep-alive
+//!   connection waiting for its next request (the two are coupled in hyper 1.x).
+//! * **Idle connections.** A connection with no request in flight for
+//!   `limits.h2_idle_timeout_ms` is closed gracefully (HTTP/2 GOAWAY). hyper has no such
+//!   timeout, so each connection tracks its in-flight requests and last activity here.
+//! * **Sizes.** `limits.max_header_bytes` bounds HTTP/1 headers (hyper's read buffer, at
+//!   least 8 KiB) and the HTTP/2 header list; `limits.h2_max_concurrent_streams` bounds
+//!   streams per HTTP/2 connection.
+//! * **Graceful shutdown.** When [`Shutdown::begin`] is called the listener closes (new
+//!   connections are refused) and every open connection is shut down gracefully (HTTP/1:
+//!   closed after its current response; HTTP/2: GOAWAY, in-flight streams finish).
+//!   [`Connections::drained`] waits for them to end.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
-use crate::proxy::Body;
+use crate::config::schema::LimitsConfig;
+use crate::proxy::{Body, BoxError};
 
-/// Serves every connection of `listener` with `handler` until the task is dropped.
-pub async fn serve_http<H, Fut>(listener: TcpListener, what: &'static str, handler: H)
-where
+/// The signal that starts a graceful shutdown.
+#[derive(Clone)]
+pub struct Shutdown {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self {
+            tx: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Closes the listeners and asks every connection to finish.
+    pub fn begin(&self) {
+        self.tx.send_replace(true);
+    }
+
+    fn subscribe(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Open connections of one listener, bounded.
+#[derive(Clone)]
+pub struct Connections {
+    permits: Arc<Semaphore>,
+    max: u32,
+}
+
+impl Connections {
+    pub fn new(max: u32) -> Self {
+        let max = max.max(1);
+        Self {
+            permits: Arc::new(Semaphore::new(max as usize)),
+            max,
+        }
+    }
+
+    /// How many connections are open.
+    pub fn open(&self) -> usize {
+        self.max as usize - self.permits.available_permits()
+    }
+
+    /// Waits until every connection has ended, at most `timeout`; returns how many remain.
+    pub async fn drained(&self, timeout: Duration) -> usize {
+        match tokio::time::timeout(timeout, self.permits.acquire_many(self.max)).await {
+            Ok(Ok(all)) => {
+                drop(all);
+                0
+            }
+            _ => self.open(),
+        }
+    }
+}
+
+/// Serves `listener` with `handler` until [`Shutdown::begin`].
+pub async fn serve_http<H, Fut>(
+    listener: TcpListener,
+    what: &'static str,
+    limits: LimitsConfig,
+    connections: Connections,
+    shutdown: Shutdown,
+    handler: H,
+) where
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    let mut stop = shutdown.subscribe();
+    let builder = Arc::new(builder(&limits));
+    let idle_timeout = Duration::from_millis(limits.h2_idle_timeout_ms);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(listener = what, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
+        if *stop.borrow() {
+            break;
+        }
+        // Backpressure: no permit, no accept.
+        let permit = tokio::select! {
+            p = connections.permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(listener = what, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
+        let (handler, builder, mut stop) = (handler.clone(), builder.clone(), shutdown.subscribe());
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let response = handler(req, peer);
-                async move { Ok::<_, Infallible>(response.await) }
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let _permit = permit;
+            let activity = Arc::new(Activity::new());
+            let service = {
+                let activity = activity.clone();
+                service_fn(move |req| {
+                    activity.start();
+                    let response = handler(req, peer);
+                    let activity = activity.clone();
+                    async move {
+                        let resp = response.await;
+                        Ok::<_, Infallible>(resp.map(|body| {
+                            Tracked {
+                                inner: body,
+                                activity: Some(activity),
+                            }
+                            .boxed()
+                        }))
+                    }
+                })
+            };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                debug!(listener = what, %peer, error = %e, "connection ended with an error");
+            tokio::pin!(conn);
+            let mut closing = *stop.borrow();
+            if closing {
+                conn.as_mut().graceful_shutdown();
+            }
+            loop {
+                tokio::select! {
+                    res = conn.as_mut() => {
+                        if let Err(e) = res {
+                            debug!(listener = what, %peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = stop.changed(), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    () = activity.idle_for(idle_timeout), if !closing => {
+                        debug!(listener = what, %peer, "idle connection closed");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
             }
         });
+    }
+    // Dropping the listener here refuses new connections.
+}
+
+fn builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+        .max_buf_size((limits.max_header_bytes as usize).max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes);
+    b
+}
+
+/// Requests in flight on one connection, and when it last did anything.
+struct Activity {
+    born: Instant,
+    inflight: AtomicUsize,
+    /// Milliseconds since `born` of the last request start or response end.
+    last_ms: AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            born: Instant::now(),
+            inflight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    fn start(&self) {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+    }
+
+    fn end(&self) {
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.touch();
+    }
+
+    /// Completes once nothing has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let notified = self.changed.notified();
+            if self.inflight.load(Ordering::Acquire) > 0 {
+                notified.await;
+                continue;
+            }
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = self.born + last + timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline.into()) => {}
+                () = notified => {}
+            }
+        }
+    }
+}
+
+/// A response body that marks its request finished when it ends or is dropped.
+struct Tracked {
+    inner: Body,
+    activity: Option<Arc<Activity>>,
+}
+
+impl Tracked {
+    fn finish(&mut self) {
+        if let Some(a) = self.activity.take() {
+            a.end();
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.finish();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -69,7 +69,9 @@ async fn start_admin(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let ready = Arc::new(AtomicBool::new(ready));
-    let auth = cohort::admin::auth::AdminAuth::from_config(&proxy.routes().routes.file.admin, |_| None).unwrap();
+    let auth =
+        cohort::admin::auth::AdminAuth::from_config(&proxy.routes().routes.file.admin, |_| None)
+            .unwrap();
     let admin = Arc::new(Admin {
         proxy,
         ready: ready.clone(),

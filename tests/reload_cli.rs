@@ -51,7 +51,13 @@ impl Setup {
         let c = client();
         let mut lr = 0;
         for i in 0..200 {
-            let ans = send(&c, self.proxy(), "/invocations", &[("x-user-id", &format!("u{i}"))]).await;
+            let ans = send(
+                &c,
+                self.proxy(),
+                "/invocations",
+                &[("x-user-id", &format!("u{i}"))],
+            )
+            .await;
             assert_eq!(ans.status, StatusCode::OK);
             if ans.headers["x-cohort-variant"] == "lr" {
                 lr += 1;
@@ -123,7 +129,11 @@ async fn file_edit_and_atomic_rename_are_live_within_a_second() {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap()
     };
-    assert_eq!(successes(&after) - successes(&before), 1.0, "exactly one reload for one config edit");
+    assert_eq!(
+        successes(&after) - successes(&before),
+        1.0,
+        "exactly one reload for one config edit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +196,10 @@ async fn sighup_and_the_admin_call_reload() {
     assert_eq!(s.lr_share().await, 0.0);
     // Nothing changed since: "unchanged".
     let (status, body) = admin_call(s.admin(), "POST", "/v1/reload", None).await;
-    assert_eq!((status, body["result"].as_str()), (StatusCode::OK, Some("unchanged")));
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (StatusCode::OK, Some("unchanged"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,9 +213,21 @@ async fn bad_files_and_reshuffles_leave_the_old_table_serving() {
     let share = s.lr_share().await;
 
     let bad: [(&str, String, &str); 3] = [
-        ("yaml syntax", s.yaml(90, 10, "").replace("control: rf", "control: \"rf"), ""),
-        ("unknown key", s.yaml(90, 10, "    colour: blue\n"), "experiments[0].colour"),
-        ("bad weights", s.yaml(90, 10, "").replace("weight: 10", "weight: -10"), "experiments[0].variants[1].weight"),
+        (
+            "yaml syntax",
+            s.yaml(90, 10, "").replace("control: rf", "control: \"rf"),
+            "",
+        ),
+        (
+            "unknown key",
+            s.yaml(90, 10, "    colour: blue\n"),
+            "experiments[0].colour",
+        ),
+        (
+            "bad weights",
+            s.yaml(90, 10, "").replace("weight: 10", "weight: -10"),
+            "experiments[0].variants[1].weight",
+        ),
     ];
     for (what, text, path) in bad {
         write(&real, &text);
@@ -213,44 +238,85 @@ async fn bad_files_and_reshuffles_leave_the_old_table_serving() {
         assert!(first["line"].as_u64().is_some(), "{what}: {first}");
         assert_eq!(first["path"], path, "{what}");
         let (_, cfg) = admin_call(s.admin(), "GET", "/v1/config", None).await;
-        assert_eq!(cfg["version"], v0.as_str(), "{what}: the old table keeps serving");
+        assert_eq!(
+            cfg["version"],
+            v0.as_str(),
+            "{what}: the old table keeps serving"
+        );
         assert_eq!(cfg["pending"]["reason"], "invalid");
         assert_eq!(cfg["last_error"][0]["path"], path);
         assert_eq!(s.lr_share().await, share);
     }
     let (_, metrics) = admin_call(s.admin(), "GET", "/metrics", None).await;
     let text = metrics.as_str().unwrap();
-    assert!(text.contains("cohort_config_reloads_total{result=\"error\"} 3"), "{text}");
+    assert!(
+        text.contains("cohort_config_reloads_total{result=\"error\"} 3"),
+        "{text}"
+    );
     assert!(text.contains("cohort_config_pending{reason=\"invalid\"} 1"));
 
     // A reshuffle (the control changes): refused, pending shown.
-    write(&real, &s.yaml(90, 10, "").replace("control: rf", "control: lr"));
+    write(
+        &real,
+        &s.yaml(90, 10, "").replace("control: rf", "control: lr"),
+    );
     let (status, body) = admin_call(s.admin(), "POST", "/v1/reload", None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["result"], "refused");
     assert_eq!(body["reason"], "reshuffle");
-    assert!(body["message"].as_str().unwrap().contains("the control changed"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("the control changed"),
+        "{body}"
+    );
     let (_, cfg) = admin_call(s.admin(), "GET", "/v1/config", None).await;
     assert_eq!(cfg["pending"]["reason"], "reshuffle");
     assert_eq!(cfg["version"], v0.as_str());
     // Acknowledged with allow_reshuffle: applied, nothing pending.
-    write(&real, &s.yaml(90, 10, "    allow_reshuffle: true\n").replace("control: rf", "control: lr"));
+    write(
+        &real,
+        &s.yaml(90, 10, "    allow_reshuffle: true\n")
+            .replace("control: rf", "control: lr"),
+    );
     let (status, body) = admin_call(s.admin(), "POST", "/v1/reload", None).await;
-    assert_eq!((status, &body["result"]), (StatusCode::OK, &Value::from("applied")), "{body}");
+    assert_eq!(
+        (status, &body["result"]),
+        (StatusCode::OK, &Value::from("applied")),
+        "{body}"
+    );
     let (_, cfg) = admin_call(s.admin(), "GET", "/v1/config", None).await;
     assert!(cfg["pending"].is_null());
     // A new salt is a new phase: accepted too.
-    write(&real, &s.yaml(50, 50, "").replace("salt: reload-test", "salt: reload-test-2"));
+    write(
+        &real,
+        &s.yaml(50, 50, "")
+            .replace("salt: reload-test", "salt: reload-test-2"),
+    );
     let (status, body) = admin_call(s.admin(), "POST", "/v1/reload", None).await;
-    assert_eq!((status, &body["result"]), (StatusCode::OK, &Value::from("applied")), "{body}");
+    assert_eq!(
+        (status, &body["result"]),
+        (StatusCode::OK, &Value::from("applied")),
+        "{body}"
+    );
 
     // A new listener address cannot apply live.
-    let moved = s.yaml(50, 50, "").replace("salt: reload-test", "salt: reload-test-2").replace(&format!("listen: 127.0.0.1:{}", s.port), "listen: 127.0.0.1:1");
+    let moved = s
+        .yaml(50, 50, "")
+        .replace("salt: reload-test", "salt: reload-test-2")
+        .replace(
+            &format!("listen: 127.0.0.1:{}", s.port),
+            "listen: 127.0.0.1:1",
+        );
     write(&real, &moved);
     let (status, body) = admin_call(s.admin(), "POST", "/v1/reload", None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["reason"], "restart_required");
-    assert!(body["message"].as_str().unwrap().contains("restart cohort"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("restart cohort"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,18 +326,30 @@ async fn reload_needs_a_token_with_the_control_scope() {
     let config = dir.path().join("routes.yaml");
     let tokens = "admin:\n  listen: 127.0.0.1:ADMIN\n  tokens:\n    - { name: ops, env: T_OPS, scopes: [control] }\n    - { name: shop, env: T_SHOP, scopes: [conversions] }\n"
         .replace("ADMIN", &s.admin.to_string());
-    let yaml = s.yaml(50, 50, "").replace(&format!("admin:\n  listen: 127.0.0.1:{}\n", s.admin), &tokens);
+    let yaml = s.yaml(50, 50, "").replace(
+        &format!("admin:\n  listen: 127.0.0.1:{}\n", s.admin),
+        &tokens,
+    );
     write(&config, &yaml);
-    let _cohort = CohortProcess::start(&config, &[("T_OPS", "ops-secret"), ("T_SHOP", "shop-secret")]);
+    let _cohort = CohortProcess::start(
+        &config,
+        &[("T_OPS", "ops-secret"), ("T_SHOP", "shop-secret")],
+    );
     let (status, body) = admin_call(s.admin(), "POST", "/v1/reload", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let (status, _) = admin_call(s.admin(), "POST", "/v1/reload", Some("guess")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, body) = admin_call(s.admin(), "POST", "/v1/reload", Some("shop-secret")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(body["error"].as_str().unwrap().contains("scope control"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("scope control"),
+        "{body}"
+    );
     let (status, body) = admin_call(s.admin(), "POST", "/v1/reload", Some("ops-secret")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // Reads stay open.
-    assert_eq!(admin_call(s.admin(), "GET", "/v1/config", None).await.0, StatusCode::OK);
+    assert_eq!(
+        admin_call(s.admin(), "GET", "/v1/config", None).await.0,
+        StatusCode::OK
+    );
 }

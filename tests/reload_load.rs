@@ -19,7 +19,10 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::{mpsc, oneshot};
 
 /// A reloader for `path` driving `proxy`, and a function that reloads through its task.
-fn reload_task(path: std::path::PathBuf, proxy: Arc<cohort::proxy::Proxy>) -> mpsc::Sender<Trigger> {
+fn reload_task(
+    path: std::path::PathBuf,
+    proxy: Arc<cohort::proxy::Proxy>,
+) -> mpsc::Sender<Trigger> {
     let reloader = Arc::new(Reloader::new(path, proxy));
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(reloader.run(rx));
@@ -49,7 +52,13 @@ async fn two_hundred_reloads_under_load_fail_nothing_and_misroute_nothing() {
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut clients = Vec::new();
     for w in 0..8 {
-        let (stop, ok, failed, ea, eb) = (stop.clone(), ok.clone(), failed.clone(), ea.clone(), eb.clone());
+        let (stop, ok, failed, ea, eb) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            ea.clone(),
+            eb.clone(),
+        );
         clients.push(tokio::spawn(async move {
             let c = client();
             let mut i = 0u64;
@@ -57,9 +66,19 @@ async fn two_hundred_reloads_under_load_fail_nothing_and_misroute_nothing() {
             while !stop.load(Ordering::Relaxed) && i < 20_000 {
                 let user = format!("w{w}-u{}", i % 500);
                 let ans = send(&c, proxy, "/invocations", &[("x-user-id", &user)]).await;
-                let got = ans.headers.get("x-cohort-variant").and_then(|v| v.to_str().ok()).unwrap_or("");
-                let valid = [&ea.variants[assign(&ea, &user).variant].name, &eb.variants[assign(&eb, &user).variant].name];
-                if ans.status == StatusCode::OK && valid.iter().any(|v| v.as_str() == got) && ans.body["backend"] == got {
+                let got = ans
+                    .headers
+                    .get("x-cohort-variant")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let valid = [
+                    &ea.variants[assign(&ea, &user).variant].name,
+                    &eb.variants[assign(&eb, &user).variant].name,
+                ];
+                if ans.status == StatusCode::OK
+                    && valid.iter().any(|v| v.as_str() == got)
+                    && ans.body["backend"] == got
+                {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
                     failed.fetch_add(1, Ordering::Relaxed);
@@ -102,17 +121,36 @@ async fn a_ramp_over_real_requests_moves_only_control_units() {
     let users = 2000;
     let mut seen = HashMap::new();
     for i in 0..users {
-        let ans = send(&c, proxy, "/invocations", &[("x-user-id", &format!("user-{i}"))]).await;
-        seen.insert(i, ans.headers["x-cohort-variant"].to_str().unwrap().to_owned());
+        let ans = send(
+            &c,
+            proxy,
+            "/invocations",
+            &[("x-user-id", &format!("user-{i}"))],
+        )
+        .await;
+        seen.insert(
+            i,
+            ans.headers["x-cohort-variant"].to_str().unwrap().to_owned(),
+        );
     }
     std::fs::write(&path, &after).unwrap();
     assert!(matches!(reload(&tx).await, Outcome::Applied { .. }));
     let mut moved = 0;
     for i in 0..users {
-        let ans = send(&c, proxy, "/invocations", &[("x-user-id", &format!("user-{i}"))]).await;
+        let ans = send(
+            &c,
+            proxy,
+            "/invocations",
+            &[("x-user-id", &format!("user-{i}"))],
+        )
+        .await;
         let now = ans.headers["x-cohort-variant"].to_str().unwrap();
         if now != seen[&i] {
-            assert_eq!((seen[&i].as_str(), now), ("rf", "lr"), "user-{i} moved the wrong way");
+            assert_eq!(
+                (seen[&i].as_str(), now),
+                ("rf", "lr"),
+                "user-{i} moved the wrong way"
+            );
             moved += 1;
         }
     }
@@ -129,18 +167,32 @@ async fn an_sse_stream_and_an_http2_connection_keep_flowing_across_50_reloads() 
     tokio::spawn(async move {
         while let Ok((s, _)) = upstream.accept().await {
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    if req.uri().path() == "/events" {
-                        let stream = futures_util::stream::unfold(0u32, |n| async move {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            (n < 400).then(|| (Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(format!("data: {n}\n\n")))), n + 1))
-                        });
-                        let body = http_body_util::StreamBody::new(stream).boxed();
-                        Ok::<_, std::convert::Infallible>(http::Response::new(body))
-                    } else {
-                        Ok(http::Response::new(Full::new(Bytes::from_static(b"{}")).map_err(|n| match n {}).boxed()))
-                    }
-                });
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        if req.uri().path() == "/events" {
+                            let stream = futures_util::stream::unfold(0u32, |n| async move {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                (n < 400).then(|| {
+                                    (
+                                        Ok::<_, std::convert::Infallible>(
+                                            hyper::body::Frame::data(Bytes::from(format!(
+                                                "data: {n}\n\n"
+                                            ))),
+                                        ),
+                                        n + 1,
+                                    )
+                                })
+                            });
+                            let body = http_body_util::StreamBody::new(stream).boxed();
+                            Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                        } else {
+                            Ok(http::Response::new(
+                                Full::new(Bytes::from_static(b"{}"))
+                                    .map_err(|n| match n {})
+                                    .boxed(),
+                            ))
+                        }
+                    });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
                     .await;
@@ -157,20 +209,31 @@ async fn an_sse_stream_and_an_http2_connection_keep_flowing_across_50_reloads() 
     let tx = reload_task(path.clone(), handle);
 
     let sse_client = client();
-    let req = Request::get(format!("http://{proxy}/events")).body(Full::new(Bytes::new())).unwrap();
+    let req = Request::get(format!("http://{proxy}/events"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let mut events = sse_client.request(req).await.unwrap().into_body();
-    let h2: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let h2: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
     let mut h2_ok = 0;
     let mut received = 0;
     for n in 0..50 {
         std::fs::write(&path, yaml(if n % 2 == 0 { 80 } else { 90 })).unwrap();
         assert!(matches!(reload(&tx).await, Outcome::Applied { .. }));
         // The stream keeps delivering …
-        let frame = tokio::time::timeout(Duration::from_secs(2), events.frame()).await.unwrap().unwrap().unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(2), events.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert!(frame.into_data().unwrap().starts_with(b"data: "));
         received += 1;
         // … and the one HTTP/2 connection keeps answering.
-        let req = Request::get(format!("http://{proxy}/ping")).header("x-user-id", "h2").body(Full::new(Bytes::new())).unwrap();
+        let req = Request::get(format!("http://{proxy}/ping"))
+            .header("x-user-id", "h2")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
         let resp = h2.request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.version(), http::Version::HTTP_2);

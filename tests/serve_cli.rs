@@ -13,7 +13,7 @@ async fn users_keep_their_variant_across_a_restart() {
     let (rf, lr) = (backend("rf").await, backend("lr").await);
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\n{}",
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 50 }}\n{}",
         two_arm(rf, lr, "")
     );
     let dir = tempfile::tempdir().unwrap();

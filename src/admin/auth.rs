@@ -95,9 +95,16 @@ impl AdminAuth {
         let presented = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
-            .ok_or_else(|| Denied::Unauthorized("an `Authorization: Bearer TOKEN` header is required".to_owned()))?;
+            .ok_or_else(|| {
+                Denied::Unauthorized(
+                    "an `Authorization: Bearer TOKEN` header is required".to_owned(),
+                )
+            })?;
         let token = self
             .tokens
             .iter()
@@ -138,7 +145,10 @@ mod tests {
 
     fn bearer(secret: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {secret}")).unwrap());
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {secret}")).unwrap(),
+        );
         h
     }
 
@@ -153,10 +163,21 @@ mod tests {
             }],
         );
         let auth = AdminAuth::from_config(&cfg, |_| Some("s3cret".into())).unwrap();
-        assert_eq!(auth.check(&bearer("s3cret"), Scope::Control), Ok(Caller::Token("ci".into())));
-        assert!(matches!(auth.check(&bearer("s3cret"), Scope::Conversions), Err(Denied::Forbidden(m)) if m.contains("conversions")));
-        assert!(matches!(auth.check(&bearer("nope"), Scope::Control), Err(Denied::Unauthorized(_))));
-        assert!(matches!(auth.check(&HeaderMap::new(), Scope::Control), Err(Denied::Unauthorized(_))));
+        assert_eq!(
+            auth.check(&bearer("s3cret"), Scope::Control),
+            Ok(Caller::Token("ci".into()))
+        );
+        assert!(
+            matches!(auth.check(&bearer("s3cret"), Scope::Conversions), Err(Denied::Forbidden(m)) if m.contains("conversions"))
+        );
+        assert!(matches!(
+            auth.check(&bearer("nope"), Scope::Control),
+            Err(Denied::Unauthorized(_))
+        ));
+        assert!(matches!(
+            auth.check(&HeaderMap::new(), Scope::Control),
+            Err(Denied::Unauthorized(_))
+        ));
         let err = AdminAuth::from_config(&cfg, |_| None).err().unwrap();
         assert!(err.contains("environment variable T"), "{err}");
     }
@@ -164,8 +185,13 @@ mod tests {
     #[test]
     fn without_tokens_only_loopback() {
         let local = AdminAuth::from_config(&admin("127.0.0.1:9901", vec![]), |_| None).unwrap();
-        assert_eq!(local.check(&HeaderMap::new(), Scope::Control), Ok(Caller::Loopback));
+        assert_eq!(
+            local.check(&HeaderMap::new(), Scope::Control),
+            Ok(Caller::Loopback)
+        );
         let open = AdminAuth::from_config(&admin("0.0.0.0:9901", vec![]), |_| None).unwrap();
-        assert!(matches!(open.check(&HeaderMap::new(), Scope::Control), Err(Denied::Forbidden(m)) if m.contains("add a token")));
+        assert!(
+            matches!(open.check(&HeaderMap::new(), Scope::Control), Err(Denied::Forbidden(m)) if m.contains("add a token"))
+        );
     }
 }

@@ -33,9 +33,9 @@ use tracing::info;
 
 use crate::assign::{assign, unit::query_param};
 use crate::config::schema::Scope;
+use crate::proxy::{Body, BoxError, Proxy};
 use crate::reload::{Outcome, Reloader, Trigger};
 use auth::{AdminAuth, Denied};
-use crate::proxy::{Body, BoxError, Proxy};
 
 /// What the admin endpoints read.
 pub struct Admin {
@@ -57,10 +57,29 @@ pub struct ReloadHandle {
 impl Admin {
     /// Serves `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        crate::server::serve_http(listener, "admin", move |req, peer| {
-            let admin = self.clone();
-            async move { admin.handle(req, peer).await }
-        })
+        self.serve_with(listener, crate::server::Shutdown::new())
+            .await
+    }
+
+    /// Serves `listener` until `shutdown` begins (at most 256 admin connections).
+    pub async fn serve_with(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: crate::server::Shutdown,
+    ) {
+        let limits = self.proxy.routes().routes.file.limits.clone();
+        let connections = crate::server::Connections::new(256);
+        crate::server::serve_http(
+            listener,
+            "admin",
+            limits,
+            connections,
+            shutdown,
+            move |req, peer| {
+                let admin = self.clone();
+                async move { admin.handle(req, peer).await }
+            },
+        )
         .await
     }
 
@@ -140,9 +159,14 @@ impl Admin {
             Ok(outcome) => {
                 let status = match outcome {
                     Outcome::Applied { .. } | Outcome::Unchanged { .. } => StatusCode::OK,
-                    Outcome::Error { .. } | Outcome::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                    Outcome::Error { .. } | Outcome::Refused { .. } => {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
                 };
-                json_response(status, serde_json::to_value(&outcome).unwrap_or(Value::Null))
+                json_response(
+                    status,
+                    serde_json::to_value(&outcome).unwrap_or(Value::Null),
+                )
             }
             Err(_) => json_response(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -1,11 +1,23 @@
 //! `cohort serve --config routes.yaml [--workers N]`: run the proxy.
 //!
 //! Binds the public and admin listeners, starts the reload task (file watch, SIGHUP, 30 s
-//! poll, `POST /v1/reload`) and serves until SIGINT/SIGTERM.
+//! poll, `POST /v1/reload`) and serves until SIGINT/SIGTERM, then shuts down gracefully:
+//!
+//! 1. `/readyz` turns 503 and serving continues for `shutdown.grace_ms` (Kubernetes takes
+//!    a terminating pod out of its endpoints on its own schedule; the grace covers that);
+//! 2. the listeners close (new connections are refused) and every open connection is shut
+//!    down gracefully (HTTP/1: closed after its current response; HTTP/2: GOAWAY);
+//! 3. in-flight requests get up to `shutdown.drain_timeout_ms`; what remains is aborted;
+//! 4. exit 0. A second signal at any point exits at once with 130 (tokio never restores a
+//!    signal's default action once a handler is registered, so this is coded here).
+//!
+//! `grace_ms + drain_timeout_ms` plus a margin must fit in the pod's
+//! `terminationGracePeriodSeconds`, or the kubelet's SIGKILL cuts the drain short.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -16,6 +28,7 @@ use crate::config;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{self, Reloader, Trigger};
+use crate::server::{Connections, Shutdown};
 
 pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
     let routes = match config::load(config_path) {
@@ -87,21 +100,45 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         spawn_poll(tx.clone());
         spawn_sighup(tx.clone());
 
+        let ready = Arc::new(AtomicBool::new(true));
         let admin = Arc::new(Admin {
             proxy: proxy.clone(),
-            ready: Arc::new(AtomicBool::new(true)),
+            ready: ready.clone(),
             auth,
             reload: Some(ReloadHandle {
                 reloader,
                 trigger: tx,
             }),
         });
+        let shutdown = Shutdown::new();
+        let grace = Duration::from_millis(proxy.routes().routes.file.shutdown.grace_ms);
+        let drain = Duration::from_millis(proxy.routes().routes.file.shutdown.drain_timeout_ms);
+        let connections = Connections::new(proxy.routes().routes.file.limits.max_connections);
+        let public = tokio::spawn(proxy.clone().serve_with(listener, connections.clone(), shutdown.clone()));
+        let admin_task = tokio::spawn(admin.serve_with(admin_listener, shutdown.clone()));
         tracing::info!(%listen, admin = %admin_listen, %version, "serving");
-        tokio::select! {
-            () = proxy.serve(listener) => {}
-            () = admin.serve(admin_listener) => {}
-            () = shutdown_signal() => tracing::info!("signal received, exiting"),
+
+        let mut signals = signals();
+        signals.recv().await;
+        // From here on, a second signal means "now".
+        tokio::spawn(async move {
+            if signals.recv().await.is_some() {
+                tracing::warn!("second signal: exiting at once");
+                std::process::exit(130);
+            }
+        });
+        ready.store(false, Ordering::Release);
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: /readyz answers 503, still serving during the grace period");
+        tokio::time::sleep(grace).await;
+        shutdown.begin();
+        let _ = public.await;
+        let _ = admin_task.await;
+        tracing::info!(open = connections.open(), drain_timeout_ms = drain.as_millis() as u64, "listeners closed; draining connections");
+        let left = connections.drained(drain).await;
+        if left > 0 {
+            tracing::warn!(aborted = left, "drain timeout: aborting the remaining connections");
         }
+        tracing::info!("shut down");
         exit::OK
     })
 }
@@ -137,23 +174,39 @@ fn spawn_sighup(tx: mpsc::Sender<Trigger>) {
     drop(tx);
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Every SIGINT and SIGTERM, as they arrive (the handlers are registered once, up front,
+/// so a quick second signal is never missed).
+fn signals() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                tracing::warn!("cannot listen for SIGTERM/SIGINT");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                if tx.send(()).await.is_err() {
+                    return;
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
+        #[cfg(not(unix))]
+        {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if tx.send(()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
 }

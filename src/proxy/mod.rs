@@ -98,12 +98,36 @@ impl Proxy {
         &self.metrics
     }
 
-    /// Serves `listener` until the task is dropped.
+    /// Serves `listener` until the task is dropped, with the config's limits.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        crate::server::serve_http(listener, "public", move |req, peer| {
-            let proxy = self.clone();
-            async move { proxy.handle(req, peer).await }
-        })
+        let max = self.routes().routes.file.limits.max_connections;
+        self.serve_with(
+            listener,
+            crate::server::Connections::new(max),
+            crate::server::Shutdown::new(),
+        )
+        .await
+    }
+
+    /// Serves `listener` until `shutdown` begins, counting connections in `connections`.
+    pub async fn serve_with(
+        self: Arc<Self>,
+        listener: TcpListener,
+        connections: crate::server::Connections,
+        shutdown: crate::server::Shutdown,
+    ) {
+        let limits = self.routes().routes.file.limits.clone();
+        crate::server::serve_http(
+            listener,
+            "public",
+            limits,
+            connections,
+            shutdown,
+            move |req, peer| {
+                let proxy = self.clone();
+                async move { proxy.handle(req, peer).await }
+            },
+        )
         .await
     }
 

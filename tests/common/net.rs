@@ -86,7 +86,13 @@ pub fn two_arm(rf: SocketAddr, lr: SocketAddr, extra: &str) -> String {
 }
 
 /// A route `/invocations` to experiment iris-model with variants rf (control) and lr.
-pub fn two_arm_weights(rf: SocketAddr, lr: SocketAddr, rf_w: u32, lr_w: u32, extra: &str) -> String {
+pub fn two_arm_weights(
+    rf: SocketAddr,
+    lr: SocketAddr,
+    rf_w: u32,
+    lr_w: u32,
+    extra: &str,
+) -> String {
     format!(
         r#"
 routes:

@@ -18,7 +18,11 @@ pub struct CohortProcess {
 
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl CohortProcess {
@@ -26,9 +30,17 @@ impl CohortProcess {
     /// for its "serving" log line (both listeners are bound by then).
     pub fn start(config: &Path, env: &[(&str, &str)]) -> CohortProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cohort"));
-        cmd.args(["serve", "--config", config.to_str().unwrap(), "--workers", "2", "--log-format", "json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--workers",
+            "2",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -76,15 +88,26 @@ impl Drop for CohortProcess {
 }
 
 /// An HTTP call to an admin endpoint: (status, JSON body or the text as a JSON string).
-pub async fn admin_call(admin: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+pub async fn admin_call(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
     let client = super::net::client();
-    let mut req = Request::builder().method(method).uri(format!("http://{admin}{path}"));
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{admin}{path}"));
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let resp = client.request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let resp = client
+        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let json = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     (status, json)
 }
