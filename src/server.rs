@@ -117,6 +117,9 @@ pub async fn serve_http<H, Fut>(
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut stop = shutdown.subscribe();
+    // Connections are told to close only once the listener is closed, so that nobody can
+    // see a closed connection and then still connect.
+    let (closed_tx, closed_rx) = watch::channel(false);
     let builder = Arc::new(builder(&limits));
     let idle_timeout = Duration::from_millis(limits.h2_idle_timeout_ms);
     loop {
@@ -144,7 +147,7 @@ pub async fn serve_http<H, Fut>(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let (handler, builder, mut stop) = (handler.clone(), builder.clone(), shutdown.subscribe());
+        let (handler, builder, mut stop) = (handler.clone(), builder.clone(), closed_rx.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let activity = Arc::new(Activity::new());
@@ -193,7 +196,9 @@ pub async fn serve_http<H, Fut>(
             }
         });
     }
-    // Dropping the listener here refuses new connections.
+    // New connections are refused from here on; then the open ones are asked to finish.
+    drop(listener);
+    closed_tx.send_replace(true);
 }
 
 fn builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {

@@ -116,9 +116,10 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         let connections = Connections::new(proxy.routes().routes.file.limits.max_connections);
         let public = tokio::spawn(proxy.clone().serve_with(listener, connections.clone(), shutdown.clone()));
         let admin_task = tokio::spawn(admin.serve_with(admin_listener, shutdown.clone()));
-        tracing::info!(%listen, admin = %admin_listen, %version, "serving");
-
+        // Handlers first, then the log line that says we serve: a signal sent as soon as
+        // that line appears must find them registered.
         let mut signals = signals();
+        tracing::info!(%listen, admin = %admin_listen, %version, "serving");
         signals.recv().await;
         // From here on, a second signal means "now".
         tokio::spawn(async move {
@@ -156,20 +157,23 @@ fn spawn_poll(tx: mpsc::Sender<Trigger>) {
     });
 }
 
+/// Forwards SIGHUP to the reload task. The handler is registered before this returns.
 fn spawn_sighup(tx: mpsc::Sender<Trigger>) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             tracing::warn!("cannot listen for SIGHUP");
             return;
         };
-        while hup.recv().await.is_some() {
-            if tx.send(Trigger::Signal).await.is_err() {
-                return;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                if tx.send(Trigger::Signal).await.is_err() {
+                    return;
+                }
             }
-        }
-    });
+        });
+    }
     #[cfg(not(unix))]
     drop(tx);
 }
@@ -178,33 +182,34 @@ fn spawn_sighup(tx: mpsc::Sender<Trigger>) {
 /// so a quick second signal is never missed).
 fn signals() -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                tracing::warn!("cannot listen for SIGTERM/SIGINT");
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-                if tx.send(()).await.is_err() {
-                    return;
-                }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = term.recv() => {}
+                            _ = int.recv() => {}
+                        }
+                        if tx.send(()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
             }
+            _ => tracing::warn!("cannot listen for SIGTERM/SIGINT"),
         }
-        #[cfg(not(unix))]
-        {
-            while tokio::signal::ctrl_c().await.is_ok() {
-                if tx.send(()).await.is_err() {
-                    return;
-                }
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send(()).await.is_err() {
+                return;
             }
         }
     });
