@@ -38,4 +38,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod request_id;
+pub mod runtime;
 pub mod server;

@@ -15,6 +15,7 @@
 //! the table in force, `cohort_config_pending{reason}` is 1: a replica that starts now would
 //! load the file as it is.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -26,6 +27,7 @@ use tracing::{debug, error, info, warn};
 use crate::compare::{compare, pct, Comparison};
 use crate::config::{self, FileConfig, Problem, Routes};
 use crate::proxy::Proxy;
+use crate::runtime::{permanent_change, ExperimentOverride, RuntimeState};
 
 /// How long file events are gathered before one reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -66,6 +68,39 @@ pub enum Outcome {
     },
 }
 
+/// A change of runtime weights.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeChange {
+    /// Set these variants' weights (the others keep theirs).
+    Weights(BTreeMap<String, f64>),
+    /// All traffic to one variant.
+    Promote(String),
+    /// Back to the file's weights.
+    Reset,
+}
+
+/// What a runtime change did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeOutcome {
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// The runtime weights now in force for the experiment (none after a reset).
+    pub runtime_weights: Option<BTreeMap<String, f64>>,
+    /// The routes.yaml edit that would make this permanent.
+    pub permanent_change: Vec<String>,
+}
+
+/// Why a runtime change was not applied.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    UnknownExperiment(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Persist(String),
+}
+
 /// The file on disk differs from the table in force because it was not applied.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Pending {
@@ -91,19 +126,40 @@ pub struct Status {
     pub pending: Option<Pending>,
 }
 
-/// Serialises every reload of one config file.
+/// Serialises every reload of one config file, and every runtime weight change.
 pub struct Reloader {
     path: PathBuf,
     proxy: Arc<Proxy>,
     status: Mutex<Status>,
+    /// Held for the whole of a reload or a runtime change: one at a time.
+    serial: Mutex<()>,
+    /// The file's own config behind the table in force (before runtime weights).
+    file: Mutex<FileConfig>,
+    /// Runtime weights in force, and where they are persisted.
+    runtime: Mutex<RuntimeState>,
+    state_path: PathBuf,
     /// Hash of the last file content acted on (applied, refused or rejected), so that the
     /// poll and repeated file events do not redo (and recount) the same work.
     last_seen: Mutex<String>,
 }
 
 impl Reloader {
-    /// A reloader for `path`, whose current content `proxy` is serving.
+    /// A reloader for `path`, whose current content `proxy` is serving, with no runtime
+    /// weights (state is not persisted).
     pub fn new(path: PathBuf, proxy: Arc<Proxy>) -> Self {
+        let file = proxy.routes().routes.file.clone();
+        let state_path = file.admin.state_file.clone();
+        Self::with_runtime(path, proxy, file, RuntimeState::default(), state_path)
+    }
+
+    /// A reloader whose `proxy` serves `file` with `runtime` weights laid over it.
+    pub fn with_runtime(
+        path: PathBuf,
+        proxy: Arc<Proxy>,
+        file: FileConfig,
+        runtime: RuntimeState,
+        state_path: PathBuf,
+    ) -> Self {
         let serving = proxy.routes();
         let r = &serving.routes;
         let status = Status {
@@ -125,8 +181,23 @@ impl Reloader {
             path,
             proxy,
             status: Mutex::new(status),
+            serial: Mutex::new(()),
+            file: Mutex::new(file),
+            runtime: Mutex::new(runtime),
+            state_path,
             last_seen,
         }
+    }
+
+    /// The file's own config behind the table in force, and the runtime weights over it.
+    pub fn layers(&self) -> (FileConfig, RuntimeState) {
+        (
+            self.file.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            self.runtime
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 
     /// The current status (for `GET /v1/config`).
@@ -181,6 +252,7 @@ impl Reloader {
     /// One pass of read → parse → validate → compile → compare → swap. `explicit` (SIGHUP,
     /// admin) re-evaluates a file even if its content was already acted on.
     pub fn reload(&self, explicit: bool) -> Outcome {
+        let _one_at_a_time = self.serial.lock().unwrap_or_else(|p| p.into_inner());
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) => {
@@ -221,9 +293,27 @@ impl Reloader {
         }
         *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = hash.clone();
 
-        let new = match config::parse(&self.path.display().to_string(), &text) {
+        let from_file = match config::parse(&self.path.display().to_string(), &text) {
             Ok(r) => r,
             Err(e) => return self.finish(Outcome::Error { errors: e.problems }, Some(hash)),
+        };
+        // Runtime weights stay in force over a reloaded file until they are reset.
+        let runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let new = if runtime.experiments.is_empty() {
+            from_file.clone()
+        } else {
+            let (effective, ignored) = runtime.overlay(&from_file.file);
+            for i in ignored {
+                warn!("ignoring {i}");
+            }
+            match config::compile_file(effective, from_file.source.clone()) {
+                Ok(r) => r,
+                Err(e) => return self.finish(Outcome::Error { errors: e.problems }, Some(hash)),
+            }
         };
         if let Some(message) = restart_required(&active.file, &new.file) {
             let outcome = Outcome::Refused {
@@ -266,6 +356,7 @@ impl Reloader {
         if let Err(e) = self.proxy.install(new) {
             return self.finish(Outcome::Error { errors: e.problems }, Some(hash));
         }
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = from_file.file;
         for m in &moves {
             info!("{m}");
         }
@@ -275,6 +366,137 @@ impl Reloader {
             }
         }
         self.finish(Outcome::Applied { version, moves }, Some(hash))
+    }
+
+    /// Applies a runtime weight change to `experiment`: the same validation, comparison and
+    /// swap as a file reload, then persisted to `admin.state_file` and logged for audit.
+    pub fn change_runtime(
+        &self,
+        experiment: &str,
+        change: RuntimeChange,
+        caller: &str,
+    ) -> Result<RuntimeOutcome, RuntimeError> {
+        let _one_at_a_time = self.serial.lock().unwrap_or_else(|p| p.into_inner());
+        let file = self.file.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(exp) = file.experiments.iter().find(|e| e.name == experiment) else {
+            return Err(RuntimeError::UnknownExperiment(format!(
+                "no experiment named {experiment:?} (experiments: {})",
+                file.experiments
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        let known: Vec<&str> = exp.variants.iter().map(|v| v.name.as_str()).collect();
+        let mut state = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let weights = match &change {
+            RuntimeChange::Weights(w) => {
+                if w.is_empty() {
+                    return Err(RuntimeError::Invalid(
+                        "give at least one weight, e.g. {\"rf\": 90, \"lr\": 10}".into(),
+                    ));
+                }
+                for (name, weight) in w {
+                    if !known.contains(&name.as_str()) {
+                        return Err(RuntimeError::Invalid(format!(
+                            "{name:?} is not a variant of {experiment} (variants: {})",
+                            known.join(", ")
+                        )));
+                    }
+                    if !weight.is_finite() || *weight < 0.0 {
+                        return Err(RuntimeError::Invalid(format!(
+                            "the weight of {name} must be a number ≥ 0 (got {weight})"
+                        )));
+                    }
+                }
+                Some(w.clone())
+            }
+            RuntimeChange::Promote(variant) => {
+                if !known.contains(&variant.as_str()) {
+                    return Err(RuntimeError::Invalid(format!(
+                        "{variant:?} is not a variant of {experiment} (variants: {})",
+                        known.join(", ")
+                    )));
+                }
+                Some(
+                    known
+                        .iter()
+                        .map(|n| ((*n).to_owned(), if n == variant { 100.0 } else { 0.0 }))
+                        .collect(),
+                )
+            }
+            RuntimeChange::Reset => None,
+        };
+        match &weights {
+            Some(w) => {
+                state.experiments.insert(
+                    experiment.to_owned(),
+                    ExperimentOverride {
+                        weights: w.clone(),
+                        set_by: caller.to_owned(),
+                        set_at: crate::clock::now(),
+                    },
+                );
+            }
+            None => {
+                state.experiments.remove(experiment);
+            }
+        }
+        let serving = self.proxy.routes();
+        let active = &serving.routes;
+        let (effective, _) = state.overlay(&file);
+        let new = config::compile_file(effective, active.source.clone())
+            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        let comparison = compare(active, &new);
+        if let Some(name) = comparison.unacknowledged().first() {
+            let change = &comparison.experiments[*name];
+            return Ok(RuntimeOutcome {
+                outcome: Outcome::Refused {
+                    reason: "reshuffle".into(),
+                    message: format!(
+                        "refused: this change reshuffles units in {name} ({}); set `allow_reshuffle: true` in the file to accept it",
+                        change.reasons.join("; ")
+                    ),
+                    comparison: Some(comparison.clone()),
+                },
+                runtime_weights: None,
+                permanent_change: Vec::new(),
+            });
+        }
+        state.save(&self.state_path).map_err(|e| {
+            RuntimeError::Persist(format!(
+                "cannot write {}: {e}; nothing changed",
+                self.state_path.display()
+            ))
+        })?;
+        let version = new.version.clone();
+        let moves = describe_moves(&comparison, &new);
+        if let Err(e) = self.proxy.install(new) {
+            return Err(RuntimeError::Invalid(e.to_string()));
+        }
+        *self.runtime.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        info!(target: "cohort::audit", caller = %caller, experiment = %experiment, change = ?change, version = %version, "runtime weights changed");
+        for m in &moves {
+            info!("{m}");
+        }
+        let permanent_change = match &weights {
+            Some(w) => permanent_change(&file, experiment, w),
+            None => Vec::new(),
+        };
+        let mut st = self.lock();
+        st.version = version.clone();
+        st.loaded_at = crate::clock::now();
+        drop(st);
+        Ok(RuntimeOutcome {
+            outcome: Outcome::Applied { version, moves },
+            runtime_weights: weights,
+            permanent_change,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Status> {

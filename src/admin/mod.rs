@@ -13,7 +13,11 @@
 //!
 //! Mutating calls need a bearer token with the right scope ([`auth`]):
 //! * `POST /v1/reload` (scope `control`): 200 with the new version, or 422 with the error
-//!   or refusal as JSON.
+//!   or refusal as JSON;
+//! * `PUT /v1/experiments/{name}/weights` `{"rf": 90, "lr": 10}`, `POST …/promote`
+//!   `{"variant": "lr"}`, `POST …/reset` (scope `control`): runtime weights
+//!   ([`crate::runtime`]), answered with the routes.yaml change that would make them
+//!   permanent.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +38,7 @@ use tracing::info;
 use crate::assign::{assign, unit::query_param};
 use crate::config::schema::Scope;
 use crate::proxy::{Body, BoxError, Proxy};
-use crate::reload::{Outcome, Reloader, Trigger};
+use crate::reload::{Outcome, Reloader, RuntimeChange, RuntimeError, Trigger};
 use auth::{AdminAuth, Denied};
 
 /// What the admin endpoints read.
@@ -88,6 +92,10 @@ impl Admin {
         let path = path.as_str();
         if path == "/v1/reload" {
             return self.reload(&req, peer).await;
+        }
+        if let Some(rest) = path.strip_prefix("/v1/experiments/") {
+            let rest = rest.to_owned();
+            return self.experiment_action(req, &rest, peer).await;
         }
         let known = matches!(
             path,
@@ -175,6 +183,115 @@ impl Admin {
         }
     }
 
+    /// `PUT /v1/experiments/{name}/weights`, `POST …/promote`, `POST …/reset`.
+    async fn experiment_action(
+        &self,
+        req: Request<Incoming>,
+        rest: &str,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let Some((name, action)) = rest.split_once('/') else {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "use /v1/experiments/{name}/weights, /promote or /reset"}),
+            );
+        };
+        let expected = match action {
+            "weights" => Method::PUT,
+            "promote" | "reset" => Method::POST,
+            _ => {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("no action {action:?}: use weights, promote or reset")}),
+                )
+            }
+        };
+        if req.method() != expected {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": format!("/v1/experiments/{{name}}/{action} answers {expected} only")}),
+            );
+        }
+        let caller = match self.auth.check(req.headers(), Scope::Control) {
+            Ok(c) => c,
+            Err(denied) => return denied_response(denied),
+        };
+        let Some(handle) = &self.reload else {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "this process has no config file to change"}),
+            );
+        };
+        let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return json_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    json!({"error": format!("cannot read the body: {e}")}),
+                )
+            }
+        };
+        let change = match action {
+            "weights" => {
+                match serde_json::from_slice::<std::collections::BTreeMap<String, f64>>(&body) {
+                    Ok(w) => RuntimeChange::Weights(w),
+                    Err(e) => {
+                        return json_response(
+                            StatusCode::BAD_REQUEST,
+                            json!({"error": format!("expected a JSON object of weights, e.g. {{\"rf\": 90, \"lr\": 10}}: {e}")}),
+                        )
+                    }
+                }
+            }
+            "promote" => match serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["variant"].as_str().map(str::to_owned))
+            {
+                Some(v) => RuntimeChange::Promote(v),
+                None => {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": "expected {\"variant\": NAME}"}),
+                    )
+                }
+            },
+            _ => RuntimeChange::Reset,
+        };
+        let who = format!("{caller} from {peer}");
+        let reloader = handle.reloader.clone();
+        let name = name.to_owned();
+        let result =
+            tokio::task::spawn_blocking(move || reloader.change_runtime(&name, change, &who)).await;
+        match result {
+            Ok(Ok(outcome)) => {
+                let status = match outcome.outcome {
+                    Outcome::Applied { .. } | Outcome::Unchanged { .. } => StatusCode::OK,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                json_response(
+                    status,
+                    serde_json::to_value(&outcome).unwrap_or(Value::Null),
+                )
+            }
+            Ok(Err(RuntimeError::UnknownExperiment(m))) => {
+                json_response(StatusCode::NOT_FOUND, json!({"error": m}))
+            }
+            Ok(Err(RuntimeError::Invalid(m))) => {
+                json_response(StatusCode::BAD_REQUEST, json!({"error": m}))
+            }
+            Ok(Err(RuntimeError::Persist(m))) => {
+                json_response(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": m}))
+            }
+            Err(e) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": format!("the change failed: {e}")}),
+            ),
+        }
+    }
+
     /// `GET /v1/config`.
     fn config(&self) -> Response<Body> {
         let serving = self.proxy.routes();
@@ -196,18 +313,29 @@ impl Admin {
     /// `GET /v1/experiments`.
     fn experiments(&self) -> Response<Body> {
         let serving = self.proxy.routes();
+        let layers = self.reload.as_ref().map(|h| h.reloader.layers());
         let list: Vec<Value> = serving
             .routes
             .experiments
             .iter()
             .map(|e| {
+                let file_exp = layers
+                    .as_ref()
+                    .and_then(|(file, _)| file.experiments.iter().find(|f| f.name == e.name));
+                let runtime = layers
+                    .as_ref()
+                    .and_then(|(_, rt)| rt.experiments.get(&e.name));
                 json!({
                     "name": e.name,
                     "control": e.variants[e.control].name,
                     "salt": e.salt,
+                    "runtime": runtime.map(|o| json!({"set_by": o.set_by, "set_at": o.set_at})),
                     "variants": e.variants.iter().map(|v| json!({
                         "name": v.name,
-                        "file_weight": v.weight,
+                        "file_weight": file_exp
+                            .and_then(|f| f.variants.iter().find(|fv| fv.name == v.name))
+                            .map_or(v.weight, |fv| fv.weight),
+                        "runtime_weight": runtime.and_then(|o| o.weights.get(&v.name)),
                         "share": f64::from(v.buckets) / f64::from(crate::assign::BUCKETS),
                         "upstream": v.upstream.url,
                     })).collect::<Vec<_>>(),

@@ -28,14 +28,45 @@ use crate::config;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{self, Reloader, Trigger};
+use crate::runtime::RuntimeState;
 use crate::server::{Connections, Shutdown};
 
 pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
-    let routes = match config::load(config_path) {
+    let from_file = match config::load(config_path) {
         Ok(r) => r,
         Err(err) => {
             eprintln!("{err}");
             return exit::INVALID;
+        }
+    };
+    // Runtime weights set through the admin API survive a restart of this process.
+    let state_path = from_file.file.admin.state_file.clone();
+    let runtime_state = match RuntimeState::load(&state_path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}; starting with the file's weights");
+            RuntimeState::default()
+        }
+    };
+    let routes = if runtime_state.experiments.is_empty() {
+        from_file.clone()
+    } else {
+        let (effective, ignored) = runtime_state.overlay(&from_file.file);
+        for i in ignored {
+            tracing::warn!("ignoring {i}");
+        }
+        match config::compile_file(effective, from_file.source.clone()) {
+            Ok(r) => {
+                tracing::info!(state = %state_path.display(), "runtime weights restored");
+                r
+            }
+            Err(e) => {
+                eprintln!(
+                    "{}: the runtime weights no longer fit the file: {e}",
+                    state_path.display()
+                );
+                return exit::INVALID;
+            }
         }
     };
     for w in &routes.warnings {
@@ -87,7 +118,13 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         };
 
         // One reload task; file events, SIGHUP, the poll and the admin API feed it.
-        let reloader = Arc::new(Reloader::new(path.clone(), proxy.clone()));
+        let reloader = Arc::new(Reloader::with_runtime(
+            path.clone(),
+            proxy.clone(),
+            from_file.file.clone(),
+            runtime_state,
+            state_path,
+        ));
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(reloader.clone().run(rx));
         let _watcher = match reload::watch(&path, tx.clone()) {
