@@ -33,6 +33,7 @@ pub mod clock;
 pub mod compare;
 pub mod config;
 pub mod demo;
+pub mod events;
 pub mod live;
 pub mod metrics;
 pub mod proxy;

@@ -138,6 +138,8 @@ pub struct Reloader {
     /// Runtime weights in force, and where they are persisted.
     runtime: Mutex<RuntimeState>,
     state_path: PathBuf,
+    /// Where `config-versions.jsonl` is appended on every swap (None: not recorded).
+    versions_dir: Option<PathBuf>,
     /// Hash of the last file content acted on (applied, refused or rejected), so that the
     /// poll and repeated file events do not redo (and recount) the same work.
     last_seen: Mutex<String>,
@@ -185,7 +187,24 @@ impl Reloader {
             file: Mutex::new(file),
             runtime: Mutex::new(runtime),
             state_path,
+            versions_dir: None,
             last_seen,
+        }
+    }
+
+    /// Appends every table that takes effect to `dir/config-versions.jsonl`.
+    pub fn recording_versions_in(mut self, dir: PathBuf) -> Self {
+        self.versions_dir = Some(dir);
+        self
+    }
+
+    fn record_version(&self) {
+        if let Some(dir) = &self.versions_dir {
+            if let Err(e) =
+                crate::events::writer::record_config_version(dir, &self.proxy.routes().routes)
+            {
+                error!(error = %e, "cannot append to config-versions.jsonl");
+            }
         }
     }
 
@@ -480,6 +499,7 @@ impl Reloader {
             return Err(RuntimeError::Invalid(e.to_string()));
         }
         *self.runtime.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        self.record_version();
         info!(target: "cohort::audit", caller = %caller, experiment = %experiment, change = ?change, version = %version, "runtime weights changed");
         for m in &moves {
             info!("{m}");
@@ -528,6 +548,7 @@ impl Reloader {
                 st.last_error = None;
                 st.pending = None;
                 info!(version = %version, "config reloaded");
+                self.record_version();
             }
             Outcome::Error { errors } => {
                 m.config_reloads.with_label_values(&["error"]).inc();

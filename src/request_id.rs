@@ -23,7 +23,12 @@ pub struct RequestId<'a> {
 
 /// Mints a new id.
 pub fn mint(experiment: &str, variant: &str, config_version: &str) -> String {
-    let nonce: u128 = rand::random();
+    mint_with(experiment, variant, config_version, rand::random())
+}
+
+/// An id with a given random part. With `unit: request` the unit is this 32-hex nonce, so
+/// a conversion that names the request id finds its unit without any shared state.
+pub fn mint_with(experiment: &str, variant: &str, config_version: &str, nonce: u128) -> String {
     format!("c1~{experiment}~{variant}~{config_version}~{nonce:032x}")
 }
 

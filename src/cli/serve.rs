@@ -25,6 +25,8 @@ use super::exit;
 use crate::admin::auth::AdminAuth;
 use crate::admin::{Admin, ReloadHandle};
 use crate::config;
+use crate::events::writer::record_config_version;
+use crate::events::SegmentLog;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{self, Reloader, Trigger};
@@ -109,8 +111,28 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 return exit::INVALID;
             }
         };
-        let proxy = match Proxy::new(routes, Arc::new(Metrics::new())) {
-            Ok(p) => Arc::new(p),
+        let metrics = Arc::new(Metrics::new());
+        let events_cfg = routes.file.events.clone();
+        let sink = match SegmentLog::open(&events_cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cohort serve: cannot open the event log in {}: {e}", events_cfg.dir.display());
+                return exit::INVALID;
+            }
+        };
+        if let Err(e) = record_config_version(&events_cfg.dir, &routes) {
+            tracing::error!(error = %e, "cannot append to config-versions.jsonl");
+        }
+        let (event_log, writer) = crate::events::writer::start(
+            Box::new(sink),
+            events_cfg.channel_capacity as usize,
+            events_cfg.fsync,
+            Duration::from_millis(events_cfg.fsync_interval_ms),
+            metrics.events_written.clone(),
+            metrics.events_dropped.clone(),
+        );
+        let proxy = match Proxy::new(routes, metrics) {
+            Ok(p) => Arc::new(p.with_events(event_log)),
             Err(err) => {
                 eprintln!("{err}");
                 return exit::INVALID;
@@ -118,13 +140,10 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         };
 
         // One reload task; file events, SIGHUP, the poll and the admin API feed it.
-        let reloader = Arc::new(Reloader::with_runtime(
-            path.clone(),
-            proxy.clone(),
-            from_file.file.clone(),
-            runtime_state,
-            state_path,
-        ));
+        let reloader = Arc::new(
+            Reloader::with_runtime(path.clone(), proxy.clone(), from_file.file.clone(), runtime_state, state_path)
+                .recording_versions_in(events_cfg.dir.clone()),
+        );
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(reloader.clone().run(rx));
         let _watcher = match reload::watch(&path, tx.clone()) {
@@ -176,6 +195,8 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         if left > 0 {
             tracing::warn!(aborted = left, "drain timeout: aborting the remaining connections");
         }
+        // Every exposure recorded so far is written and synced before exiting.
+        let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
         tracing::info!("shut down");
         exit::OK
     })

@@ -16,6 +16,7 @@
 pub mod errors;
 pub mod headers;
 pub mod idle;
+pub mod record;
 pub mod serving;
 pub mod upstream;
 
@@ -35,10 +36,12 @@ use tracing::{debug, info_span, warn, Instrument};
 use crate::assign::{assign, forced_variant, unit::find_unit};
 use crate::config::schema::{OnMissingUnit, Protocol, UnitKind};
 use crate::config::{ConfigError, HostHeader, Routes};
+use crate::events::{Event, EventLog, Exposure};
 use crate::live::Live;
 use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::request_id;
 use errors::{is_grpc, ProxyError};
+use record::RecordOnEnd;
 use serving::Serving;
 use upstream::Clients;
 
@@ -59,13 +62,21 @@ pub struct Proxy {
     live: Live<Serving>,
     clients: Clients,
     metrics: Arc<Metrics>,
+    /// The outcome log; None when the process records no events (tests, demo).
+    events: Option<EventLog>,
 }
 
-/// Which route and variant a request went to (for its metrics).
-#[derive(Clone, Copy)]
+/// What a request was assigned (for its metrics and its exposure event).
 struct Chosen {
     route: usize,
     variant: usize,
+    /// None when served by the control without a unit id.
+    unit: Option<String>,
+    forced: bool,
+    request_id: String,
+    client_request_id: Option<String>,
+    /// Time from arrival to the upstream's response head.
+    head: Option<std::time::Duration>,
 }
 
 impl Proxy {
@@ -77,7 +88,14 @@ impl Proxy {
             live: Live::new(serving),
             clients,
             metrics,
+            events: None,
         })
+    }
+
+    /// Records an exposure event for every request that runs an experiment.
+    pub fn with_events(mut self, log: EventLog) -> Self {
+        self.events = Some(log);
+        self
     }
 
     /// Puts a new table in force for every request that starts from now on. Clients of
@@ -134,20 +152,33 @@ impl Proxy {
     /// One request, start to finish.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let start = std::time::Instant::now();
+        let arrival = std::time::SystemTime::now();
         let serving = self.live.load();
         let grpc = is_grpc(req.headers());
         let mut chosen = None;
-        let resp = match self.forward(&serving, req, peer, &mut chosen).await {
-            Ok(resp) => resp,
-            Err(err) => err.into_response(grpc),
+        let (resp, own_error) = match self.forward(&serving, req, peer, &mut chosen).await {
+            Ok(resp) => (resp, false),
+            Err(err) => (err.into_response(grpc), true),
         };
-        let handles = match chosen {
+        let handles = match &chosen {
             Some(c) => &serving.by_route[c.route][c.variant].requests,
             None => &serving.unrouted,
         };
         handles.count(resp.status().as_u16());
         handles.duration.observe(start.elapsed().as_secs_f64());
-        resp
+        match (&self.events, chosen) {
+            (Some(log), Some(c)) => {
+                let exposure = exposure(&serving, c, arrival, start, resp.status().as_u16());
+                if own_error {
+                    log.record(Event::Exposure(exposure));
+                    resp
+                } else {
+                    // Written when the response ends: complete, or aborted mid-body.
+                    resp.map(|body| RecordOnEnd::new(body, exposure, log.clone()).boxed())
+                }
+            }
+            _ => resp,
+        }
     }
 
     async fn forward(
@@ -158,6 +189,7 @@ impl Proxy {
         chosen: &mut Option<Chosen>,
     ) -> Result<Response<Body>, ProxyError> {
         let routes = &serving.routes;
+        let c_start = std::time::Instant::now();
         let mut req = req;
         // A WebSocket (HTTP/1.1 Upgrade) passes through: keep the client's half of the
         // upgrade to join it with the upstream's once both sides agree (101).
@@ -195,7 +227,8 @@ impl Proxy {
             request_id: rid.map(str::to_owned),
         };
 
-        // Identify the unit.
+        // Identify the unit. With `unit: request` it is the random part of cohort's own
+        // request id, never anything the client sent.
         let nonce: u128 = rand::random();
         let mut generated = None;
         let unit: Option<String> = match exp.unit {
@@ -239,12 +272,21 @@ impl Proxy {
             (None, None) => exp.control,
         };
         let variant = &exp.variants[variant_index];
+        let rid = request_id::mint_with(&exp.name, &variant.name, &routes.version, nonce);
         *chosen = Some(Chosen {
             route: route_index,
             variant: variant_index,
+            unit: unit.clone(),
+            forced: forced.is_some(),
+            request_id: rid.clone(),
+            client_request_id: parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            head: None,
         });
         let runtime = &serving.by_route[route_index][variant_index];
-        let rid = request_id::mint(&exp.name, &variant.name, &routes.version);
         let span = info_span!("request", route = %route.name, experiment = %exp.name, variant = %variant.name, request_id = %rid);
 
         // Where it goes.
@@ -378,6 +420,9 @@ impl Proxy {
             }
             Ok(Ok(resp)) => resp,
         };
+        if let Some(c) = chosen.as_mut() {
+            c.head = Some(c_start.elapsed());
+        }
         let mut resp = resp;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_side)) = (switching, client_upgrade) {
@@ -432,6 +477,37 @@ impl Proxy {
         }
         let body = idle::IdleTimeoutBody::new(body, route.idle_timeout, runtime.metrics.clone());
         Ok(Response::from_parts(parts, body.boxed()))
+    }
+}
+
+/// The exposure event of a request that ran an experiment.
+fn exposure(
+    serving: &Serving,
+    c: Chosen,
+    arrival: std::time::SystemTime,
+    start: std::time::Instant,
+    status: u16,
+) -> Exposure {
+    let route = &serving.routes.routes[c.route];
+    let exp = &serving.routes.experiments[route.experiment];
+    let unit_missing = c.unit.is_none();
+    Exposure {
+        v: Some(1),
+        ts: crate::clock::rfc3339(arrival),
+        experiment: exp.name.clone(),
+        // A request without a unit is recorded under its request id, and marked.
+        unit: c.unit.unwrap_or_else(|| c.request_id.clone()),
+        variant: exp.variants[c.variant].name.clone(),
+        request_id: Some(c.request_id),
+        client_request_id: c.client_request_id,
+        config_version: Some(serving.routes.version.clone()),
+        route: Some(route.name.clone()),
+        status: Some(status),
+        latency_ms: Some(c.head.unwrap_or_else(|| start.elapsed()).as_secs_f64() * 1e3),
+        aborted: false,
+        forced: c.forced,
+        unit_missing,
+        phase: Some(exp.salt.clone()),
     }
 }
 

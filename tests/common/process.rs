@@ -27,7 +27,8 @@ pub fn free_port() -> u16 {
 
 impl CohortProcess {
     /// Starts `cohort serve --config CONFIG` with extra environment variables and waits
-    /// for its "serving" log line (both listeners are bound by then).
+    /// for its "serving" log line (both listeners are bound by then). The working directory
+    /// is the config's directory, so the default `./data/...` paths land beside it.
     pub fn start(config: &Path, env: &[(&str, &str)]) -> CohortProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cohort"));
         cmd.args([
@@ -41,6 +42,9 @@ impl CohortProcess {
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+        if let Some(dir) = config.parent() {
+            cmd.current_dir(dir);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -1,0 +1,415 @@
+//! The writer: one thread, fed by a bounded channel, writing batches to an [`EventSink`].
+//!
+//! Guarantees (README, "Outcomes and the event log"):
+//! * the request path never waits: [`EventLog::record`] is a `try_send`; a full channel
+//!   drops the event and counts it in `cohort_events_dropped_total`;
+//! * a batch that cannot be written (disk full, read-only remount) is truncated away, every
+//!   event in it is counted as dropped and logged, and the next batch tries again, so that
+//!   `written + dropped = produced` exactly and writing resumes when the disk does;
+//! * `fsync: always` syncs each batch before counting it written; `interval` syncs every
+//!   `fsync_interval_ms`; `never` leaves it to the OS. A clean shutdown drains the channel
+//!   and syncs in every mode.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus::IntCounter;
+use tracing::{error, info, warn};
+
+use super::schema::Event;
+use crate::config::schema::{EventsConfig, FsyncMode};
+
+/// Where batches of serialized events go: events in, durability out. The local segment
+/// log ([`SegmentLog`]) is the embedded default; a sink to a shared engine (Kafka,
+/// PostgreSQL) can take its place without touching the request path.
+pub trait EventSink: Send + 'static {
+    /// Appends a batch of `events` JSON lines. All or nothing: on `Err`, none of the batch
+    /// may remain (the sink truncates what it wrote), and the writer counts it dropped.
+    fn append(&mut self, batch: &[u8], events: usize) -> io::Result<()>;
+    /// Makes everything appended so far durable.
+    fn sync(&mut self) -> io::Result<()>;
+    /// The largest batch, in bytes, the sink wants at once (the writer splits bigger ones
+    /// at line boundaries). None: any size.
+    fn max_batch_bytes(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// JSON Lines segments in a directory: `events-<UTC start>-<seq>.jsonl`, rotated by size and
+/// age; the directory is fsynced after a segment is created.
+pub struct SegmentLog {
+    dir: PathBuf,
+    max_bytes: u64,
+    max_age: Duration,
+    current: Option<Segment>,
+    seq: u64,
+}
+
+struct Segment {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    opened: Instant,
+}
+
+impl SegmentLog {
+    pub fn open(cfg: &EventsConfig) -> io::Result<Self> {
+        std::fs::create_dir_all(&cfg.dir)?;
+        Ok(Self {
+            dir: cfg.dir.clone(),
+            max_bytes: cfg.segment_max_bytes,
+            max_age: Duration::from_secs_f64(cfg.segment_max_age_s),
+            current: None,
+            seq: 0,
+        })
+    }
+
+    /// The segment to write `extra` more bytes to, rotating first if due.
+    fn segment(&mut self, extra: u64) -> io::Result<&mut Segment> {
+        let due = match &self.current {
+            None => true,
+            Some(s) => {
+                (s.len > 0 && s.len + extra > self.max_bytes) || s.opened.elapsed() >= self.max_age
+            }
+        };
+        if due {
+            if let Some(old) = self.current.take() {
+                // Best effort: a failed final sync of a closed segment is logged, the
+                // batches in it were already counted.
+                if let Err(e) = old.file.sync_all() {
+                    warn!(segment = %old.path.display(), error = %e, "could not sync a closed segment");
+                }
+            }
+            self.current = Some(self.create()?);
+        }
+        self.current
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no segment"))
+    }
+
+    fn create(&mut self) -> io::Result<Segment> {
+        let stamp = crate::clock::rfc3339(SystemTime::now())
+            .replace(['-', ':'], "")
+            .chars()
+            .take(15)
+            .collect::<String>();
+        loop {
+            self.seq += 1;
+            let path = self
+                .dir
+                .join(format!("events-{stamp}Z-{:06}.jsonl", self.seq));
+            match OpenOptions::new().create_new(true).append(true).open(&path) {
+                Ok(file) => {
+                    File::open(&self.dir)?.sync_all()?;
+                    return Ok(Segment {
+                        file,
+                        path,
+                        len: 0,
+                        opened: Instant::now(),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl EventSink for SegmentLog {
+    fn append(&mut self, batch: &[u8], _events: usize) -> io::Result<()> {
+        let seg = self.segment(batch.len() as u64)?;
+        let good = seg.len;
+        match seg.file.write_all(batch) {
+            Ok(()) => {
+                seg.len += batch.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Cut the partial batch off so no fragment stays mid-segment; if even that
+                // fails, abandon the segment and start a new one next time.
+                if seg.file.set_len(good).is_err() {
+                    self.current = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        match &mut self.current {
+            Some(s) => s.file.sync_data(),
+            None => Ok(()),
+        }
+    }
+
+    /// Batches no larger than a segment, so that segments stay within their size.
+    fn max_batch_bytes(&self) -> Option<usize> {
+        Some(self.max_bytes as usize)
+    }
+}
+
+/// What travels to the writer thread.
+enum Msg {
+    Event(Box<Event>),
+    /// Write what came before, sync, and stop (clean shutdown).
+    Stop,
+}
+
+/// The request path's handle on the log. Cloning is cheap.
+#[derive(Clone)]
+pub struct EventLog {
+    tx: SyncSender<Msg>,
+    dropped: IntCounter,
+}
+
+impl EventLog {
+    /// Records an event without ever waiting; a full channel drops (and counts) it.
+    #[inline]
+    pub fn record(&self, event: Event) {
+        match self.tx.try_send(Msg::Event(Box::new(event))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.inc();
+            }
+        }
+    }
+}
+
+/// The writer thread.
+pub struct Writer {
+    handle: std::thread::JoinHandle<()>,
+    tx: SyncSender<Msg>,
+}
+
+impl Writer {
+    /// Clean shutdown: everything recorded before this call is written (or counted
+    /// dropped) and synced when it returns. Blocks; call it off the async runtime.
+    pub fn finish(self) {
+        // A blocking send: at shutdown it may wait for room, never drop the stop.
+        let _ = self.tx.send(Msg::Stop);
+        let _ = self.handle.join();
+    }
+}
+
+/// Starts the writer thread over `sink`; returns the handle for handlers and the thread.
+pub fn start(
+    sink: Box<dyn EventSink>,
+    capacity: usize,
+    fsync: FsyncMode,
+    fsync_interval: Duration,
+    written: IntCounter,
+    dropped: IntCounter,
+) -> (EventLog, Writer) {
+    let (tx, rx) = sync_channel(capacity.max(1));
+    let log = EventLog {
+        tx: tx.clone(),
+        dropped: dropped.clone(),
+    };
+    let handle = std::thread::Builder::new()
+        .name("cohort-events".into())
+        .spawn(move || run(rx, sink, fsync, fsync_interval, written, dropped))
+        .unwrap_or_else(|e| panic!("cannot start the event writer thread: {e}"));
+    (log, Writer { handle, tx })
+}
+
+const BATCH: usize = 4096;
+
+fn run(
+    rx: Receiver<Msg>,
+    mut sink: Box<dyn EventSink>,
+    fsync: FsyncMode,
+    interval: Duration,
+    written: IntCounter,
+    dropped: IntCounter,
+) {
+    let mut buf = Vec::with_capacity(256 * 1024);
+    let mut last_sync = Instant::now();
+    let mut dirty = false;
+    let mut failing = false;
+    loop {
+        let mut stop = false;
+        let first = match rx.recv_timeout(interval) {
+            Ok(Msg::Event(e)) => Some(e),
+            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                stop = true;
+                None
+            }
+            Err(RecvTimeoutError::Timeout) => None,
+        };
+        let mut n = 0;
+        buf.clear();
+        if let Some(e) = first {
+            push(&mut buf, &e);
+            n = 1;
+            while n < BATCH {
+                match rx.try_recv() {
+                    Ok(Msg::Event(e)) => {
+                        push(&mut buf, &e);
+                        n += 1;
+                    }
+                    Ok(Msg::Stop) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        if n > 0 {
+            let max = sink.max_batch_bytes().unwrap_or(usize::MAX).max(1);
+            for chunk in chunks(&buf, max) {
+                let lines = chunk.iter().filter(|&&b| b == b'\n').count();
+                write_batch(
+                    &mut *sink,
+                    chunk,
+                    lines,
+                    fsync,
+                    &written,
+                    &dropped,
+                    &mut failing,
+                    &mut dirty,
+                );
+            }
+        }
+        if stop {
+            break;
+        }
+        if fsync == FsyncMode::Interval && dirty && last_sync.elapsed() >= interval {
+            if let Err(e) = sink.sync() {
+                error!(error = %e, "event log fsync failed");
+            }
+            dirty = false;
+            last_sync = Instant::now();
+        }
+    }
+    // Stopped (or every sender is gone): everything recorded before is in. Make it
+    // durable in every mode.
+    if let Err(e) = sink.sync() {
+        error!(error = %e, "final event log fsync failed");
+    }
+}
+
+/// Splits JSON lines into chunks of at most `max` bytes, at line boundaries (a single
+/// longer line is a chunk of its own).
+fn chunks(buf: &[u8], max: usize) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < buf.len() {
+        let limit = (start + max).min(buf.len());
+        let end = if limit == buf.len() {
+            buf.len()
+        } else {
+            match buf[start..limit].iter().rposition(|&b| b == b'\n') {
+                Some(i) => start + i + 1,
+                None => buf[start..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(buf.len(), |i| start + i + 1),
+            }
+        };
+        out.push(&buf[start..end]);
+        start = end;
+    }
+    out
+}
+
+fn push(buf: &mut Vec<u8>, e: &Event) {
+    // Plain data always serializes; a failure would be a bug, not an I/O condition.
+    if serde_json::to_writer(&mut *buf, e).is_ok() {
+        buf.push(b'\n');
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_batch(
+    sink: &mut dyn EventSink,
+    buf: &[u8],
+    n: usize,
+    fsync: FsyncMode,
+    written: &IntCounter,
+    dropped: &IntCounter,
+    failing: &mut bool,
+    dirty: &mut bool,
+) {
+    let result = sink.append(buf, n).and_then(|()| {
+        if fsync == FsyncMode::Always {
+            sink.sync()
+        } else {
+            Ok(())
+        }
+    });
+    match result {
+        Ok(()) => {
+            written.inc_by(n as u64);
+            *dirty = true;
+            if *failing {
+                info!("event log writes succeed again");
+                *failing = false;
+            }
+        }
+        Err(e) => {
+            dropped.inc_by(n as u64);
+            if !*failing {
+                error!(error = %e, events = n, "cannot write to the event log: dropping events (counted in cohort_events_dropped_total) until the disk recovers");
+                *failing = true;
+            }
+        }
+    }
+}
+
+/// Appends `{ts, config_version, shares}` to `dir/config-versions.jsonl` and syncs it, so
+/// that the analysis knows which shares were in force when.
+pub fn record_config_version(dir: &Path, routes: &crate::config::Routes) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let shares: serde_json::Map<String, serde_json::Value> = routes
+        .experiments
+        .iter()
+        .map(|e| {
+            let v: serde_json::Map<String, serde_json::Value> = e
+                .variants
+                .iter()
+                .map(|v| {
+                    (
+                        v.name.clone(),
+                        serde_json::json!(f64::from(v.buckets) / f64::from(crate::assign::BUCKETS)),
+                    )
+                })
+                .collect();
+            (e.name.clone(), serde_json::Value::Object(v))
+        })
+        .collect();
+    let line = serde_json::json!({
+        "ts": crate::clock::now(),
+        "config_version": routes.version,
+        "shares": shares,
+    });
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("config-versions.jsonl"))?;
+    // One write of the whole line: O_APPEND keeps concurrent writers' lines whole.
+    f.write_all(format!("{line}\n").as_bytes())?;
+    f.sync_data()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks;
+
+    #[test]
+    fn chunks_split_at_line_boundaries() {
+        let buf = b"aaa\nbb\ncccccc\nd\n";
+        assert_eq!(
+            chunks(buf, 7),
+            vec![&b"aaa\nbb\n"[..], &b"cccccc\n"[..], &b"d\n"[..]]
+        );
+        assert_eq!(
+            chunks(buf, 3),
+            vec![&b"aaa\n"[..], &b"bb\n"[..], &b"cccccc\n"[..], &b"d\n"[..]]
+        );
+        assert_eq!(chunks(buf, 1000), vec![&buf[..]]);
+    }
+}

@@ -1,0 +1,72 @@
+//! A response body that writes the request's exposure event when the response ends:
+//! complete, failed mid-body (`aborted: true`), or dropped before its end because the
+//! client went away (`aborted: true`). Off the response path: recording is a `try_send`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+use super::{Body, BoxError};
+use crate::events::{Event, EventLog, Exposure};
+
+pub struct RecordOnEnd {
+    inner: Body,
+    pending: Option<(Exposure, EventLog)>,
+}
+
+impl RecordOnEnd {
+    pub fn new(inner: Body, exposure: Exposure, log: EventLog) -> Self {
+        let mut this = Self {
+            inner,
+            pending: Some((exposure, log)),
+        };
+        // An empty body (a 204, a 101 upgrade) ends before anyone polls it.
+        if this.inner.is_end_stream() {
+            this.finish(false);
+        }
+        this
+    }
+
+    fn finish(&mut self, aborted: bool) {
+        if let Some((mut exposure, log)) = self.pending.take() {
+            exposure.aborted = aborted;
+            log.record(Event::Exposure(exposure));
+        }
+    }
+}
+
+impl Drop for RecordOnEnd {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away or the connection broke.
+        self.finish(true);
+    }
+}
+
+impl HttpBody for RecordOnEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.finish(false),
+            Poll::Ready(Some(Err(_))) => self.finish(true),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(false),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

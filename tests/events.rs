@@ -1,0 +1,251 @@
+//! The outcome log: every answered request has its exposure; the writer rotates, counts
+//! what it cannot write, and the reader skips damage.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cohort::config::schema::{EventsConfig, FsyncMode};
+use cohort::events::reader::read_dir;
+use cohort::events::writer::{start, EventSink};
+use cohort::events::{Event, Exposure, SegmentLog};
+use common::net::{backend, client, send, two_arm};
+use common::process::{free_port, CohortProcess};
+use prometheus::IntCounter;
+
+fn exposure(i: usize) -> Event {
+    Event::Exposure(Exposure {
+        v: Some(1),
+        ts: "2026-11-25T00:00:00.000Z".into(),
+        experiment: "e".into(),
+        unit: format!("user-{i}"),
+        variant: if i % 2 == 0 { "a".into() } else { "b".into() },
+        request_id: Some(format!("r{i}")),
+        client_request_id: None,
+        config_version: None,
+        route: None,
+        status: Some(200),
+        latency_ms: Some(1.5),
+        aborted: false,
+        forced: false,
+        unit_missing: false,
+        phase: None,
+    })
+}
+
+fn counters() -> (IntCounter, IntCounter) {
+    (
+        IntCounter::new("w", "w").unwrap(),
+        IntCounter::new("d", "d").unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answered_request_has_exactly_one_exposure_after_sigterm() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 20 }}\nevents: {{ dir: {:?}, fsync: never }}\n{}",
+        dir.path().join("events").display().to_string(),
+        two_arm(rf, lr, "")
+    );
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut cohort = CohortProcess::start(&config, &[]);
+    let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let c = client();
+    let mut answered = HashMap::new();
+    for i in 0..300 {
+        let user = format!("user-{}", i % 120);
+        let ans = send(
+            &c,
+            proxy,
+            "/invocations",
+            &[
+                ("x-user-id", &user),
+                ("x-request-id", &format!("client-{i}")),
+            ],
+        )
+        .await;
+        let rid = ans.headers["x-cohort-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        answered.insert(
+            rid,
+            (
+                user,
+                ans.headers["x-cohort-variant"].to_str().unwrap().to_owned(),
+                i,
+            ),
+        );
+    }
+    assert_eq!(cohort.terminate(), Some(0));
+
+    let read = read_dir(&dir.path().join("events")).unwrap();
+    assert_eq!(read.malformed, 0);
+    assert_eq!(read.events.len(), 300, "one exposure per answered request");
+    for e in &read.events {
+        let Event::Exposure(x) = e else {
+            panic!("only exposures: {e:?}")
+        };
+        let (user, variant, i) = &answered[x.request_id.as_ref().unwrap()];
+        assert_eq!((&x.unit, &x.variant), (user, variant));
+        assert_eq!(
+            x.client_request_id.as_deref(),
+            Some(format!("client-{i}").as_str())
+        );
+        assert_eq!(
+            (x.status, x.aborted, x.unit_missing, x.forced),
+            (Some(200), false, false, false)
+        );
+        assert_eq!(x.experiment, "iris-model");
+        assert!(x.latency_ms.unwrap() >= 0.0);
+    }
+    let versions =
+        std::fs::read_to_string(dir.path().join("events/config-versions.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(versions.lines().next().unwrap()).unwrap();
+    assert_eq!(first["shares"]["iris-model"]["rf"], 0.5);
+}
+
+#[test]
+fn segments_rotate_by_size_and_age_and_read_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EventsConfig {
+        dir: dir.path().to_path_buf(),
+        segment_max_bytes: 4096,
+        segment_max_age_s: 0.2,
+        fsync: FsyncMode::Always,
+        ..EventsConfig::default()
+    };
+    let (written, dropped) = counters();
+    let (log, writer) = start(
+        Box::new(SegmentLog::open(&cfg).unwrap()),
+        1024,
+        cfg.fsync,
+        Duration::from_millis(50),
+        written.clone(),
+        dropped.clone(),
+    );
+    for i in 0..100 {
+        log.record(exposure(i));
+    }
+    // Let the first segment age past 0.2 s: the next batch starts a new segment.
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 100..105 {
+        log.record(exposure(i));
+    }
+    writer.finish();
+    assert_eq!((written.get(), dropped.get()), (105, 0));
+    let read = read_dir(dir.path()).unwrap();
+    assert!(
+        read.segments >= 5,
+        "size rotation made only {} segments",
+        read.segments
+    );
+    let units: Vec<String> = read
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::Exposure(x) => x.unit.clone(),
+            _ => unreachable!(),
+        })
+        .collect();
+    let expected: Vec<String> = (0..105).map(|i| format!("user-{i}")).collect();
+    assert_eq!(units, expected, "every event once, in order");
+    for seg in cohort::events::reader::segments(dir.path()).unwrap() {
+        let len = std::fs::metadata(&seg).unwrap().len();
+        assert!(len <= 4096 + 300, "{} is {len} bytes", seg.display());
+        assert!(
+            std::fs::read(&seg).unwrap().ends_with(b"\n"),
+            "no segment ends mid-line"
+        );
+    }
+    // The age rotation: the last five events are in a segment of their own.
+    let last = cohort::events::reader::segments(dir.path())
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(last).unwrap().lines().count(), 5);
+}
+
+/// A sink that fails every third batch, like a disk that fills and frees up.
+struct Flaky {
+    calls: usize,
+    lines: Arc<Mutex<usize>>,
+}
+
+impl EventSink for Flaky {
+    fn append(&mut self, batch: &[u8], events: usize) -> io::Result<()> {
+        self.calls += 1;
+        if self.calls % 3 == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "no space left on device",
+            ));
+        }
+        assert_eq!(batch.iter().filter(|&&b| b == b'\n').count(), events);
+        *self.lines.lock().unwrap() += events;
+        Ok(())
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn write_failures_are_counted_so_written_plus_dropped_equals_produced() {
+    let lines = Arc::new(Mutex::new(0));
+    let (written, dropped) = counters();
+    let sink = Flaky {
+        calls: 0,
+        lines: lines.clone(),
+    };
+    let (log, writer) = start(
+        Box::new(sink),
+        64,
+        FsyncMode::Never,
+        Duration::from_millis(10),
+        written.clone(),
+        dropped.clone(),
+    );
+    let produced = 5000;
+    for i in 0..produced {
+        log.record(exposure(i));
+        if i % 50 == 0 {
+            std::thread::yield_now();
+        }
+    }
+    writer.finish();
+    assert!(dropped.get() > 0, "the flaky sink failed some batches");
+    assert!(written.get() > 0, "and recovered");
+    assert_eq!(written.get() + dropped.get(), produced as u64);
+    assert_eq!(
+        *lines.lock().unwrap() as u64,
+        written.get(),
+        "what counts as written is what the sink holds"
+    );
+}
+
+#[test]
+fn the_reader_skips_and_counts_malformed_lines_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = serde_json::to_string(&exposure(1)).unwrap();
+    let text = format!("{good}\nnot json\n{good}\n{{\"type\":\"exposure\"}}\n{good}\n{{\"type\":\"exposure\",\"ts\":\"t\",\"exper");
+    std::fs::write(
+        dir.path().join("events-20261125T000000Z-000001.jsonl"),
+        text,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("unrelated.log"), "ignored\n").unwrap();
+    let read = read_dir(dir.path()).unwrap();
+    assert_eq!(read.events.len(), 3);
+    assert_eq!(
+        read.malformed, 3,
+        "a bad line, a line missing fields, and a torn last line"
+    );
+}
