@@ -77,6 +77,7 @@ async fn start_admin(
         ready: ready.clone(),
         auth,
         reload: None,
+        counts: None,
     });
     tokio::spawn(admin.serve(listener));
     (addr, ready)

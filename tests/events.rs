@@ -11,7 +11,7 @@ use std::time::Duration;
 use cohort::config::schema::{EventsConfig, FsyncMode};
 use cohort::events::reader::read_dir;
 use cohort::events::writer::{start, EventSink};
-use cohort::events::{Event, Exposure, SegmentLog};
+use cohort::events::{Event, Exposure, SegmentLog, WriterOptions};
 use common::net::{backend, client, send, two_arm};
 use common::process::{free_port, CohortProcess};
 use prometheus::IntCounter;

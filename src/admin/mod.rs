@@ -37,6 +37,7 @@ use tracing::info;
 
 use crate::assign::{assign, unit::query_param};
 use crate::config::schema::Scope;
+use crate::events::LiveCounts;
 use crate::proxy::{Body, BoxError, Proxy};
 use crate::reload::{Outcome, Reloader, RuntimeChange, RuntimeError, Trigger};
 use auth::{AdminAuth, Denied};
@@ -49,6 +50,8 @@ pub struct Admin {
     pub auth: AdminAuth,
     /// The reload task, where there is a config file to reload.
     pub reload: Option<ReloadHandle>,
+    /// Live per-variant counts, where the process keeps an event log.
+    pub counts: Option<Arc<LiveCounts>>,
 }
 
 /// How the admin listener reaches the reload task.
@@ -92,6 +95,15 @@ impl Admin {
         let path = path.as_str();
         if path == "/v1/reload" {
             return self.reload(&req, peer).await;
+        }
+        if path == "/v1/conversions" {
+            return self.conversions(req).await;
+        }
+        if let Some(name) = path
+            .strip_prefix("/v1/experiments/")
+            .and_then(|r| r.strip_suffix("/counts"))
+        {
+            return self.counts(name);
         }
         if let Some(rest) = path.strip_prefix("/v1/experiments/") {
             let rest = rest.to_owned();
@@ -290,6 +302,66 @@ impl Admin {
                 json!({"error": format!("the change failed: {e}")}),
             ),
         }
+    }
+
+    /// `POST /v1/conversions` (scope `conversions`).
+    async fn conversions(&self, req: Request<Incoming>) -> Response<Body> {
+        if req.method() != Method::POST {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "/v1/conversions answers POST only"}),
+            );
+        }
+        if let Err(denied) = self.auth.check(req.headers(), Scope::Conversions) {
+            return denied_response(denied);
+        }
+        let Some(log) = self.proxy.event_log().cloned() else {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "this process records no events"}),
+            );
+        };
+        let serving = self.proxy.routes();
+        let limit = serving.routes.file.conversions.max_body_bytes as usize;
+        let body = match http_body_util::Limited::new(req.into_body(), limit)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return json_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    json!({"error": format!("the body exceeds conversions.max_body_bytes ({limit} bytes)")}),
+                )
+            }
+        };
+        let metrics = self.proxy.metrics().clone();
+        let result = tokio::task::spawn_blocking(move || {
+            crate::events::conversions::accept(&body, &serving.routes, &log, &metrics)
+        })
+        .await;
+        crate::proxy::conversions_response(result)
+    }
+
+    /// `GET /v1/experiments/{name}/counts`.
+    fn counts(&self, name: &str) -> Response<Body> {
+        let Some(counts) = &self.counts else {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "this process keeps no event log"}),
+            );
+        };
+        if self.proxy.routes().routes.experiment(name).is_none() {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no experiment named {name:?}")}),
+            );
+        }
+        let c = counts.experiment(name).unwrap_or_default();
+        json_response(
+            StatusCode::OK,
+            json!({"experiment": name, "counts": c, "latency_ms_bucket_bounds": crate::events::counts::LATENCY_BUCKETS_MS}),
+        )
     }
 
     /// `GET /v1/config`.

@@ -26,7 +26,7 @@ use crate::admin::auth::AdminAuth;
 use crate::admin::{Admin, ReloadHandle};
 use crate::config;
 use crate::events::writer::record_config_version;
-use crate::events::SegmentLog;
+use crate::events::{LiveCounts, SegmentLog, WriterOptions};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{self, Reloader, Trigger};
@@ -123,13 +123,18 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         if let Err(e) = record_config_version(&events_cfg.dir, &routes) {
             tracing::error!(error = %e, "cannot append to config-versions.jsonl");
         }
+        // Live counts: rebuilt from the log on start, then kept by the writer thread.
+        let counts = Arc::new(LiveCounts::new());
+        match crate::events::reader::read_dir(&events_cfg.dir) {
+            Ok(read) => {
+                counts.apply(read.events.iter());
+                tracing::info!(segments = read.segments, events = read.events.len(), malformed = read.malformed, units = counts.units(), "event log replayed");
+            }
+            Err(e) => tracing::error!(error = %e, "cannot replay the event log; counts start at zero"),
+        }
         let (event_log, writer) = crate::events::writer::start(
             Box::new(sink),
-            events_cfg.channel_capacity as usize,
-            events_cfg.fsync,
-            Duration::from_millis(events_cfg.fsync_interval_ms),
-            metrics.events_written.clone(),
-            metrics.events_dropped.clone(),
+            WriterOptions::from_config(&events_cfg, &metrics, counts.clone()),
         );
         let proxy = match Proxy::new(routes, metrics) {
             Ok(p) => Arc::new(p.with_events(event_log)),
@@ -165,6 +170,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 reloader,
                 trigger: tx,
             }),
+            counts: Some(counts),
         });
         let shutdown = Shutdown::new();
         let grace = Duration::from_millis(proxy.routes().routes.file.shutdown.grace_ms);

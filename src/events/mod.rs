@@ -10,9 +10,12 @@
 //!   [`writer::EventSink`] interface with the local segment log as its embedded default;
 //! * [`reader`]: reading a directory back, skipping and counting malformed lines.
 
+pub mod conversions;
+pub mod counts;
 pub mod reader;
 pub mod schema;
 pub mod writer;
 
+pub use counts::LiveCounts;
 pub use schema::{Conversion, Event, Exposure};
-pub use writer::{EventLog, EventSink, SegmentLog};
+pub use writer::{EventLog, EventSink, SegmentLog, WriterOptions};

@@ -16,9 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
-use prometheus::IntCounter;
+use std::sync::Arc;
+
+use prometheus::{IntCounter, IntCounterVec};
 use tracing::{error, info, warn};
 
+use super::counts::LiveCounts;
 use super::schema::Event;
 use crate::config::schema::{EventsConfig, FsyncMode};
 
@@ -166,6 +169,14 @@ pub struct EventLog {
 }
 
 impl EventLog {
+    /// Records an event, waiting for room in the channel: for conversions, which a
+    /// client was told were accepted. Call it off the async runtime (it may block).
+    pub fn record_blocking(&self, event: Event) {
+        if self.tx.send(Msg::Event(Box::new(event))).is_err() {
+            self.dropped.inc();
+        }
+    }
+
     /// Records an event without ever waiting; a full channel drops (and counts) it.
     #[inline]
     pub fn record(&self, event: Event) {
@@ -194,38 +205,80 @@ impl Writer {
     }
 }
 
+/// How the writer thread runs.
+pub struct WriterOptions {
+    /// Bounded channel size between handlers and the writer.
+    pub capacity: usize,
+    pub fsync: FsyncMode,
+    pub fsync_interval: Duration,
+    /// `cohort_events_written_total` / `cohort_events_dropped_total`.
+    pub written: IntCounter,
+    pub dropped: IntCounter,
+    /// Live counts, updated with every written batch.
+    pub counts: Option<Arc<LiveCounts>>,
+    /// `cohort_exposures_total{experiment,variant}`, incremented per written exposure.
+    pub exposures: Option<IntCounterVec>,
+}
+
+impl WriterOptions {
+    /// Options from the config's `events` section and the metrics registry.
+    pub fn from_config(
+        cfg: &EventsConfig,
+        metrics: &crate::metrics::Metrics,
+        counts: Arc<LiveCounts>,
+    ) -> Self {
+        Self {
+            capacity: cfg.channel_capacity as usize,
+            fsync: cfg.fsync,
+            fsync_interval: Duration::from_millis(cfg.fsync_interval_ms),
+            written: metrics.events_written.clone(),
+            dropped: metrics.events_dropped.clone(),
+            counts: Some(counts),
+            exposures: Some(metrics.exposures.clone()),
+        }
+    }
+
+    /// Options for tests and tools: no live counts, no per-variant metric.
+    pub fn plain(
+        capacity: usize,
+        fsync: FsyncMode,
+        fsync_interval: Duration,
+        written: IntCounter,
+        dropped: IntCounter,
+    ) -> Self {
+        Self {
+            capacity,
+            fsync,
+            fsync_interval,
+            written,
+            dropped,
+            counts: None,
+            exposures: None,
+        }
+    }
+}
+
 /// Starts the writer thread over `sink`; returns the handle for handlers and the thread.
-pub fn start(
-    sink: Box<dyn EventSink>,
-    capacity: usize,
-    fsync: FsyncMode,
-    fsync_interval: Duration,
-    written: IntCounter,
-    dropped: IntCounter,
-) -> (EventLog, Writer) {
-    let (tx, rx) = sync_channel(capacity.max(1));
+pub fn start(sink: Box<dyn EventSink>, opts: WriterOptions) -> (EventLog, Writer) {
+    let (tx, rx) = sync_channel(opts.capacity.max(1));
+    let dropped = opts.dropped.clone();
     let log = EventLog {
         tx: tx.clone(),
         dropped: dropped.clone(),
     };
     let handle = std::thread::Builder::new()
         .name("cohort-events".into())
-        .spawn(move || run(rx, sink, fsync, fsync_interval, written, dropped))
+        .spawn(move || run(rx, sink, opts))
         .unwrap_or_else(|e| panic!("cannot start the event writer thread: {e}"));
     (log, Writer { handle, tx })
 }
 
 const BATCH: usize = 4096;
 
-fn run(
-    rx: Receiver<Msg>,
-    mut sink: Box<dyn EventSink>,
-    fsync: FsyncMode,
-    interval: Duration,
-    written: IntCounter,
-    dropped: IntCounter,
-) {
+fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
+    let (fsync, interval) = (opts.fsync, opts.fsync_interval);
     let mut buf = Vec::with_capacity(256 * 1024);
+    let mut batch: Vec<Box<Event>> = Vec::with_capacity(BATCH);
     let mut last_sync = Instant::now();
     let mut dirty = false;
     let mut failing = false;
@@ -239,16 +292,16 @@ fn run(
             }
             Err(RecvTimeoutError::Timeout) => None,
         };
-        let mut n = 0;
         buf.clear();
+        batch.clear();
         if let Some(e) = first {
             push(&mut buf, &e);
-            n = 1;
-            while n < BATCH {
+            batch.push(e);
+            while batch.len() < BATCH {
                 match rx.try_recv() {
                     Ok(Msg::Event(e)) => {
                         push(&mut buf, &e);
-                        n += 1;
+                        batch.push(e);
                     }
                     Ok(Msg::Stop) => {
                         stop = true;
@@ -258,20 +311,24 @@ fn run(
                 }
             }
         }
-        if n > 0 {
+        if !batch.is_empty() {
             let max = sink.max_batch_bytes().unwrap_or(usize::MAX).max(1);
+            let mut done = 0;
             for chunk in chunks(&buf, max) {
                 let lines = chunk.iter().filter(|&&b| b == b'\n').count();
-                write_batch(
+                let ok = write_batch(
                     &mut *sink,
                     chunk,
                     lines,
                     fsync,
-                    &written,
-                    &dropped,
+                    &opts,
                     &mut failing,
                     &mut dirty,
                 );
+                if ok {
+                    count_written(&opts, &batch[done..done + lines]);
+                }
+                done += lines;
             }
         }
         if stop {
@@ -323,17 +380,32 @@ fn push(buf: &mut Vec<u8>, e: &Event) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Live counts and per-variant exposure metrics follow exactly what was written.
+fn count_written(opts: &WriterOptions, events: &[Box<Event>]) {
+    if let Some(counts) = &opts.counts {
+        counts.apply(events.iter().map(|e| &**e));
+    }
+    if let Some(exposures) = &opts.exposures {
+        for e in events {
+            if let Event::Exposure(x) = &**e {
+                exposures
+                    .with_label_values(&[&x.experiment, &x.variant])
+                    .inc();
+            }
+        }
+    }
+}
+
+/// Writes one chunk; true when it counts as written.
 fn write_batch(
     sink: &mut dyn EventSink,
     buf: &[u8],
     n: usize,
     fsync: FsyncMode,
-    written: &IntCounter,
-    dropped: &IntCounter,
+    opts: &WriterOptions,
     failing: &mut bool,
     dirty: &mut bool,
-) {
+) -> bool {
     let result = sink.append(buf, n).and_then(|()| {
         if fsync == FsyncMode::Always {
             sink.sync()
@@ -343,19 +415,21 @@ fn write_batch(
     });
     match result {
         Ok(()) => {
-            written.inc_by(n as u64);
+            opts.written.inc_by(n as u64);
             *dirty = true;
             if *failing {
                 info!("event log writes succeed again");
                 *failing = false;
             }
+            true
         }
         Err(e) => {
-            dropped.inc_by(n as u64);
+            opts.dropped.inc_by(n as u64);
             if !*failing {
                 error!(error = %e, events = n, "cannot write to the event log: dropping events (counted in cohort_events_dropped_total) until the disk recovers");
                 *failing = true;
             }
+            false
         }
     }
 }

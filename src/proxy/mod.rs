@@ -116,6 +116,11 @@ impl Proxy {
         &self.metrics
     }
 
+    /// The outcome log, if this process records events.
+    pub fn event_log(&self) -> Option<&EventLog> {
+        self.events.as_ref()
+    }
+
     /// Serves `listener` until the task is dropped, with the config's limits.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         let max = self.routes().routes.file.limits.max_connections;
@@ -154,6 +159,11 @@ impl Proxy {
         let start = std::time::Instant::now();
         let arrival = std::time::SystemTime::now();
         let serving = self.live.load();
+        if let Some(public) = &serving.routes.file.conversions.public_path {
+            if req.uri().path() == public {
+                return self.public_conversions(req, &serving).await;
+            }
+        }
         let grpc = is_grpc(req.headers());
         let mut chosen = None;
         let (resp, own_error) = match self.forward(&serving, req, peer, &mut chosen).await {
@@ -179,6 +189,45 @@ impl Proxy {
             }
             _ => resp,
         }
+    }
+
+    /// `conversions.public_path`: conversions from browsers, with a body size limit.
+    async fn public_conversions(
+        &self,
+        req: Request<Incoming>,
+        serving: &Arc<Serving>,
+    ) -> Response<Body> {
+        if req.method() != http::Method::POST {
+            return ProxyError::new(StatusCode::METHOD_NOT_ALLOWED, "conversions are POSTed")
+                .into_response(false);
+        }
+        let Some(log) = self.events.clone() else {
+            return ProxyError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this process records no events",
+            )
+            .into_response(false);
+        };
+        let limit = serving.routes.file.conversions.max_body_bytes as usize;
+        let body = match http_body_util::Limited::new(req.into_body(), limit)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return ProxyError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body exceeds conversions.max_body_bytes ({limit} bytes)"),
+                )
+                .into_response(false)
+            }
+        };
+        let (serving, metrics) = (serving.clone(), self.metrics.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            crate::events::conversions::accept(&body, &serving.routes, &log, &metrics)
+        })
+        .await;
+        conversions_response(result)
     }
 
     async fn forward(
@@ -478,6 +527,37 @@ impl Proxy {
         let body = idle::IdleTimeoutBody::new(body, route.idle_timeout, runtime.metrics.clone());
         Ok(Response::from_parts(parts, body.boxed()))
     }
+}
+
+/// 202 `{"accepted": n}`, or 400 with every bad line.
+pub fn conversions_response(
+    result: Result<
+        Result<usize, Vec<crate::events::conversions::LineError>>,
+        tokio::task::JoinError,
+    >,
+) -> Response<Body> {
+    let (status, body) = match result {
+        Ok(Ok(n)) => (StatusCode::ACCEPTED, serde_json::json!({"accepted": n})),
+        Ok(Err(errors)) => (
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": "the batch was rejected as a whole; nothing was recorded", "errors": errors}),
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"error": format!("recording failed: {e}")}),
+        ),
+    };
+    let mut resp = Response::new(
+        http_body_util::Full::new(Bytes::from(body.to_string()))
+            .map_err(|never| -> BoxError { match never {} })
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// The exposure event of a request that ran an experiment.

@@ -1,0 +1,222 @@
+//! Live per-variant counts, kept by the writer thread from the events it has written.
+//!
+//! Because only written events are counted (never one that was dropped), the counts are
+//! exactly what a reader of the same log finds — the property `cohort report` relies on.
+//! They are updated off the request path (the writer thread), and rebuilt on start by
+//! replaying the event directory.
+//!
+//! A unit counts in the variant of its *first* exposure (later exposures in another
+//! variant, after a ramp, are crossover and do not move it); forced (`override`) and
+//! unit-less exposures count as requests only. A conversion counts its unit once (the
+//! value sums); a conversion for a unit never exposed is counted as unattributed.
+//!
+//! Memory: one entry per distinct unit (its id, its variant index, a converted flag) in a
+//! hash map — about 40 bytes plus the id's length; measured in the README.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use super::schema::Event;
+
+/// Latency bucket upper bounds in milliseconds (the last bucket is everything above).
+pub const LATENCY_BUCKETS_MS: [f64; 12] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
+
+/// Counts of one variant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct VariantCounts {
+    /// Exposures (every request, forced and unit-less included).
+    pub requests: u64,
+    /// Exposures with status ≥ 500 or an aborted response.
+    pub errors: u64,
+    /// Distinct units whose first exposure was this variant (analysis units).
+    pub units: u64,
+    /// Of those, units with at least one conversion.
+    pub converted_units: u64,
+    /// Conversion events attributed here.
+    pub conversions: u64,
+    /// Sum of conversion values (1 each when absent).
+    pub value_sum: f64,
+    /// Requests per latency bucket ([`LATENCY_BUCKETS_MS`], plus one overflow bucket).
+    pub latency_ms_buckets: Vec<u64>,
+}
+
+/// Counts of one experiment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ExperimentCounts {
+    pub variants: BTreeMap<String, VariantCounts>,
+    /// Conversions for units never exposed (in this log).
+    pub unattributed_conversions: u64,
+}
+
+#[derive(Default)]
+struct ExperimentState {
+    counts: ExperimentCounts,
+    variant_names: Vec<String>,
+    /// unit → (index into variant_names, converted)
+    units: HashMap<Box<str>, (u32, bool)>,
+}
+
+impl ExperimentState {
+    fn variant_index(&mut self, name: &str) -> u32 {
+        match self.variant_names.iter().position(|v| v == name) {
+            Some(i) => i as u32,
+            None => {
+                self.variant_names.push(name.to_owned());
+                (self.variant_names.len() - 1) as u32
+            }
+        }
+    }
+
+    fn variant(&mut self, name: &str) -> &mut VariantCounts {
+        self.counts
+            .variants
+            .entry(name.to_owned())
+            .or_insert_with(|| VariantCounts {
+                latency_ms_buckets: vec![0; LATENCY_BUCKETS_MS.len() + 1],
+                ..VariantCounts::default()
+            })
+    }
+}
+
+/// Every experiment's counts.
+#[derive(Default)]
+pub struct LiveCounts {
+    inner: Mutex<HashMap<String, ExperimentState>>,
+}
+
+impl LiveCounts {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies written events, in log order.
+    pub fn apply<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
+        let mut all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for e in events {
+            let st = all.entry(e.experiment().to_owned()).or_default();
+            match e {
+                Event::Exposure(x) => {
+                    let v = st.variant(&x.variant);
+                    v.requests += 1;
+                    if x.aborted || x.status.is_some_and(|s| s >= 500) {
+                        v.errors += 1;
+                    }
+                    if let Some(ms) = x.latency_ms {
+                        let i = LATENCY_BUCKETS_MS.partition_point(|&b| b < ms);
+                        v.latency_ms_buckets[i] += 1;
+                    }
+                    if x.forced || x.unit_missing || st.units.contains_key(x.unit.as_str()) {
+                        continue;
+                    }
+                    let idx = st.variant_index(&x.variant);
+                    st.units.insert(x.unit.as_str().into(), (idx, false));
+                    st.variant(&x.variant).units += 1;
+                }
+                Event::Conversion(c) => {
+                    let Some(&(idx, converted)) = st.units.get(c.unit.as_str()) else {
+                        st.counts.unattributed_conversions += 1;
+                        continue;
+                    };
+                    let name = st.variant_names[idx as usize].clone();
+                    if !converted {
+                        if let Some(u) = st.units.get_mut(c.unit.as_str()) {
+                            u.1 = true;
+                        }
+                    }
+                    let v = st.variant(&name);
+                    v.conversions += 1;
+                    v.value_sum += c.value.unwrap_or(1.0);
+                    if !converted {
+                        v.converted_units += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A copy of one experiment's counts.
+    pub fn experiment(&self, name: &str) -> Option<ExperimentCounts> {
+        let all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(name).map(|s| s.counts.clone())
+    }
+
+    /// How many distinct units are held (for the memory figure).
+    pub fn units(&self) -> usize {
+        let all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        all.values().map(|s| s.units.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::schema::{Conversion, Exposure};
+
+    fn exp(unit: &str, variant: &str) -> Event {
+        Event::Exposure(Exposure {
+            v: None,
+            ts: "t".into(),
+            experiment: "e".into(),
+            unit: unit.into(),
+            variant: variant.into(),
+            request_id: None,
+            client_request_id: None,
+            config_version: None,
+            route: None,
+            status: Some(200),
+            latency_ms: Some(7.0),
+            aborted: false,
+            forced: false,
+            unit_missing: false,
+            phase: None,
+        })
+    }
+
+    fn conv(unit: &str, value: Option<f64>) -> Event {
+        Event::Conversion(Conversion {
+            v: None,
+            ts: "t".into(),
+            experiment: "e".into(),
+            unit: unit.into(),
+            variant: None,
+            value,
+            request_id: None,
+        })
+    }
+
+    #[test]
+    fn units_count_once_in_their_first_variant_and_conversions_sum() {
+        let c = LiveCounts::new();
+        c.apply(&[
+            exp("u1", "a"),
+            exp("u1", "a"),
+            exp("u1", "b"), // crossover after a ramp: stays in a
+            exp("u2", "b"),
+            conv("u1", Some(2.5)),
+            conv("u1", None), // a duplicate conversion: the unit counts once, values sum
+            conv("ghost", None),
+        ]);
+        let e = c.experiment("e").unwrap();
+        let (a, b) = (&e.variants["a"], &e.variants["b"]);
+        assert_eq!(
+            (
+                a.requests,
+                a.units,
+                a.converted_units,
+                a.conversions,
+                a.value_sum
+            ),
+            (2, 1, 1, 2, 3.5)
+        );
+        assert_eq!((b.requests, b.units, b.converted_units), (2, 1, 0));
+        assert_eq!(e.unattributed_conversions, 1);
+        assert_eq!(
+            a.latency_ms_buckets[3], 2,
+            "7 ms falls in the ≤ 10 ms bucket"
+        );
+    }
+}

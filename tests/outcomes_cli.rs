@@ -1,0 +1,264 @@
+//! Exposures and conversions end to end through the real binary: the log holds exactly
+//! what was served and reported, live counts agree with it, and a restart replays them.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cohort::events::reader::read_dir;
+use cohort::events::Event;
+use common::net::{backend, client, send};
+use common::process::{admin_call, free_port, CohortProcess};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+
+async fn post(addr: SocketAddr, path: &str, body: &str) -> (StatusCode, Value) {
+    let req = Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/x-ndjson")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Waits (bounded) until the live counts hold `requests` exposures; returns the counts.
+async fn counts_when(admin: SocketAddr, experiment: &str, requests: u64) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, c) = admin_call(
+            admin,
+            "GET",
+            &format!("/v1/experiments/{experiment}/counts"),
+            None,
+        )
+        .await;
+        let total: u64 = c["counts"]["variants"].as_object().map_or(0, |v| {
+            v.values()
+                .map(|x| x["requests"].as_u64().unwrap_or(0))
+                .sum()
+        });
+        if total == requests {
+            return c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "counts stuck at {total} of {requests}: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exposures_and_conversions_are_logged_counted_and_replayed() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let events = dir.path().join("events");
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 20 }}\nevents: {{ dir: {:?} }}\nconversions: {{ public_path: /cohort/conversions, max_body_bytes: 8192 }}\n{}",
+        events.display().to_string(),
+        common::net::two_arm(rf, lr, "")
+    );
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let (proxy, admin): (SocketAddr, SocketAddr) = (
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+    );
+    let mut cohort = CohortProcess::start(&config, &[]);
+
+    // 100 users, 2 requests each.
+    let c = client();
+    let mut variant_of = HashMap::new();
+    for round in 0..2 {
+        for u in 0..100 {
+            let ans = send(
+                &c,
+                proxy,
+                "/invocations",
+                &[("x-user-id", &format!("user-{u}"))],
+            )
+            .await;
+            let v = ans.headers["x-cohort-variant"].to_str().unwrap().to_owned();
+            if round == 0 {
+                variant_of.insert(format!("user-{u}"), v);
+            }
+        }
+    }
+    // Conversions: users 0..30 convert (value 2), users 0..10 twice; one via the public path.
+    let mut lines = String::new();
+    for u in 0..30 {
+        lines.push_str(&format!(
+            "{{\"experiment\": \"iris-model\", \"unit\": \"user-{u}\", \"value\": 2}}\n"
+        ));
+    }
+    for u in 0..10 {
+        lines.push_str(&format!(
+            "{{\"experiment\": \"iris-model\", \"unit\": \"user-{u}\", \"value\": 2}}\n"
+        ));
+    }
+    let (status, body) = post(admin, "/v1/conversions", &lines).await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (StatusCode::ACCEPTED, Some(40)),
+        "{body}"
+    );
+    let (status, body) = post(
+        proxy,
+        "/cohort/conversions",
+        "{\"experiment\": \"iris-model\", \"unit\": \"user-99\"}",
+    )
+    .await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (StatusCode::ACCEPTED, Some(1)),
+        "{body}"
+    );
+    // A bad batch is rejected whole, with line numbers; nothing of it is recorded.
+    let bad = "{\"experiment\": \"iris-model\", \"unit\": \"user-50\"}\n{\"experiment\": \"nope\", \"unit\": \"x\"}\n{\"experiment\": \"iris-model\"}\n";
+    let (status, body) = post(admin, "/v1/conversions", bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let bad_lines: Vec<u64> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(bad_lines, [2, 3]);
+    let (status, _) = post(proxy, "/cohort/conversions", &"x".repeat(10_000)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Live counts equal what the users did.
+    counts_when(admin, "iris-model", 200).await;
+    let mut expect: HashMap<&str, (u64, u64, f64)> = HashMap::new(); // units, converted, value
+    for (u, v) in &variant_of {
+        let e = expect.entry(v.as_str()).or_default();
+        e.0 += 1;
+        let n: u64 = u.trim_start_matches("user-").parse().unwrap();
+        if n < 30 || n == 99 {
+            e.1 += 1;
+            e.2 += if n < 10 {
+                4.0
+            } else if n < 30 {
+                2.0
+            } else {
+                1.0
+            };
+        }
+    }
+    // Conversions are written after the exposures; wait until the value sums are in.
+    let start = Instant::now();
+    let live = loop {
+        let (_, c) = admin_call(admin, "GET", "/v1/experiments/iris-model/counts", None).await;
+        let sum: f64 = c["counts"]["variants"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|x| x["value_sum"].as_f64().unwrap())
+            .sum();
+        if (sum - 81.0).abs() < 1e-9 || start.elapsed() > Duration::from_secs(10) {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for (v, (units, converted, value)) in &expect {
+        let got = &live["counts"]["variants"][*v];
+        assert_eq!(got["requests"].as_u64(), Some(units * 2), "{v}: {got}");
+        assert_eq!(got["units"].as_u64(), Some(*units), "{v}");
+        assert_eq!(got["converted_units"].as_u64(), Some(*converted), "{v}");
+        assert!(
+            (got["value_sum"].as_f64().unwrap() - value).abs() < 1e-9,
+            "{v}"
+        );
+    }
+    let (_, metrics) = admin_call(admin, "GET", "/metrics", None).await;
+    let text = metrics.as_str().unwrap();
+    for (v, (units, _, _)) in &expect {
+        let line = format!(
+            "cohort_exposures_total{{experiment=\"iris-model\",variant=\"{v}\"}} {}",
+            units * 2
+        );
+        assert!(text.contains(&line), "missing {line}");
+    }
+
+    // The log holds exactly 200 exposures and 41 conversions, with the right variants.
+    assert_eq!(cohort.terminate(), Some(0));
+    let read = read_dir(&events).unwrap();
+    let (mut exposures, mut conversions) = (0, 0);
+    for e in &read.events {
+        match e {
+            Event::Exposure(x) => {
+                exposures += 1;
+                assert_eq!(&x.variant, &variant_of[&x.unit]);
+            }
+            Event::Conversion(c) => {
+                conversions += 1;
+                assert_eq!(
+                    c.variant.as_ref(),
+                    Some(&variant_of[&c.unit]),
+                    "attributed at receipt"
+                );
+            }
+        }
+    }
+    assert_eq!((exposures, conversions, read.malformed), (200, 41, 0));
+
+    // A restart replays the log: the counts come back the same.
+    let _again = CohortProcess::start(&config, &[]);
+    let replayed = counts_when(admin, "iris-model", 200).await;
+    assert_eq!(replayed["counts"], live["counts"]);
+    let units: HashSet<&String> = variant_of.keys().collect();
+    assert_eq!(units.len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_unit_request_a_conversion_names_the_request_id() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nevents: {{ dir: {:?} }}\n{}",
+        dir.path().join("events").display().to_string(),
+        common::net::two_arm(rf, lr, "    unit: request\n")
+    );
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let (proxy, admin): (SocketAddr, SocketAddr) = (
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+    );
+    let _cohort = CohortProcess::start(&config, &[]);
+    let ans = send(&client(), proxy, "/invocations", &[]).await;
+    let rid = ans.headers["x-cohort-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let variant = ans.headers["x-cohort-variant"].to_str().unwrap().to_owned();
+    let (status, body) = post(
+        admin,
+        "/v1/conversions",
+        &format!("{{\"experiment\": \"iris-model\", \"request_id\": \"{rid}\", \"value\": 5}}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    counts_when(admin, "iris-model", 1).await;
+    let start = Instant::now();
+    loop {
+        let (_, c) = admin_call(admin, "GET", "/v1/experiments/iris-model/counts", None).await;
+        if c["counts"]["variants"][&variant]["converted_units"] == 1 {
+            assert_eq!(c["counts"]["variants"][&variant]["value_sum"], 5.0);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{c}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
