@@ -123,14 +123,14 @@ fn segments_rotate_by_size_and_age_and_read_back_in_order() {
         ..EventsConfig::default()
     };
     let (written, dropped) = counters();
-    let (log, writer) = start(
-        Box::new(SegmentLog::open(&cfg).unwrap()),
+    let opts = WriterOptions::plain(
         1024,
         cfg.fsync,
         Duration::from_millis(50),
         written.clone(),
         dropped.clone(),
     );
+    let (log, writer) = start(Box::new(SegmentLog::open(&cfg).unwrap()), opts);
     for i in 0..100 {
         log.record(exposure(i));
     }
@@ -205,14 +205,14 @@ fn write_failures_are_counted_so_written_plus_dropped_equals_produced() {
         calls: 0,
         lines: lines.clone(),
     };
-    let (log, writer) = start(
-        Box::new(sink),
+    let opts = WriterOptions::plain(
         64,
         FsyncMode::Never,
         Duration::from_millis(10),
         written.clone(),
         dropped.clone(),
     );
+    let (log, writer) = start(Box::new(sink), opts);
     let produced = 5000;
     for i in 0..produced {
         log.record(exposure(i));
