@@ -127,6 +127,8 @@ pub struct VariantStats {
 pub struct Outcome {
     pub routes: Routes,
     pub per_variant: Vec<(String, f64, VariantStats)>,
+    /// What the outcome log counted: units, converted units, per variant.
+    pub outcomes: crate::events::counts::ExperimentCounts,
     pub users: u64,
     pub requests: u64,
     /// Users seen on more than one variant (must be 0).
@@ -149,9 +151,39 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
         .await
         .map_err(|e| format!("cannot bind the demo proxy: {e}"))?;
     let proxy_addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let proxy =
-        Arc::new(Proxy::new(routes.clone(), Arc::new(Metrics::new())).map_err(|e| e.to_string())?);
+    // The real outcome log, in a scratch directory removed at the end.
+    let scratch = std::env::temp_dir().join(format!(
+        "cohort-demo-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    let events_cfg = crate::config::schema::EventsConfig {
+        dir: scratch.clone(),
+        fsync: crate::config::schema::FsyncMode::Never,
+        ..Default::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let counts = Arc::new(crate::events::LiveCounts::new());
+    let sink = crate::events::SegmentLog::open(&events_cfg)
+        .map_err(|e| format!("cannot open the demo event log: {e}"))?;
+    let (event_log, writer) = crate::events::writer::start(
+        Box::new(sink),
+        crate::events::WriterOptions::from_config(&events_cfg, &metrics, counts.clone()),
+    );
+    let proxy = Arc::new(
+        Proxy::new(routes.clone(), metrics.clone())
+            .map_err(|e| e.to_string())?
+            .with_events(event_log.clone()),
+    );
     tokio::spawn(proxy.serve(listener));
+    let conversion_of: Arc<HashMap<String, f64>> = Arc::new(
+        models()
+            .iter()
+            .map(|(n, m)| ((*n).to_owned(), m.conversion))
+            .collect(),
+    );
 
     let exp = routes
         .experiments
@@ -195,6 +227,12 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
             plan.clone(),
             path.clone(),
         );
+        let (event_log, conversion_of, routes, metrics) = (
+            event_log.clone(),
+            conversion_of.clone(),
+            routes.clone(),
+            metrics.clone(),
+        );
         workers.push(tokio::spawn(async move {
             loop {
                 let u = next_user.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -227,6 +265,24 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
                     if tx.send((u, variant, status, ms)).await.is_err() {
                         return;
                     }
+                }
+                // The business reports whether this user converted, by the true rate of
+                // the model that served them (the simulator knows it; cohort must find it).
+                let Some(exp) = routes.experiments.first() else {
+                    return;
+                };
+                let unit = format!("demo-user-{u}");
+                let served = &exp.variants[crate::assign::assign(exp, &unit).variant].name;
+                let p = conversion_of.get(served).copied().unwrap_or(0.0);
+                if rand::rng().random::<f64>() < p {
+                    let line =
+                        format!("{{\"experiment\": \"{}\", \"unit\": \"{unit}\"}}", exp.name);
+                    let (routes, log, metrics) =
+                        (routes.clone(), event_log.clone(), metrics.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        crate::events::conversions::accept(line.as_bytes(), &routes, &log, &metrics)
+                    })
+                    .await;
                 }
             }
         }));
@@ -275,9 +331,15 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
             )
         })
         .collect();
+    // Flush the log: the counts then hold every exposure and conversion.
+    drop(event_log);
+    let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
+    let outcomes = counts.experiment(&exp.name).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&scratch);
     Ok(Outcome {
         routes,
         per_variant,
+        outcomes,
         users: user_variant.len() as u64,
         requests,
         unsticky_users: unsticky.len() as u64,

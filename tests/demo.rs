@@ -12,7 +12,21 @@ async fn the_simulation_is_sticky_and_splits_by_the_built_in_weights() {
     assert_eq!(o.unsticky_users, 0);
     let requests: u64 = o.per_variant.iter().map(|(_, _, s)| s.requests).sum();
     assert_eq!(requests, o.requests);
+    // The outcome log counted every user once, in the variant that served them.
+    let logged_units: u64 = o.outcomes.variants.values().map(|v| v.units).sum();
+    assert_eq!(logged_units, 400);
+    let converted: u64 = o
+        .outcomes
+        .variants
+        .values()
+        .map(|v| v.converted_units)
+        .sum();
+    assert!(
+        converted > 0 && converted < 200,
+        "about 11% of 400 users convert: {converted}"
+    );
     for (name, share, stats) in &o.per_variant {
+        assert_eq!(o.outcomes.variants[name].units, stats.users, "{name}");
         assert_eq!(stats.errors, 0, "{name}");
         assert_eq!(*share, 0.5);
         // 400 users at 50%: within 5 standard errors (±0.125) of half.

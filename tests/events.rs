@@ -173,7 +173,8 @@ fn segments_rotate_by_size_and_age_and_read_back_in_order() {
     assert_eq!(std::fs::read_to_string(last).unwrap().lines().count(), 5);
 }
 
-/// A sink that fails every third batch, like a disk that fills and frees up.
+/// A sink that fails every third batch, like a disk that fills and frees up, or a
+/// filesystem remounted read-only and back.
 struct Flaky {
     calls: usize,
     lines: Arc<Mutex<usize>>,

@@ -77,6 +77,40 @@ fn report(o: &Outcome) -> String {
     }
     let _ = writeln!(
         s,
+        "\n  outcomes (from cohort's event log; each model has a true conversion rate the simulator used):"
+    );
+    let _ = writeln!(
+        s,
+        "  {:<8} {:>8} {:>10} {:>10} {:>10}",
+        "variant", "units", "converted", "rate", "true rate"
+    );
+    let truth: std::collections::HashMap<&str, f64> = crate::demo::models()
+        .iter()
+        .map(|(n, m)| (*n, m.conversion))
+        .collect();
+    for (name, _, _) in &o.per_variant {
+        let c = o.outcomes.variants.get(name).cloned().unwrap_or_default();
+        let rate = if c.units > 0 {
+            c.converted_units as f64 / c.units as f64
+        } else {
+            f64::NAN
+        };
+        let _ = writeln!(
+            s,
+            "  {:<8} {:>8} {:>10} {:>10} {:>10}",
+            name,
+            c.units,
+            c.converted_units,
+            pct(rate),
+            truth.get(name.as_str()).map_or("-".to_owned(), |t| pct(*t))
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  (significance and the winner decision come with the analysis)\n"
+    );
+    let _ = writeln!(
+        s,
         "  sticky: {} ({} users seen on more than one variant)",
         if o.unsticky_users == 0 { "yes" } else { "NO" },
         o.unsticky_users

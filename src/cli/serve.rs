@@ -113,42 +113,48 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         };
         let metrics = Arc::new(Metrics::new());
         let events_cfg = routes.file.events.clone();
-        let sink = match SegmentLog::open(&events_cfg) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("cohort serve: cannot open the event log in {}: {e}", events_cfg.dir.display());
-                return exit::INVALID;
-            }
-        };
-        if let Err(e) = record_config_version(&events_cfg.dir, &routes) {
-            tracing::error!(error = %e, "cannot append to config-versions.jsonl");
-        }
-        // Live counts: rebuilt from the log on start, then kept by the writer thread.
         let counts = Arc::new(LiveCounts::new());
-        match crate::events::reader::read_dir(&events_cfg.dir) {
-            Ok(read) => {
-                counts.apply(read.events.iter());
-                tracing::info!(segments = read.segments, events = read.events.len(), malformed = read.malformed, units = counts.units(), "event log replayed");
+        let (proxy, writer) = if events_cfg.enabled {
+            let sink = match SegmentLog::open(&events_cfg) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cohort serve: cannot open the event log in {}: {e}", events_cfg.dir.display());
+                    return exit::INVALID;
+                }
+            };
+            if let Err(e) = record_config_version(&events_cfg.dir, &routes) {
+                tracing::error!(error = %e, "cannot append to config-versions.jsonl");
             }
-            Err(e) => tracing::error!(error = %e, "cannot replay the event log; counts start at zero"),
-        }
-        let (event_log, writer) = crate::events::writer::start(
-            Box::new(sink),
-            WriterOptions::from_config(&events_cfg, &metrics, counts.clone()),
-        );
-        let proxy = match Proxy::new(routes, metrics) {
-            Ok(p) => Arc::new(p.with_events(event_log)),
-            Err(err) => {
-                eprintln!("{err}");
-                return exit::INVALID;
+            // Live counts: rebuilt from the log on start, then kept by the writer thread.
+            replay(&events_cfg.dir, &counts);
+            let (event_log, writer) = crate::events::writer::start(
+                Box::new(sink),
+                WriterOptions::from_config(&events_cfg, &metrics, counts.clone()),
+            );
+            match Proxy::new(routes, metrics) {
+                Ok(p) => (Arc::new(p.with_events(event_log)), Some(writer)),
+                Err(err) => {
+                    eprintln!("{err}");
+                    return exit::INVALID;
+                }
+            }
+        } else {
+            tracing::warn!("events.enabled is false: no exposures are recorded and conversions are refused");
+            match Proxy::new(routes, metrics) {
+                Ok(p) => (Arc::new(p), None),
+                Err(err) => {
+                    eprintln!("{err}");
+                    return exit::INVALID;
+                }
             }
         };
 
         // One reload task; file events, SIGHUP, the poll and the admin API feed it.
-        let reloader = Arc::new(
-            Reloader::with_runtime(path.clone(), proxy.clone(), from_file.file.clone(), runtime_state, state_path)
-                .recording_versions_in(events_cfg.dir.clone()),
-        );
+        let mut reloader = Reloader::with_runtime(path.clone(), proxy.clone(), from_file.file.clone(), runtime_state, state_path);
+        if events_cfg.enabled {
+            reloader = reloader.recording_versions_in(events_cfg.dir.clone());
+        }
+        let reloader = Arc::new(reloader);
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(reloader.clone().run(rx));
         let _watcher = match reload::watch(&path, tx.clone()) {
@@ -170,7 +176,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 reloader,
                 trigger: tx,
             }),
-            counts: Some(counts),
+            counts: events_cfg.enabled.then_some(counts),
         });
         let shutdown = Shutdown::new();
         let grace = Duration::from_millis(proxy.routes().routes.file.shutdown.grace_ms);
@@ -202,7 +208,9 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             tracing::warn!(aborted = left, "drain timeout: aborting the remaining connections");
         }
         // Every exposure recorded so far is written and synced before exiting.
-        let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
+        }
         tracing::info!("shut down");
         exit::OK
     })
@@ -219,6 +227,25 @@ fn spawn_poll(tx: mpsc::Sender<Trigger>) {
             }
         }
     });
+}
+
+/// Rebuilds the live counts from the event directory, logging progress for large logs.
+fn replay(dir: &Path, counts: &LiveCounts) {
+    let started = std::time::Instant::now();
+    match crate::events::reader::read_dir(dir) {
+        Ok(read) => {
+            counts.apply(read.events.iter());
+            tracing::info!(
+                segments = read.segments,
+                events = read.events.len(),
+                malformed = read.malformed,
+                units = counts.units(),
+                ms = started.elapsed().as_millis() as u64,
+                "event log replayed"
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "cannot replay the event log; counts start at zero"),
+    }
 }
 
 /// Forwards SIGHUP to the reload task. The handler is registered before this returns.

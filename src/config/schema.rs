@@ -143,6 +143,10 @@ impl Default for ShutdownConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {
+    /// Record exposures and accept conversions (false: no event log, e.g. to measure
+    /// the proxy without it).
+    #[serde(default = "defaults::enabled")]
+    pub enabled: bool,
     #[serde(default = "defaults::events_dir")]
     pub dir: PathBuf,
     #[serde(default)]
@@ -163,6 +167,7 @@ pub struct EventsConfig {
 impl Default for EventsConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             dir: defaults::events_dir(),
             fsync: FsyncMode::default(),
             fsync_interval_ms: defaults::fsync_interval_ms(),
@@ -524,6 +529,9 @@ pub mod defaults {
     }
     pub fn drain_timeout_ms() -> u64 {
         20_000
+    }
+    pub fn enabled() -> bool {
+        true
     }
     pub fn events_dir() -> PathBuf {
         PathBuf::from("./data/events")

@@ -147,6 +147,9 @@ pub async fn send(
     }
 }
 
-pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+/// The HTTP client the tests use.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
