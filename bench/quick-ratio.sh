@@ -10,10 +10,10 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 WORKERS=${WORKERS:-1}
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill -KILL $(jobs -p) 2>/dev/null; wait 2>/dev/null; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null; rm -rf "$work"' EXIT
 
 cargo build --release --quiet
-B1=18101; B2=18102; NGX=18110; COH=18120; ADM=18121
+B1=18101; B2=18102; NGX=18110; COH=18120; ADM=18121; COH_OFF=18130; ADM_OFF=18131
 
 cat > "$work/nginx.conf" <<NGINX
 worker_processes $WORKERS;
@@ -39,6 +39,7 @@ nginx -c "$work/nginx.conf" -p "$work"
 cat > "$work/routes.yaml" <<YAML
 listen: 127.0.0.1:$COH
 admin: { listen: 127.0.0.1:$ADM }
+events: { dir: $work/events }
 routes:
   - { name: bench, match: { path_prefix: / }, experiment: bench }
 experiments:
@@ -48,8 +49,13 @@ experiments:
       - { name: rf, weight: 50, upstream: "http://127.0.0.1:$B1" }
       - { name: lr, weight: 50, upstream: "http://127.0.0.1:$B2" }
 YAML
-RUST_LOG=warn ./target/release/cohort serve --config "$work/routes.yaml" --workers "$WORKERS" &
-for _ in $(seq 50); do curl -sf "127.0.0.1:$ADM/readyz" >/dev/null && break; sleep 0.1; done
+sed -e "s/127.0.0.1:$COH/127.0.0.1:$COH_OFF/; s/127.0.0.1:$ADM/127.0.0.1:$ADM_OFF/" \
+    -e "s|events: { dir: $work/events }|events: { enabled: false }|" "$work/routes.yaml" > "$work/routes-off.yaml"
+(cd "$work" && RUST_LOG=warn exec "$OLDPWD/target/release/cohort" serve --config "$work/routes.yaml" --workers "$WORKERS") &
+(cd "$work" && RUST_LOG=error exec "$OLDPWD/target/release/cohort" serve --config "$work/routes-off.yaml" --workers "$WORKERS") &
+for port in $ADM $ADM_OFF; do
+  for _ in $(seq 50); do curl -sf "127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+done
 
 cat > "$work/users.lua" <<'LUA'
 local n = 0
@@ -61,6 +67,10 @@ end
 LUA
 
 rps() { wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$work/users.lua" "http://127.0.0.1:$1/invocations" | awk '/Requests\/sec/ {print $2}'; }
-direct=$(rps $B1); cohort=$(rps $COH); nginx=$(rps $NGX)
-printf '%-8s %12s\n' target req/s direct "$direct" cohort "$cohort" nginx "$nginx"
-awk -v c="$cohort" -v n="$nginx" -v d="$direct" 'BEGIN { printf "cohort/nginx %.2f   cohort/direct %.2f\n", c/n, c/d }'
+direct=$(rps $B1); cohort=$(rps $COH); cohort_off=$(rps $COH_OFF); nginx=$(rps $NGX)
+printf '%-22s %12s\n' target req/s direct "$direct" "cohort (event log on)" "$cohort" "cohort (event log off)" "$cohort_off" "nginx split_clients" "$nginx"
+awk -v c="$cohort" -v o="$cohort_off" -v n="$nginx" -v d="$direct" \
+  'BEGIN { printf "cohort/nginx %.2f   cohort/direct %.2f   log on/off %.2f\n", c/n, c/d, c/o }'
+dropped=$(curl -s "127.0.0.1:$ADM/metrics" | awk '/^cohort_events_dropped_total / {print $2}')
+written=$(curl -s "127.0.0.1:$ADM/metrics" | awk '/^cohort_events_written_total / {print $2}')
+echo "event log during the run: $written written, $dropped dropped"
