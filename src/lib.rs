@@ -21,10 +21,16 @@
 //! * [`live`]: the table in force, one `ArcSwap`; a request loads it once and keeps it.
 //! * [`proxy`]: the data plane (hyper 1.x): route, unit, assignment, streamed forwarding,
 //!   header hygiene, JSON errors. [`request_id`]: cohort's self-describing request ids.
+//! * [`server`]: the accept loop both listeners share: limits, graceful shutdown.
+//! * [`admin`]: probes, metrics, the read API, and the token-protected control plane.
+//! * [`reload`]: hot reload (file watch, SIGHUP, admin), refusing bad files and reshuffles;
+//!   [`runtime`]: runtime weights persisted in the state file.
+//! * [`events`]: the outcome log (schema v1, writer thread, reader, conversions, live counts).
+//! * [`metrics`]: every Prometheus family, with per-variant handles resolved at compile time.
+//! * [`demo`]: built-in model backends and simulated users for `cohort demo`.
 //! * [`cli`]: the bodies of the `cohort` subcommands; `main.rs` only parses arguments.
 //!
-//! Metrics, the admin listener, hot reload, the event log, the statistics and the reports
-//! follow in their own modules as they land (see README.md, "Status").
+//! The statistics and the reports follow in their own modules as they land (README, "Status").
 
 pub mod admin;
 pub mod assign;
