@@ -2,7 +2,7 @@
 //!
 //! * [`hash`]: the specified bucket function (XXH3-64, 100 000 buckets);
 //! * [`layout`]: how shares become bucket ranges so that ramps move as few units as possible;
-//! * [`unit`]: finding the unit id in a request.
+//! * [`mod@unit`]: finding the unit id in a request.
 //!
 //! Replicas agree without talking to each other because nothing here depends on anything
 //! but its arguments; restarts keep every unit where it was for the same reason.

@@ -5,7 +5,7 @@
 //!    unknown keys and wrong types fail here, with serde_yaml's line and column;
 //! 2. [`positions`]: the same text is parsed again by a position-keeping event parser, so
 //!    that the checks of step 3 can point at the value they reject;
-//! 3. [`compile`]: cross-key validation (names, references, weights, lanes) and compilation
+//! 3. `compile`: cross-key validation (names, references, weights, lanes) and compilation
 //!    into the [`Routes`] table of [`table`].
 //!
 //! Nothing here does I/O except [`load`] reading the file.

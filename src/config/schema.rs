@@ -3,7 +3,7 @@
 //! These types are the *file* view: serde fills in every default, rejects unknown keys
 //! (`deny_unknown_fields` everywhere) and wrong types. Everything that needs more than one
 //! key at a time (cross-references, duplicate names, weight sums, lanes) is checked
-//! afterwards in [`super::compile`], which turns this into the immutable
+//! afterwards in `config::compile`, which turns this into the immutable
 //! [`Routes`](super::Routes) table the hot path reads.
 //!
 //! Every key and default here is a public contract (../shared/DESIGN.md and README.md,

@@ -1,7 +1,7 @@
 //! The compiled routing table: what the hot path reads, immutable once built.
 //!
-//! A [`Routes`] is produced by [`super::compile`] from a validated file and never changes;
-//! a reload builds a new one and swaps it in whole ([`crate::live::LiveRoutes`]).
+//! A [`Routes`] is produced by `config::compile` from a validated file and never changes;
+//! a reload builds a new one and swaps it in whole ([`crate::live::Live`]).
 //! Everything a request needs is resolved here once: routes in match order, header names
 //! parsed, experiments referenced by index, salts hashed into seeds, shares turned into a
 //! bucket layout. The data plane attaches its own per-variant handles (upstream clients,
