@@ -344,3 +344,102 @@ async fn after_sigkill_under_load_a_restart_skips_the_torn_line_and_counts_what_
         .sum();
     assert_eq!(units, complete, "every user was distinct");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_leaves_every_answered_request_in_the_log() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let events = dir.path().join("events");
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 300, drain_timeout_ms: 5000 }}\nevents: {{ dir: {:?}, fsync: interval }}\n{}",
+        events.display().to_string(),
+        common::net::two_arm(rf, lr, "")
+    );
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let (proxy, admin): (SocketAddr, SocketAddr) = (
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+    );
+    let mut cohort = CohortProcess::start(&config, &[]);
+    // 4 clients (bounded: 2000 requests each) keep going until the proxy stops answering.
+    let mut load = Vec::new();
+    for w in 0..4 {
+        load.push(tokio::spawn(async move {
+            let c = client();
+            let mut answered = Vec::new();
+            for i in 0..2000 {
+                let req = Request::post(format!("http://{proxy}/invocations"))
+                    .header("x-user-id", format!("w{w}-{i}"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                match c.request(req).await {
+                    Ok(resp) if resp.status() == StatusCode::OK => {
+                        answered.push(
+                            resp.headers()["x-cohort-request-id"]
+                                .to_str()
+                                .unwrap()
+                                .to_owned(),
+                        );
+                        let _ = resp.into_body().collect().await;
+                    }
+                    _ => break,
+                }
+            }
+            answered
+        }));
+    }
+    // SIGTERM once traffic is flowing.
+    counts_when_at_least(admin, 100).await;
+    cohort.signal("TERM");
+    assert_eq!(
+        tokio::task::spawn_blocking(move || cohort.wait())
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    let mut answered = HashSet::new();
+    for l in load {
+        answered.extend(l.await.unwrap());
+    }
+    let read = read_dir(&events).unwrap();
+    let logged: HashSet<String> = read
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Exposure(x) => x.request_id.clone(),
+            Event::Conversion(_) => None,
+        })
+        .collect();
+    assert!(answered.len() > 100, "{} answered", answered.len());
+    let missing: Vec<&String> = answered.iter().filter(|r| !logged.contains(*r)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} answered requests have no exposure, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert_eq!(read.malformed, 0);
+}
+
+/// Waits (bounded) until the live counts hold at least `n` exposures.
+async fn counts_when_at_least(admin: SocketAddr, n: u64) {
+    let start = Instant::now();
+    loop {
+        let (_, c) = admin_call(admin, "GET", "/v1/experiments/iris-model/counts", None).await;
+        let total: u64 = c["counts"]["variants"].as_object().map_or(0, |v| {
+            v.values()
+                .map(|x| x["requests"].as_u64().unwrap_or(0))
+                .sum()
+        });
+        if total >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "only {total} exposures"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -5,7 +5,7 @@
 //! ```
 //!
 //! One [`Proxy`] serves a listener; every request loads the routing table once from
-//! [`Live`](crate::live::Live) and keeps it to the end, so a reload never changes a request midway.
+//! [`crate::live::Live`] and keeps it to the end, so a reload never changes a request midway.
 //! Bodies stream both ways (hyper's `Incoming` is passed through, never collected).
 //! Errors before the upstream's response head become JSON responses ([`errors`]).
 //!
