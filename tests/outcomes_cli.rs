@@ -298,20 +298,7 @@ async fn after_sigkill_under_load_a_restart_skips_the_torn_line_and_counts_what_
         }));
     }
     // Kill once a good part of the load has been written.
-    let start = Instant::now();
-    loop {
-        let (_, c) = admin_call(admin, "GET", "/v1/experiments/iris-model/counts", None).await;
-        let total: u64 = c["counts"]["variants"].as_object().map_or(0, |v| {
-            v.values()
-                .map(|x| x["requests"].as_u64().unwrap_or(0))
-                .sum()
-        });
-        if total >= 200 {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    counts_when_at_least(admin, 200).await;
     cohort.signal("KILL");
     let _ = cohort.wait();
     for l in load {
