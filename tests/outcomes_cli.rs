@@ -16,6 +16,40 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
+/// Two backends, a config with the event log in a scratch directory, and the addresses.
+struct Setup {
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    events: std::path::PathBuf,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Setup {
+    /// `settings` are extra top-level keys (`EVENTS` stands for the events directory);
+    /// `extra` goes into the experiment.
+    async fn new(settings: &str, extra: &str) -> Setup {
+        let (rf, lr) = (backend("rf").await, backend("lr").await);
+        let dir = tempfile::tempdir().unwrap();
+        let (port, admin) = (free_port(), free_port());
+        let events = dir.path().join("events");
+        let settings = settings.replace("EVENTS", &format!("{:?}", events.display().to_string()));
+        let yaml = format!(
+            "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\n{settings}{}",
+            common::net::two_arm(rf, lr, extra)
+        );
+        let config = dir.path().join("routes.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        Setup {
+            _dir: dir,
+            config,
+            events,
+            proxy: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+        }
+    }
+}
+
 async fn post(addr: SocketAddr, path: &str, body: &str) -> (StatusCode, Value) {
     let req = Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/x-ndjson")
@@ -59,21 +93,8 @@ async fn counts_when(admin: SocketAddr, experiment: &str, requests: u64) -> Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exposures_and_conversions_are_logged_counted_and_replayed() {
-    let (rf, lr) = (backend("rf").await, backend("lr").await);
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let events = dir.path().join("events");
-    let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 20 }}\nevents: {{ dir: {:?} }}\nconversions: {{ public_path: /cohort/conversions, max_body_bytes: 8192 }}\n{}",
-        events.display().to_string(),
-        common::net::two_arm(rf, lr, "")
-    );
-    let config = dir.path().join("routes.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let (proxy, admin): (SocketAddr, SocketAddr) = (
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        format!("127.0.0.1:{admin}").parse().unwrap(),
-    );
+    let s = Setup::new("shutdown: { grace_ms: 20 }\nevents: { dir: EVENTS }\nconversions: { public_path: /cohort/conversions, max_body_bytes: 8192 }\n", "").await;
+    let (proxy, admin, events, config) = (s.proxy, s.admin, s.events.clone(), s.config.clone());
     let mut cohort = CohortProcess::start(&config, &[]);
 
     // 100 users, 2 requests each.
@@ -222,20 +243,8 @@ async fn exposures_and_conversions_are_logged_counted_and_replayed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_unit_request_a_conversion_names_the_request_id() {
-    let (rf, lr) = (backend("rf").await, backend("lr").await);
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nevents: {{ dir: {:?} }}\n{}",
-        dir.path().join("events").display().to_string(),
-        common::net::two_arm(rf, lr, "    unit: request\n")
-    );
-    let config = dir.path().join("routes.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let (proxy, admin): (SocketAddr, SocketAddr) = (
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        format!("127.0.0.1:{admin}").parse().unwrap(),
-    );
+    let s = Setup::new("events: { dir: EVENTS }\n", "    unit: request\n").await;
+    let (proxy, admin, config) = (s.proxy, s.admin, s.config.clone());
     let _cohort = CohortProcess::start(&config, &[]);
     let ans = send(&client(), proxy, "/invocations", &[]).await;
     let rid = ans.headers["x-cohort-request-id"]
@@ -265,21 +274,8 @@ async fn with_unit_request_a_conversion_names_the_request_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_sigkill_under_load_a_restart_skips_the_torn_line_and_counts_what_is_complete() {
-    let (rf, lr) = (backend("rf").await, backend("lr").await);
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let events = dir.path().join("events");
-    let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nevents: {{ dir: {:?}, fsync: never }}\n{}",
-        events.display().to_string(),
-        common::net::two_arm(rf, lr, "")
-    );
-    let config = dir.path().join("routes.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let (proxy, admin): (SocketAddr, SocketAddr) = (
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        format!("127.0.0.1:{admin}").parse().unwrap(),
-    );
+    let s = Setup::new("events: { dir: EVENTS, fsync: never }\n", "").await;
+    let (proxy, admin, events, config) = (s.proxy, s.admin, s.events.clone(), s.config.clone());
     let mut cohort = CohortProcess::start(&config, &[]);
     // Load from 4 clients (bounded: 400 requests each), then SIGKILL mid-load.
     let mut load = Vec::new();
@@ -334,21 +330,8 @@ async fn after_sigkill_under_load_a_restart_skips_the_torn_line_and_counts_what_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_leaves_every_answered_request_in_the_log() {
-    let (rf, lr) = (backend("rf").await, backend("lr").await);
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let events = dir.path().join("events");
-    let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 300, drain_timeout_ms: 5000 }}\nevents: {{ dir: {:?}, fsync: interval }}\n{}",
-        events.display().to_string(),
-        common::net::two_arm(rf, lr, "")
-    );
-    let config = dir.path().join("routes.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let (proxy, admin): (SocketAddr, SocketAddr) = (
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        format!("127.0.0.1:{admin}").parse().unwrap(),
-    );
+    let s = Setup::new("shutdown: { grace_ms: 300, drain_timeout_ms: 5000 }\nevents: { dir: EVENTS, fsync: interval }\n", "").await;
+    let (proxy, admin, events, config) = (s.proxy, s.admin, s.events.clone(), s.config.clone());
     let mut cohort = CohortProcess::start(&config, &[]);
     // 4 clients (bounded: 2000 requests each) keep going until the proxy stops answering.
     let mut load = Vec::new();
