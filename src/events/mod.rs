@@ -18,4 +18,4 @@ pub mod writer;
 
 pub use counts::LiveCounts;
 pub use schema::{Conversion, Event, Exposure};
-pub use writer::{EventLog, EventSink, SegmentLog, WriterOptions};
+pub use writer::{EventLog, EventSink, LazyEvent, SegmentLog, WriterOptions};

@@ -154,9 +154,19 @@ impl EventSink for SegmentLog {
     }
 }
 
+/// An event whose serializable form is built on the writer thread, off the request path:
+/// the handler hands over indices and what it already owns; names are resolved and the
+/// timestamp is formatted by the writer.
+pub trait LazyEvent: Send + Sync {
+    fn build(self: Box<Self>) -> Event;
+    /// Marks the response as failed after its head (exposures only).
+    fn set_aborted(&mut self);
+}
+
 /// What travels to the writer thread.
 enum Msg {
     Event(Box<Event>),
+    Lazy(Box<dyn LazyEvent>),
     /// Write what came before, sync, and stop (clean shutdown).
     Stop,
 }
@@ -173,6 +183,14 @@ impl EventLog {
     /// client was told were accepted. Call it off the async runtime (it may block).
     pub fn record_blocking(&self, event: Event) {
         if self.tx.send(Msg::Event(Box::new(event))).is_err() {
+            self.dropped.inc();
+        }
+    }
+
+    /// Records an event to be built on the writer thread; never waits (full: counted drop).
+    #[inline]
+    pub fn record_lazy(&self, event: Box<dyn LazyEvent>) {
+        if self.tx.try_send(Msg::Lazy(event)).is_err() {
             self.dropped.inc();
         }
     }
@@ -286,6 +304,7 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
         let mut stop = false;
         let first = match rx.recv_timeout(interval) {
             Ok(Msg::Event(e)) => Some(e),
+            Ok(Msg::Lazy(e)) => Some(Box::new(e.build())),
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                 stop = true;
                 None
@@ -300,6 +319,11 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
             while batch.len() < BATCH {
                 match rx.try_recv() {
                     Ok(Msg::Event(e)) => {
+                        push(&mut buf, &e);
+                        batch.push(e);
+                    }
+                    Ok(Msg::Lazy(e)) => {
+                        let e = Box::new(e.build());
                         push(&mut buf, &e);
                         batch.push(e);
                     }

@@ -36,7 +36,7 @@ use tracing::{debug, info_span, warn, Instrument};
 use crate::assign::{assign, forced_variant, unit::find_unit};
 use crate::config::schema::{OnMissingUnit, Protocol, UnitKind};
 use crate::config::{ConfigError, HostHeader, Routes};
-use crate::events::{Event, EventLog, Exposure};
+use crate::events::{Event, EventLog, Exposure, LazyEvent};
 use crate::live::Live;
 use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::request_id;
@@ -178,13 +178,20 @@ impl Proxy {
         handles.duration.observe(start.elapsed().as_secs_f64());
         match (&self.events, chosen) {
             (Some(log), Some(c)) => {
-                let exposure = exposure(&serving, c, arrival, start, resp.status().as_u16());
+                let pending = Box::new(PendingExposure {
+                    latency: c.head.unwrap_or_else(|| start.elapsed()),
+                    serving,
+                    chosen: c,
+                    arrival,
+                    status: resp.status().as_u16(),
+                    aborted: false,
+                });
                 if own_error {
-                    log.record(Event::Exposure(exposure));
+                    log.record_lazy(pending);
                     resp
                 } else {
                     // Written when the response ends: complete, or aborted mid-body.
-                    resp.map(|body| RecordOnEnd::new(body, exposure, log.clone()).boxed())
+                    resp.map(|body| RecordOnEnd::new(body, pending, log.clone()).boxed())
                 }
             }
             _ => resp,
@@ -561,33 +568,52 @@ pub fn conversions_response(
 }
 
 /// The exposure event of a request that ran an experiment.
-fn exposure(
-    serving: &Serving,
-    c: Chosen,
+/// A request's exposure as the handler knows it; the writer thread turns it into an
+/// [`Exposure`] (names resolved through the table it was served by, timestamp formatted).
+struct PendingExposure {
+    serving: Arc<Serving>,
+    chosen: Chosen,
     arrival: std::time::SystemTime,
-    start: std::time::Instant,
+    latency: std::time::Duration,
     status: u16,
-) -> Exposure {
-    let route = &serving.routes.routes[c.route];
-    let exp = &serving.routes.experiments[route.experiment];
-    let unit_missing = c.unit.is_none();
-    Exposure {
-        v: Some(1),
-        ts: crate::clock::rfc3339(arrival),
-        experiment: exp.name.clone(),
-        // A request without a unit is recorded under its request id, and marked.
-        unit: c.unit.unwrap_or_else(|| c.request_id.clone()),
-        variant: exp.variants[c.variant].name.clone(),
-        request_id: Some(c.request_id),
-        client_request_id: c.client_request_id,
-        config_version: Some(serving.routes.version.clone()),
-        route: Some(route.name.clone()),
-        status: Some(status),
-        latency_ms: Some(c.head.unwrap_or_else(|| start.elapsed()).as_secs_f64() * 1e3),
-        aborted: false,
-        forced: c.forced,
-        unit_missing,
-        phase: Some(exp.salt.clone()),
+    aborted: bool,
+}
+
+impl LazyEvent for PendingExposure {
+    fn build(self: Box<Self>) -> Event {
+        let PendingExposure {
+            serving,
+            chosen: c,
+            arrival,
+            latency,
+            status,
+            aborted,
+        } = *self;
+        let route = &serving.routes.routes[c.route];
+        let exp = &serving.routes.experiments[route.experiment];
+        let unit_missing = c.unit.is_none();
+        Event::Exposure(Exposure {
+            v: Some(1),
+            ts: crate::clock::rfc3339(arrival),
+            experiment: exp.name.clone(),
+            // A request without a unit is recorded under its request id, and marked.
+            unit: c.unit.unwrap_or_else(|| c.request_id.clone()),
+            variant: exp.variants[c.variant].name.clone(),
+            request_id: Some(c.request_id),
+            client_request_id: c.client_request_id,
+            config_version: Some(serving.routes.version.clone()),
+            route: Some(route.name.clone()),
+            status: Some(status),
+            latency_ms: Some(latency.as_secs_f64() * 1e3),
+            aborted,
+            forced: c.forced,
+            unit_missing,
+            phase: Some(exp.salt.clone()),
+        })
+    }
+
+    fn set_aborted(&mut self) {
+        self.aborted = true;
     }
 }
 

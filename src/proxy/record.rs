@@ -9,15 +9,15 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{Body, BoxError};
-use crate::events::{Event, EventLog, Exposure};
+use crate::events::{EventLog, LazyEvent};
 
 pub struct RecordOnEnd {
     inner: Body,
-    pending: Option<(Exposure, EventLog)>,
+    pending: Option<(Box<dyn LazyEvent>, EventLog)>,
 }
 
 impl RecordOnEnd {
-    pub fn new(inner: Body, exposure: Exposure, log: EventLog) -> Self {
+    pub fn new(inner: Body, exposure: Box<dyn LazyEvent>, log: EventLog) -> Self {
         let mut this = Self {
             inner,
             pending: Some((exposure, log)),
@@ -31,8 +31,10 @@ impl RecordOnEnd {
 
     fn finish(&mut self, aborted: bool) {
         if let Some((mut exposure, log)) = self.pending.take() {
-            exposure.aborted = aborted;
-            log.record(Event::Exposure(exposure));
+            if aborted {
+                exposure.set_aborted();
+            }
+            log.record_lazy(exposure);
         }
     }
 }
