@@ -251,6 +251,12 @@ fn version_of(file: &FileConfig) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&canonical))
 }
 
+/// A header value for a validated name or authority (always visible ASCII; an impossible
+/// failure degrades to an empty value rather than a panic).
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 fn list(names: &[&str]) -> String {
     if names.is_empty() {
         "none".to_owned()
@@ -483,6 +489,7 @@ fn compile_experiment(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> 
         }
         if let (Some(upstream), Some(host_header)) = (upstream, host_header) {
             variants.push(Variant {
+                name_value: header_value(&v.name),
                 name: v.name.clone(),
                 weight: v.weight,
                 share,
@@ -526,6 +533,7 @@ fn compile_experiment(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> 
         v.buckets = n;
     }
     Some(Experiment {
+        name_value: header_value(&e.name),
         name: e.name.clone(),
         unit: e.unit,
         unit_from,
@@ -626,6 +634,7 @@ fn upstream(c: &mut Checker<'_>, vpath: &str, v: &VariantConfig) -> Option<Upstr
     Some(Upstream {
         url: v.upstream.clone(),
         scheme,
+        host_value: header_value(authority.as_str()),
         authority,
         base_path,
     })

@@ -97,6 +97,8 @@ fn strip_port(host: &str) -> &str {
 #[derive(Debug, Clone)]
 pub struct Experiment {
     pub name: String,
+    /// `name` as a header value (`x-cohort-experiment`), made once here.
+    pub name_value: HeaderValue,
     pub unit: UnitKind,
     /// Empty for `unit: request`.
     pub unit_from: Vec<UnitSource>,
@@ -138,6 +140,8 @@ impl Experiment {
 #[derive(Debug, Clone)]
 pub struct Variant {
     pub name: String,
+    /// `name` as a header value (`x-cohort-variant`), made once here.
+    pub name_value: HeaderValue,
     pub weight: f64,
     /// weight / sum of weights.
     pub share: f64,
@@ -158,6 +162,8 @@ pub struct Upstream {
     pub url: String,
     pub scheme: Scheme,
     pub authority: Authority,
+    /// `authority` as a `Host` header value, made once here.
+    pub host_value: HeaderValue,
     /// Path prepended to every forwarded request's path ("" for none).
     pub base_path: String,
 }

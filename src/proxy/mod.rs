@@ -408,9 +408,7 @@ impl Proxy {
         }
         match &variant.host_header {
             HostHeader::Upstream => {
-                if let Ok(h) = HeaderValue::from_str(up.authority.as_str()) {
-                    parts.headers.insert(HOST, h);
-                }
+                parts.headers.insert(HOST, up.host_value.clone());
             }
             HostHeader::Preserve => {
                 if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
@@ -421,8 +419,10 @@ impl Proxy {
                 parts.headers.insert(HOST, h.clone());
             }
         }
-        if let Ok(v) = HeaderValue::from_str(&rid) {
-            parts.headers.insert(X_COHORT_REQUEST_ID, v);
+        // Names are validated to header-safe characters, so the id always is one.
+        let rid_value = HeaderValue::from_str(&rid).ok();
+        if let Some(v) = &rid_value {
+            parts.headers.insert(X_COHORT_REQUEST_ID, v.clone());
         }
         parts.uri = uri;
         let grpc = is_grpc(&parts.headers);
@@ -509,14 +509,10 @@ impl Proxy {
         parts.version = inbound_version;
         headers::strip_hop_by_hop(&mut parts.headers, false, switching);
         let h = &mut parts.headers;
-        for (name, value) in [
-            (X_COHORT_EXPERIMENT, exp.name.as_str()),
-            (X_COHORT_VARIANT, variant.name.as_str()),
-            (X_COHORT_REQUEST_ID, rid.as_str()),
-        ] {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                h.insert(name, v);
-            }
+        h.insert(X_COHORT_EXPERIMENT, exp.name_value.clone());
+        h.insert(X_COHORT_VARIANT, variant.name_value.clone());
+        if let Some(v) = rid_value {
+            h.insert(X_COHORT_REQUEST_ID, v);
         }
         if let (Some(id), Some(cookie)) = (&generated, &exp.generated_cookie) {
             let secure = if exp.cookie.secure { "; Secure" } else { "" };
