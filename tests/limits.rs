@@ -106,9 +106,8 @@ async fn a_100_mb_upload_streams_with_flat_memory() {
     );
 }
 
-#[tokio::test]
-async fn a_quiet_upstream_is_cut_off_mid_stream_and_counted() {
-    // The upstream sends its head and one chunk, then nothing.
+/// An upstream that sends its head and one chunk, then nothing.
+async fn quiet_upstream() -> std::net::SocketAddr {
     let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up = upstream.local_addr().unwrap();
     tokio::spawn(async move {
@@ -126,6 +125,12 @@ async fn a_quiet_upstream_is_cut_off_mid_stream_and_counted() {
             });
         }
     });
+    up
+}
+
+#[tokio::test]
+async fn a_quiet_upstream_is_cut_off_mid_stream_and_counted() {
+    let up = quiet_upstream().await;
     let (proxy, handle) =
         start_proxy_with(routes(&one_variant(up, ", idle_timeout_ms: 200"))).await;
     let client: Client<_, http_body_util::Empty<Bytes>> =
@@ -158,4 +163,45 @@ async fn a_quiet_upstream_is_cut_off_mid_stream_and_counted() {
         .with_label_values(&["e", "only", "idle_timeout"])
         .get();
     assert_eq!(idle, 1);
+}
+
+#[tokio::test]
+async fn over_http2_an_aborted_response_resets_only_its_stream() {
+    let up = quiet_upstream().await;
+    let (proxy, _) = start_proxy_with(routes(&one_variant(up, ", idle_timeout_ms: 200"))).await;
+    let client: Client<_, http_body_util::Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = Request::get(format!("http://{proxy}/stream"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let mut body = resp.into_body();
+    assert_eq!(
+        body.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "first"
+    );
+    let next = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("reset in time");
+    let err = match next {
+        Some(Err(e)) => e,
+        other => panic!("expected a reset stream, got {other:?}"),
+    };
+    assert!(
+        format!("{err:?}").to_lowercase().contains("reset")
+            || format!("{err:?}").contains("INTERNAL_ERROR"),
+        "{err:?}"
+    );
+    // The connection survives: another stream on it still works (it is aborted again,
+    // after its first chunk).
+    let req = Request::get(format!("http://{proxy}/again"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = client
+        .request(req)
+        .await
+        .expect("the HTTP/2 connection is still usable");
+    assert_eq!(resp.status(), 200);
 }
