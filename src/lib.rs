@@ -47,3 +47,4 @@ pub mod reload;
 pub mod request_id;
 pub mod runtime;
 pub mod server;
+pub mod stats;

@@ -1,0 +1,11 @@
+//! The statistics of an experiment: pure functions, no I/O.
+//!
+//! Both `cohort report` and the live admin view call these on the same counts, so they
+//! always agree. Every function is checked against an independent implementation
+//! (statsmodels, scipy, exact rational arithmetic) through fixtures committed with the
+//! script that made them (tests/fixtures/stats/).
+//!
+//! * [`proportions`]: Wilson and Newcombe intervals, the pooled two-proportion z test,
+//!   Fisher's exact test, Holm's adjustment.
+
+pub mod proportions;
