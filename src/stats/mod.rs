@@ -6,6 +6,11 @@
 //! script that made them (tests/fixtures/stats/).
 //!
 //! * [`proportions`]: Wilson and Newcombe intervals, the pooled two-proportion z test,
-//!   Fisher's exact test, Holm's adjustment.
+//!   Fisher's exact test, Holm's adjustment;
+//! * [`tables`]: the omnibus chi-square test across variants and the sample-ratio-mismatch
+//!   goodness of fit;
+//! * [`power`]: the units per variant a fixed-horizon test needs.
 
+pub mod power;
 pub mod proportions;
+pub mod tables;
