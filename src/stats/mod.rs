@@ -9,8 +9,10 @@
 //!   Fisher's exact test, Holm's adjustment;
 //! * [`tables`]: the omnibus chi-square test across variants and the sample-ratio-mismatch
 //!   goodness of fit;
-//! * [`power`]: the units per variant a fixed-horizon test needs.
+//! * [`power`]: the units per variant a fixed-horizon test needs;
+//! * [`relative`]: the relative lift with GrowthBook's frequentist interval.
 
 pub mod power;
 pub mod proportions;
+pub mod relative;
 pub mod tables;

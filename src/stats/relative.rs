@@ -1,0 +1,89 @@
+//! The relative lift rate_t / rate_c − 1 with its interval and p, exactly as GrowthBook's
+//! frequentist engine computes it (gbstats 0.8.0 `TwoSidedTTest` on
+//! `ProportionStatistic`s, control as the baseline, `difference_type="relative"`):
+//!
+//! * variance by the delta method: v_t / (p_c² n_t) + v_c p_t² / (p_c⁴ n_c), v = p(1 − p);
+//! * Welch–Satterthwaite degrees of freedom on the *raw* per-arm variances;
+//! * interval estimate ± t₁₋α/₂,df · √variance; p = 2 (1 − F_t(|estimate| / √variance)).
+//!
+//! Where gbstats returns an error (control rate 0; an arm's rate 0 or 1, which includes
+//! every arm of one unit) this returns the reason instead of gbstats' placeholder
+//! 0 / [0, 0] / 1, so that no report shows a made-up number.
+
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+use super::proportions::Interval;
+
+/// The relative lift of a treatment over the control.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RelativeLift {
+    pub estimate: f64,
+    pub ci: Interval,
+    pub p_value: f64,
+    /// Welch–Satterthwaite degrees of freedom.
+    pub df: f64,
+}
+
+/// Why there is no relative lift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoRelativeLift {
+    /// An arm has no units.
+    EmptyArm,
+    /// The control's rate is 0: a relative change of 0 is undefined.
+    ZeroBaseline,
+    /// An arm's rate is 0 or 1, so its variance is 0 (every one-unit arm).
+    ZeroVariance,
+}
+
+impl NoRelativeLift {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::EmptyArm => "an arm has no units",
+            Self::ZeroBaseline => {
+                "the control's conversion rate is 0, so a relative lift is undefined"
+            }
+            Self::ZeroVariance => {
+                "an arm's conversion rate is 0 or 1 (zero variance), so the t interval is undefined"
+            }
+        }
+    }
+}
+
+/// The relative lift of `c_t / n_t` over `c_c / n_c` at level `1 − alpha`.
+pub fn relative_lift(
+    c_t: u64,
+    n_t: u64,
+    c_c: u64,
+    n_c: u64,
+    alpha: f64,
+) -> Result<RelativeLift, NoRelativeLift> {
+    if n_t == 0 || n_c == 0 {
+        return Err(NoRelativeLift::EmptyArm);
+    }
+    let (nt, nc) = (n_t as f64, n_c as f64);
+    let (pt, pc) = (c_t as f64 / nt, c_c as f64 / nc);
+    if pc == 0.0 {
+        return Err(NoRelativeLift::ZeroBaseline);
+    }
+    let (vt, vc) = (pt * (1.0 - pt), pc * (1.0 - pc));
+    if vt <= 0.0 || vc <= 0.0 {
+        return Err(NoRelativeLift::ZeroVariance);
+    }
+    let estimate = (pt - pc) / pc;
+    let variance = vt / (pc * pc * nt) + vc * pt * pt / (pc.powi(4) * nc);
+    let df = (vt / nt + vc / nc).powi(2)
+        / (vt * vt / (nt * nt * (nt - 1.0)) + vc * vc / (nc * nc * (nc - 1.0)));
+    let t = StudentsT::new(0.0, 1.0, df).map_err(|_| NoRelativeLift::ZeroVariance)?;
+    let se = variance.sqrt();
+    let width = t.inverse_cdf(1.0 - alpha / 2.0) * se;
+    Ok(RelativeLift {
+        estimate,
+        ci: Interval {
+            low: estimate - width,
+            high: estimate + width,
+        },
+        p_value: 2.0 * (1.0 - t.cdf((estimate / se).abs())),
+        df,
+    })
+}

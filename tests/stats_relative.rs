@@ -1,0 +1,60 @@
+//! The relative lift against GrowthBook's engine (tests/fixtures/stats/relative.py, gbstats
+//! 0.8.0): values where gbstats computes them, a reason (never a placeholder) where it errs.
+
+use cohort::stats::relative::{relative_lift, NoRelativeLift};
+use serde_json::Value;
+
+fn close(got: f64, want: f64, what: &str) {
+    let tol = 1e-8 * want.abs().max(1e-3);
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: got {got}, reference {want}"
+    );
+}
+
+#[test]
+fn relative_lift_matches_gbstats() {
+    let fx: Value = serde_json::from_str(include_str!("fixtures/stats/relative.json")).unwrap();
+    let cases = fx["cases"].as_array().unwrap();
+    let mut computed = 0;
+    for case in cases {
+        let g = |k: &str| case[k].as_u64().unwrap();
+        let (ct, nt, cc, nc) = (g("c_t"), g("n_t"), g("c_c"), g("n_c"));
+        let alpha = case["alpha"].as_f64().unwrap();
+        let label = format!("{ct}/{nt} vs {cc}/{nc} at alpha {alpha}");
+        match (relative_lift(ct, nt, cc, nc, alpha), case["error"].as_str()) {
+            (Ok(r), None) => {
+                close(
+                    r.estimate,
+                    case["estimate"].as_f64().unwrap(),
+                    &format!("{label} estimate"),
+                );
+                close(
+                    r.ci.low,
+                    case["ci"][0].as_f64().unwrap(),
+                    &format!("{label} ci low"),
+                );
+                close(
+                    r.ci.high,
+                    case["ci"][1].as_f64().unwrap(),
+                    &format!("{label} ci high"),
+                );
+                close(
+                    r.p_value,
+                    case["p_value"].as_f64().unwrap(),
+                    &format!("{label} p"),
+                );
+                close(r.df, case["df"].as_f64().unwrap(), &format!("{label} df"));
+                computed += 1;
+            }
+            (Err(NoRelativeLift::ZeroBaseline), Some("ZERO_NEGATIVE_BASELINE_VARIATION")) => {}
+            (Err(NoRelativeLift::ZeroVariance), Some("ZERO_NEGATIVE_VARIANCE")) => {}
+            (got, want) => panic!("{label}: cohort {got:?}, gbstats {want:?}"),
+        }
+    }
+    assert!(computed >= 10, "only {computed} cases had values");
+    assert_eq!(
+        relative_lift(1, 0, 1, 10, 0.05),
+        Err(NoRelativeLift::EmptyArm)
+    );
+}
