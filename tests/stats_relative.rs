@@ -58,3 +58,41 @@ fn relative_lift_matches_gbstats() {
         Err(NoRelativeLift::EmptyArm)
     );
 }
+
+#[test]
+fn the_sequential_interval_and_p_match_gbstats() {
+    use cohort::stats::relative::sequential_relative_lift;
+    let fx: Value = serde_json::from_str(include_str!("fixtures/stats/relative.json")).unwrap();
+    let mut computed = 0;
+    for case in fx["sequential"].as_array().unwrap() {
+        let g = |k: &str| case[k].as_u64().unwrap();
+        let (ct, nt, cc, nc) = (g("c_t"), g("n_t"), g("c_c"), g("n_c"));
+        let (alpha, n_star) = (
+            case["alpha"].as_f64().unwrap(),
+            case["n_star"].as_f64().unwrap(),
+        );
+        let label = format!("{ct}/{nt} vs {cc}/{nc}, alpha {alpha}, N* {n_star}");
+        match (
+            sequential_relative_lift(ct, nt, cc, nc, alpha, n_star),
+            case["error"].as_str(),
+        ) {
+            (Ok((ci, p)), None) => {
+                close(
+                    ci.low,
+                    case["ci"][0].as_f64().unwrap(),
+                    &format!("{label} ci low"),
+                );
+                close(
+                    ci.high,
+                    case["ci"][1].as_f64().unwrap(),
+                    &format!("{label} ci high"),
+                );
+                close(p, case["p_value"].as_f64().unwrap(), &format!("{label} p"));
+                computed += 1;
+            }
+            (Err(_), Some(_)) => {}
+            (got, want) => panic!("{label}: cohort {got:?}, gbstats {want:?}"),
+        }
+    }
+    assert!(computed >= 20, "only {computed} cases had values");
+}

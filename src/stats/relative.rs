@@ -87,3 +87,37 @@ pub fn relative_lift(
         df,
     })
 }
+
+/// GrowthBook's always-valid (sequential) interval and p for the relative lift: the
+/// asymptotic confidence sequence of Waudby-Smith et al. (eq. 9, ρ from eq. 161, the
+/// e-value of eq. 155) as gbstats 0.8.0 `SequentialTwoSidedTTest` computes it, with tuning
+/// parameter `n_star`. p = min(1, 1/E). Same errors as [`relative_lift`].
+pub fn sequential_relative_lift(
+    c_t: u64,
+    n_t: u64,
+    c_c: u64,
+    n_c: u64,
+    alpha: f64,
+    n_star: f64,
+) -> Result<(Interval, f64), NoRelativeLift> {
+    let fixed = relative_lift(c_t, n_t, c_c, n_c, alpha)?;
+    let (nt, nc) = (n_t as f64, n_c as f64);
+    let (pt, pc) = (c_t as f64 / nt, c_c as f64 / nc);
+    let (vt, vc) = (pt * (1.0 - pt), pc * (1.0 - pc));
+    let variance = vt / (pc * pc * nt) + vc * pt * pt / (pc.powi(4) * nc);
+    let n = nt + nc;
+    let rho = ((-2.0 * alpha.ln() + (-2.0 * alpha.ln() + 1.0).ln()) / n_star).sqrt();
+    let nr2p1 = n * rho * rho + 1.0;
+    let s2 = variance * n;
+    let width =
+        s2.sqrt() * ((2.0 * nr2p1) * (nr2p1.sqrt() / alpha).ln() / (n * rho).powi(2)).sqrt();
+    let st2 = fixed.estimate.powi(2) * n / variance;
+    let evalue = (rho * rho * st2 / (2.0 * nr2p1)).exp() / nr2p1.sqrt();
+    Ok((
+        Interval {
+            low: fixed.estimate - width,
+            high: fixed.estimate + width,
+        },
+        (1.0 / evalue).min(1.0),
+    ))
+}
