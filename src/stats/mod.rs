@@ -10,9 +10,11 @@
 //! * [`tables`]: the omnibus chi-square test across variants and the sample-ratio-mismatch
 //!   goodness of fit;
 //! * [`power`]: the units per variant a fixed-horizon test needs;
-//! * [`relative`]: the relative lift with GrowthBook's frequentist interval.
+//! * [`relative`]: the relative lift with GrowthBook's fixed and sequential intervals;
+//! * [`welch`]: value per unit, Welch's t-test on running moments.
 
 pub mod power;
 pub mod proportions;
 pub mod relative;
 pub mod tables;
+pub mod welch;
