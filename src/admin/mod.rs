@@ -40,7 +40,7 @@ use crate::config::schema::Scope;
 use crate::events::LiveCounts;
 use crate::proxy::{Body, BoxError, Proxy};
 use crate::reload::{Outcome, Reloader, RuntimeChange, RuntimeError, Trigger};
-use auth::{AdminAuth, Denied};
+use auth::{AdminAuth, Caller, Denied};
 
 /// What the admin endpoints read.
 pub struct Admin {
@@ -144,9 +144,27 @@ impl Admin {
             "/v1/experiments" => self.experiments(),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": format!("no admin endpoint {path}"), "endpoints": ["/metrics", "/healthz", "/readyz", "/v1/assign?experiment=E&unit=U", "/v1/config", "/v1/experiments", "POST /v1/reload"]}),
+                json!({"error": format!("no admin endpoint {path}"), "endpoints": ["/metrics", "/healthz", "/readyz", "/v1/assign?experiment=E&unit=U", "/v1/config", "/v1/experiments", "/v1/experiments/{name}/counts", "POST /v1/reload", "PUT /v1/experiments/{name}/weights", "POST /v1/experiments/{name}/promote", "POST /v1/experiments/{name}/reset", "POST /v1/conversions"]}),
             ),
         }
+    }
+
+    /// Who may change the table (scope `control`), and the reload task that changes it.
+    fn control(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<(Caller, &ReloadHandle), Box<Response<Body>>> {
+        let caller = self
+            .auth
+            .check(headers, Scope::Control)
+            .map_err(|d| Box::new(denied_response(d)))?;
+        let handle = self.reload.as_ref().ok_or_else(|| {
+            Box::new(json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "this process serves no config file, so there is nothing to reload or change"}),
+            ))
+        })?;
+        Ok((caller, handle))
     }
 
     /// `POST /v1/reload`: runs a reload through the reload task and answers its outcome.
@@ -157,15 +175,9 @@ impl Admin {
                 json!({"error": "/v1/reload answers POST only"}),
             );
         }
-        let caller = match self.auth.check(req.headers(), Scope::Control) {
-            Ok(c) => c,
-            Err(denied) => return denied_response(denied),
-        };
-        let Some(handle) = &self.reload else {
-            return json_response(
-                StatusCode::CONFLICT,
-                json!({"error": "this process has no config file to reload"}),
-            );
+        let (caller, handle) = match self.control(req.headers()) {
+            Ok(ok) => ok,
+            Err(resp) => return *resp,
         };
         info!(caller = %caller, %peer, "reload requested through the admin API");
         let (tx, rx) = oneshot::channel();
@@ -224,15 +236,9 @@ impl Admin {
                 json!({"error": format!("/v1/experiments/{{name}}/{action} answers {expected} only")}),
             );
         }
-        let caller = match self.auth.check(req.headers(), Scope::Control) {
-            Ok(c) => c,
-            Err(denied) => return denied_response(denied),
-        };
-        let Some(handle) = &self.reload else {
-            return json_response(
-                StatusCode::CONFLICT,
-                json!({"error": "this process has no config file to change"}),
-            );
+        let (caller, handle) = match self.control(req.headers()) {
+            Ok(ok) => ok,
+            Err(resp) => return *resp,
         };
         let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
             .collect()
