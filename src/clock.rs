@@ -29,6 +29,93 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Nanoseconds since the Unix epoch of an RFC 3339 timestamp (`2026-11-25T14:25:10.123Z`,
+/// any number of fraction digits, `Z` or a `±HH:MM` offset; a space for the `T` is accepted).
+/// None when it is not one.
+pub fn parse_nanos(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let mut v = 0i64;
+        for &c in &b[r] {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + i64::from(c - b'0');
+        }
+        Some(v)
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 9 {
+                frac = frac * 10 + i64::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        for _ in (i - start)..9 {
+            frac *= 10;
+        }
+    }
+    let offset_s = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+            let o = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+            if sign == b'+' {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo as u32, d as u32);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec + offset_s;
+    secs.checked_mul(1_000_000_000)?.checked_add(frac)
+}
+
+/// RFC 3339 UTC with milliseconds of nanoseconds since the epoch (inverse of
+/// [`parse_nanos`] to the millisecond).
+pub fn from_nanos(ns: i64) -> String {
+    let (secs, sub) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, day) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        sub / 1_000_000
+    )
+}
+
+/// Days since 1970-01-01 of a civil date (Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// (year, month, day) of a day count since 1970-01-01.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -59,5 +146,31 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_564_800)),
             "2026-11-25T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn parsing_inverts_formatting_and_honours_offsets() {
+        for ms in [0i64, 951_827_696_789, 1_795_564_800_123, -86_400_000] {
+            let s = rfc3339(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64));
+            if ms >= 0 {
+                assert_eq!(parse_nanos(&s), Some(ms * 1_000_000), "{s}");
+            }
+            assert_eq!(parse_nanos(&from_nanos(ms * 1_000_000)), Some(ms * 1_000_000));
+        }
+        assert_eq!(
+            parse_nanos("2026-11-25T01:00:00+01:00"),
+            parse_nanos("2026-11-25T00:00:00Z")
+        );
+        assert_eq!(
+            parse_nanos("2026-11-25T00:00:00.5Z"),
+            Some(1_795_564_800_500_000_000)
+        );
+        assert_eq!(
+            parse_nanos("2026-11-25T00:00:00.123456789Z"),
+            Some(1_795_564_800_123_456_789)
+        );
+        for bad in ["", "2026-11-25", "2026-13-01T00:00:00Z", "2026-11-25T00:00:00", "2026-11-25T00:00:00.Z", "x026-11-25T00:00:00Z"] {
+            assert_eq!(parse_nanos(bad), None, "{bad}");
+        }
     }
 }

@@ -10,11 +10,13 @@
 //! * [`tables`]: the omnibus chi-square test across variants and the sample-ratio-mismatch
 //!   goodness of fit;
 //! * [`bayes`]: Beta posteriors, P(beat control), expected loss, P(best), by quadrature;
+//! * [`decision`]: the rule that turns the numbers into winner / roll back / keep running;
 //! * [`power`]: the units per variant a fixed-horizon test needs;
 //! * [`relative`]: the relative lift with GrowthBook's fixed and sequential intervals;
 //! * [`welch`]: value per unit, Welch's t-test on running moments.
 
 pub mod bayes;
+pub mod decision;
 pub mod power;
 pub mod proportions;
 pub mod relative;
