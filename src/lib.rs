@@ -33,6 +33,7 @@
 //! The statistics and the reports follow in their own modules as they land (README, "Status").
 
 pub mod admin;
+pub mod analysis;
 pub mod assign;
 pub mod cli;
 pub mod clock;

@@ -25,6 +25,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::proportions::{fisher_exact, holm, pooled_z};
+use super::relative::sequential_relative_lift;
+
 /// One variant as the rule sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Arm {
@@ -288,6 +291,80 @@ fn continue_reason(look: &Look, guarded: &[usize], gated: bool) -> String {
         };
     }
     "no significant difference yet".to_owned()
+}
+
+/// The test behind a fixed-horizon p.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Test {
+    Z,
+    Fisher,
+}
+
+/// The fixed-horizon two-sided p of a treatment against the control: the pooled z test,
+/// or Fisher's exact test when any expected cell of the 2×2 table is below 5. None when
+/// an arm has no units.
+pub fn fixed_p(c_t: u64, n_t: u64, c_c: u64, n_c: u64) -> Option<(f64, Test)> {
+    if n_t == 0 || n_c == 0 {
+        return None;
+    }
+    let (n, conv) = ((n_t + n_c) as f64, (c_t + c_c) as f64);
+    let min_expected = [n_t as f64, n_c as f64]
+        .iter()
+        .flat_map(|&row| [row * conv / n, row * (n - conv) / n])
+        .fold(f64::INFINITY, f64::min);
+    if min_expected < 5.0 {
+        return Some((fisher_exact(c_t, n_t, c_c, n_c), Test::Fisher));
+    }
+    // Expected cells ≥ 5 imply a non-zero pooled variance.
+    pooled_z(c_t, n_t, c_c, n_c).map(|(_, p)| (p, Test::Z))
+}
+
+/// Which p-value the rule uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Method {
+    /// GrowthBook's always-valid p for the relative lift, with tuning parameter N*.
+    Sequential { n_star: f64 },
+    /// The fixed-horizon p ([`fixed_p`]).
+    Fixed,
+}
+
+/// The decision p of every arm (None for the control and where undefined), Holm-adjusted
+/// across the treatments that have one.
+pub fn decision_p(arms: &[Arm], control: usize, method: Method, alpha: f64) -> Vec<Option<f64>> {
+    let c = &arms[control];
+    let raw: Vec<Option<f64>> = arms
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if i == control {
+                return None;
+            }
+            match method {
+                Method::Fixed => fixed_p(t.conversions, t.units, c.conversions, c.units).map(|p| p.0),
+                Method::Sequential { n_star } => sequential_relative_lift(
+                    t.conversions,
+                    t.units,
+                    c.conversions,
+                    c.units,
+                    alpha,
+                    n_star,
+                )
+                .ok()
+                .map(|(_, p)| p),
+            }
+        })
+        .collect();
+    holm_some(&raw)
+}
+
+/// Holm's adjustment over the values present; absent ones stay absent.
+pub fn holm_some(raw: &[Option<f64>]) -> Vec<Option<f64>> {
+    let present: Vec<f64> = raw.iter().flatten().copied().collect();
+    let mut adjusted = holm(&present).into_iter();
+    raw.iter()
+        .map(|p| p.and_then(|_| adjusted.next()))
+        .collect()
 }
 
 #[cfg(test)]

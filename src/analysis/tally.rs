@@ -1,0 +1,302 @@
+//! Per-unit state gathered from events in *any* order, so that segments can be read in
+//! parallel and replicas' logs merged, with the same result as reading them in `ts` order.
+//!
+//! A unit keeps the time and variant of its first exposure (min `ts`) and the earliest
+//! time it was seen in any *other* variant (its crossover). Inserting exposures one by one
+//! or merging two partial tallies gives the same state whatever the order (proved by the
+//! property test below). Conversions are held until every exposure is in (whether a
+//! conversion counts depends on the unit's final first exposure), as (unit, ts, value).
+//!
+//! Memory grows with distinct units (≈ 60 bytes plus the id) and with conversions
+//! (≈ 40 bytes plus the id), never with exposures.
+
+use std::collections::HashMap;
+
+/// "Never" for a timestamp.
+pub const NEVER: i64 = i64::MAX;
+/// A unit whose first exposure carried no known config version.
+pub const NO_VERSION: u32 = u32::MAX;
+
+/// One unit's exposures, folded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnitState {
+    /// ts of the first exposure (ns since the epoch).
+    pub first: i64,
+    /// The earliest exposure in another variant than `variant` (NEVER: none).
+    pub other: i64,
+    /// The first exposure's variant (index into the experiment's names).
+    pub variant: u16,
+    /// The first exposure's config version (index, or NO_VERSION).
+    pub version: u32,
+}
+
+impl UnitState {
+    /// Folds `b` into `a` (commutative and associative up to exact ties, which are
+    /// broken by variant index so that the result never depends on order).
+    fn absorb(&mut self, b: UnitState) {
+        if self.variant == b.variant {
+            if b.first < self.first {
+                self.first = b.first;
+                self.version = b.version;
+            } else if b.first == self.first {
+                self.version = self.version.min(b.version);
+            }
+            self.other = self.other.min(b.other);
+            return;
+        }
+        let a_first = (self.first, self.variant) < (b.first, b.variant);
+        if a_first {
+            self.other = self.other.min(b.first);
+        } else {
+            let other = b.other.min(self.first);
+            *self = UnitState { other, ..b };
+        }
+    }
+}
+
+/// A conversion waiting for the unit's exposures.
+#[derive(Debug, Clone)]
+pub struct PendingConversion {
+    pub unit: Box<str>,
+    pub ts: i64,
+    pub value: f64,
+}
+
+/// The units of one phase (one salt) of an experiment.
+#[derive(Debug, Default, Clone)]
+pub struct PhaseTally {
+    pub units: HashMap<Box<str>, UnitState>,
+    /// Latest exposure ts in this phase.
+    pub last_ts: i64,
+}
+
+/// Everything read about one experiment.
+#[derive(Debug, Default, Clone)]
+pub struct ExperimentTally {
+    /// Variant names, in order of first appearance (indices in [`UnitState`]).
+    pub variants: Vec<String>,
+    /// Config versions, in order of first appearance.
+    pub versions: Vec<String>,
+    /// By phase ("" when the events carry none).
+    pub phases: HashMap<String, PhaseTally>,
+    pub conversions: Vec<PendingConversion>,
+    /// Exposures that never count (forced by override, or without a unit).
+    pub excluded_exposures: u64,
+    /// Exposures (counted ones) per variant index.
+    pub exposures: Vec<u64>,
+}
+
+impl ExperimentTally {
+    fn variant(&mut self, name: &str) -> u16 {
+        if let Some(i) = self.variants.iter().position(|v| v == name) {
+            return i as u16;
+        }
+        self.variants.push(name.to_owned());
+        self.exposures.push(0);
+        (self.variants.len() - 1) as u16
+    }
+
+    fn version(&mut self, name: Option<&str>) -> u32 {
+        let Some(name) = name else {
+            return NO_VERSION;
+        };
+        // Few versions per log, and the last one is almost always the one asked for.
+        if let Some(i) = self.versions.iter().rposition(|v| v == name) {
+            return i as u32;
+        }
+        self.versions.push(name.to_owned());
+        (self.versions.len() - 1) as u32
+    }
+
+    fn insert(&mut self, phase: &str, unit: &str, state: UnitState) {
+        let p = match self.phases.get_mut(phase) {
+            Some(p) => p,
+            None => self.phases.entry(phase.to_owned()).or_default(),
+        };
+        p.last_ts = p.last_ts.max(state.first);
+        match p.units.get_mut(unit) {
+            Some(s) => s.absorb(state),
+            None => {
+                p.units.insert(unit.into(), state);
+            }
+        }
+    }
+}
+
+/// Every experiment's tally.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub experiments: HashMap<String, ExperimentTally>,
+}
+
+/// One exposure line, as the tally needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ExposureObs<'a> {
+    pub experiment: &'a str,
+    pub unit: &'a str,
+    pub variant: &'a str,
+    pub ts: i64,
+    pub config_version: Option<&'a str>,
+    pub phase: Option<&'a str>,
+    /// Forced by override or without a unit: counted, never analysed.
+    pub excluded: bool,
+}
+
+impl Tally {
+    fn experiment(&mut self, name: &str) -> &mut ExperimentTally {
+        if !self.experiments.contains_key(name) {
+            self.experiments
+                .insert(name.to_owned(), ExperimentTally::default());
+        }
+        // Just inserted when missing.
+        self.experiments.get_mut(name).expect("present")
+    }
+
+    pub fn exposure(&mut self, e: ExposureObs) {
+        let x = self.experiment(e.experiment);
+        if e.excluded {
+            x.excluded_exposures += 1;
+            return;
+        }
+        let variant = x.variant(e.variant);
+        x.exposures[variant as usize] += 1;
+        let version = x.version(e.config_version);
+        x.insert(
+            e.phase.unwrap_or(""),
+            e.unit,
+            UnitState {
+                first: e.ts,
+                other: NEVER,
+                variant,
+                version,
+            },
+        );
+    }
+
+    pub fn conversion(&mut self, experiment: &str, unit: &str, ts: i64, value: f64) {
+        self.experiment(experiment)
+            .conversions
+            .push(PendingConversion {
+                unit: unit.into(),
+                ts,
+                value,
+            });
+    }
+
+    /// Folds another tally (another segment, another replica) into this one.
+    pub fn merge(&mut self, other: Tally) {
+        for (name, theirs) in other.experiments {
+            let ours = self.experiment(&name);
+            let vmap: Vec<u16> = theirs.variants.iter().map(|v| ours.variant(v)).collect();
+            let version_map: Vec<u32> = theirs
+                .versions
+                .iter()
+                .map(|v| ours.version(Some(v)))
+                .collect();
+            for (i, n) in theirs.exposures.iter().enumerate() {
+                ours.exposures[vmap[i] as usize] += n;
+            }
+            ours.excluded_exposures += theirs.excluded_exposures;
+            ours.conversions.extend(theirs.conversions);
+            for (phase, p) in theirs.phases {
+                for (unit, s) in p.units {
+                    let s = UnitState {
+                        variant: vmap[s.variant as usize],
+                        version: version_map.get(s.version as usize).copied().unwrap_or(NO_VERSION),
+                        ..s
+                    };
+                    let mine = match ours.phases.get_mut(&phase) {
+                        Some(m) => m,
+                        None => ours.phases.entry(phase.clone()).or_default(),
+                    };
+                    mine.last_ts = mine.last_ts.max(s.first);
+                    match mine.units.get_mut(&unit) {
+                        Some(m) => m.absorb(s),
+                        None => {
+                            mine.units.insert(unit, s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn state_of(tally: &Tally) -> Vec<(String, i64, i64, String)> {
+        let x = &tally.experiments["e"];
+        let mut out: Vec<_> = x.phases[""]
+            .units
+            .iter()
+            .map(|(u, s)| {
+                (
+                    u.to_string(),
+                    s.first,
+                    s.other,
+                    x.variants[s.variant as usize].clone(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn feed(t: &mut Tally, events: &[(u8, u8, i64)]) {
+        for &(unit, variant, ts) in events {
+            t.exposure(ExposureObs {
+                experiment: "e",
+                unit: &format!("u{unit}"),
+                variant: ["a", "b", "c"][variant as usize],
+                ts,
+                config_version: None,
+                phase: None,
+                excluded: false,
+            });
+        }
+    }
+
+    proptest! {
+        /// Any order, any split into partial tallies merged in any order: the same units.
+        #[test]
+        fn order_and_partition_do_not_matter(
+            events in proptest::collection::vec((0u8..6, 0u8..3, 0i64..20), 1..40),
+            cut in 0usize..40,
+            seed in any::<u64>(),
+        ) {
+            let mut sorted = events.clone();
+            sorted.sort_by_key(|e| e.2);
+            let mut reference = Tally::default();
+            feed(&mut reference, &sorted);
+
+            let mut shuffled = events.clone();
+            let mut s = seed;
+            for i in (1..shuffled.len()).rev() {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                shuffled.swap(i, (s >> 33) as usize % (i + 1));
+            }
+            let cut = cut.min(shuffled.len());
+            let (mut left, mut right) = (Tally::default(), Tally::default());
+            feed(&mut left, &shuffled[..cut]);
+            feed(&mut right, &shuffled[cut..]);
+            right.merge(left);
+            prop_assert_eq!(state_of(&reference), state_of(&right));
+        }
+    }
+
+    #[test]
+    fn a_second_variant_marks_the_crossover_time() {
+        let mut t = Tally::default();
+        feed(&mut t, &[(1, 1, 10), (1, 1, 5), (1, 0, 7), (2, 2, 3)]);
+        assert_eq!(
+            state_of(&t),
+            vec![
+                ("u1".to_owned(), 5, 7, "b".to_owned()),
+                ("u2".to_owned(), 3, NEVER, "c".to_owned())
+            ]
+        );
+    }
+}
