@@ -45,6 +45,7 @@ pub mod live;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod report;
 pub mod request_id;
 pub mod runtime;
 pub mod server;

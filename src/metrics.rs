@@ -86,6 +86,42 @@ fn latency_buckets() -> Vec<f64> {
 
 impl Metrics {
     /// Creates and registers every family.
+    /// The analysis gauges from a report: units, conversion rate, the decision p and
+    /// P(beat control) per variant, and the SRM p.
+    pub fn set_report(&self, r: &crate::analysis::Report) {
+        let e = r.experiment.as_str();
+        for v in &r.variants {
+            self.experiment_units
+                .with_label_values(&[e, &v.name])
+                .set(i64::try_from(v.units).unwrap_or(i64::MAX));
+            if let Some(rate) = v.rate {
+                self.experiment_conversion_rate
+                    .with_label_values(&[e, &v.name])
+                    .set(rate);
+            }
+        }
+        for c in &r.comparisons {
+            let p = if r.method == "fixed" {
+                c.p_value_holm
+            } else {
+                c.seq_p_value_holm
+            };
+            if let Some(p) = p {
+                self.experiment_p_value
+                    .with_label_values(&[e, &c.variant])
+                    .set(p);
+            }
+            if let Some(p) = c.prob_beat_control {
+                self.experiment_prob_beat_control
+                    .with_label_values(&[e, &c.variant])
+                    .set(p);
+            }
+        }
+        if let Some(p) = r.srm.p_value {
+            self.srm_p_value.with_label_values(&[e]).set(p);
+        }
+    }
+
     pub fn new() -> Self {
         let registry = Registry::new();
         let ev = ["experiment", "variant"];

@@ -106,6 +106,14 @@ impl Admin {
             return self.counts(name);
         }
         if let Some(rest) = path.strip_prefix("/v1/experiments/") {
+            if let Some(name) = rest.strip_suffix("/report.html") {
+                return self.report(name, true).await;
+            }
+            if let Some(name) = rest.strip_suffix("/report") {
+                return self.report(name, false).await;
+            }
+        }
+        if let Some(rest) = path.strip_prefix("/v1/experiments/") {
             let rest = rest.to_owned();
             return self.experiment_action(req, &rest, peer).await;
         }
@@ -144,7 +152,7 @@ impl Admin {
             "/v1/experiments" => self.experiments(),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": format!("no admin endpoint {path}"), "endpoints": ["/metrics", "/healthz", "/readyz", "/v1/assign?experiment=E&unit=U", "/v1/config", "/v1/experiments", "/v1/experiments/{name}/counts", "POST /v1/reload", "PUT /v1/experiments/{name}/weights", "POST /v1/experiments/{name}/promote", "POST /v1/experiments/{name}/reset", "POST /v1/conversions"]}),
+                json!({"error": format!("no admin endpoint {path}"), "endpoints": ["/metrics", "/healthz", "/readyz", "/v1/assign?experiment=E&unit=U", "/v1/config", "/v1/experiments", "/v1/experiments/{name}/counts", "/v1/experiments/{name}/report", "/v1/experiments/{name}/report.html", "POST /v1/reload", "PUT /v1/experiments/{name}/weights", "POST /v1/experiments/{name}/promote", "POST /v1/experiments/{name}/reset", "POST /v1/conversions"]}),
             ),
         }
     }
@@ -347,6 +355,53 @@ impl Admin {
         })
         .await;
         crate::proxy::conversions_response(result)
+    }
+
+    /// `GET /v1/experiments/{name}/report` (JSON, as `cohort report --format json`) and
+    /// `…/report.html`; also refreshes the `cohort_experiment_*` gauges.
+    async fn report(&self, name: &str, html: bool) -> Response<Body> {
+        let Some(counts) = self.counts.clone() else {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "this process keeps no event log"}),
+            );
+        };
+        let serving = self.proxy.routes();
+        let Some(exp) = serving.routes.experiment(name).cloned() else {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no experiment named {name:?}")}),
+            );
+        };
+        let dir = serving.routes.file.events.dir.clone();
+        let metrics = self.proxy.metrics().clone();
+        let report = tokio::task::spawn_blocking(move || {
+            let r = counts.report(&exp, &dir);
+            metrics.set_report(&r);
+            r
+        })
+        .await;
+        let Ok(report) = report else {
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "the analysis failed"}),
+            );
+        };
+        if html {
+            let mut resp = text(StatusCode::OK, crate::report::html::page(&[report]));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            return resp;
+        }
+        match serde_json::to_value(&report) {
+            Ok(v) => json_response(StatusCode::OK, v),
+            Err(e) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": format!("cannot serialize the report: {e}")}),
+            ),
+        }
     }
 
     /// `GET /v1/experiments/{name}/counts`.

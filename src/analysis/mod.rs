@@ -72,14 +72,29 @@ impl Setup {
     }
 }
 
+/// What [`count`] takes from a tally: all [`report::build`] needs, so a caller holding
+/// a lock on the tally (the live view) can release it before the statistics run.
+pub struct Counted {
+    pub setup: Setup,
+    pub population: Population,
+    pub notes: Vec<String>,
+}
+
 /// Analyses one experiment's tally. `notes` are carried into the report (e.g. lines the
 /// reader skipped).
 pub fn analyze(
     tally: &ExperimentTally,
     setup: &Setup,
     computed_at: String,
-    mut notes: Vec<String>,
+    notes: Vec<String>,
 ) -> Report {
+    let c = count(tally, setup, notes);
+    report::build(&c.setup, &c.population, computed_at, c.notes)
+}
+
+/// Counts one experiment's tally: the phase, the population, the notes about what was
+/// left out.
+pub fn count(tally: &ExperimentTally, setup: &Setup, mut notes: Vec<String>) -> Counted {
     let mut setup = setup.clone();
     setup.tally_versions = tally.versions.clone();
     // The phase: the configured salt's, else the latest one seen.
@@ -145,5 +160,9 @@ pub fn analyze(
             pop.outside_window
         ));
     }
-    report::build(&setup, &pop, computed_at, notes)
+    Counted {
+        setup,
+        population: pop,
+        notes,
+    }
 }

@@ -5,6 +5,7 @@
 pub mod assign;
 pub mod check;
 pub mod demo;
+pub mod report;
 pub mod serve;
 
 /// Output format of the commands that serve both people and scripts.

@@ -176,8 +176,11 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 reloader,
                 trigger: tx,
             }),
-            counts: events_cfg.enabled.then_some(counts),
+            counts: events_cfg.enabled.then_some(counts.clone()),
         });
+        if events_cfg.enabled {
+            spawn_analysis(proxy.clone(), counts);
+        }
         let shutdown = Shutdown::new();
         let grace = Duration::from_millis(proxy.routes().routes.file.shutdown.grace_ms);
         let drain = Duration::from_millis(proxy.routes().routes.file.shutdown.drain_timeout_ms);
@@ -214,6 +217,28 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         tracing::info!("shut down");
         exit::OK
     })
+}
+
+/// How often the live analysis refreshes the `cohort_experiment_*` gauges (and checks
+/// the sample ratio, whose failure latches).
+const ANALYSIS_EVERY: Duration = Duration::from_secs(30);
+
+fn spawn_analysis(proxy: Arc<crate::proxy::Proxy>, counts: Arc<LiveCounts>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(ANALYSIS_EVERY);
+        loop {
+            every.tick().await;
+            let (proxy, counts) = (proxy.clone(), counts.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                let serving = proxy.routes();
+                for exp in &serving.routes.experiments {
+                    let r = counts.report(exp, &serving.routes.file.events.dir);
+                    proxy.metrics().set_report(&r);
+                }
+            })
+            .await;
+        }
+    });
 }
 
 fn spawn_poll(tx: mpsc::Sender<Trigger>) {

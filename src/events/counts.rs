@@ -19,6 +19,9 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::schema::Event;
+use crate::analysis::tally::ExposureObs;
+use crate::analysis::{self, ConfigVersions, ExperimentTally, Report, Setup, Tally};
+use crate::stats::decision::{Decision, Status};
 
 /// Latency bucket upper bounds in milliseconds (the last bucket is everything above).
 pub const LATENCY_BUCKETS_MS: [f64; 12] = [
@@ -86,6 +89,11 @@ impl ExperimentState {
 #[derive(Default)]
 pub struct LiveCounts {
     inner: Mutex<HashMap<String, ExperimentState>>,
+    /// The analysis' own tally of the same events (the live report).
+    tally: Mutex<Tally>,
+    /// experiment → (salt, when and why) of a sample-ratio failure seen live: the report
+    /// stays `invalid` until the salt changes (a new phase).
+    latched: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl LiveCounts {
@@ -96,7 +104,9 @@ impl LiveCounts {
     /// Applies written events, in log order.
     pub fn apply<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
         let mut all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tally = self.tally.lock().unwrap_or_else(|p| p.into_inner());
         for e in events {
+            add_to_tally(&mut tally, e);
             let st = all.entry(e.experiment().to_owned()).or_default();
             match e {
                 Event::Exposure(x) => {
@@ -144,10 +154,83 @@ impl LiveCounts {
         all.get(name).map(|s| s.counts.clone())
     }
 
+    /// The live report of `exp`: the same analysis `cohort report` runs, over the events
+    /// this process has written (`events_dir` holds config-versions.jsonl). A sample-ratio
+    /// failure latches until the experiment's salt changes.
+    pub fn report(&self, exp: &crate::config::Experiment, events_dir: &std::path::Path) -> Report {
+        let mut versions = ConfigVersions::default();
+        if let Err(e) = versions.add_dir(events_dir) {
+            tracing::warn!(error = %e, "cannot read config-versions.jsonl; the configured shares are used");
+        }
+        let setup = Setup::of(exp, std::sync::Arc::new(versions));
+        let counted = {
+            let tally = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+            let empty = ExperimentTally::default();
+            let t = tally.experiments.get(&exp.name).unwrap_or(&empty);
+            analysis::count(t, &setup, Vec::new())
+        };
+        let mut r = analysis::report::build(
+            &counted.setup,
+            &counted.population,
+            crate::clock::now(),
+            counted.notes,
+        );
+        let mut latched = self.latched.lock().unwrap_or_else(|p| p.into_inner());
+        if latched.get(&exp.name).is_some_and(|(salt, _)| *salt != exp.salt) {
+            latched.remove(&exp.name);
+        }
+        if r.decision.status == Status::Invalid {
+            latched
+                .entry(exp.name.clone())
+                .or_insert_with(|| (exp.salt.clone(), format!("{} (first seen {})", r.decision.reason, r.computed_at)));
+        } else if let Some((_, why)) = latched.get(&exp.name) {
+            r.notes.push(
+                "the sample-ratio check failed earlier in this phase: the live view stays invalid until the salt changes (cohort report --since can look at a later window)"
+                    .to_owned(),
+            );
+            r.decision = Decision {
+                status: Status::Invalid,
+                variant: None,
+                reason: why.clone(),
+                roll_back: Vec::new(),
+            };
+        }
+        r
+    }
+
     /// How many distinct units are held (for the memory figure).
     pub fn units(&self) -> usize {
         let all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         all.values().map(|s| s.units.len()).sum()
+    }
+}
+
+/// Feeds one written event to the analysis tally, exactly as the log reader would.
+fn add_to_tally(tally: &mut Tally, e: &Event) {
+    match e {
+        Event::Exposure(x) => {
+            let Some(ts) = crate::clock::parse_nanos(&x.ts) else {
+                return;
+            };
+            tally.exposure(ExposureObs {
+                experiment: &x.experiment,
+                unit: &x.unit,
+                variant: &x.variant,
+                ts,
+                config_version: x.config_version.as_deref(),
+                phase: x.phase.as_deref(),
+                excluded: x.forced || x.unit_missing,
+            });
+        }
+        Event::Conversion(c) => {
+            let (Some(ts), value) = (crate::clock::parse_nanos(&c.ts), c.value.unwrap_or(1.0))
+            else {
+                return;
+            };
+            if value.is_finite() {
+                tally.conversion(&c.experiment, &c.unit, ts, value);
+            }
+        }
     }
 }
 

@@ -1,0 +1,281 @@
+//! `cohort report --events DIR [--events DIR …] [--config routes.yaml] …`: the analysis of
+//! the outcome log, as text, JSON, Markdown or HTML.
+//!
+//! Several `--events` directories (one per replica) are merged. Without `--config`, the
+//! control, weights and alpha come from flags and everything else from the defaults of
+//! the `decision` section; with it, flags still override.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::exit;
+use crate::analysis::read::{read_dirs, ReadOptions};
+use crate::analysis::{analyze, Report, Setup};
+use crate::config::schema::{DecisionConfig, UnitKind};
+
+/// Output formats of `cohort report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Markdown,
+    Html,
+}
+
+/// Everything `cohort report` is asked.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub events: Vec<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub experiment: Option<String>,
+    pub format: ReportFormat,
+    pub out: Option<PathBuf>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub control: Option<String>,
+    pub weights: Option<String>,
+    pub alpha: Option<f64>,
+    pub baseline_rate: Option<f64>,
+}
+
+/// Why a report cannot be made (printed, exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{0}")]
+    Config(String),
+    #[error("--{flag}: {value:?} is not an RFC 3339 time (e.g. 2026-11-25T00:00:00Z)")]
+    Time { flag: &'static str, value: String },
+    #[error("--weights: {0}")]
+    Weights(String),
+    #[error("--alpha must be in (0, 1), got {0}")]
+    Alpha(f64),
+    #[error("--baseline-rate must be in (0, 1), got {0}")]
+    Baseline(f64),
+    #[error("cannot read the events: {0}")]
+    Read(std::io::Error),
+    #[error("no experiment named {name:?} in the log or the config (in the log: {known})")]
+    Unknown { name: String, known: String },
+    #[error("experiment {experiment}: name its control with --control (or pass --config); variants in the log: {variants}")]
+    NoControl { experiment: String, variants: String },
+    #[error("experiment {experiment}: --control {control:?} is not one of its variants ({variants})")]
+    BadControl {
+        experiment: String,
+        control: String,
+        variants: String,
+    },
+    #[error("cannot write {path}: {err}")]
+    Write { path: String, err: std::io::Error },
+}
+
+pub fn run(args: &Args) -> u8 {
+    match report(args) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("cohort report: {e}");
+            exit::INVALID
+        }
+    }
+}
+
+fn parse_weights(s: &str) -> Result<Vec<(String, f64)>, ReportError> {
+    s.split(',')
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| ReportError::Weights(format!("{kv:?} is not name=weight")))?;
+            let w: f64 = v
+                .trim()
+                .parse()
+                .map_err(|_| ReportError::Weights(format!("{v:?} is not a number")))?;
+            if !w.is_finite() || w < 0.0 {
+                return Err(ReportError::Weights(format!("{k}: weights are ≥ 0")));
+            }
+            Ok((k.trim().to_owned(), w))
+        })
+        .collect()
+}
+
+fn time(flag: &'static str, v: &Option<String>) -> Result<Option<i64>, ReportError> {
+    v.as_ref()
+        .map(|s| {
+            crate::clock::parse_nanos(s).ok_or_else(|| ReportError::Time {
+                flag,
+                value: s.clone(),
+            })
+        })
+        .transpose()
+}
+
+/// Builds every requested report.
+pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> {
+    if let Some(a) = args.alpha {
+        if !(a > 0.0 && a < 1.0) {
+            return Err(ReportError::Alpha(a));
+        }
+    }
+    if let Some(b) = args.baseline_rate {
+        if !(b > 0.0 && b < 1.0) {
+            return Err(ReportError::Baseline(b));
+        }
+    }
+    let weights = args.weights.as_deref().map(parse_weights).transpose()?;
+    let routes = args
+        .config
+        .as_ref()
+        .map(|p| crate::config::load(p))
+        .transpose()
+        .map_err(|e| ReportError::Config(e.to_string()))?;
+    let opts = ReadOptions {
+        experiment: args.experiment.clone(),
+        since: time("since", &args.since)?,
+        until: time("until", &args.until)?,
+        progress,
+        threads: 0,
+    };
+    let read = read_dirs(&args.events, &opts).map_err(ReportError::Read)?;
+    let versions = Arc::new(read.versions);
+    let mut names: Vec<String> = match &args.experiment {
+        Some(e) => vec![e.clone()],
+        None => read.tally.experiments.keys().cloned().collect(),
+    };
+    names.sort();
+    let mut base_notes = Vec::new();
+    if read.malformed > 0 {
+        base_notes.push(format!(
+            "{} malformed lines skipped (of {} read)",
+            read.malformed, read.lines
+        ));
+    }
+    if opts.since.is_some() || opts.until.is_some() {
+        base_notes.push(format!(
+            "restricted to events in [{}, {})",
+            args.since.as_deref().unwrap_or("the start"),
+            args.until.as_deref().unwrap_or("the end")
+        ));
+    }
+    let computed_at = crate::clock::now();
+    let empty = crate::analysis::ExperimentTally::default();
+    let mut out = Vec::new();
+    for name in names {
+        let tally = read.tally.experiments.get(&name);
+        let configured = routes.as_ref().and_then(|r| r.experiment(&name));
+        if tally.is_none() && configured.is_none() {
+            let mut known: Vec<&str> = read.tally.experiments.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            return Err(ReportError::Unknown {
+                name,
+                known: known.join(", "),
+            });
+        }
+        let tally = tally.unwrap_or(&empty);
+        let mut setup = match configured {
+            Some(e) => Setup::of(e, versions.clone()),
+            None => {
+                let mut variants: Vec<String> = tally.variants.clone();
+                variants.sort();
+                let control = args
+                    .control
+                    .clone()
+                    .or_else(|| variants.iter().find(|v| *v == "control").cloned())
+                    .ok_or_else(|| ReportError::NoControl {
+                        experiment: name.clone(),
+                        variants: variants.join(", "),
+                    })?;
+                Setup {
+                    experiment: name.clone(),
+                    unit: UnitKind::User,
+                    control,
+                    variants: variants.into_iter().map(|v| (v, 1.0)).collect(),
+                    decision: DecisionConfig::default(),
+                    salt: None,
+                    versions: versions.clone(),
+                    tally_versions: Vec::new(),
+                }
+            }
+        };
+        let mut notes = base_notes.clone();
+        if configured.is_none() && weights.is_none() {
+            notes.push("no --config and no --weights: equal weights assumed".to_owned());
+        }
+        if let Some(w) = &weights {
+            setup.variants = w.clone();
+            // Restricting --since starts a new look: the live view's SRM latch does not apply.
+        }
+        if let Some(c) = &args.control {
+            setup.control = c.clone();
+        }
+        if !setup.variants.iter().any(|v| v.0 == setup.control) {
+            return Err(ReportError::BadControl {
+                experiment: name,
+                control: setup.control.clone(),
+                variants: setup
+                    .variants
+                    .iter()
+                    .map(|v| v.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        if let Some(a) = args.alpha {
+            setup.decision.alpha = a;
+        }
+        if let Some(b) = args.baseline_rate {
+            setup.decision.baseline_rate = Some(b);
+        }
+        out.push(analyze(tally, &setup, computed_at.clone(), notes));
+    }
+    Ok(out)
+}
+
+/// The reports rendered in `format`.
+pub fn render(reports: &[Report], format: ReportFormat, single: bool) -> String {
+    match format {
+        ReportFormat::Json => {
+            let v = if single && reports.len() == 1 {
+                serde_json::to_value(&reports[0])
+            } else {
+                serde_json::to_value(reports)
+            };
+            let mut s = v.map_or_else(|e| format!("{{\"error\": \"{e}\"}}"), |v| {
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            });
+            s.push('\n');
+            s
+        }
+        ReportFormat::Text => reports
+            .iter()
+            .map(crate::report::text)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        ReportFormat::Markdown => reports
+            .iter()
+            .map(crate::report::markdown)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        ReportFormat::Html => crate::report::html::page(reports),
+    }
+}
+
+fn report(args: &Args) -> Result<(), ReportError> {
+    let reports = reports(args, true)?;
+    let text = render(&reports, args.format, args.experiment.is_some());
+    write_out(args.out.as_deref(), &text)
+}
+
+fn write_out(path: Option<&Path>, text: &str) -> Result<(), ReportError> {
+    match path {
+        Some(p) => std::fs::write(p, text).map_err(|err| ReportError::Write {
+            path: p.display().to_string(),
+            err,
+        }),
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .map_err(|err| ReportError::Write {
+                    path: "standard output".into(),
+                    err,
+                })
+        }
+    }
+}
