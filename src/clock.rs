@@ -155,7 +155,10 @@ mod tests {
             if ms >= 0 {
                 assert_eq!(parse_nanos(&s), Some(ms * 1_000_000), "{s}");
             }
-            assert_eq!(parse_nanos(&from_nanos(ms * 1_000_000)), Some(ms * 1_000_000));
+            assert_eq!(
+                parse_nanos(&from_nanos(ms * 1_000_000)),
+                Some(ms * 1_000_000)
+            );
         }
         assert_eq!(
             parse_nanos("2026-11-25T01:00:00+01:00"),
@@ -169,7 +172,14 @@ mod tests {
             parse_nanos("2026-11-25T00:00:00.123456789Z"),
             Some(1_795_564_800_123_456_789)
         );
-        for bad in ["", "2026-11-25", "2026-13-01T00:00:00Z", "2026-11-25T00:00:00", "2026-11-25T00:00:00.Z", "x026-11-25T00:00:00Z"] {
+        for bad in [
+            "",
+            "2026-11-25",
+            "2026-13-01T00:00:00Z",
+            "2026-11-25T00:00:00",
+            "2026-11-25T00:00:00.Z",
+            "x026-11-25T00:00:00Z",
+        ] {
             assert_eq!(parse_nanos(bad), None, "{bad}");
         }
     }

@@ -41,6 +41,9 @@ pub struct Model {
     pub conversion: f64,
 }
 
+/// The relative effect the demo's experiment is planned to detect.
+pub const DEMO_MDE: f64 = 0.3;
+
 /// The demo's two models, by variant name of the built-in routes.yaml.
 pub fn models() -> [(&'static str, Model); 2] {
     [
@@ -57,7 +60,7 @@ pub fn models() -> [(&'static str, Model); 2] {
             Model {
                 latency: Duration::from_millis(2),
                 jitter: Duration::from_millis(3),
-                conversion: 0.12,
+                conversion: 0.15,
             },
         ),
     ]
@@ -98,6 +101,9 @@ pub fn demo_routes(upstreams: &HashMap<&str, SocketAddr>) -> Result<Routes, Conf
     let base = config::parse("routes.yaml (built in)", DEFAULT_ROUTES)?;
     let mut file = base.file.clone();
     for exp in &mut file.experiments {
+        // A demo of a few thousand users plans for a large effect; routes.yaml's own
+        // default (mde 0.10) needs tens of thousands of users per variant.
+        exp.decision.mde = DEMO_MDE;
         for v in &mut exp.variants {
             if let Some(addr) = upstreams.get(v.name.as_str()) {
                 v.upstream = format!("http://{addr}");
@@ -134,6 +140,8 @@ pub struct Outcome {
     /// Users seen on more than one variant (must be 0).
     pub unsticky_users: u64,
     pub elapsed: Duration,
+    /// `cohort report` on the demo's event log.
+    pub report: Option<crate::analysis::Report>,
 }
 
 /// Runs the demo: backends, proxy, `users` simulated users (1–5 requests each, 32 at a
@@ -274,7 +282,11 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
                 let unit = format!("demo-user-{u}");
                 let served = &exp.variants[crate::assign::assign(exp, &unit).variant].name;
                 let p = conversion_of.get(served).copied().unwrap_or(0.0);
-                if rand::rng().random::<f64>() < p {
+                // Whether a user converts is drawn from the user's id (not a fresh random
+                // number), so that the same users give the same outcome on every run.
+                let draw = xxhash_rust::xxh3::xxh3_64(format!("converts:{unit}").as_bytes()) as f64
+                    / 2f64.powi(64);
+                if draw < p {
                     let line =
                         format!("{{\"experiment\": \"{}\", \"unit\": \"{unit}\"}}", exp.name);
                     let (routes, log, metrics) =
@@ -335,6 +347,18 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
     drop(event_log);
     let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
     let outcomes = counts.experiment(&exp.name).unwrap_or_default();
+    // The same analysis `cohort report --events DIR --config routes.yaml` runs.
+    let report = crate::analysis::read::read_dirs(
+        std::slice::from_ref(&scratch),
+        &crate::analysis::read::ReadOptions::default(),
+    )
+    .ok()
+    .map(|read| {
+        let setup = crate::analysis::Setup::of(&exp, Arc::new(read.versions));
+        let empty = crate::analysis::ExperimentTally::default();
+        let tally = read.tally.experiments.get(&exp.name).unwrap_or(&empty);
+        crate::analysis::analyze(tally, &setup, crate::clock::now(), Vec::new())
+    });
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(Outcome {
         routes,
@@ -344,6 +368,7 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
         requests,
         unsticky_users: unsticky.len() as u64,
         elapsed: start.elapsed(),
+        report,
     })
 }
 

@@ -99,7 +99,7 @@ enum Command {
     /// Show cohort at work on its built-in default config, with nothing else to set up.
     Demo {
         /// Simulated users (each sends 1 to 5 requests).
-        #[arg(long, default_value_t = 3_000)]
+        #[arg(long, default_value_t = 4_000)]
         users: u32,
         /// Stop sending after this many seconds, even if users remain.
         #[arg(long, default_value_t = 45.0)]

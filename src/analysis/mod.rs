@@ -56,7 +56,11 @@ impl Setup {
             experiment: e.name.clone(),
             unit: e.unit,
             control: e.variants[e.control].name.clone(),
-            variants: e.variants.iter().map(|v| (v.name.clone(), v.weight)).collect(),
+            variants: e
+                .variants
+                .iter()
+                .map(|v| (v.name.clone(), v.weight))
+                .collect(),
             decision: e.decision.clone(),
             salt: Some(e.salt.clone()),
             versions,
@@ -124,12 +128,7 @@ pub fn count(tally: &ExperimentTally, setup: &Setup, mut notes: Vec<String>) -> 
         ));
     }
     let names: Vec<String> = setup.variants.iter().map(|v| v.0.clone()).collect();
-    let pop = Population::count(
-        tally,
-        phase,
-        &names,
-        setup.decision.attribution_window_s,
-    );
+    let pop = Population::count(tally, phase, &names, setup.decision.attribution_window_s);
     if tally.excluded_exposures > 0 {
         notes.push(format!(
             "{} exposures forced by override or without a unit id are not counted",

@@ -78,7 +78,9 @@ fn event_files(dir: &Path, out: &mut Vec<(PathBuf, u64)>) -> io::Result<()> {
         if meta.is_dir() {
             event_files(&path, out)?;
         } else if path.extension().is_some_and(|e| e == "jsonl")
-            && path.file_name().is_some_and(|n| n != "config-versions.jsonl")
+            && path
+                .file_name()
+                .is_some_and(|n| n != "config-versions.jsonl")
         {
             out.push((path, meta.len()));
         }
@@ -102,9 +104,8 @@ pub fn read_dirs(dirs: &[PathBuf], opts: &ReadOptions) -> io::Result<LogRead> {
     let mut files = Vec::new();
     let mut versions = ConfigVersions::default();
     for d in dirs {
-        event_files(d, &mut files).map_err(|e| {
-            io::Error::new(e.kind(), format!("{}: {e}", d.display()))
-        })?;
+        event_files(d, &mut files)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.display())))?;
         version_dirs(d, &mut versions)?;
     }
     files.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -136,7 +137,14 @@ pub fn read_dirs(dirs: &[PathBuf], opts: &ReadOptions) -> io::Result<LogRead> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((path, _)) = files.get(i) else { break };
-                    if let Err(e) = read_file(path, opts, &mut tally, &mut lines, &mut malformed, bar.as_ref()) {
+                    if let Err(e) = read_file(
+                        path,
+                        opts,
+                        &mut tally,
+                        &mut lines,
+                        &mut malformed,
+                        bar.as_ref(),
+                    ) {
                         outcome = Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
                         break;
                     }
@@ -217,7 +225,11 @@ pub fn ingest(line: &[u8], opts: &ReadOptions, tally: &mut Tally) -> bool {
     let Some(ts) = crate::clock::parse_nanos(&l.ts) else {
         return false;
     };
-    if opts.experiment.as_deref().is_some_and(|e| e != l.experiment) {
+    if opts
+        .experiment
+        .as_deref()
+        .is_some_and(|e| e != l.experiment)
+    {
         return true;
     }
     if opts.since.is_some_and(|s| ts < s) || opts.until.is_some_and(|u| ts >= u) {

@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use super::population::Population;
-use super::walk::{self, Plan, TimePoint, Walk};
 use super::versions::ShareTable;
+use super::walk::{self, Plan, TimePoint, Walk};
 use super::Setup;
 use crate::stats::bayes::{self, Posterior};
 use crate::stats::decision::{
@@ -123,7 +123,12 @@ fn pair(lo: f64, hi: f64) -> Option<[f64; 2]> {
 
 /// Builds the report of `pop` for `setup`. `computed_at` is passed in (the live view and
 /// the CLI stamp their own time).
-pub fn build(setup: &Setup, pop: &Population, computed_at: String, mut notes: Vec<String>) -> Report {
+pub fn build(
+    setup: &Setup,
+    pop: &Population,
+    computed_at: String,
+    mut notes: Vec<String>,
+) -> Report {
     let d = &setup.decision;
     let alpha = d.alpha;
     let k = pop.names.len();
@@ -141,7 +146,11 @@ pub fn build(setup: &Setup, pop: &Population, computed_at: String, mut notes: Ve
     };
     let total_weight: f64 = setup.variants.iter().map(|v| v.1).sum();
     let weighted: Vec<bool> = pop.names.iter().map(|n| weight_of(n) > 0.0).collect();
-    for n in pop.names.iter().filter(|n| !setup.variants.iter().any(|v| &v.0 == *n)) {
+    for n in pop
+        .names
+        .iter()
+        .filter(|n| !setup.variants.iter().any(|v| &v.0 == *n))
+    {
         notes.push(format!(
             "variant {n} appears in the log but not in the configuration: reported with weight 0"
         ));
@@ -433,7 +442,12 @@ pub fn build(setup: &Setup, pop: &Population, computed_at: String, mut notes: Ve
 }
 
 /// The sample-ratio check over the weighted variants.
-fn srm_check(pop: &Population, weighted: &[bool], expected: &[f64], notes: &mut Vec<String>) -> Srm {
+fn srm_check(
+    pop: &Population,
+    weighted: &[bool],
+    expected: &[f64],
+    notes: &mut Vec<String>,
+) -> Srm {
     let idx: Vec<usize> = (0..pop.names.len()).filter(|&i| weighted[i]).collect();
     let mut srm = Srm {
         chi2: None,
@@ -471,10 +485,13 @@ fn srm_check(pop: &Population, weighted: &[bool], expected: &[f64], notes: &mut 
         notes.push("srm.ok is null: too few units".to_owned());
         return srm;
     }
-    let starved = observed
-        .iter()
-        .enumerate()
-        .find(|&(j, &o)| o == 0 && observed.iter().enumerate().all(|(m, &x)| m == j || x >= STARVED_AFTER));
+    let starved = observed.iter().enumerate().find(|&(j, &o)| {
+        o == 0
+            && observed
+                .iter()
+                .enumerate()
+                .all(|(m, &x)| m == j || x >= STARVED_AFTER)
+    });
     if let Some((j, _)) = starved {
         notes.push(format!(
             "srm: {} has weight but no units while every other arm has ≥ {STARVED_AFTER}",

@@ -202,7 +202,10 @@ impl Tally {
                 for (unit, s) in p.units {
                     let s = UnitState {
                         variant: vmap[s.variant as usize],
-                        version: version_map.get(s.version as usize).copied().unwrap_or(NO_VERSION),
+                        version: version_map
+                            .get(s.version as usize)
+                            .copied()
+                            .unwrap_or(NO_VERSION),
                         ..s
                     };
                     let mine = match ours.phases.get_mut(&phase) {

@@ -58,7 +58,8 @@ impl ConfigVersions {
                 None => self.malformed += 1,
             }
         }
-        self.list.sort_by(|a, b| (a.ts, &a.version).cmp(&(b.ts, &b.version)));
+        self.list
+            .sort_by(|a, b| (a.ts, &a.version).cmp(&(b.ts, &b.version)));
         self.by_name = self
             .list
             .iter()
@@ -135,7 +136,13 @@ impl ShareTable {
                     names
                         .iter()
                         .zip(weighted)
-                        .map(|(n, &w)| if w { s.get(n).copied().unwrap_or(0.0) } else { 0.0 })
+                        .map(|(n, &w)| {
+                            if w {
+                                s.get(n).copied().unwrap_or(0.0)
+                            } else {
+                                0.0
+                            }
+                        })
                         .collect(),
                 )
             })

@@ -75,40 +75,30 @@ fn report(o: &Outcome) -> String {
             st.errors
         );
     }
-    let _ = writeln!(
-        s,
-        "\n  outcomes (from cohort's event log; each model has a true conversion rate the simulator used):"
-    );
-    let _ = writeln!(
-        s,
-        "  {:<8} {:>8} {:>10} {:>10} {:>10}",
-        "variant", "units", "converted", "rate", "true rate"
-    );
-    let truth: std::collections::HashMap<&str, f64> = crate::demo::models()
+    let truth: Vec<String> = crate::demo::models()
         .iter()
-        .map(|(n, m)| (*n, m.conversion))
+        .map(|(n, m)| format!("{n} {}", pct(m.conversion)))
         .collect();
-    for (name, _, _) in &o.per_variant {
-        let c = o.outcomes.variants.get(name).cloned().unwrap_or_default();
-        let rate = if c.units > 0 {
-            c.converted_units as f64 / c.units as f64
-        } else {
-            f64::NAN
-        };
-        let _ = writeln!(
-            s,
-            "  {:<8} {:>8} {:>10} {:>10} {:>10}",
-            name,
-            c.units,
-            c.converted_units,
-            pct(rate),
-            truth.get(name.as_str()).map_or("-".to_owned(), |t| pct(*t))
-        );
+    match &o.report {
+        Some(r) => {
+            let _ = writeln!(
+                s,
+                "\n`cohort report` on the demo's event log (the simulator's true conversion rates: {}; the demo plans for a {:.0}% relative lift):\n",
+                truth.join(", "),
+                100.0 * crate::demo::DEMO_MDE
+            );
+            for line in crate::report::text(r).lines() {
+                let _ = writeln!(s, "  {line}");
+            }
+            let _ = writeln!(s);
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "\n  (the event log could not be read back for the report)"
+            );
+        }
     }
-    let _ = writeln!(
-        s,
-        "  (significance and the winner decision come with the analysis)\n"
-    );
     let _ = writeln!(
         s,
         "  sticky: {} ({} users seen on more than one variant)",

@@ -56,8 +56,13 @@ pub enum ReportError {
     #[error("no experiment named {name:?} in the log or the config (in the log: {known})")]
     Unknown { name: String, known: String },
     #[error("experiment {experiment}: name its control with --control (or pass --config); variants in the log: {variants}")]
-    NoControl { experiment: String, variants: String },
-    #[error("experiment {experiment}: --control {control:?} is not one of its variants ({variants})")]
+    NoControl {
+        experiment: String,
+        variants: String,
+    },
+    #[error(
+        "experiment {experiment}: --control {control:?} is not one of its variants ({variants})"
+    )]
     BadControl {
         experiment: String,
         control: String,
@@ -236,9 +241,10 @@ pub fn render(reports: &[Report], format: ReportFormat, single: bool) -> String 
             } else {
                 serde_json::to_value(reports)
             };
-            let mut s = v.map_or_else(|e| format!("{{\"error\": \"{e}\"}}"), |v| {
-                serde_json::to_string_pretty(&v).unwrap_or_default()
-            });
+            let mut s = v.map_or_else(
+                |e| format!("{{\"error\": \"{e}\"}}"),
+                |v| serde_json::to_string_pretty(&v).unwrap_or_default(),
+            );
             s.push('\n');
             s
         }

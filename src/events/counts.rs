@@ -176,13 +176,19 @@ impl LiveCounts {
             counted.notes,
         );
         let mut latched = self.latched.lock().unwrap_or_else(|p| p.into_inner());
-        if latched.get(&exp.name).is_some_and(|(salt, _)| *salt != exp.salt) {
+        if latched
+            .get(&exp.name)
+            .is_some_and(|(salt, _)| *salt != exp.salt)
+        {
             latched.remove(&exp.name);
         }
         if r.decision.status == Status::Invalid {
-            latched
-                .entry(exp.name.clone())
-                .or_insert_with(|| (exp.salt.clone(), format!("{} (first seen {})", r.decision.reason, r.computed_at)));
+            latched.entry(exp.name.clone()).or_insert_with(|| {
+                (
+                    exp.salt.clone(),
+                    format!("{} (first seen {})", r.decision.reason, r.computed_at),
+                )
+            });
         } else if let Some((_, why)) = latched.get(&exp.name) {
             r.notes.push(
                 "the sample-ratio check failed earlier in this phase: the live view stays invalid until the salt changes (cohort report --since can look at a later window)"

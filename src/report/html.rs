@@ -73,7 +73,9 @@ fn section(out: &mut String, r: &Report) {
         out.push_str("<table><tr><th>vs control</th><th>abs diff</th><th>rel lift</th><th>CI</th><th>seq CI</th><th>p</th><th>p seq (Holm)</th><th>P(beat)</th><th>exp. loss</th><th>value p</th></tr>");
         for c in &r.comparisons {
             let ci = |x: Option<[f64; 2]>| {
-                x.map_or("—".into(), |[a, b]| format!("{} – {}", signed_pct(a), signed_pct(b)))
+                x.map_or("—".into(), |[a, b]| {
+                    format!("{} – {}", signed_pct(a), signed_pct(b))
+                })
             };
             let _ = write!(
                 out,
@@ -105,7 +107,11 @@ fn section(out: &mut String, r: &Report) {
     if r.decision.status == Status::Invalid {
         out.push_str("<p><strong>The numbers above are shown for diagnosis only.</strong></p>");
     }
-    let _ = write!(out, "<p><small>computed at {}</small></p></section>", escape(&r.computed_at));
+    let _ = write!(
+        out,
+        "<p><small>computed at {}</small></p></section>",
+        escape(&r.computed_at)
+    );
 }
 
 fn charts(r: &Report) -> Vec<String> {
@@ -114,7 +120,11 @@ fn charts(r: &Report) -> Vec<String> {
         return Vec::new();
     };
     let x = |ts: i64| (ts - first.ts) as f64 / 1e9;
-    let control = r.variants.iter().position(|v| v.name == r.control).unwrap_or(0);
+    let control = r
+        .variants
+        .iter()
+        .position(|v| v.name == r.control)
+        .unwrap_or(0);
     let n = r.variants.len().min(first.units.len());
     let mut rate = Vec::new();
     let mut units = Vec::new();
@@ -142,10 +152,25 @@ fn charts(r: &Report) -> Vec<String> {
                 }
             }
         }
-        rate.push(Series { name: name.clone(), color, points: rp, band });
-        units.push(Series { name: name.clone(), color, points: up, band: Vec::new() });
+        rate.push(Series {
+            name: name.clone(),
+            color,
+            points: rp,
+            band,
+        });
+        units.push(Series {
+            name: name.clone(),
+            color,
+            points: up,
+            band: Vec::new(),
+        });
         if i != control {
-            lift.push(Series { name, color, points: lp, band: lband });
+            lift.push(Series {
+                name,
+                color,
+                points: lp,
+                band: lband,
+            });
         }
     }
     let ci = format!("{}%", (100.0 * (1.0 - r.alpha)).round());
@@ -167,7 +192,10 @@ fn charts(r: &Report) -> Vec<String> {
         }
         .render(),
         Chart {
-            title: &format!("Relative lift over {} ({ci} always-valid interval)", r.control),
+            title: &format!(
+                "Relative lift over {} ({ci} always-valid interval)",
+                r.control
+            ),
             y_label: "relative lift",
             series: lift,
             y_format: signed_pct,

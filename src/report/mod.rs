@@ -116,8 +116,9 @@ fn variant_rows(r: &Report) -> Vec<[String; 8]> {
                 v.units.to_string(),
                 v.conversions.to_string(),
                 opt(v.rate, pct),
-                v.rate_ci
-                    .map_or("—".to_owned(), |[a, b]| format!("{} – {}", pct(a), pct(b))),
+                v.rate_ci.map_or("—".to_owned(), |[a, b]| {
+                    format!("{} – {}", pct(a), pct(b))
+                }),
                 opt(v.value_mean, |x| format!("{x:.3}")),
                 v.crossovers.to_string(),
             ]
@@ -126,7 +127,14 @@ fn variant_rows(r: &Report) -> Vec<[String; 8]> {
 }
 
 const VARIANT_HEAD: [&str; 8] = [
-    "variant", "share", "units", "conv", "rate", "CI", "value/unit", "crossovers",
+    "variant",
+    "share",
+    "units",
+    "conv",
+    "rate",
+    "CI",
+    "value/unit",
+    "crossovers",
 ];
 
 fn comparison_rows(r: &Report) -> Vec<[String; 7]> {
@@ -141,7 +149,14 @@ fn comparison_rows(r: &Report) -> Vec<[String; 7]> {
                 ci.map_or("—".to_owned(), |[a, b]| {
                     format!("{} – {}", signed_pct(a), signed_pct(b))
                 }),
-                opt(if seq { c.seq_p_value_holm } else { c.p_value_holm }, pval),
+                opt(
+                    if seq {
+                        c.seq_p_value_holm
+                    } else {
+                        c.p_value_holm
+                    },
+                    pval,
+                ),
                 opt(c.p_value, pval),
                 opt(c.prob_beat_control, |p| format!("{:.3}", p)),
                 opt(c.expected_loss, pct),
@@ -270,12 +285,20 @@ pub fn markdown(r: &Report) -> String {
         r.alpha,
         r.decision.status.as_str()
     );
-    out.push_str(&md_table(&VARIANT_HEAD.map(str::to_owned), &variant_rows(r)));
+    out.push_str(&md_table(
+        &VARIANT_HEAD.map(str::to_owned),
+        &variant_rows(r),
+    ));
     if !r.comparisons.is_empty() {
         out.push('\n');
         out.push_str(&md_table(&comparison_head(r), &comparison_rows(r)));
     }
-    let _ = writeln!(out, "\n- Split: {}\n- Power: {}", srm_line(r), power_line(r));
+    let _ = writeln!(
+        out,
+        "\n- Split: {}\n- Power: {}",
+        srm_line(r),
+        power_line(r)
+    );
     for n in &r.notes {
         let _ = writeln!(out, "- Note: {n}");
     }

@@ -74,7 +74,9 @@ impl Chart<'_> {
         let x_max = xs.fold(0.0f64, f64::max).max(1.0);
         let (mut y_min, mut y_max) = ys
             .filter(|y| y.is_finite())
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+                (a.min(y), b.max(y))
+            });
         if let Some(r) = self.reference {
             y_min = y_min.min(r);
             y_max = y_max.max(r);
@@ -139,7 +141,13 @@ impl Chart<'_> {
             if series.band.len() >= 2 {
                 let mut d = String::new();
                 for (i, b) in series.band.iter().enumerate() {
-                    let _ = write!(d, "{}{:.1},{:.1} ", if i == 0 { "M" } else { "L" }, px(b.0), py(b.2));
+                    let _ = write!(
+                        d,
+                        "{}{:.1},{:.1} ",
+                        if i == 0 { "M" } else { "L" },
+                        px(b.0),
+                        py(b.2)
+                    );
                 }
                 for b in series.band.iter().rev() {
                     let _ = write!(d, "L{:.1},{:.1} ", px(b.0), py(b.1));

@@ -108,7 +108,11 @@ impl Posterior {
 
     fn log_density_unscaled(&self, x: f64) -> f64 {
         // (a − 1) ln x with a = 1 is 0 even at x = 0 (not 0 · −∞).
-        let left = if self.a == 1.0 { 0.0 } else { (self.a - 1.0) * x.ln() };
+        let left = if self.a == 1.0 {
+            0.0
+        } else {
+            (self.a - 1.0) * x.ln()
+        };
         let right = if self.b == 1.0 {
             0.0
         } else {
@@ -226,7 +230,14 @@ mod tests {
 
     #[test]
     fn a_posterior_integrates_to_one_and_has_its_mean() {
-        for (c, n) in [(0, 0), (0, 1), (1, 1), (3, 10), (1000, 10_000), (10, 1_000_000_000)] {
+        for (c, n) in [
+            (0, 0),
+            (0, 1),
+            (1, 1),
+            (3, 10),
+            (1000, 10_000),
+            (10, 1_000_000_000),
+        ] {
             let p = Posterior::of(c, n);
             assert!((p.cdf(1.0) - 1.0).abs() < 1e-12);
             assert!((p.partial_mean(1.0) - p.mean()).abs() < 1e-12 * p.mean().max(1e-3));

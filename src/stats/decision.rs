@@ -26,7 +26,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::proportions::{fisher_exact, holm, pooled_z};
-use super::relative::sequential_relative_lift;
+use super::relative::sequential_p;
 
 /// One variant as the rule sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -250,7 +250,11 @@ pub fn decide(look: &Look) -> Decision {
             "the planned sample is reached and no treatment is significantly better".to_owned(),
         )
     } else {
-        (Status::Continue, None, continue_reason(look, &guarded, gated))
+        (
+            Status::Continue,
+            None,
+            continue_reason(look, &guarded, gated),
+        )
     };
     Decision {
         status,
@@ -341,8 +345,10 @@ pub fn decision_p(arms: &[Arm], control: usize, method: Method, alpha: f64) -> V
                 return None;
             }
             match method {
-                Method::Fixed => fixed_p(t.conversions, t.units, c.conversions, c.units).map(|p| p.0),
-                Method::Sequential { n_star } => sequential_relative_lift(
+                Method::Fixed => {
+                    fixed_p(t.conversions, t.units, c.conversions, c.units).map(|p| p.0)
+                }
+                Method::Sequential { n_star } => sequential_p(
                     t.conversions,
                     t.units,
                     c.conversions,
@@ -350,8 +356,7 @@ pub fn decision_p(arms: &[Arm], control: usize, method: Method, alpha: f64) -> V
                     alpha,
                     n_star,
                 )
-                .ok()
-                .map(|(_, p)| p),
+                .ok(),
             }
         })
         .collect();
@@ -408,7 +413,10 @@ mod tests {
         assert_eq!(d.roll_back, ["c"]);
         // Only c significant: rolled back while b keeps running.
         let d = decide(&look(&arms, &[None, Some(0.2), Some(0.01)]));
-        assert_eq!((d.status, d.roll_back.clone()), (Status::Continue, vec!["c".to_owned()]));
+        assert_eq!(
+            (d.status, d.roll_back.clone()),
+            (Status::Continue, vec!["c".to_owned()])
+        );
         // Both worse and significant: the control wins.
         let arms2 = [arm("a", 1000, 150), arm("b", 1000, 100), arm("c", 1000, 60)];
         let d = decide(&look(&arms2, &[None, Some(0.01), Some(0.01)]));
@@ -422,7 +430,10 @@ mod tests {
         let mut l = look(&arms, &[None, Some(0.001), Some(0.01)]);
         l.invalid = Some("srm");
         let d = decide(&l);
-        assert_eq!((d.status, d.roll_back.len(), d.variant), (Status::Invalid, 0, None));
+        assert_eq!(
+            (d.status, d.roll_back.len(), d.variant),
+            (Status::Invalid, 0, None)
+        );
     }
 
     #[test]
@@ -436,7 +447,10 @@ mod tests {
         // A guarded arm no longer blocks the others.
         let arms = [arm("a", 1000, 40), arm("b", 1000, 80), arm("c", 1000, 0)];
         let d = decide(&look(&arms, &[None, Some(0.0001), None]));
-        assert_eq!((d.status, d.roll_back.clone()), (Status::Winner, vec!["c".to_owned()]));
+        assert_eq!(
+            (d.status, d.roll_back.clone()),
+            (Status::Winner, vec!["c".to_owned()])
+        );
     }
 
     #[test]
@@ -444,7 +458,10 @@ mod tests {
         let mut arms = vec![arm("a", 1000, 100), arm("b", 1000, 160), arm("z", 3, 0)];
         arms[2].weighted = false;
         let d = decide(&look(&arms, &[None, Some(0.001), Some(0.0001)]));
-        assert_eq!((d.status, d.variant.as_deref()), (Status::Winner, Some("b")));
+        assert_eq!(
+            (d.status, d.variant.as_deref()),
+            (Status::Winner, Some("b"))
+        );
         assert!(d.roll_back.is_empty());
     }
 
@@ -467,6 +484,9 @@ mod tests {
         let mut l2 = look(&later, &[None, None]);
         l2.judgement = Judgement::Frozen(&frozen);
         let d = decide(&l2);
-        assert_eq!((d.status, d.roll_back), (Status::ControlWins, vec!["b".to_owned()]));
+        assert_eq!(
+            (d.status, d.roll_back),
+            (Status::ControlWins, vec!["b".to_owned()])
+        );
     }
 }

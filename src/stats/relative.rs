@@ -50,14 +50,17 @@ impl NoRelativeLift {
     }
 }
 
-/// The relative lift of `c_t / n_t` over `c_c / n_c` at level `1 − alpha`.
-pub fn relative_lift(
-    c_t: u64,
-    n_t: u64,
-    c_c: u64,
-    n_c: u64,
-    alpha: f64,
-) -> Result<RelativeLift, NoRelativeLift> {
+/// The delta-method estimate of rate_t / rate_c − 1 and its variance.
+struct Delta {
+    estimate: f64,
+    variance: f64,
+    nt: f64,
+    nc: f64,
+    vt: f64,
+    vc: f64,
+}
+
+fn delta(c_t: u64, n_t: u64, c_c: u64, n_c: u64) -> Result<Delta, NoRelativeLift> {
     if n_t == 0 || n_c == 0 {
         return Err(NoRelativeLift::EmptyArm);
     }
@@ -70,8 +73,32 @@ pub fn relative_lift(
     if vt <= 0.0 || vc <= 0.0 {
         return Err(NoRelativeLift::ZeroVariance);
     }
-    let estimate = (pt - pc) / pc;
-    let variance = vt / (pc * pc * nt) + vc * pt * pt / (pc.powi(4) * nc);
+    Ok(Delta {
+        estimate: (pt - pc) / pc,
+        variance: vt / (pc * pc * nt) + vc * pt * pt / (pc.powi(4) * nc),
+        nt,
+        nc,
+        vt,
+        vc,
+    })
+}
+
+/// The relative lift of `c_t / n_t` over `c_c / n_c` at level `1 − alpha`.
+pub fn relative_lift(
+    c_t: u64,
+    n_t: u64,
+    c_c: u64,
+    n_c: u64,
+    alpha: f64,
+) -> Result<RelativeLift, NoRelativeLift> {
+    let Delta {
+        estimate,
+        variance,
+        nt,
+        nc,
+        vt,
+        vc,
+    } = delta(c_t, n_t, c_c, n_c)?;
     let df = (vt / nt + vc / nc).powi(2)
         / (vt * vt / (nt * nt * (nt - 1.0)) + vc * vc / (nc * nc * (nc - 1.0)));
     let t = StudentsT::new(0.0, 1.0, df).map_err(|_| NoRelativeLift::ZeroVariance)?;
@@ -100,24 +127,44 @@ pub fn sequential_relative_lift(
     alpha: f64,
     n_star: f64,
 ) -> Result<(Interval, f64), NoRelativeLift> {
-    let fixed = relative_lift(c_t, n_t, c_c, n_c, alpha)?;
-    let (nt, nc) = (n_t as f64, n_c as f64);
-    let (pt, pc) = (c_t as f64 / nt, c_c as f64 / nc);
-    let (vt, vc) = (pt * (1.0 - pt), pc * (1.0 - pc));
-    let variance = vt / (pc * pc * nt) + vc * pt * pt / (pc.powi(4) * nc);
-    let n = nt + nc;
-    let rho = ((-2.0 * alpha.ln() + (-2.0 * alpha.ln() + 1.0).ln()) / n_star).sqrt();
-    let nr2p1 = n * rho * rho + 1.0;
-    let s2 = variance * n;
-    let width =
-        s2.sqrt() * ((2.0 * nr2p1) * (nr2p1.sqrt() / alpha).ln() / (n * rho).powi(2)).sqrt();
-    let st2 = fixed.estimate.powi(2) * n / variance;
-    let evalue = (rho * rho * st2 / (2.0 * nr2p1)).exp() / nr2p1.sqrt();
+    let d = delta(c_t, n_t, c_c, n_c)?;
+    let (rho, n, nr2p1) = sequential_terms(&d, alpha, n_star);
+    let width = (d.variance * n).sqrt()
+        * ((2.0 * nr2p1) * (nr2p1.sqrt() / alpha).ln() / (n * rho).powi(2)).sqrt();
     Ok((
         Interval {
-            low: fixed.estimate - width,
-            high: fixed.estimate + width,
+            low: d.estimate - width,
+            high: d.estimate + width,
         },
-        (1.0 / evalue).min(1.0),
+        sequential_p_of(&d, rho, n, nr2p1),
     ))
+}
+
+/// Only the always-valid p of [`sequential_relative_lift`] (no interval: what the
+/// decision rule needs, cheaply).
+pub fn sequential_p(
+    c_t: u64,
+    n_t: u64,
+    c_c: u64,
+    n_c: u64,
+    alpha: f64,
+    n_star: f64,
+) -> Result<f64, NoRelativeLift> {
+    let d = delta(c_t, n_t, c_c, n_c)?;
+    let (rho, n, nr2p1) = sequential_terms(&d, alpha, n_star);
+    Ok(sequential_p_of(&d, rho, n, nr2p1))
+}
+
+/// ρ (eq. 161), n and nρ² + 1.
+fn sequential_terms(d: &Delta, alpha: f64, n_star: f64) -> (f64, f64, f64) {
+    let n = d.nt + d.nc;
+    let rho = ((-2.0 * alpha.ln() + (-2.0 * alpha.ln() + 1.0).ln()) / n_star).sqrt();
+    (rho, n, n * rho * rho + 1.0)
+}
+
+/// p = min(1, 1/E) with the e-value of eq. 155.
+fn sequential_p_of(d: &Delta, rho: f64, n: f64, nr2p1: f64) -> f64 {
+    let st2 = d.estimate.powi(2) * n / d.variance;
+    let evalue = (rho * rho * st2 / (2.0 * nr2p1)).exp() / nr2p1.sqrt();
+    (1.0 / evalue).min(1.0)
 }
