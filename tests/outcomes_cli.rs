@@ -91,6 +91,27 @@ async fn counts_when(admin: SocketAddr, experiment: &str, requests: u64) -> Valu
     }
 }
 
+/// `cohort report --format json` on the log, for the configured experiment.
+fn report_cli(events: &std::path::Path, config: &std::path::Path) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .arg("report")
+        .arg("--events")
+        .arg(events)
+        .arg("--config")
+        .arg(config)
+        .args(["--experiment", "iris-model", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn without_time(report: &Value) -> Value {
+    let mut r = report.clone();
+    r.as_object_mut().unwrap().remove("computed_at");
+    r
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exposures_and_conversions_are_logged_counted_and_replayed() {
     let s = Setup::new("shutdown: { grace_ms: 20 }\nevents: { dir: EVENTS }\nconversions: { public_path: /cohort/conversions, max_body_bytes: 8192 }\n", "").await;
@@ -211,6 +232,42 @@ async fn exposures_and_conversions_are_logged_counted_and_replayed() {
         assert!(text.contains(&line), "missing {line}");
     }
 
+    // The live report and `cohort report` over the same log agree to the last digit.
+    let (status, live_report) =
+        admin_call(admin, "GET", "/v1/experiments/iris-model/report", None).await;
+    assert_eq!(status, StatusCode::OK, "{live_report}");
+    let cli_report = report_cli(&events, &config);
+    assert_eq!(without_time(&live_report), without_time(&cli_report));
+    for v in live_report["variants"].as_array().unwrap() {
+        let (units, converted, value) = expect[v["name"].as_str().unwrap()];
+        assert_eq!(v["units"].as_u64(), Some(units), "{v}");
+        assert_eq!(v["conversions"].as_u64(), Some(converted), "{v}");
+        assert!((v["value_sum"].as_f64().unwrap() - value).abs() < 1e-9, "{v}");
+    }
+    // The report refreshed the analysis gauges.
+    let (_, metrics) = admin_call(admin, "GET", "/metrics", None).await;
+    let lines = metrics.as_str().unwrap().lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    for v in live_report["variants"].as_array().unwrap() {
+        let gauge = scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "cohort_experiment_units"
+                    && s.labels.get("variant") == v["name"].as_str()
+            })
+            .unwrap_or_else(|| panic!("no cohort_experiment_units for {v}"));
+        assert_eq!(
+            gauge.value,
+            prometheus_parse::Value::Gauge(v["units"].as_f64().unwrap())
+        );
+    }
+    let (status, html) =
+        admin_call(admin, "GET", "/v1/experiments/iris-model/report.html", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let html = html.as_str().unwrap();
+    assert!(html.contains("<svg") && html.contains("Experiment iris-model"));
+
     // The log holds exactly 200 exposures and 41 conversions, with the right variants.
     assert_eq!(cohort.terminate(), Some(0));
     let read = read_dir(&events).unwrap();
@@ -237,6 +294,9 @@ async fn exposures_and_conversions_are_logged_counted_and_replayed() {
     let _again = CohortProcess::start(&config, &[]);
     let replayed = counts_when(admin, "iris-model", 200).await;
     assert_eq!(replayed["counts"], live["counts"]);
+    let (_, replayed_report) =
+        admin_call(admin, "GET", "/v1/experiments/iris-model/report", None).await;
+    assert_eq!(without_time(&replayed_report), without_time(&cli_report));
     let units: HashSet<&String> = variant_of.keys().collect();
     assert_eq!(units.len(), 100);
 }

@@ -230,6 +230,8 @@ pub fn ingest(line: &[u8], opts: &ReadOptions, tally: &mut Tally) -> bool {
         .as_deref()
         .is_some_and(|e| e != l.experiment)
     {
+        // Known by name only, so that an error can list what the log holds.
+        tally.note_experiment(&l.experiment);
         return true;
     }
     if opts.since.is_some_and(|s| ts < s) || opts.until.is_some_and(|u| ts >= u) {

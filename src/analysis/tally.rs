@@ -152,6 +152,11 @@ impl Tally {
         self.experiments.get_mut(name).expect("present")
     }
 
+    /// Records that `name` appears in the log (without any of its events).
+    pub fn note_experiment(&mut self, name: &str) {
+        self.experiment(name);
+    }
+
     pub fn exposure(&mut self, e: ExposureObs) {
         let x = self.experiment(e.experiment);
         if e.excluded {

@@ -237,7 +237,9 @@ fn power_line(r: &Report) -> String {
 /// The report for a terminal (fits 100 columns).
 pub fn text(r: &Report) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{}", headline(r));
+    for line in wrap(&headline(r), 100) {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(
         out,
         "\nexperiment {} · unit {} · {} test, alpha {} · decision: {}\n",
@@ -253,15 +255,38 @@ pub fn text(r: &Report) -> String {
         out.push('\n');
         out.push_str(&table(&comparison_head(r), &comparison_rows(r)));
     }
-    let _ = writeln!(out, "\nsplit:  {}", srm_line(r));
-    let _ = writeln!(out, "power:  {}", power_line(r));
+    out.push('\n');
+    for (label, line) in [("split:  ", srm_line(r)), ("power:  ", power_line(r))] {
+        for (i, l) in wrap(&line, 100 - label.len()).iter().enumerate() {
+            let _ = writeln!(out, "{}{l}", if i == 0 { label } else { "        " });
+        }
+    }
     if !r.notes.is_empty() {
         let _ = writeln!(out, "notes:");
         for n in &r.notes {
-            let _ = writeln!(out, "  - {n}");
+            for (i, line) in wrap(n, 100 - 4).iter().enumerate() {
+                let _ = writeln!(out, "  {} {line}", if i == 0 { "-" } else { " " });
+            }
         }
     }
     out
+}
+
+/// Splits `text` into lines of at most `width` characters, at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split(' ') {
+        let last = lines.last_mut().expect("never empty");
+        if !last.is_empty() && last.chars().count() + 1 + word.chars().count() > width {
+            lines.push(word.to_owned());
+        } else {
+            if !last.is_empty() {
+                last.push(' ');
+            }
+            last.push_str(word);
+        }
+    }
+    lines
 }
 
 fn md_table<const N: usize>(head: &[String; N], rows: &[[String; N]]) -> String {
