@@ -102,7 +102,11 @@ fn report_cli(events: &std::path::Path, config: &std::path::Path) -> Value {
         .args(["--experiment", "iris-model", "--format", "json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -242,7 +246,10 @@ async fn exposures_and_conversions_are_logged_counted_and_replayed() {
         let (units, converted, value) = expect[v["name"].as_str().unwrap()];
         assert_eq!(v["units"].as_u64(), Some(units), "{v}");
         assert_eq!(v["conversions"].as_u64(), Some(converted), "{v}");
-        assert!((v["value_sum"].as_f64().unwrap() - value).abs() < 1e-9, "{v}");
+        assert!(
+            (v["value_sum"].as_f64().unwrap() - value).abs() < 1e-9,
+            "{v}"
+        );
     }
     // The report refreshed the analysis gauges.
     let (_, metrics) = admin_call(admin, "GET", "/metrics", None).await;

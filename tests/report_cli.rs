@@ -93,10 +93,36 @@ fn counting_rules_across_merged_replica_directories() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path());
     let root = dir.path().to_str().unwrap();
-    let r = json_report(&["report", "--events", root, "--control", "a", "--experiment", "e", "--format", "json"]);
+    let r = json_report(&[
+        "report",
+        "--events",
+        root,
+        "--control",
+        "a",
+        "--experiment",
+        "e",
+        "--format",
+        "json",
+    ]);
     let (a, b) = (variant(&r, "a"), variant(&r, "b"));
-    assert_eq!((a["units"].as_u64(), a["conversions"].as_u64(), a["crossovers"].as_u64()), (Some(1), Some(0), Some(1)), "{a}");
-    assert_eq!((b["units"].as_u64(), b["conversions"].as_u64(), b["crossovers"].as_u64()), (Some(2), Some(1), Some(0)), "{b}");
+    assert_eq!(
+        (
+            a["units"].as_u64(),
+            a["conversions"].as_u64(),
+            a["crossovers"].as_u64()
+        ),
+        (Some(1), Some(0), Some(1)),
+        "{a}"
+    );
+    assert_eq!(
+        (
+            b["units"].as_u64(),
+            b["conversions"].as_u64(),
+            b["crossovers"].as_u64()
+        ),
+        (Some(2), Some(1), Some(0)),
+        "{b}"
+    );
     assert_eq!(b["value_sum"].as_f64(), Some(5.0));
     assert_eq!(b["value_mean"].as_f64(), Some(2.5));
     for note in [
@@ -113,12 +139,24 @@ fn counting_rules_across_merged_replica_directories() {
     // Undefined numbers are null with a reason, never NaN.
     let cmp = &r["comparisons"][0];
     assert_eq!(cmp["variant"], "b");
-    assert!(cmp["rel_lift"].is_null() && has_note(&r, "rel_lift, its interval"), "{r}");
+    assert!(
+        cmp["rel_lift"].is_null() && has_note(&r, "rel_lift, its interval"),
+        "{r}"
+    );
     assert_eq!(r["decision"]["status"], "continue");
     // The same directories given one by one merge to the same numbers.
     let two = json_report(&[
-        "report", "--events", &format!("{root}/replica-a"), "--events", &format!("{root}/replica-b"),
-        "--control", "a", "--experiment", "e", "--format", "json",
+        "report",
+        "--events",
+        &format!("{root}/replica-a"),
+        "--events",
+        &format!("{root}/replica-b"),
+        "--control",
+        "a",
+        "--experiment",
+        "e",
+        "--format",
+        "json",
     ]);
     assert_eq!(two["variants"], r["variants"]);
 }
@@ -129,11 +167,35 @@ fn since_restricts_the_window_and_the_config_sets_the_attribution_window() {
     write_log(dir.path());
     let root = dir.path().to_str().unwrap();
     // From second 2 on: u1's first exposure is now its one at second 5 (still a).
-    let r = json_report(&["report", "--events", root, "--control", "a", "--experiment", "e", "--format", "json", "--since", &t(2)]);
+    let r = json_report(&[
+        "report",
+        "--events",
+        root,
+        "--control",
+        "a",
+        "--experiment",
+        "e",
+        "--format",
+        "json",
+        "--since",
+        &t(2),
+    ]);
     assert_eq!(variant(&r, "a")["units"].as_u64(), Some(1));
     assert!(has_note(&r, "restricted to events in"), "{}", r["notes"]);
     // Before second 2: only u1 (a) in this phase; b never appears.
-    let r = json_report(&["report", "--events", root, "--control", "a", "--experiment", "e", "--format", "json", "--until", &t(2)]);
+    let r = json_report(&[
+        "report",
+        "--events",
+        root,
+        "--control",
+        "a",
+        "--experiment",
+        "e",
+        "--format",
+        "json",
+        "--until",
+        &t(2),
+    ]);
     assert_eq!(r["variants"].as_array().unwrap().len(), 1);
     assert_eq!(variant(&r, "a")["units"].as_u64(), Some(1));
 
@@ -153,14 +215,48 @@ experiments:
 "#,
     )
     .unwrap();
-    let r = json_report(&["report", "--events", root, "--config", config.to_str().unwrap(), "--experiment", "e", "--format", "json"]);
+    let r = json_report(&[
+        "report",
+        "--events",
+        root,
+        "--config",
+        config.to_str().unwrap(),
+        "--experiment",
+        "e",
+        "--format",
+        "json",
+    ]);
     // u2's conversion at second 50 is 48 s after its exposure: outside the 10 s window.
     assert_eq!(variant(&r, "b")["value_sum"].as_f64(), Some(2.0));
-    assert!(has_note(&r, "1 conversions fall outside attribution_window_s"), "{}", r["notes"]);
-    assert_eq!((r["alpha"].as_f64(), variant(&r, "a")["share"].as_f64()), (Some(0.1), Some(0.7)));
+    assert!(
+        has_note(&r, "1 conversions fall outside attribution_window_s"),
+        "{}",
+        r["notes"]
+    );
+    assert_eq!(
+        (r["alpha"].as_f64(), variant(&r, "a")["share"].as_f64()),
+        (Some(0.1), Some(0.7))
+    );
     // Flags override the config.
-    let r = json_report(&["report", "--events", root, "--config", config.to_str().unwrap(), "--experiment", "e", "--format", "json", "--alpha", "0.01", "--weights", "a=1,b=1"]);
-    assert_eq!((r["alpha"].as_f64(), variant(&r, "a")["share"].as_f64()), (Some(0.01), Some(0.5)));
+    let r = json_report(&[
+        "report",
+        "--events",
+        root,
+        "--config",
+        config.to_str().unwrap(),
+        "--experiment",
+        "e",
+        "--format",
+        "json",
+        "--alpha",
+        "0.01",
+        "--weights",
+        "a=1,b=1",
+    ]);
+    assert_eq!(
+        (r["alpha"].as_f64(), variant(&r, "a")["share"].as_f64()),
+        (Some(0.01), Some(0.5))
+    );
 }
 
 #[test]
@@ -170,22 +266,63 @@ fn every_format_leads_with_the_decision() {
     let root = dir.path().to_str().unwrap();
     let (code, text, err) = cohort(&["report", "--events", root, "--control", "a"]);
     assert_eq!(code, 0, "{err}");
-    assert!(text.starts_with("Keep running: waiting for 100 units"), "{text}");
+    assert!(
+        text.starts_with("Keep running: waiting for 100 units"),
+        "{text}"
+    );
     for line in text.lines() {
-        assert!(line.chars().count() <= 100, "wider than 100 columns: {line}");
+        assert!(
+            line.chars().count() <= 100,
+            "wider than 100 columns: {line}"
+        );
     }
-    let (_, md, _) = cohort(&["report", "--events", root, "--control", "a", "--format", "markdown"]);
-    assert!(md.starts_with("## Experiment `e`") && md.contains("| variant | share |"), "{md}");
+    let (_, md, _) = cohort(&[
+        "report",
+        "--events",
+        root,
+        "--control",
+        "a",
+        "--format",
+        "markdown",
+    ]);
+    assert!(
+        md.starts_with("## Experiment `e`") && md.contains("| variant | share |"),
+        "{md}"
+    );
     let out = dir.path().join("r.html");
-    let (code, _, err) = cohort(&["report", "--events", root, "--control", "a", "--format", "html", "--out", out.to_str().unwrap()]);
+    let (code, _, err) = cohort(&[
+        "report",
+        "--events",
+        root,
+        "--control",
+        "a",
+        "--format",
+        "html",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
     let html = std::fs::read_to_string(&out).unwrap();
-    assert!(html.starts_with("<!DOCTYPE html>") && html.matches("<svg").count() == 3, "{html}");
+    assert!(
+        html.starts_with("<!DOCTYPE html>") && html.matches("<svg").count() == 3,
+        "{html}"
+    );
     // Self-contained: nothing is fetched (the only URL is the SVG namespace).
     assert!(!html.contains("<script") && !html.contains("src="));
-    assert_eq!(html.matches("http").count(), html.matches("http://www.w3.org/2000/svg").count());
+    assert_eq!(
+        html.matches("http").count(),
+        html.matches("http://www.w3.org/2000/svg").count()
+    );
     // Without --experiment, JSON is an array of every experiment in the log.
-    let all = json_report(&["report", "--events", root, "--control", "a", "--format", "json"]);
+    let all = json_report(&[
+        "report",
+        "--events",
+        root,
+        "--control",
+        "a",
+        "--format",
+        "json",
+    ]);
     assert_eq!(all.as_array().map(Vec::len), Some(1));
 }
 
@@ -195,12 +332,27 @@ fn bad_arguments_are_refused_with_the_reason() {
     write_log(dir.path());
     let root = dir.path().to_str().unwrap();
     for (args, reason) in [
-        (vec!["--control", "a", "--experiment", "nope"], "no experiment named \"nope\" in the log or the config (in the log: e)"),
+        (
+            vec!["--control", "a", "--experiment", "nope"],
+            "no experiment named \"nope\" in the log or the config (in the log: e)",
+        ),
         (vec![], "name its control with --control"),
-        (vec!["--control", "zz"], "--control \"zz\" is not one of its variants"),
-        (vec!["--control", "a", "--since", "yesterday"], "--since: \"yesterday\" is not an RFC 3339 time"),
-        (vec!["--control", "a", "--weights", "a:1"], "--weights: \"a:1\" is not name=weight"),
-        (vec!["--control", "a", "--alpha", "1.5"], "--alpha must be in (0, 1)"),
+        (
+            vec!["--control", "zz"],
+            "--control \"zz\" is not one of its variants",
+        ),
+        (
+            vec!["--control", "a", "--since", "yesterday"],
+            "--since: \"yesterday\" is not an RFC 3339 time",
+        ),
+        (
+            vec!["--control", "a", "--weights", "a:1"],
+            "--weights: \"a:1\" is not name=weight",
+        ),
+        (
+            vec!["--control", "a", "--alpha", "1.5"],
+            "--alpha must be in (0, 1)",
+        ),
     ] {
         let mut all = vec!["report", "--events", root];
         all.extend(args);

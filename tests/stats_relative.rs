@@ -96,3 +96,20 @@ fn the_sequential_interval_and_p_match_gbstats() {
     }
     assert!(computed >= 20, "only {computed} cases had values");
 }
+
+#[test]
+fn t_quantiles_match_scipy_at_every_df() {
+    let fx: Value = serde_json::from_str(include_str!("fixtures/stats/t_quantile.json")).unwrap();
+    for case in fx["cases"].as_array().unwrap() {
+        let (p, df, want) = (
+            case["p"].as_f64().unwrap(),
+            case["df"].as_f64().unwrap(),
+            case["q"].as_f64().unwrap(),
+        );
+        let got = cohort::stats::relative::t_quantile(p, df);
+        assert!(
+            (got - want).abs() <= 1e-9 * want.abs(),
+            "t quantile p={p} df={df}: {got} vs scipy {want}"
+        );
+    }
+}
