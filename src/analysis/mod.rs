@@ -9,7 +9,8 @@
 //! ```
 //!
 //! * [`tally`]: per-unit state folded from events in any order (mergeable);
-//! * [`read`]: reading event directories in parallel, `--since/--until`;
+//! * [`read`]: reading event directories in parallel, `--since/--until`; [`scan`]: the
+//!   fast path for the lines cohort writes (serde_json for anything else);
 //! * [`versions`]: `config-versions.jsonl`, the shares in force when each unit arrived;
 //! * [`population`]: what counts — first exposure, crossovers, attribution;
 //! * [`walk`]: the replay in `ts` order (frozen baseline, frozen fixed decision, SRM
@@ -20,6 +21,7 @@
 pub mod population;
 pub mod read;
 pub mod report;
+pub mod scan;
 pub mod tally;
 pub mod versions;
 pub mod walk;

@@ -10,8 +10,6 @@
 //!   with `attribution_window_s`, within that many seconds of it; values sum per unit;
 //! * a conversion for a unit never exposed (in this phase) is unattributed.
 
-use std::collections::HashMap;
-
 use super::tally::{ExperimentTally, PhaseTally, NEVER};
 use crate::stats::welch::Moments;
 
@@ -93,7 +91,7 @@ impl Population {
         conversions.sort_unstable_by(|a, b| {
             (a.ts, a.value.to_bits(), &a.unit).cmp(&(b.ts, b.value.to_bits(), &b.unit))
         });
-        let mut conv: HashMap<&str, (i64, f64)> = HashMap::new();
+        let mut conv: super::tally::Map<&str, (i64, f64)> = super::tally::Map::default();
         for c in conversions {
             let Some(u) = phase.units.get(&*c.unit) else {
                 pop.unattributed += 1;

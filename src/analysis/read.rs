@@ -7,13 +7,14 @@
 //! conversions, not with the size of the log.
 
 use std::borrow::Cow;
-use std::io::{self, BufRead, BufReader, IsTerminal};
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serde::Deserialize;
 
+use super::scan::{scan, Fields};
 use super::tally::{ExposureObs, Tally};
 use super::versions::ConfigVersions;
 
@@ -187,42 +188,85 @@ fn read_file(
     malformed: &mut u64,
     bar: Option<&indicatif::ProgressBar>,
 ) -> io::Result<()> {
-    let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
-    let mut buf = Vec::with_capacity(1024);
-    let mut since_tick = 0usize;
+    use std::io::Read;
+    // Large reads, lines split in place: no copy per line.
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut filled = 0;
     loop {
-        buf.clear();
-        let n = reader.read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            break;
+        if filled == buf.len() {
+            // A line longer than the buffer: grow it.
+            buf.resize(buf.len() * 2, 0);
         }
-        since_tick += n;
-        if since_tick >= 1 << 20 {
+        let n = file.read(&mut buf[filled..])?;
+        let eof = n == 0;
+        filled += n;
+        let mut start = 0;
+        while let Some(nl) = memchr::memchr(b'\n', &buf[start..filled]) {
+            line(&buf[start..start + nl], opts, tally, lines, malformed);
+            start += nl + 1;
+        }
+        if eof {
+            // A last line without a newline (a torn write, or a hand-made file).
+            line(&buf[start..filled], opts, tally, lines, malformed);
             if let Some(b) = bar {
-                b.inc(since_tick as u64);
+                b.inc(filled as u64);
             }
-            since_tick = 0;
+            return Ok(());
         }
-        if buf.iter().all(u8::is_ascii_whitespace) {
-            continue;
+        if let Some(b) = bar {
+            b.inc(start as u64);
         }
-        *lines += 1;
-        if !ingest(&buf, opts, tally) {
-            *malformed += 1;
-        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
     }
-    if let Some(b) = bar {
-        b.inc(since_tick as u64);
+}
+
+/// Bytes read at a time.
+const CHUNK: usize = 4 << 20;
+
+fn line(l: &[u8], opts: &ReadOptions, tally: &mut Tally, lines: &mut u64, malformed: &mut u64) {
+    if l.iter().all(u8::is_ascii_whitespace) {
+        return;
     }
-    Ok(())
+    *lines += 1;
+    if !ingest(l, opts, tally) {
+        *malformed += 1;
+    }
 }
 
 /// Adds one line; false when it is not a valid event.
 pub fn ingest(line: &[u8], opts: &ReadOptions, tally: &mut Tally) -> bool {
-    let Ok(l) = serde_json::from_slice::<Line>(line) else {
-        return false;
-    };
-    let Some(ts) = crate::clock::parse_nanos(&l.ts) else {
+    match scan(line) {
+        Some(f) => apply(f, opts, tally),
+        None => match serde_json::from_slice::<Line>(line) {
+            Ok(l) => apply(
+                Fields {
+                    exposure: match &*l.kind {
+                        "exposure" => true,
+                        "conversion" => false,
+                        _ => return false,
+                    },
+                    ts: &l.ts,
+                    experiment: &l.experiment,
+                    unit: &l.unit,
+                    variant: l.variant.as_deref(),
+                    value: l.value,
+                    config_version: l.config_version.as_deref(),
+                    forced: l.forced,
+                    unit_missing: l.unit_missing,
+                    phase: l.phase.as_deref(),
+                },
+                opts,
+                tally,
+            ),
+            Err(_) => false,
+        },
+    }
+}
+
+fn apply(l: Fields, opts: &ReadOptions, tally: &mut Tally) -> bool {
+    let Some(ts) = crate::clock::parse_nanos(l.ts) else {
         return false;
     };
     if opts
@@ -231,35 +275,33 @@ pub fn ingest(line: &[u8], opts: &ReadOptions, tally: &mut Tally) -> bool {
         .is_some_and(|e| e != l.experiment)
     {
         // Known by name only, so that an error can list what the log holds.
-        tally.note_experiment(&l.experiment);
+        tally.note_experiment(l.experiment);
         return true;
     }
     if opts.since.is_some_and(|s| ts < s) || opts.until.is_some_and(|u| ts >= u) {
         return true;
     }
-    match &*l.kind {
-        "exposure" => {
-            let Some(variant) = l.variant.as_deref() else {
-                return false;
-            };
-            tally.exposure(ExposureObs {
-                experiment: &l.experiment,
-                unit: &l.unit,
-                variant,
-                ts,
-                config_version: l.config_version.as_deref(),
-                phase: l.phase.as_deref(),
-                excluded: l.forced || l.unit_missing,
-            });
-            true
-        }
-        "conversion" => match l.value {
+    if l.exposure {
+        let Some(variant) = l.variant else {
+            return false;
+        };
+        tally.exposure(ExposureObs {
+            experiment: l.experiment,
+            unit: l.unit,
+            variant,
+            ts,
+            config_version: l.config_version,
+            phase: l.phase,
+            excluded: l.forced || l.unit_missing,
+        });
+        true
+    } else {
+        match l.value {
             Some(v) if !v.is_finite() => false,
             v => {
-                tally.conversion(&l.experiment, &l.unit, ts, v.unwrap_or(1.0));
+                tally.conversion(l.experiment, l.unit, ts, v.unwrap_or(1.0));
                 true
             }
-        },
-        _ => false,
+        }
     }
 }

@@ -12,6 +12,10 @@
 
 use std::collections::HashMap;
 
+/// Maps keyed by unit ids: foldhash (randomly seeded per map, several times faster than
+/// SipHash on short keys; the ids come from clients, so a fixed seed would not do).
+pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// "Never" for a timestamp.
 pub const NEVER: i64 = i64::MAX;
 /// A unit whose first exposure carried no known config version.
@@ -31,9 +35,10 @@ pub struct UnitState {
 }
 
 impl UnitState {
-    /// Folds `b` into `a` (commutative and associative up to exact ties, which are
-    /// broken by variant index so that the result never depends on order).
-    fn absorb(&mut self, b: UnitState) {
+    /// Folds `b` into `a` (commutative and associative: exact ties in time are broken by
+    /// variant *name*, so that the result never depends on order). `names` are the
+    /// variant names the indices refer to.
+    fn absorb(&mut self, b: UnitState, names: &[String]) {
         if self.variant == b.variant {
             if b.first < self.first {
                 self.first = b.first;
@@ -44,7 +49,8 @@ impl UnitState {
             self.other = self.other.min(b.other);
             return;
         }
-        let a_first = (self.first, self.variant) < (b.first, b.variant);
+        let name = |v: u16| names.get(v as usize).map_or("", String::as_str);
+        let a_first = (self.first, name(self.variant)) < (b.first, name(b.variant));
         if a_first {
             self.other = self.other.min(b.first);
         } else {
@@ -65,7 +71,7 @@ pub struct PendingConversion {
 /// The units of one phase (one salt) of an experiment.
 #[derive(Debug, Default, Clone)]
 pub struct PhaseTally {
-    pub units: HashMap<Box<str>, UnitState>,
+    pub units: Map<Box<str>, UnitState>,
     /// Latest exposure ts in this phase.
     pub last_ts: i64,
 }
@@ -78,7 +84,7 @@ pub struct ExperimentTally {
     /// Config versions, in order of first appearance.
     pub versions: Vec<String>,
     /// By phase ("" when the events carry none).
-    pub phases: HashMap<String, PhaseTally>,
+    pub phases: Map<String, PhaseTally>,
     pub conversions: Vec<PendingConversion>,
     /// Exposures that never count (forced by override, or without a unit).
     pub excluded_exposures: u64,
@@ -88,7 +94,11 @@ pub struct ExperimentTally {
 
 impl ExperimentTally {
     fn variant(&mut self, name: &str) -> u16 {
-        if let Some(i) = self.variants.iter().position(|v| v == name) {
+        if let Some(i) = self
+            .variants
+            .iter()
+            .position(|v| v.len() == name.len() && v.bytes().zip(name.bytes()).all(|(a, b)| a == b))
+        {
             return i as u16;
         }
         self.variants.push(name.to_owned());
@@ -109,13 +119,14 @@ impl ExperimentTally {
     }
 
     fn insert(&mut self, phase: &str, unit: &str, state: UnitState) {
+        let names = &self.variants;
         let p = match self.phases.get_mut(phase) {
             Some(p) => p,
             None => self.phases.entry(phase.to_owned()).or_default(),
         };
         p.last_ts = p.last_ts.max(state.first);
         match p.units.get_mut(unit) {
-            Some(s) => s.absorb(state),
+            Some(s) => s.absorb(state, names),
             None => {
                 p.units.insert(unit.into(), state);
             }
@@ -126,7 +137,7 @@ impl ExperimentTally {
 /// Every experiment's tally.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
-    pub experiments: HashMap<String, ExperimentTally>,
+    pub experiments: Map<String, ExperimentTally>,
 }
 
 /// One exposure line, as the tally needs it.
@@ -219,7 +230,7 @@ impl Tally {
                     };
                     mine.last_ts = mine.last_ts.max(s.first);
                     match mine.units.get_mut(&unit) {
-                        Some(m) => m.absorb(s),
+                        Some(m) => m.absorb(s, &ours.variants),
                         None => {
                             mine.units.insert(unit, s);
                         }
