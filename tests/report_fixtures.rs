@@ -1,0 +1,230 @@
+//! Whole reports against an independent computation (tests/fixtures/stats/reports.py:
+//! statsmodels, scipy, gbstats, and the decision rule transcribed in Python): from an
+//! event log with the scenario's counts to every number and the decision.
+
+use cohort::analysis::tally::{ExposureObs, Tally};
+use cohort::analysis::{analyze, ConfigVersions, Report, Setup};
+use cohort::config::schema::{DecisionConfig, UnitKind};
+use serde_json::Value;
+
+fn close(got: Option<f64>, want: &Value, tol: f64, what: &str) {
+    match (got, want.as_f64()) {
+        (None, None) => {}
+        (Some(g), Some(w)) => assert!(
+            (g - w).abs() <= tol * w.abs().max(1.0),
+            "{what}: got {g}, reference {w}"
+        ),
+        (g, _) => panic!("{what}: got {g:?}, reference {want}"),
+    }
+}
+
+fn close_pair(got: Option<[f64; 2]>, want: &Value, tol: f64, what: &str) {
+    close(got.map(|p| p[0]), &want[0], tol, what);
+    close(got.map(|p| p[1]), &want[1], tol, what);
+}
+
+/// The scenario as an event log: each variant's units in turn, one second apart, and
+/// a conversion for the first `converted` of them.
+fn report_of(s: &Value) -> Report {
+    let mut tally = Tally::default();
+    let mut ts = 1_795_564_800_000_000_000i64;
+    for arm in s["arms"].as_array().unwrap() {
+        let name = arm["name"].as_str().unwrap();
+        for u in 0..arm["units"].as_u64().unwrap() {
+            let unit = format!("{name}-{u}");
+            ts += 1_000_000_000;
+            tally.exposure(ExposureObs {
+                experiment: "e",
+                unit: &unit,
+                variant: name,
+                ts,
+                config_version: None,
+                phase: None,
+                excluded: false,
+            });
+            if u < arm["converted"].as_u64().unwrap() {
+                tally.conversion("e", &unit, ts + 1, 1.0);
+            }
+        }
+    }
+    let setup = Setup {
+        experiment: "e".into(),
+        unit: UnitKind::User,
+        control: s["control"].as_str().unwrap().into(),
+        variants: s["arms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["name"].as_str().unwrap().to_owned(),
+                    a["weight"].as_f64().unwrap(),
+                )
+            })
+            .collect(),
+        decision: DecisionConfig {
+            alpha: s["alpha"].as_f64().unwrap(),
+            mde: s["mde"].as_f64().unwrap(),
+            power: s["power"].as_f64().unwrap(),
+            baseline_rate: s["baseline_rate"].as_f64(),
+            ..DecisionConfig::default()
+        },
+        salt: None,
+        versions: std::sync::Arc::new(ConfigVersions::default()),
+        tally_versions: Vec::new(),
+    };
+    let empty = Default::default();
+    analyze(
+        tally.experiments.get("e").unwrap_or(&empty),
+        &setup,
+        "now".into(),
+        Vec::new(),
+    )
+}
+
+#[test]
+fn every_scenario_matches_the_independent_computation() {
+    let fx: Value = serde_json::from_str(include_str!("fixtures/stats/reports.json")).unwrap();
+    let scenarios = fx["scenarios"].as_array().unwrap();
+    assert!(scenarios.len() >= 10);
+    let mut statuses = std::collections::BTreeSet::new();
+    for s in scenarios {
+        let name = s["name"].as_str().unwrap();
+        let r = report_of(s);
+        for (got, want) in r.variants.iter().zip(s["variants"].as_array().unwrap()) {
+            assert_eq!(got.name, want["name"].as_str().unwrap(), "{name}");
+            assert_eq!(Some(got.units), want["units"].as_u64(), "{name}");
+            assert_eq!(
+                Some(got.conversions),
+                want["conversions"].as_u64(),
+                "{name}"
+            );
+            close(
+                got.rate,
+                &want["rate"],
+                1e-12,
+                &format!("{name}: {} rate", got.name),
+            );
+            close_pair(
+                got.rate_ci,
+                &want["rate_ci"],
+                1e-9,
+                &format!("{name}: {} wilson", got.name),
+            );
+        }
+        for (got, want) in r
+            .comparisons
+            .iter()
+            .zip(s["comparisons"].as_array().unwrap())
+        {
+            let what = |f: &str| format!("{name}: {} {f}", got.variant);
+            assert_eq!(got.variant, want["variant"].as_str().unwrap());
+            close_pair(
+                got.abs_diff_ci,
+                &want["abs_diff_ci"],
+                1e-9,
+                &what("newcombe"),
+            );
+            close(got.z, &want["z"], 1e-9, &what("z"));
+            close(got.p_value, &want["p_value"], 1e-8, &what("p"));
+            assert_eq!(
+                got.test.map(|t| serde_json::to_value(t).unwrap()),
+                want.get("test").cloned(),
+                "{}",
+                what("test")
+            );
+            close(got.p_value_holm, &want["p_value_holm"], 1e-8, &what("holm"));
+            close_pair(
+                got.rel_lift_ci,
+                &want["rel_lift_ci"],
+                1e-8,
+                &what("rel lift ci"),
+            );
+            close(got.seq_p_value, &want["seq_p_value"], 1e-8, &what("seq p"));
+            close(
+                got.seq_p_value_holm,
+                &want["seq_p_value_holm"],
+                1e-8,
+                &what("seq holm"),
+            );
+            close_pair(got.seq_ci, &want["seq_ci"], 1e-8, &what("seq ci"));
+            close(
+                got.prob_beat_control,
+                &want["prob_beat_control"],
+                1e-8,
+                &what("P(beat)"),
+            );
+            close(
+                got.expected_loss,
+                &want["expected_loss"],
+                1e-8,
+                &what("loss"),
+            );
+        }
+        for (v, want) in s["prob_best"].as_object().unwrap() {
+            close(
+                r.prob_best[v].as_f64(),
+                want,
+                1e-8,
+                &format!("{name}: P(best) {v}"),
+            );
+        }
+        match (&r.omnibus, s["omnibus"].is_null()) {
+            (None, true) => {}
+            (Some(o), false) => {
+                close(Some(o.chi2), &s["omnibus"]["chi2"], 1e-9, name);
+                close(Some(o.p_value), &s["omnibus"]["p_value"], 1e-8, name);
+            }
+            (o, _) => panic!("{name}: omnibus {o:?} vs {}", s["omnibus"]),
+        }
+        close(
+            r.srm.chi2,
+            &s["srm"]["chi2"],
+            1e-9,
+            &format!("{name}: srm chi2"),
+        );
+        close(
+            r.srm.p_value,
+            &s["srm"]["p_value"],
+            1e-8,
+            &format!("{name}: srm p"),
+        );
+        assert_eq!(r.srm.ok, s["srm"]["ok"].as_bool(), "{name}: srm ok");
+        close(
+            r.power.required_units_per_variant,
+            &s["required_units_per_variant"],
+            1e-9,
+            &format!("{name}: required"),
+        );
+        let d = &s["decision"];
+        assert_eq!(
+            r.decision.status.as_str(),
+            d["status"].as_str().unwrap(),
+            "{name}: {:?}",
+            r.decision
+        );
+        assert_eq!(
+            r.decision.variant.as_deref(),
+            d["variant"].as_str(),
+            "{name}"
+        );
+        let roll: Vec<&str> = d["roll_back"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(r.decision.roll_back, roll, "{name}");
+        statuses.insert(r.decision.status.as_str());
+    }
+    assert_eq!(
+        statuses.into_iter().collect::<Vec<_>>(),
+        [
+            "continue",
+            "control_wins",
+            "invalid",
+            "no_difference",
+            "winner"
+        ]
+    );
+}
