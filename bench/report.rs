@@ -11,6 +11,7 @@
 //!   this process; MB/s and the peak resident memory it added;
 //! * DuckDB (`pip install duckdb`; skipped when absent): `count(DISTINCT unit)` per
 //!   variant over `read_json` of the same files, timed inside Python, with its peak RSS.
+//!
 //! Both use every core of the machine. Not run in CI.
 
 use std::io::Write;
