@@ -53,40 +53,7 @@ enum Command {
         format: Format,
     },
     /// Analyse the outcome log: conversion rates, significance, the decision.
-    Report {
-        /// An event directory (repeatable: one per replica); every *.jsonl under it is read.
-        #[arg(long = "events", value_name = "DIR", required = true)]
-        events: Vec<PathBuf>,
-        /// The routes.yaml: control, weights, salt and `decision` settings.
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Only this experiment (default: every experiment in the log; JSON: an array).
-        #[arg(long)]
-        experiment: Option<String>,
-        #[arg(long, value_enum, default_value_t = cli::report::ReportFormat::Text)]
-        format: cli::report::ReportFormat,
-        /// Write here instead of standard output.
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-        /// Only events at or after this RFC 3339 time.
-        #[arg(long, value_name = "T")]
-        since: Option<String>,
-        /// Only events before this RFC 3339 time.
-        #[arg(long, value_name = "T")]
-        until: Option<String>,
-        /// The control variant (overrides the config).
-        #[arg(long, value_name = "NAME")]
-        control: Option<String>,
-        /// Variant weights, e.g. a=50,b=50 (overrides the config).
-        #[arg(long, value_name = "a=50,b=50")]
-        weights: Option<String>,
-        /// Significance level (overrides the config; default 0.05).
-        #[arg(long, value_name = "A")]
-        alpha: Option<f64>,
-        /// The control's expected conversion rate (default: estimated from the log).
-        #[arg(long, value_name = "P")]
-        baseline_rate: Option<f64>,
-    },
+    Report(cli::report::Args),
     /// Run the proxy on the config's public listener.
     Serve {
         /// The routes.yaml to serve.
@@ -123,31 +90,7 @@ fn main() -> ExitCode {
             units_from,
             format,
         } => cli::assign::run(&config, &experiment, &units, units_from.as_deref(), format),
-        Command::Report {
-            events,
-            config,
-            experiment,
-            format,
-            out,
-            since,
-            until,
-            control,
-            weights,
-            alpha,
-            baseline_rate,
-        } => cli::report::run(&cli::report::Args {
-            events,
-            config,
-            experiment,
-            format,
-            out,
-            since,
-            until,
-            control,
-            weights,
-            alpha,
-            baseline_rate,
-        }),
+        Command::Report(args) => cli::report::run(&args),
         Command::Serve { config, workers } => cli::serve::run(&config, workers),
         Command::Demo { users, duration } => cli::demo::run(users, duration),
     };

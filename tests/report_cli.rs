@@ -71,6 +71,23 @@ fn json_report(args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// `cohort report --format json` of experiment e with control a, plus `extra` flags.
+fn report_e(root: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "report",
+        "--events",
+        root,
+        "--control",
+        "a",
+        "--experiment",
+        "e",
+        "--format",
+        "json",
+    ];
+    args.extend(extra);
+    json_report(&args)
+}
+
 fn variant<'a>(r: &'a Value, name: &str) -> &'a Value {
     r["variants"]
         .as_array()
@@ -93,17 +110,7 @@ fn counting_rules_across_merged_replica_directories() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path());
     let root = dir.path().to_str().unwrap();
-    let r = json_report(&[
-        "report",
-        "--events",
-        root,
-        "--control",
-        "a",
-        "--experiment",
-        "e",
-        "--format",
-        "json",
-    ]);
+    let r = report_e(root, &[]);
     let (a, b) = (variant(&r, "a"), variant(&r, "b"));
     assert_eq!(
         (
@@ -167,35 +174,11 @@ fn since_restricts_the_window_and_the_config_sets_the_attribution_window() {
     write_log(dir.path());
     let root = dir.path().to_str().unwrap();
     // From second 2 on: u1's first exposure is now its one at second 5 (still a).
-    let r = json_report(&[
-        "report",
-        "--events",
-        root,
-        "--control",
-        "a",
-        "--experiment",
-        "e",
-        "--format",
-        "json",
-        "--since",
-        &t(2),
-    ]);
+    let r = report_e(root, &["--since", &t(2)]);
     assert_eq!(variant(&r, "a")["units"].as_u64(), Some(1));
     assert!(has_note(&r, "restricted to events in"), "{}", r["notes"]);
     // Before second 2: only u1 (a) in this phase; b never appears.
-    let r = json_report(&[
-        "report",
-        "--events",
-        root,
-        "--control",
-        "a",
-        "--experiment",
-        "e",
-        "--format",
-        "json",
-        "--until",
-        &t(2),
-    ]);
+    let r = report_e(root, &["--until", &t(2)]);
     assert_eq!(r["variants"].as_array().unwrap().len(), 1);
     assert_eq!(variant(&r, "a")["units"].as_u64(), Some(1));
 

@@ -51,6 +51,14 @@ fn plain_string(s: &str, i: usize) -> Option<(&str, usize)> {
     Some((&s[i + 1..j], j + 1))
 }
 
+/// The index after the ASCII digits starting at `j`.
+fn digits(b: &[u8], mut j: usize) -> usize {
+    while b.get(j).is_some_and(u8::is_ascii_digit) {
+        j += 1;
+    }
+    j
+}
+
 /// A JSON number at `i`: its text and the index after it.
 fn number(s: &str, i: usize) -> Option<(&str, usize)> {
     let b = s.as_bytes();
@@ -60,35 +68,26 @@ fn number(s: &str, i: usize) -> Option<(&str, usize)> {
     }
     match b.get(j) {
         Some(b'0') => j += 1,
-        Some(b'1'..=b'9') => {
-            while b.get(j).is_some_and(u8::is_ascii_digit) {
-                j += 1;
-            }
-        }
+        Some(b'1'..=b'9') => j = digits(b, j),
         _ => return None,
     }
     if b.get(j) == Some(&b'.') {
-        j += 1;
-        let start = j;
-        while b.get(j).is_some_and(u8::is_ascii_digit) {
-            j += 1;
-        }
-        if j == start {
+        let end = digits(b, j + 1);
+        if end == j + 1 {
             return None;
         }
+        j = end;
     }
     if matches!(b.get(j), Some(b'e' | b'E')) {
         j += 1;
         if matches!(b.get(j), Some(b'+' | b'-')) {
             j += 1;
         }
-        let start = j;
-        while b.get(j).is_some_and(u8::is_ascii_digit) {
-            j += 1;
-        }
-        if j == start {
+        let end = digits(b, j);
+        if end == j {
             return None;
         }
+        j = end;
     }
     Some((&s[i..j], j))
 }

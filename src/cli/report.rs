@@ -22,19 +22,40 @@ pub enum ReportFormat {
     Html,
 }
 
-/// Everything `cohort report` is asked.
-#[derive(Debug, Clone)]
+/// Everything `cohort report` is asked (its command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
+    /// An event directory (repeatable: one per replica); every *.jsonl under it is read.
+    #[arg(long = "events", value_name = "DIR", required = true)]
     pub events: Vec<PathBuf>,
+    /// The routes.yaml: control, weights, salt and `decision` settings.
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Only this experiment (default: every experiment in the log; JSON: an array).
+    #[arg(long)]
     pub experiment: Option<String>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
+    /// Write here instead of standard output.
+    #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Only events at or after this RFC 3339 time.
+    #[arg(long, value_name = "T")]
     pub since: Option<String>,
+    /// Only events before this RFC 3339 time.
+    #[arg(long, value_name = "T")]
     pub until: Option<String>,
+    /// The control variant (overrides the config).
+    #[arg(long, value_name = "NAME")]
     pub control: Option<String>,
+    /// Variant weights, e.g. a=50,b=50 (overrides the config).
+    #[arg(long, value_name = "a=50,b=50")]
     pub weights: Option<String>,
+    /// Significance level (overrides the config; default 0.05).
+    #[arg(long, value_name = "A")]
     pub alpha: Option<f64>,
+    /// The control's expected conversion rate (default: estimated from the log).
+    #[arg(long, value_name = "P")]
     pub baseline_rate: Option<f64>,
 }
 
