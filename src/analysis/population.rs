@@ -91,9 +91,9 @@ impl Population {
         conversions.sort_unstable_by(|a, b| {
             (a.ts, a.value.to_bits(), &a.unit).cmp(&(b.ts, b.value.to_bits(), &b.unit))
         });
-        let mut conv: super::tally::Map<&str, (i64, f64)> = super::tally::Map::default();
+        let mut conv: super::tally::Map<u128, (i64, f64)> = super::tally::Map::default();
         for c in conversions {
-            let Some(u) = phase.units.get(&*c.unit) else {
+            let Some(u) = phase.units.get(&c.unit) else {
                 pop.unattributed += 1;
                 continue;
             };
@@ -105,7 +105,7 @@ impl Population {
                 pop.outside_window += 1;
                 continue;
             }
-            let e = conv.entry(&*c.unit).or_insert((NEVER, 0.0));
+            let e = conv.entry(c.unit).or_insert((NEVER, 0.0));
             e.0 = e.0.min(c.ts);
             e.1 += c.value;
         }
@@ -114,7 +114,7 @@ impl Population {
         let mut zeros = vec![0u64; k];
         for (unit, s) in &phase.units {
             let v = map[s.variant as usize];
-            let (conv_ts, value) = conv.get(&**unit).copied().unwrap_or((NEVER, 0.0));
+            let (conv_ts, value) = conv.get(unit).copied().unwrap_or((NEVER, 0.0));
             let at = |ts, step| Milestone {
                 ts,
                 step,
