@@ -228,3 +228,91 @@ fn every_scenario_matches_the_independent_computation() {
         ]
     );
 }
+
+/// Units of `variant` numbered from `from`, the first `converted` of them converting,
+/// one second apart starting at `ts`.
+fn feed(tally: &mut Tally, ts: &mut i64, variant: &str, from: u64, units: u64, converted: u64) {
+    for u in from..from + units {
+        let unit = format!("{variant}-{u}");
+        *ts += 1_000_000_000;
+        tally.exposure(ExposureObs {
+            experiment: "e",
+            unit: &unit,
+            variant,
+            ts: *ts,
+            config_version: None,
+            phase: None,
+            excluded: false,
+        });
+        if u - from < converted {
+            tally.conversion("e", &unit, *ts + 1, 1.0);
+        }
+    }
+}
+
+/// `method: fixed` judges once, at the planned sample, and later data does not change
+/// that decision; the sequential method on the same log follows the later data.
+#[test]
+fn the_fixed_decision_is_frozen_at_the_planned_sample() {
+    let mut tally = Tally::default();
+    let mut ts = 1_795_564_800_000_000_000i64;
+    // Baseline 10%, mde 0.3: about 1 770 units per variant. Equal rates up to 2 000 each
+    // (interleaved, so both arms reach the plan together), then b pulls far ahead.
+    for round in 0..20 {
+        feed(&mut tally, &mut ts, "a", round * 100, 100, 10);
+        feed(&mut tally, &mut ts, "b", round * 100, 100, 10);
+    }
+    feed(&mut tally, &mut ts, "a", 2_000, 4_000, 400);
+    feed(&mut tally, &mut ts, "b", 2_000, 4_000, 800);
+    let setup = |method| Setup {
+        experiment: "e".into(),
+        unit: UnitKind::User,
+        control: "a".into(),
+        variants: vec![("a".into(), 50.0), ("b".into(), 50.0)],
+        decision: DecisionConfig {
+            method,
+            mde: 0.3,
+            baseline_rate: Some(0.1),
+            ..DecisionConfig::default()
+        },
+        salt: None,
+        versions: std::sync::Arc::new(ConfigVersions::default()),
+        tally_versions: Vec::new(),
+    };
+    let t = &tally.experiments["e"];
+    let fixed = analyze(
+        t,
+        &setup(cohort::config::schema::DecisionMethod::Fixed),
+        "now".into(),
+        Vec::new(),
+    );
+    assert_eq!(
+        fixed.decision.status.as_str(),
+        "no_difference",
+        "{:?}",
+        fixed.decision
+    );
+    assert!(
+        fixed
+            .notes
+            .iter()
+            .any(|n| n.contains("fixed-horizon decision made at")),
+        "{:?}",
+        fixed.notes
+    );
+    // The final data alone is overwhelming: the fixed p now is tiny, but it was not used.
+    assert!(fixed.comparisons[0].p_value.unwrap() < 1e-10);
+    let seq = analyze(
+        t,
+        &setup(cohort::config::schema::DecisionMethod::Sequential),
+        "now".into(),
+        Vec::new(),
+    );
+    assert_eq!(
+        (
+            seq.decision.status.as_str(),
+            seq.decision.variant.as_deref()
+        ),
+        ("winner", Some("b"))
+    );
+}

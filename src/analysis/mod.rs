@@ -115,6 +115,13 @@ pub fn count(tally: &ExperimentTally, setup: &Setup, mut notes: Vec<String>) -> 
                 .max_by_key(|(name, p)| (p.last_ts, *name))
                 .map(|(name, _)| name)
         });
+    if let (Some(salt), Some(c)) = (&setup.salt, chosen) {
+        if salt != c && !c.is_empty() {
+            notes.push(format!(
+                "no exposures yet in the configured phase (salt {salt:?}): showing the latest phase in the log ({c:?})"
+            ));
+        }
+    }
     let empty = tally::PhaseTally::default();
     let phase = chosen.and_then(|c| tally.phases.get(c)).unwrap_or(&empty);
     let other_units: usize = tally

@@ -308,4 +308,63 @@ mod tests {
             "7 ms falls in the ≤ 10 ms bucket"
         );
     }
+
+    fn routes(salt: &str) -> crate::config::Routes {
+        crate::config::parse(
+            "t.yaml",
+            &format!(
+                "routes:\n  - {{ name: r, match: {{ path_prefix: / }}, experiment: e }}\nexperiments:\n  - name: e\n    salt: {salt}\n    control: a\n    variants:\n      - {{ name: a, weight: 50, upstream: \"http://127.0.0.1:9\" }}\n      - {{ name: b, weight: 50, upstream: \"http://127.0.0.1:9\" }}\n"
+            ),
+        )
+        .unwrap()
+    }
+
+    fn exposed(c: &LiveCounts, variant: &str, from: u32, n: u32) {
+        let events: Vec<Event> = (from..from + n)
+            .map(|i| {
+                let Event::Exposure(mut x) = exp(&format!("u{i}"), variant) else {
+                    unreachable!()
+                };
+                x.ts =
+                    crate::clock::from_nanos(1_795_564_800_000_000_000 + i64::from(i) * 1_000_000);
+                x.phase = Some("s1".into());
+                Event::Exposure(x)
+            })
+            .collect();
+        c.apply(&events);
+    }
+
+    #[test]
+    fn a_sample_ratio_failure_latches_in_the_live_view_until_the_salt_changes() {
+        let c = LiveCounts::new();
+        let dir = std::path::Path::new("/nonexistent");
+        let r = routes("s1");
+        exposed(&c, "a", 0, 300); // b starved: a mismatch
+        let first = c.report(&r.experiments[0], dir);
+        assert_eq!(first.decision.status, Status::Invalid);
+        exposed(&c, "b", 1000, 300); // now balanced
+        let later = c.report(&r.experiments[0], dir);
+        assert_eq!(later.srm.ok, Some(true), "the data is balanced now");
+        assert_eq!(
+            later.decision.status,
+            Status::Invalid,
+            "but the live view stays invalid"
+        );
+        assert!(later
+            .notes
+            .iter()
+            .any(|n| n.contains("stays invalid until the salt changes")));
+        // A new salt is a new phase: the latch is gone (and so are the old phase's units).
+        let renewed = c.report(&routes("s2").experiments[0], dir);
+        assert_eq!(
+            renewed.decision.status,
+            Status::Continue,
+            "{:?}",
+            renewed.decision
+        );
+        assert!(renewed
+            .notes
+            .iter()
+            .any(|n| n.contains("no exposures yet in the configured phase")));
+    }
 }
