@@ -181,6 +181,7 @@ fn charts(r: &Report) -> Vec<String> {
             series: rate,
             y_format: pct,
             reference: None,
+            bounds: (0.0, 1.0),
         }
         .render(),
         Chart {
@@ -189,6 +190,7 @@ fn charts(r: &Report) -> Vec<String> {
             series: units,
             y_format: |y| format!("{y:.0}"),
             reference: None,
+            bounds: (0.0, f64::INFINITY),
         }
         .render(),
         Chart {
@@ -200,6 +202,7 @@ fn charts(r: &Report) -> Vec<String> {
             series: lift,
             y_format: signed_pct,
             reference: Some(0.0),
+            bounds: (-1.0, f64::INFINITY),
         }
         .render(),
     ]

@@ -26,6 +26,8 @@ pub struct Chart<'a> {
     pub y_format: fn(f64) -> String,
     /// A horizontal reference line (e.g. 0 lift).
     pub reference: Option<f64>,
+    /// Values the axis never goes beyond (a rate stays within [0, 1]).
+    pub bounds: (f64, f64),
 }
 
 /// Colours for variants, in order.
@@ -65,30 +67,8 @@ impl Chart<'_> {
             .series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.0));
-        let ys = self.series.iter().flat_map(|s| {
-            s.points
-                .iter()
-                .map(|p| p.1)
-                .chain(s.band.iter().flat_map(|b| [b.1, b.2]))
-        });
         let x_max = xs.fold(0.0f64, f64::max).max(1.0);
-        let (mut y_min, mut y_max) = ys
-            .filter(|y| y.is_finite())
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
-                (a.min(y), b.max(y))
-            });
-        if let Some(r) = self.reference {
-            y_min = y_min.min(r);
-            y_max = y_max.max(r);
-        }
-        if !y_min.is_finite() {
-            (y_min, y_max) = (0.0, 1.0);
-        }
-        if y_max - y_min < 1e-12 {
-            y_max = y_min + 1.0;
-        }
-        let pad = (y_max - y_min) * 0.05;
-        let (y_min, y_max) = (y_min - pad, y_max + pad);
+        let (y_min, y_max) = self.y_range();
         let px = |x: f64| LEFT + x / x_max * (W - LEFT - RIGHT);
         let py = |y: f64| TOP + (y_max - y) / (y_max - y_min) * (H - TOP - BOTTOM);
         let mut s = String::new();
@@ -98,8 +78,7 @@ impl Chart<'_> {
             t = escape(self.title)
         );
         // Axes and grid.
-        for i in 0..=4 {
-            let y = y_min + (y_max - y_min) * f64::from(i) / 4.0;
+        for y in ticks(y_min, y_max) {
             let _ = write!(
                 s,
                 r##"<line x1="{LEFT}" x2="{x2}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" font-size="11" text-anchor="end">{label}</text>"##,
@@ -137,6 +116,19 @@ impl Chart<'_> {
                 y = py(r)
             );
         }
+        // Every chart's clip rectangle is the same; the id only needs to be valid.
+        let id = format!(
+            "plot{:x}",
+            xxhash_rust::xxh3::xxh3_64(self.title.as_bytes())
+        );
+        // Early points have wide bands: the axis follows the bulk of the data and clips the rest.
+        let _ = write!(
+            s,
+            r#"<clipPath id="{id}"><rect x="{LEFT}" y="{TOP}" width="{}" height="{}"/></clipPath><g clip-path="url(#{id})">"#,
+            W - LEFT - RIGHT,
+            H - TOP - BOTTOM
+        );
+        let mut legend = String::new();
         for (k, series) in self.series.iter().enumerate() {
             if series.band.len() >= 2 {
                 let mut d = String::new();
@@ -174,7 +166,7 @@ impl Chart<'_> {
             }
             let ly = TOP + 14.0 + 18.0 * k as f64;
             let _ = write!(
-                s,
+                legend,
                 r#"<rect x="{}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{}" y="{:.1}" font-size="12">{}</text>"#,
                 W - RIGHT + 12.0,
                 ly - 10.0,
@@ -184,7 +176,65 @@ impl Chart<'_> {
                 escape(&series.name)
             );
         }
+        s.push_str("</g>");
+        s.push_str(&legend);
         s.push_str("</svg>");
         s
     }
+
+    /// The y axis: every line point, the bands between their 5th and 95th percentiles
+    /// (so the first minutes' wide intervals do not flatten the chart), the reference
+    /// line, within `bounds`, padded by 5%.
+    fn y_range(&self) -> (f64, f64) {
+        let mut lo = f64::INFINITY;
+        let mut hi = f64::NEG_INFINITY;
+        for s in &self.series {
+            for p in s.points.iter().filter(|p| p.1.is_finite()) {
+                lo = lo.min(p.1);
+                hi = hi.max(p.1);
+            }
+        }
+        let mut band: Vec<f64> = self
+            .series
+            .iter()
+            .flat_map(|s| s.band.iter().flat_map(|b| [b.1, b.2]))
+            .filter(|y| y.is_finite())
+            .collect();
+        if !band.is_empty() {
+            band.sort_by(f64::total_cmp);
+            let at = |q: f64| band[((band.len() - 1) as f64 * q).round() as usize];
+            lo = lo.min(at(0.05));
+            hi = hi.max(at(0.95));
+        }
+        if let Some(r) = self.reference {
+            lo = lo.min(r);
+            hi = hi.max(r);
+        }
+        if !lo.is_finite() || !hi.is_finite() {
+            return (0.0, 1.0);
+        }
+        if hi - lo < 1e-12 {
+            hi = lo + lo.abs().max(1.0) * 0.1;
+        }
+        let pad = (hi - lo) * 0.05;
+        ((lo - pad).max(self.bounds.0), (hi + pad).min(self.bounds.1))
+    }
+}
+
+/// Round tick values (1, 2 or 5 × 10^k apart) within [lo, hi].
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let raw = (hi - lo) / 4.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
+    let mut out = Vec::new();
+    let mut t = (lo / step).ceil() * step;
+    while t <= hi + step * 1e-9 && out.len() < 12 {
+        out.push(if t.abs() < step * 1e-9 { 0.0 } else { t });
+        t += step;
+    }
+    out
 }
