@@ -310,6 +310,10 @@ impl Metrics {
             .set(share);
         self.exposures.with_label_values(&[experiment, variant]);
         self.conversions.with_label_values(&[experiment, variant]);
+        // Units start at 0; rates, p-values and P(beat) appear once they are defined (a
+        // placeholder p of 0 would fire every "p < 0.001" alert).
+        self.experiment_units
+            .with_label_values(&[experiment, variant]);
         VariantMetrics {
             errors: UpstreamErrorKind::ALL.map(|k| {
                 self.upstream_errors
