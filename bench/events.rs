@@ -18,7 +18,11 @@ fn exposure(i: u64) -> Event {
         ts: "2026-11-25T15:00:00.000Z".into(),
         experiment: "iris-model".into(),
         unit: format!("user-{i:010}"),
-        variant: if i % 2 == 0 { "rf".into() } else { "lr".into() },
+        variant: if i.is_multiple_of(2) {
+            "rf".into()
+        } else {
+            "lr".into()
+        },
         request_id: Some(format!("c1~iris-model~rf~0123456789abcdef~{i:032x}")),
         client_request_id: None,
         config_version: Some("0123456789abcdef".into()),

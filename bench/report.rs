@@ -47,7 +47,7 @@ fn generate(dir: &Path, events: u64) -> std::io::Result<()> {
             }
             let k = s * per + i;
             let unit = (k.wrapping_mul(2_654_435_761)) % units;
-            let variant = if unit % 2 == 0 { "rf" } else { "lr" };
+            let variant = if unit.is_multiple_of(2) { "rf" } else { "lr" };
             let ts = cohort::clock::from_nanos((t0 + k as i64) * 1_000_000);
             // One event in 20 is a conversion (≈ 10% of units convert, some twice).
             if k % 20 == 19 {

@@ -22,7 +22,11 @@ fn exposure(i: usize) -> Event {
         ts: "2026-11-25T00:00:00.000Z".into(),
         experiment: "e".into(),
         unit: format!("user-{i}"),
-        variant: if i % 2 == 0 { "a".into() } else { "b".into() },
+        variant: if i.is_multiple_of(2) {
+            "a".into()
+        } else {
+            "b".into()
+        },
         request_id: Some(format!("r{i}")),
         client_request_id: None,
         config_version: None,
@@ -183,7 +187,7 @@ struct Flaky {
 impl EventSink for Flaky {
     fn append(&mut self, batch: &[u8], events: usize) -> io::Result<()> {
         self.calls += 1;
-        if self.calls % 3 == 0 {
+        if self.calls.is_multiple_of(3) {
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
                 "no space left on device",
@@ -217,7 +221,7 @@ fn write_failures_are_counted_so_written_plus_dropped_equals_produced() {
     let produced = 5000;
     for i in 0..produced {
         log.record(exposure(i));
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             std::thread::yield_now();
         }
     }

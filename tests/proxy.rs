@@ -27,9 +27,9 @@ async fn users_stick_to_their_variant_across_requests_and_instances() {
     let c = client();
     let mut seen: HashMap<String, String> = HashMap::new();
     let mut per_variant: HashMap<String, usize> = HashMap::new();
-    for i in 0..1000 {
+    for i in 0u32..1000 {
         let user = format!("user-{}", i % 100);
-        let proxy = if i % 2 == 0 { a } else { b };
+        let proxy = if i.is_multiple_of(2) { a } else { b };
         let ans = send(&c, proxy, "/invocations", &[("x-user-id", &user)]).await;
         assert_eq!(ans.status, StatusCode::OK);
         let variant = ans.headers["x-cohort-variant"].to_str().unwrap().to_owned();

@@ -88,8 +88,8 @@ async fn two_hundred_reloads_under_load_fail_nothing_and_misroute_nothing() {
         }));
     }
     let mut applied = 0;
-    for n in 0..200 {
-        std::fs::write(&path, if n % 2 == 0 { &b } else { &a }).unwrap();
+    for n in 0u32..200 {
+        std::fs::write(&path, if n.is_multiple_of(2) { &b } else { &a }).unwrap();
         match reload(&tx).await {
             Outcome::Applied { .. } => applied += 1,
             other => panic!("reload {n}: {other:?}"),
@@ -218,8 +218,8 @@ async fn an_sse_stream_and_an_http2_connection_keep_flowing_across_50_reloads() 
         .build_http();
     let mut h2_ok = 0;
     let mut received = 0;
-    for n in 0..50 {
-        std::fs::write(&path, yaml(if n % 2 == 0 { 80 } else { 90 })).unwrap();
+    for n in 0u32..50 {
+        std::fs::write(&path, yaml(if n.is_multiple_of(2) { 80 } else { 90 })).unwrap();
         assert!(matches!(reload(&tx).await, Outcome::Applied { .. }));
         // The stream keeps delivering …
         let frame = tokio::time::timeout(Duration::from_secs(2), events.frame())
