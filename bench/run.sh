@@ -204,11 +204,15 @@ for w in $WORKERS_LIST; do
     done
     # A config reload every 100 ms during a saturation run (bounded: DURATION × 10 writes).
     read -r base _ _ < <(saturate $COH)
-    cp "$work/on.yaml" "$work/on-a.yaml"
-    cohort_config "$work/on-b.yaml" $COH $ADM "events: { dir: $work/events-$w, fsync: interval }" 30001
+    # Three versions in turn: with two, a reload every ~220 ms (150 ms debounce + work)
+    # samples the file in phase with the 200 ms a/b cycle and keeps finding the version in
+    # force (a stroboscope, not a refusal).
+    for v in 0 1 2; do
+      cohort_config "$work/on-$v.yaml" $COH $ADM "events: { dir: $work/events-$w, fsync: interval }" $((30000 + v))
+    done
     (
       for i in $(seq $((DURATION * 10))); do
-        if [ $((i % 2)) = 0 ]; then cp "$work/on-a.yaml" "$work/on.yaml.tmp"; else cp "$work/on-b.yaml" "$work/on.yaml.tmp"; fi
+        cp "$work/on-$((i % 3)).yaml" "$work/on.yaml.tmp"
         mv "$work/on.yaml.tmp" "$work/on.yaml"
         sleep 0.1
       done
