@@ -27,10 +27,13 @@
 //!   [`runtime`]: runtime weights persisted in the state file.
 //! * [`events`]: the outcome log (schema v1, writer thread, reader, conversions, live counts).
 //! * [`metrics`]: every Prometheus family, with per-variant handles resolved at compile time.
+//! * [`stats`]: the statistics, pure functions checked against statsmodels, scipy and
+//!   gbstats fixtures, and the decision rule.
+//! * [`analysis`]: event log → per-unit tally (any order, mergeable) → counted population →
+//!   report; the same code behind `cohort report` and the live admin view.
+//! * [`report`]: a report as text, Markdown, or one self-contained HTML page with SVG charts.
 //! * [`demo`]: built-in model backends and simulated users for `cohort demo`.
 //! * [`cli`]: the bodies of the `cohort` subcommands; `main.rs` only parses arguments.
-//!
-//! The statistics and the reports follow in their own modules as they land (README, "Status").
 
 pub mod admin;
 pub mod analysis;
