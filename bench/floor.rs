@@ -29,10 +29,19 @@ fn main() {
         args[3].parse().expect("UPSTREAM_B is a URL"),
     ];
     let workers: usize = args.get(4).and_then(|w| w.parse().ok()).unwrap_or(1);
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
+    // One worker: a current-thread runtime (no work-stealing machinery); more: the
+    // multi-threaded one, as cohort uses.
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    };
+    runtime
         .expect("a runtime")
         .block_on(serve(listen, upstreams));
 }

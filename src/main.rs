@@ -59,7 +59,7 @@ enum Command {
         /// The routes.yaml to serve.
         #[arg(long, value_name = "FILE", default_value = "routes.yaml")]
         config: PathBuf,
-        /// Worker threads (default: one per core).
+        /// Worker threads (default: one per core; 1 runs a single-threaded runtime).
         #[arg(long)]
         workers: Option<usize>,
     },

@@ -1,5 +1,5 @@
-//! `cohort serve` as a real process: users keep their variant across a restart, the admin
-//! listener answers, SIGTERM exits 0.
+//! `cohort serve` as a real process: users keep their variant across a restart (onto a
+//! one-worker, current-thread process), the admin listener answers, SIGTERM exits 0.
 
 mod common;
 
@@ -42,7 +42,8 @@ async fn users_keep_their_variant_across_a_restart() {
     assert_eq!(first.terminate(), Some(0));
 
     let c = client(); // fresh connections to the new process
-    let mut second = CohortProcess::start(&config, &[]);
+                      // The restarted process runs one worker: the current-thread runtime serves the same.
+    let mut second = CohortProcess::start_with_workers(&config, &[], "1");
     for (i, expected) in before.iter().enumerate() {
         let ans = send(
             &c,

@@ -30,13 +30,18 @@ impl CohortProcess {
     /// for its "serving" log line (both listeners are bound by then). The working directory
     /// is the config's directory, so the default `./data/...` paths land beside it.
     pub fn start(config: &Path, env: &[(&str, &str)]) -> CohortProcess {
+        Self::start_with_workers(config, env, "2")
+    }
+
+    /// [`CohortProcess::start`] with `--workers N` (1 runs a current-thread runtime).
+    pub fn start_with_workers(config: &Path, env: &[(&str, &str)], workers: &str) -> CohortProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cohort"));
         cmd.args([
             "serve",
             "--config",
             config.to_str().unwrap(),
             "--workers",
-            "2",
+            workers,
             "--log-format",
             "json",
         ])
