@@ -1,6 +1,8 @@
 //! `cohort demo`: the built-in backends, the real proxy and the simulated users.
 
-use std::process::Command;
+mod common;
+
+use common::process::cohort_stdout;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,16 +52,7 @@ async fn the_simulation_is_sticky_and_splits_by_the_built_in_weights() {
 
 #[test]
 fn the_demo_command_prints_the_table() {
-    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["demo", "--users", "100"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = cohort_stdout(&["demo", "--users", "100"]);
     assert!(text.contains("from 100 users"), "{text}");
     assert!(text.contains("sticky: yes"), "{text}");
     assert!(text.contains("moves rf → lr 10.000%"), "{text}");
@@ -73,16 +66,7 @@ fn the_demo_command_prints_the_table() {
 /// conversions are drawn from the user ids, so only timing varies between runs.
 #[test]
 fn the_default_demo_finds_the_built_in_effect() {
-    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["demo"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = cohort_stdout(&["demo"]);
     assert!(text.contains("lr beats rf: +"), "{text}");
     assert!(text.contains("roll out lr"), "{text}");
 }

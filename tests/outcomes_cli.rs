@@ -93,21 +93,18 @@ async fn counts_when(admin: SocketAddr, experiment: &str, requests: u64) -> Valu
 
 /// `cohort report --format json` on the log, for the configured experiment.
 fn report_cli(events: &std::path::Path, config: &std::path::Path) -> Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .arg("report")
-        .arg("--events")
-        .arg(events)
-        .arg("--config")
-        .arg(config)
-        .args(["--experiment", "iris-model", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let out = common::process::cohort_stdout(&[
+        "report",
+        "--events",
+        events.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--experiment",
+        "iris-model",
+        "--format",
+        "json",
+    ]);
+    serde_json::from_str(&out).unwrap()
 }
 
 fn without_time(report: &Value) -> Value {

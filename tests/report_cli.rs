@@ -71,6 +71,23 @@ fn json_report(args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// `cohort report --format json` of experiment e with `config`, plus `extra` flags.
+fn config_report(root: &str, config: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "report",
+        "--events",
+        root,
+        "--config",
+        config.to_str().unwrap(),
+        "--experiment",
+        "e",
+        "--format",
+        "json",
+    ];
+    args.extend(extra);
+    json_report(&args)
+}
+
 /// `cohort report --format json` of experiment e with control a, plus `extra` flags.
 fn report_e(root: &str, extra: &[&str]) -> Value {
     let mut args = vec![
@@ -198,17 +215,7 @@ experiments:
 "#,
     )
     .unwrap();
-    let r = json_report(&[
-        "report",
-        "--events",
-        root,
-        "--config",
-        config.to_str().unwrap(),
-        "--experiment",
-        "e",
-        "--format",
-        "json",
-    ]);
+    let r = config_report(root, &config, &[]);
     // u2's conversion at second 50 is 48 s after its exposure: outside the 10 s window.
     assert_eq!(variant(&r, "b")["value_sum"].as_f64(), Some(2.0));
     assert!(
@@ -221,21 +228,7 @@ experiments:
         (Some(0.1), Some(0.7))
     );
     // Flags override the config.
-    let r = json_report(&[
-        "report",
-        "--events",
-        root,
-        "--config",
-        config.to_str().unwrap(),
-        "--experiment",
-        "e",
-        "--format",
-        "json",
-        "--alpha",
-        "0.01",
-        "--weights",
-        "a=1,b=1",
-    ]);
+    let r = config_report(root, &config, &["--alpha", "0.01", "--weights", "a=1,b=1"]);
     assert_eq!(
         (r["alpha"].as_f64(), variant(&r, "a")["share"].as_f64()),
         (Some(0.01), Some(0.5))

@@ -4,9 +4,9 @@
 //! It accepts only lines it can read *exactly* as serde_json would (valid UTF-8, no
 //! escapes, no nesting, no duplicate known keys, plain numbers and literals) and returns
 //! `None` for anything else, which the caller then hands to serde_json — so both paths
-//! give the same answer on every line, and the scanner only decides how fast. It is
-//! several times faster than deserializing, which is what lets `cohort report` read a log
-//! faster than DuckDB reads the same files.
+//! give the same answer on every line, and the scanner only decides how fast. With it
+//! (and chunked reads) `cohort report` went from 264 to ~400 MB/s on a 10-million-event
+//! log (`cargo bench --bench report`); DuckDB 2.0.1 reads the same files at ~1 GB/s here.
 
 /// The fields of an event line the analysis uses.
 #[derive(Debug, Clone, Copy, PartialEq)]

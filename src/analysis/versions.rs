@@ -69,10 +69,6 @@ impl ConfigVersions {
         Ok(())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
     /// Every version, by time.
     pub fn entries(&self) -> &[Version] {
         &self.list
@@ -81,23 +77,6 @@ impl ConfigVersions {
     /// The entry called `version`.
     pub fn index_of(&self, version: &str) -> Option<usize> {
         self.by_name.get(version).copied()
-    }
-
-    /// The shares of `experiment` under `version`, or else in force at `ts`.
-    pub fn shares(
-        &self,
-        experiment: &str,
-        version: Option<&str>,
-        ts: i64,
-    ) -> Option<&HashMap<String, f64>> {
-        let v = match version.and_then(|v| self.by_name.get(v)) {
-            Some(&i) => &self.list[i],
-            None => {
-                let i = self.list.partition_point(|v| v.ts <= ts);
-                self.list.get(i.checked_sub(1)?)?
-            }
-        };
-        v.shares.get(experiment)
     }
 }
 

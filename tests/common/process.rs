@@ -96,6 +96,21 @@ impl Drop for CohortProcess {
     }
 }
 
+/// Runs the `cohort` binary with `args`; asserts that it succeeds (showing its standard
+/// error if not) and returns its standard output.
+pub fn cohort_stdout(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cohort {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// An HTTP call to an admin endpoint: (status, JSON body or the text as a JSON string).
 pub async fn admin_call(
     admin: SocketAddr,
