@@ -53,3 +53,4 @@ pub mod request_id;
 pub mod runtime;
 pub mod server;
 pub mod stats;
+pub mod workers;

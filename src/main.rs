@@ -5,6 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of the system allocator: a request's allocations are made on the
+/// serving thread and many are freed on the event writer's thread, which glibc's malloc
+/// serialises on its arena locks (bench/README.md has the measurement).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use cohort::cli::{self, Format};
 
 /// An A/B traffic-splitting reverse proxy for ML model variants.
@@ -59,7 +65,7 @@ enum Command {
         /// The routes.yaml to serve.
         #[arg(long, value_name = "FILE", default_value = "routes.yaml")]
         config: PathBuf,
-        /// Worker threads (default: one per core; 1 runs a single-threaded runtime).
+        /// Serving threads, each with its own single-threaded runtime (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
     },

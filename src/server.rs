@@ -30,17 +30,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
 use crate::config::schema::LimitsConfig;
 use crate::proxy::{Body, BoxError};
+use crate::workers::Workers;
 
 /// The signal that starts a graceful shutdown.
 #[derive(Clone)]
@@ -111,6 +111,7 @@ pub async fn serve_http<H, Fut>(
     limits: LimitsConfig,
     connections: Connections,
     shutdown: Shutdown,
+    workers: Workers,
     handler: H,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
@@ -148,7 +149,7 @@ pub async fn serve_http<H, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let (handler, builder, mut stop) = (handler.clone(), builder.clone(), closed_rx.clone());
-        tokio::spawn(async move {
+        let connection = move |stream: TcpStream| async move {
             let _permit = permit;
             let activity = Arc::new(Activity::new());
             let service = {
@@ -159,18 +160,17 @@ pub async fn serve_http<H, Fut>(
                     let activity = activity.clone();
                     async move {
                         let resp = response.await;
-                        Ok::<_, Infallible>(resp.map(|body| {
-                            Tracked {
-                                inner: body,
-                                activity: Some(activity),
-                            }
-                            .boxed()
+                        Ok::<_, Infallible>(resp.map(|body| Tracked {
+                            inner: body,
+                            activity: Some(activity),
                         }))
                     }
                 })
             };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
+            let idle = activity.idle_for(idle_timeout);
+            tokio::pin!(idle);
             let mut closing = *stop.borrow();
             if closing {
                 conn.as_mut().graceful_shutdown();
@@ -187,14 +187,34 @@ pub async fn serve_http<H, Fut>(
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    () = activity.idle_for(idle_timeout), if !closing => {
+                    () = &mut idle, if !closing => {
                         debug!(listener = what, %peer, "idle connection closed");
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
                 }
             }
-        });
+        };
+        // Served where it was accepted, or handed to the next worker thread's runtime
+        // (the stream moves to that runtime's reactor).
+        match workers.next() {
+            None => {
+                tokio::spawn(connection(stream));
+            }
+            Some(worker) => match stream.into_std() {
+                Ok(std_stream) => {
+                    worker.spawn(async move {
+                        match TcpStream::from_std(std_stream) {
+                            Ok(stream) => connection(stream).await,
+                            Err(e) => warn!(listener = what, %peer, error = %e, "cannot move a connection to its worker"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(listener = what, %peer, error = %e, "cannot move a connection to its worker")
+                }
+            },
+        }
     }
     // New connections are refused from here on; then the open ones are asked to finish.
     drop(listener);
@@ -215,12 +235,15 @@ fn builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
 }
 
 /// Requests in flight on one connection, and when it last did anything.
+///
+/// Requests only store a time and bump a counter: nothing wakes the connection's task or
+/// touches a timer per request. One timer per connection fires at the earliest moment the
+/// connection could have been idle for the timeout, and is re-armed from what it finds.
 struct Activity {
     born: Instant,
     inflight: AtomicUsize,
     /// Milliseconds since `born` of the last request start or response end.
     last_ms: AtomicU64,
-    changed: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -229,14 +252,12 @@ impl Activity {
             born: Instant::now(),
             inflight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
-            changed: tokio::sync::Notify::new(),
         }
     }
 
     fn touch(&self) {
         self.last_ms
             .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
-        self.changed.notify_waiters();
     }
 
     fn start(&self) {
@@ -249,23 +270,22 @@ impl Activity {
         self.touch();
     }
 
-    /// Completes once nothing has been in flight for `timeout`.
+    /// Completes once nothing has been in flight for `timeout` (checked when the timer
+    /// fires: a connection busy at that moment is checked again `timeout` later).
     async fn idle_for(&self, timeout: Duration) {
+        let mut deadline = Instant::now() + timeout;
         loop {
-            let notified = self.changed.notified();
+            tokio::time::sleep_until(deadline.into()).await;
+            let now = Instant::now();
             if self.inflight.load(Ordering::Acquire) > 0 {
-                notified.await;
+                deadline = now + timeout;
                 continue;
             }
-            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = self.born + last + timeout;
-            if Instant::now() >= deadline {
+            let last = self.born + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            if now >= last + timeout {
                 return;
             }
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline.into()) => {}
-                () = notified => {}
-            }
+            deadline = last + timeout;
         }
     }
 }

@@ -82,6 +82,7 @@ impl Admin {
             limits,
             connections,
             shutdown,
+            crate::workers::Workers::here(),
             move |req, peer| {
                 let admin = self.clone();
                 async move { admin.handle(req, peer).await }

@@ -32,6 +32,7 @@ use crate::proxy::Proxy;
 use crate::reload::{self, Reloader, Trigger};
 use crate::runtime::RuntimeState;
 use crate::server::{Connections, Shutdown};
+use crate::workers::Workers;
 
 pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
     let from_file = match config::load(config_path) {
@@ -81,20 +82,16 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             return exit::INVALID;
         }
     };
-    // One worker: a current-thread runtime. It serves the same tasks without the
-    // work-stealing machinery, which on its own cost a minimal forwarder ~15% of its
-    // throughput here (bench/floor.rs: 36.9k → 42.8k req/s). Blocking work still goes to
-    // the blocking pool (spawn_blocking) and the event writer has its own thread.
-    let mut builder = match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n.max(1));
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
-    let runtime = match builder.enable_all().build() {
+    // Worker threads, each with a current-thread runtime (src/workers.rs says why); the
+    // main thread's runtime is worker 0 and also runs the reload task, the admin listener
+    // and the signal handlers. Default: one worker per core.
+    let workers = workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cohort serve: cannot start the runtime: {e}");
@@ -120,6 +117,13 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 return exit::INVALID;
             }
         };
+        let workers = match Workers::start(workers) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("cohort serve: cannot start {workers} worker threads: {e}");
+                return exit::INVALID;
+            }
+        };
         let metrics = Arc::new(Metrics::new());
         let events_cfg = routes.file.events.clone();
         let counts = Arc::new(LiveCounts::new());
@@ -140,7 +144,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 Box::new(sink),
                 WriterOptions::from_config(&events_cfg, &metrics, counts.clone()),
             );
-            match Proxy::new(routes, metrics) {
+            match Proxy::served_by(routes, metrics, workers) {
                 Ok(p) => (Arc::new(p.with_events(event_log)), Some(writer)),
                 Err(err) => {
                     eprintln!("{err}");
@@ -149,7 +153,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             }
         } else {
             tracing::warn!("events.enabled is false: no exposures are recorded and conversions are refused");
-            match Proxy::new(routes, metrics) {
+            match Proxy::served_by(routes, metrics, workers) {
                 Ok(p) => (Arc::new(p), None),
                 Err(err) => {
                     eprintln!("{err}");

@@ -60,7 +60,7 @@ struct ExperimentState {
     counts: ExperimentCounts,
     variant_names: Vec<String>,
     /// unit → (index into variant_names, converted)
-    units: HashMap<Box<str>, (u32, bool)>,
+    units: HashMap<Box<str>, (u32, bool), foldhash::fast::RandomState>,
 }
 
 impl ExperimentState {
@@ -75,6 +75,14 @@ impl ExperimentState {
     }
 
     fn variant(&mut self, name: &str) -> &mut VariantCounts {
+        // Looked up before the entry API, which would allocate the key on every event.
+        if self.counts.variants.contains_key(name) {
+            return self
+                .counts
+                .variants
+                .get_mut(name)
+                .expect("present: just checked");
+        }
         self.counts
             .variants
             .entry(name.to_owned())
@@ -88,12 +96,12 @@ impl ExperimentState {
 /// Every experiment's counts.
 #[derive(Default)]
 pub struct LiveCounts {
-    inner: Mutex<HashMap<String, ExperimentState>>,
+    inner: Mutex<HashMap<String, ExperimentState, foldhash::fast::RandomState>>,
     /// The analysis' own tally of the same events (the live report).
     tally: Mutex<Tally>,
     /// experiment → (salt, when and why) of a sample-ratio failure seen live: the report
     /// stays `invalid` until the salt changes (a new phase).
-    latched: Mutex<HashMap<String, (String, String)>>,
+    latched: Mutex<HashMap<String, (String, String), foldhash::fast::RandomState>>,
 }
 
 impl LiveCounts {
@@ -107,7 +115,13 @@ impl LiveCounts {
         let mut tally = self.tally.lock().unwrap_or_else(|p| p.into_inner());
         for e in events {
             add_to_tally(&mut tally, e);
-            let st = all.entry(e.experiment().to_owned()).or_default();
+            let name = e.experiment();
+            if !all.contains_key(name) {
+                all.insert(name.to_owned(), ExperimentState::default());
+            }
+            let Some(st) = all.get_mut(name) else {
+                continue;
+            };
             match e {
                 Event::Exposure(x) => {
                     let v = st.variant(&x.variant);

@@ -5,31 +5,46 @@
 //! on requests, because gRPC servers built on gRPC C-core (Python grpcio, Triton) reject
 //! requests without it.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, UPGRADE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 
-/// The hop-by-hop headers of RFC 9110 §7.6.1, plus the legacy ones proxies still meet.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
+/// Header names cohort reads or writes on every request, made once (a `&str` name is
+/// parsed again at each use).
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+static HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    PROXY_AUTHORIZATION,
 ];
 
-/// Removes hop-by-hop headers and those named in `Connection`. With `keep_te_trailers`,
-/// a `te` header that asks for trailers is kept as `te: trailers`. With `keep_upgrade`
-/// (a WebSocket / HTTP/1.1 Upgrade passing through), `connection: upgrade` and `upgrade`
-/// are kept.
+/// Removes hop-by-hop headers: the fixed set, plus any header named in `Connection`.
+/// `keep_te_trailers` keeps `TE: trailers` (gRPC needs it end to end); `keep_upgrade`
+/// keeps `Upgrade` and `Connection: upgrade` for a protocol switch that cohort passes through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_upgrade: bool) {
+    // Most messages carry none of them: one pass over the names decides.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .map(str::trim)
+        // The usual tokens name no header beyond the fixed set: skip parsing them.
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
     let wants_trailers = keep_te_trailers
         && headers
@@ -46,7 +61,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_up
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if wants_trailers {

@@ -23,12 +23,12 @@ pub struct IdleTimeoutBody<B> {
     /// Armed only when the upstream makes us wait: a small response that is ready at
     /// once never touches the timer wheel.
     sleep: Option<Pin<Box<Sleep>>>,
-    metrics: VariantMetrics,
+    metrics: std::sync::Arc<VariantMetrics>,
     done: bool,
 }
 
 impl<B> IdleTimeoutBody<B> {
-    pub fn new(inner: B, timeout: Duration, metrics: VariantMetrics) -> Self {
+    pub fn new(inner: B, timeout: Duration, metrics: std::sync::Arc<VariantMetrics>) -> Self {
         Self {
             inner,
             timeout,

@@ -40,6 +40,7 @@ use crate::events::{Event, EventLog, Exposure, LazyEvent};
 use crate::live::Live;
 use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::request_id;
+use crate::workers::Workers;
 use errors::{is_grpc, ProxyError};
 use record::RecordOnEnd;
 use serving::Serving;
@@ -56,6 +57,10 @@ pub const X_COHORT_EXPERIMENT: &str = "x-cohort-experiment";
 pub const X_COHORT_VARIANT: &str = "x-cohort-variant";
 pub const X_COHORT_REQUEST_ID: &str = "x-cohort-request-id";
 pub const X_COHORT_UNIT: &str = "x-cohort-unit";
+static H_EXPERIMENT: http::HeaderName = http::HeaderName::from_static(X_COHORT_EXPERIMENT);
+static H_VARIANT: http::HeaderName = http::HeaderName::from_static(X_COHORT_VARIANT);
+static H_REQUEST_ID: http::HeaderName = http::HeaderName::from_static(X_COHORT_REQUEST_ID);
+static H_UNIT: http::HeaderName = http::HeaderName::from_static(X_COHORT_UNIT);
 
 /// The serving state shared by every connection.
 pub struct Proxy {
@@ -64,6 +69,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// The outcome log; None when the process records no events (tests, demo).
     events: Option<EventLog>,
+    /// The threads that serve connections.
+    workers: Workers,
 }
 
 /// What a request was assigned (for its metrics and its exposure event).
@@ -73,8 +80,9 @@ struct Chosen {
     /// None when served by the control without a unit id.
     unit: Option<String>,
     forced: bool,
-    request_id: String,
-    client_request_id: Option<String>,
+    /// cohort's request id, as sent upstream and back (one allocation shared by both).
+    request_id: HeaderValue,
+    client_request_id: Option<HeaderValue>,
     /// Time from arrival to the upstream's response head.
     head: Option<std::time::Duration>,
 }
@@ -82,13 +90,23 @@ struct Chosen {
 impl Proxy {
     /// A proxy serving `routes`; fails if an upstream cannot be set up (e.g. a CA file).
     pub fn new(routes: Routes, metrics: Arc<Metrics>) -> Result<Self, ConfigError> {
-        let clients = Clients::default();
+        Self::served_by(routes, metrics, Workers::here())
+    }
+
+    /// A proxy whose connections are served by `workers` ([`crate::workers`]).
+    pub fn served_by(
+        routes: Routes,
+        metrics: Arc<Metrics>,
+        workers: Workers,
+    ) -> Result<Self, ConfigError> {
+        let clients = Clients::for_workers(workers.len());
         let serving = Serving::build(routes, &clients, &metrics)?;
         Ok(Self {
             live: Live::new(serving),
             clients,
             metrics,
             events: None,
+            workers,
         })
     }
 
@@ -146,6 +164,7 @@ impl Proxy {
             limits,
             connections,
             shutdown,
+            self.workers.clone(),
             move |req, peer| {
                 let proxy = self.clone();
                 async move { proxy.handle(req, peer).await }
@@ -166,35 +185,48 @@ impl Proxy {
         }
         let grpc = is_grpc(req.headers());
         let mut chosen = None;
-        let (resp, own_error) = match self.forward(&serving, req, peer, &mut chosen).await {
-            Ok(resp) => (resp, false),
-            Err(err) => (err.into_response(grpc), true),
-        };
+        // The upstream's body stays unboxed until the one wrapper that needs it is chosen.
+        let resp = self
+            .forward(&serving, req, peer, &mut chosen)
+            .await
+            .map_err(|err| err.into_response(grpc));
+        let status = match &resp {
+            Ok(r) => r.status(),
+            Err(r) => r.status(),
+        }
+        .as_u16();
         let handles = match &chosen {
             Some(c) => &serving.by_route[c.route][c.variant].requests,
             None => &serving.unrouted,
         };
-        handles.count(resp.status().as_u16());
+        handles.count(status);
         handles.duration.observe(start.elapsed().as_secs_f64());
-        match (&self.events, chosen) {
-            (Some(log), Some(c)) => {
-                let pending = Box::new(PendingExposure {
+        let pending = match (&self.events, chosen) {
+            (Some(log), Some(c)) => Some((
+                log,
+                Box::new(PendingExposure {
                     latency: c.head.unwrap_or_else(|| start.elapsed()),
                     serving,
                     chosen: c,
                     arrival,
-                    status: resp.status().as_u16(),
+                    status,
                     aborted: false,
-                });
-                if own_error {
-                    log.record_lazy(pending);
-                    resp
-                } else {
-                    // Written when the response ends: complete, or aborted mid-body.
-                    resp.map(|body| RecordOnEnd::new(body, pending, log.clone()).boxed())
-                }
+                }),
+            )),
+            _ => None,
+        };
+        match (resp, pending) {
+            // cohort's own answer: complete at once.
+            (Err(resp), Some((log, pending))) => {
+                log.record_lazy(pending);
+                resp
             }
-            _ => resp,
+            (Err(resp), None) => resp,
+            // Written when the response ends: complete, or aborted mid-body.
+            (Ok(resp), Some((log, pending))) => {
+                resp.map(|body| RecordOnEnd::new(body, pending, log.clone()).boxed())
+            }
+            (Ok(resp), None) => resp.map(|body| body.boxed()),
         }
     }
 
@@ -243,7 +275,7 @@ impl Proxy {
         req: Request<Incoming>,
         peer: SocketAddr,
         chosen: &mut Option<Chosen>,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Response<idle::IdleTimeoutBody<Incoming>>, ProxyError> {
         let routes = &serving.routes;
         let c_start = std::time::Instant::now();
         let mut req = req;
@@ -252,21 +284,17 @@ impl Proxy {
         let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let inbound_version = parts.version;
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
+        // The client's Host (HTTP/1) or :authority (HTTP/2), kept as a header value: it is
+        // forwarded as it came (X-Forwarded-Host, `host_header: preserve`).
+        let host_value: Option<HeaderValue> = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => parts.headers.get(HOST).cloned(),
+        };
+        let host = host_value.as_ref().and_then(|h| h.to_str().ok());
         let Some(route_index) = routes
             .routes
             .iter()
-            .position(|r| r.matches(host.as_deref(), parts.uri.path(), &parts.headers))
+            .position(|r| r.matches(host, parts.uri.path(), &parts.headers))
         else {
             return Err(ProxyError::new(
                 StatusCode::NOT_FOUND,
@@ -316,10 +344,7 @@ impl Proxy {
         };
 
         // Assign (or honour an allowed override).
-        let forced_header = parts
-            .headers
-            .get(X_COHORT_VARIANT)
-            .and_then(|v| v.to_str().ok());
+        let forced_header = parts.headers.get(&H_VARIANT).and_then(|v| v.to_str().ok());
         let forced = forced_variant(exp, forced_header)
             .map_err(|e| fail(StatusCode::BAD_REQUEST, e.to_string(), None, None))?;
         let variant_index = match (forced, &unit) {
@@ -328,51 +353,84 @@ impl Proxy {
             (None, None) => exp.control,
         };
         let variant = &exp.variants[variant_index];
-        let rid = request_id::mint_with(&exp.name, &variant.name, &routes.version, nonce);
+        // Names are validated to header-safe characters, so the id always is a header value.
+        let rid_value = HeaderValue::try_from(request_id::mint_with(
+            &exp.name,
+            &variant.name,
+            &routes.version,
+            nonce,
+        ))
+        .map_err(|_| {
+            fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot make a request id from these names".into(),
+                Some(&variant.name),
+                None,
+            )
+        })?;
+        let rid = rid_value.to_str().unwrap_or_default();
         *chosen = Some(Chosen {
             route: route_index,
             variant: variant_index,
-            unit: unit.clone(),
+            unit,
             forced: forced.is_some(),
-            request_id: rid.clone(),
-            client_request_id: parts
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            request_id: rid_value.clone(),
+            client_request_id: parts.headers.get(&headers::X_REQUEST_ID).cloned(),
             head: None,
         });
         let runtime = &serving.by_route[route_index][variant_index];
-        let span = info_span!("request", route = %route.name, experiment = %exp.name, variant = %variant.name, request_id = %rid);
-
-        // Where it goes.
-        let path = parts.uri.path();
-        let path = if route.strip_prefix {
-            let rest = path
-                .strip_prefix(route.path_prefix.trim_end_matches('/'))
-                .unwrap_or(path);
-            if rest.starts_with('/') {
-                rest
-            } else {
-                "/"
-            }
+        // The request's span, made only where something is logged in it: creating a span
+        // that a subscriber records costs about a microsecond, on every request.
+        let make_span = || info_span!("request", route = %route.name, experiment = %exp.name, variant = %variant.name, request_id = rid);
+        let upstream_span = if tracing::enabled!(tracing::Level::DEBUG) {
+            make_span()
         } else {
-            path
+            tracing::Span::none()
         };
+
+        // Where it goes: the upstream's scheme and authority (parsed once, at load) and the
+        // request's path and query, reused as they are unless a prefix or base path changes
+        // them.
         let up = &variant.upstream;
-        let target = match parts.uri.query() {
-            Some(q) => format!(
-                "{}://{}{}{}?{}",
-                up.scheme, up.authority, up.base_path, path, q
-            ),
-            None => format!("{}://{}{}{}", up.scheme, up.authority, up.base_path, path),
+        let path_and_query = match parts.uri.path_and_query() {
+            Some(pq)
+                if !route.strip_prefix
+                    && up.base_path.is_empty()
+                    && pq.as_str().starts_with('/') =>
+            {
+                Ok(pq.clone())
+            }
+            _ => {
+                let path = parts.uri.path();
+                let path = if route.strip_prefix {
+                    let rest = path
+                        .strip_prefix(route.path_prefix.trim_end_matches('/'))
+                        .unwrap_or(path);
+                    if rest.starts_with('/') {
+                        rest
+                    } else {
+                        "/"
+                    }
+                } else {
+                    path
+                };
+                let joined = match parts.uri.query() {
+                    Some(q) => format!("{}{}?{}", up.base_path, path, q),
+                    None => format!("{}{}", up.base_path, path),
+                };
+                http::uri::PathAndQuery::try_from(joined)
+            }
         };
-        let uri: Uri = target.parse().map_err(|_| {
+        let mut target = http::uri::Parts::default();
+        target.scheme = Some(up.scheme.clone());
+        target.authority = Some(up.authority.clone());
+        target.path_and_query = path_and_query.ok();
+        let uri = Uri::from_parts(target).map_err(|_| {
             fail(
                 StatusCode::BAD_REQUEST,
                 "the request path cannot be forwarded".into(),
                 Some(&variant.name),
-                Some(&rid),
+                Some(rid),
             )
         })?;
 
@@ -383,27 +441,27 @@ impl Proxy {
             .trusted_proxies
             .iter()
             .any(|net| net.contains(&peer.ip()));
-        let peer_ip = peer.ip().to_string();
-        let xff = match parts
+        let previous = parts
             .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if trusted => format!("{prev}, {peer_ip}"),
-            _ => peer_ip,
+            .get(&headers::X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok());
+        let xff = match previous {
+            Some(prev) if trusted => format!("{prev}, {}", peer.ip()),
+            _ => peer.ip().to_string(),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            parts.headers.insert("x-forwarded-for", v);
+        if let Ok(v) = HeaderValue::try_from(xff) {
+            parts.headers.insert(&headers::X_FORWARDED_FOR, v);
         }
-        if !trusted || !parts.headers.contains_key("x-forwarded-proto") {
-            parts
-                .headers
-                .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        if !trusted || !parts.headers.contains_key(&headers::X_FORWARDED_PROTO) {
+            parts.headers.insert(
+                &headers::X_FORWARDED_PROTO,
+                HeaderValue::from_static("http"),
+            );
         }
-        if !trusted || !parts.headers.contains_key("x-forwarded-host") {
-            match host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-                Some(h) => parts.headers.insert("x-forwarded-host", h),
-                None => parts.headers.remove("x-forwarded-host"),
+        if !trusted || !parts.headers.contains_key(&headers::X_FORWARDED_HOST) {
+            match &host_value {
+                Some(h) => parts.headers.insert(&headers::X_FORWARDED_HOST, h.clone()),
+                None => parts.headers.remove(&headers::X_FORWARDED_HOST),
             };
         }
         match &variant.host_header {
@@ -411,19 +469,15 @@ impl Proxy {
                 parts.headers.insert(HOST, up.host_value.clone());
             }
             HostHeader::Preserve => {
-                if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-                    parts.headers.insert(HOST, h);
+                if let Some(h) = &host_value {
+                    parts.headers.insert(HOST, h.clone());
                 }
             }
             HostHeader::Literal(h) => {
                 parts.headers.insert(HOST, h.clone());
             }
         }
-        // Names are validated to header-safe characters, so the id always is one.
-        let rid_value = HeaderValue::from_str(&rid).ok();
-        if let Some(v) = &rid_value {
-            parts.headers.insert(X_COHORT_REQUEST_ID, v.clone());
-        }
+        parts.headers.insert(&H_REQUEST_ID, rid_value.clone());
         parts.uri = uri;
         let grpc = is_grpc(&parts.headers);
         parts.version = match variant.protocol {
@@ -435,7 +489,7 @@ impl Proxy {
                         variant.name
                     ),
                     Some(&variant.name),
-                    Some(&rid),
+                    Some(rid),
                 ));
             }
             Protocol::Http1 => Version::HTTP_11,
@@ -443,8 +497,8 @@ impl Proxy {
         };
         let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
 
-        let result = tokio::time::timeout(route.timeout, runtime.client.request(upstream_req))
-            .instrument(span.clone())
+        let result = tokio::time::timeout(route.timeout, runtime.client().request(upstream_req))
+            .instrument(upstream_span)
             .await;
         let resp = match result {
             Err(_) => {
@@ -457,7 +511,7 @@ impl Proxy {
                         route.timeout.as_millis()
                     ),
                     Some(&variant.name),
-                    Some(&rid),
+                    Some(rid),
                 ));
             }
             Ok(Err(e)) => {
@@ -466,12 +520,12 @@ impl Proxy {
                 } else {
                     UpstreamErrorKind::Reset
                 });
-                span.in_scope(|| warn!(error = %e, upstream = %up.url, "upstream failed"));
+                make_span().in_scope(|| warn!(error = %e, upstream = %up.url, "upstream failed"));
                 return Err(fail(
                     StatusCode::BAD_GATEWAY,
                     format!("upstream {} failed: {}", up.url, describe(&e)),
                     Some(&variant.name),
-                    Some(&rid),
+                    Some(rid),
                 ));
             }
             Ok(Ok(resp)) => resp,
@@ -483,7 +537,7 @@ impl Proxy {
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_side)) = (switching, client_upgrade) {
             let upstream_side = hyper::upgrade::on(&mut resp);
-            let span = span.clone();
+            let span = make_span();
             tokio::spawn(
                 async move {
                     match tokio::try_join!(client_side, upstream_side) {
@@ -509,11 +563,9 @@ impl Proxy {
         parts.version = inbound_version;
         headers::strip_hop_by_hop(&mut parts.headers, false, switching);
         let h = &mut parts.headers;
-        h.insert(X_COHORT_EXPERIMENT, exp.name_value.clone());
-        h.insert(X_COHORT_VARIANT, variant.name_value.clone());
-        if let Some(v) = rid_value {
-            h.insert(X_COHORT_REQUEST_ID, v);
-        }
+        h.insert(&H_EXPERIMENT, exp.name_value.clone());
+        h.insert(&H_VARIANT, variant.name_value.clone());
+        h.insert(&H_REQUEST_ID, rid_value);
         if let (Some(id), Some(cookie)) = (&generated, &exp.generated_cookie) {
             let secure = if exp.cookie.secure { "; Secure" } else { "" };
             let set = format!(
@@ -524,11 +576,11 @@ impl Proxy {
                 h.append(SET_COOKIE, v);
             }
             if let Ok(v) = HeaderValue::from_str(id) {
-                h.insert(X_COHORT_UNIT, v);
+                h.insert(&H_UNIT, v);
             }
         }
         let body = idle::IdleTimeoutBody::new(body, route.idle_timeout, runtime.metrics.clone());
-        Ok(Response::from_parts(parts, body.boxed()))
+        Ok(Response::from_parts(parts, body))
     }
 }
 
@@ -588,15 +640,18 @@ impl LazyEvent for PendingExposure {
         let route = &serving.routes.routes[c.route];
         let exp = &serving.routes.experiments[route.experiment];
         let unit_missing = c.unit.is_none();
+        let request_id = c.request_id.to_str().unwrap_or_default().to_owned();
         Event::Exposure(Exposure {
             v: Some(1),
             ts: crate::clock::rfc3339(arrival),
             experiment: exp.name.clone(),
             // A request without a unit is recorded under its request id, and marked.
-            unit: c.unit.unwrap_or_else(|| c.request_id.clone()),
+            unit: c.unit.unwrap_or_else(|| request_id.clone()),
             variant: exp.variants[c.variant].name.clone(),
-            request_id: Some(c.request_id),
-            client_request_id: c.client_request_id,
+            request_id: Some(request_id),
+            client_request_id: c
+                .client_request_id
+                .and_then(|v| v.to_str().ok().map(str::to_owned)),
             config_version: Some(serving.routes.version.clone()),
             route: Some(route.name.clone()),
             status: Some(status),

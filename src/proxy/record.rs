@@ -11,13 +11,13 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use super::{Body, BoxError};
 use crate::events::{EventLog, LazyEvent};
 
-pub struct RecordOnEnd {
-    inner: Body,
+pub struct RecordOnEnd<B = Body> {
+    inner: B,
     pending: Option<(Box<dyn LazyEvent>, EventLog)>,
 }
 
-impl RecordOnEnd {
-    pub fn new(inner: Body, exposure: Box<dyn LazyEvent>, log: EventLog) -> Self {
+impl<B: HttpBody> RecordOnEnd<B> {
+    pub fn new(inner: B, exposure: Box<dyn LazyEvent>, log: EventLog) -> Self {
         let mut this = Self {
             inner,
             pending: Some((exposure, log)),
@@ -28,7 +28,9 @@ impl RecordOnEnd {
         }
         this
     }
+}
 
+impl<B> RecordOnEnd<B> {
     fn finish(&mut self, aborted: bool) {
         if let Some((mut exposure, log)) = self.pending.take() {
             if aborted {
@@ -39,14 +41,17 @@ impl RecordOnEnd {
     }
 }
 
-impl Drop for RecordOnEnd {
+impl<B> Drop for RecordOnEnd<B> {
     fn drop(&mut self) {
         // Dropped before its end: the client went away or the connection broke.
         self.finish(true);
     }
 }
 
-impl HttpBody for RecordOnEnd {
+impl<B> HttpBody for RecordOnEnd<B>
+where
+    B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+{
     type Data = Bytes;
     type Error = BoxError;
 

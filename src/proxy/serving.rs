@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::upstream::{Clients, HttpClient};
+use super::upstream::{Clients, HttpClient, WorkerClients};
 use crate::config::{ConfigError, Problem, Routes};
 use crate::metrics::{Metrics, RequestMetrics, VariantMetrics};
 
@@ -22,9 +22,19 @@ pub struct Serving {
 
 /// What one variant needs to serve one route.
 pub struct VariantRuntime {
-    pub client: HttpClient,
+    /// One client per worker thread.
+    pub clients: WorkerClients,
     pub requests: RequestMetrics,
-    pub metrics: VariantMetrics,
+    pub metrics: Arc<VariantMetrics>,
+}
+
+impl VariantRuntime {
+    /// The client of the worker thread this runs on.
+    #[inline]
+    pub fn client(&self) -> &HttpClient {
+        let i = crate::workers::current();
+        &self.clients[i.min(self.clients.len() - 1)]
+    }
 }
 
 impl Serving {
@@ -41,14 +51,14 @@ impl Serving {
             let mut variants = Vec::with_capacity(exp.variants.len());
             for v in &exp.variants {
                 match clients.get(v, route.connect_timeout) {
-                    Ok(client) => variants.push(VariantRuntime {
-                        client,
+                    Ok(clients) => variants.push(VariantRuntime {
+                        clients,
                         requests: metrics.request_handles(&route.name, &exp.name, &v.name),
-                        metrics: metrics.variant_handles(
+                        metrics: Arc::new(metrics.variant_handles(
                             &exp.name,
                             &v.name,
                             f64::from(v.buckets) / f64::from(crate::assign::BUCKETS),
-                        ),
+                        )),
                     }),
                     Err(reason) => {
                         let path = format!(

@@ -34,16 +34,39 @@ struct Key {
     connect_timeout: Duration,
 }
 
+/// The clients of one setting, one per worker thread ([`crate::workers`]): each has its
+/// own pools, so an upstream connection is only ever used by the thread that drives it.
+pub type WorkerClients = Arc<[HttpClient]>;
+
 /// Builds clients on demand and keeps them across tables.
-#[derive(Default)]
 pub struct Clients {
-    cache: Mutex<HashMap<Key, HttpClient>>,
+    cache: Mutex<HashMap<Key, WorkerClients>>,
     system_roots: Mutex<Option<Arc<RootCertStore>>>,
+    workers: usize,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Self::for_workers(1)
+    }
 }
 
 impl Clients {
-    /// The client for `variant` (built once per distinct setting).
-    pub fn get(&self, variant: &Variant, connect_timeout: Duration) -> Result<HttpClient, String> {
+    /// Clients for `workers` serving threads.
+    pub fn for_workers(workers: usize) -> Self {
+        Self {
+            cache: Mutex::default(),
+            system_roots: Mutex::default(),
+            workers: workers.max(1),
+        }
+    }
+
+    /// The clients for `variant` (built once per distinct setting).
+    pub fn get(
+        &self,
+        variant: &Variant,
+        connect_timeout: Duration,
+    ) -> Result<WorkerClients, String> {
         let key = Key {
             https: variant.upstream.scheme == Scheme::HTTPS,
             protocol: variant.protocol,
@@ -54,9 +77,12 @@ impl Clients {
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
-        let client = self.build(&key)?;
-        cache.insert(key, client.clone());
-        Ok(client)
+        let clients: WorkerClients = (0..self.workers)
+            .map(|_| self.build(&key))
+            .collect::<Result<Vec<_>, _>>()?
+            .into();
+        cache.insert(key, clients.clone());
+        Ok(clients)
     }
 
     fn build(&self, key: &Key) -> Result<HttpClient, String> {
