@@ -179,6 +179,12 @@ impl Tally {
     }
 
     pub fn exposure(&mut self, e: ExposureObs) {
+        let key = unit_key(e.unit);
+        self.exposure_keyed(e, key);
+    }
+
+    /// [`Tally::exposure`] with the unit's [`unit_key`] already computed.
+    pub fn exposure_keyed(&mut self, e: ExposureObs, key: u128) {
         let x = self.experiment(e.experiment);
         if e.excluded {
             x.excluded_exposures += 1;
@@ -189,7 +195,7 @@ impl Tally {
         let version = x.version(e.config_version);
         x.insert(
             e.phase.unwrap_or(""),
-            unit_key(e.unit),
+            key,
             UnitState {
                 first: e.ts,
                 other: NEVER,

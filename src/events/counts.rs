@@ -10,8 +10,8 @@
 //! unit-less exposures count as requests only. A conversion counts its unit once (the
 //! value sums); a conversion for a unit never exposed is counted as unattributed.
 //!
-//! Memory: one entry per distinct unit (its id, its variant index, a converted flag) in a
-//! hash map — about 40 bytes plus the id's length; measured in the README.
+//! Memory: one entry per distinct unit (a 128-bit hash of its id, its variant index, a
+//! converted flag) in a hash map, whatever the id's length; measured in the README.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::schema::Event;
-use crate::analysis::tally::ExposureObs;
+use crate::analysis::tally::{unit_key, ExposureObs};
 use crate::analysis::{self, ConfigVersions, ExperimentTally, Report, Setup, Tally};
 use crate::stats::decision::{Decision, Status};
 
@@ -59,8 +59,10 @@ pub struct ExperimentCounts {
 struct ExperimentState {
     counts: ExperimentCounts,
     variant_names: Vec<String>,
-    /// unit → (index into variant_names, converted)
-    units: HashMap<Box<str>, (u32, bool), foldhash::fast::RandomState>,
+    /// [`unit_key`] of the unit → (index into variant_names, converted). The 128-bit key
+    /// (shared with the tally) stands for the id: no copy of it is kept, and a collision
+    /// needs ~2⁶⁴ units.
+    units: HashMap<u128, (u32, bool), foldhash::fast::RandomState>,
 }
 
 impl ExperimentState {
@@ -114,7 +116,8 @@ impl LiveCounts {
         let mut all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut tally = self.tally.lock().unwrap_or_else(|p| p.into_inner());
         for e in events {
-            add_to_tally(&mut tally, e);
+            let key = unit_key(e.unit());
+            add_to_tally(&mut tally, e, key);
             let name = e.experiment();
             if !all.contains_key(name) {
                 all.insert(name.to_owned(), ExperimentState::default());
@@ -133,21 +136,21 @@ impl LiveCounts {
                         let i = LATENCY_BUCKETS_MS.partition_point(|&b| b < ms);
                         v.latency_ms_buckets[i] += 1;
                     }
-                    if x.forced || x.unit_missing || st.units.contains_key(x.unit.as_str()) {
+                    if x.forced || x.unit_missing || st.units.contains_key(&key) {
                         continue;
                     }
                     let idx = st.variant_index(&x.variant);
-                    st.units.insert(x.unit.as_str().into(), (idx, false));
+                    st.units.insert(key, (idx, false));
                     st.variant(&x.variant).units += 1;
                 }
                 Event::Conversion(c) => {
-                    let Some(&(idx, converted)) = st.units.get(c.unit.as_str()) else {
+                    let Some(&(idx, converted)) = st.units.get(&key) else {
                         st.counts.unattributed_conversions += 1;
                         continue;
                     };
                     let name = st.variant_names[idx as usize].clone();
                     if !converted {
-                        if let Some(u) = st.units.get_mut(c.unit.as_str()) {
+                        if let Some(u) = st.units.get_mut(&key) {
                             u.1 = true;
                         }
                     }
@@ -226,21 +229,24 @@ impl LiveCounts {
 }
 
 /// Feeds one written event to the analysis tally, exactly as the log reader would.
-fn add_to_tally(tally: &mut Tally, e: &Event) {
+fn add_to_tally(tally: &mut Tally, e: &Event, key: u128) {
     match e {
         Event::Exposure(x) => {
             let Some(ts) = crate::clock::parse_nanos(&x.ts) else {
                 return;
             };
-            tally.exposure(ExposureObs {
-                experiment: &x.experiment,
-                unit: &x.unit,
-                variant: &x.variant,
-                ts,
-                config_version: x.config_version.as_deref(),
-                phase: x.phase.as_deref(),
-                excluded: x.forced || x.unit_missing,
-            });
+            tally.exposure_keyed(
+                ExposureObs {
+                    experiment: &x.experiment,
+                    unit: &x.unit,
+                    variant: &x.variant,
+                    ts,
+                    config_version: x.config_version.as_deref(),
+                    phase: x.phase.as_deref(),
+                    excluded: x.forced || x.unit_missing,
+                },
+                key,
+            );
         }
         Event::Conversion(c) => {
             let (Some(ts), value) = (crate::clock::parse_nanos(&c.ts), c.value.unwrap_or(1.0))

@@ -78,6 +78,14 @@ impl Event {
             Event::Conversion(c) => &c.experiment,
         }
     }
+
+    /// The unit the event is about.
+    pub fn unit(&self) -> &str {
+        match self {
+            Event::Exposure(e) => &e.unit,
+            Event::Conversion(c) => &c.unit,
+        }
+    }
 }
 
 #[cfg(test)]

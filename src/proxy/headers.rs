@@ -28,12 +28,40 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     PROXY_AUTHORIZATION,
 ];
 
+/// `ip` as a header value (X-Forwarded-For). The last one made on this thread is kept:
+/// a sidecar's peers are few (the node's ingress, a load balancer), so nearly every
+/// request finds its peer's value already made.
+pub fn peer_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(std::net::IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((seen, value)) = &*last {
+            if *seen == ip {
+                return Some(value.clone());
+            }
+        }
+        let value = HeaderValue::try_from(ip.to_string()).ok()?;
+        *last = Some((ip, value.clone()));
+        Some(value)
+    })
+}
+
 /// Removes hop-by-hop headers: the fixed set, plus any header named in `Connection`.
 /// `keep_te_trailers` keeps `TE: trailers` (gRPC needs it end to end); `keep_upgrade`
 /// keeps `Upgrade` and `Connection: upgrade` for a protocol switch that cohort passes through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_upgrade: bool) {
-    // Most messages carry none of them: one pass over the names decides.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // Most messages carry none or one of them (`Connection: keep-alive`): one pass over
+    // the names finds which, and only those are removed.
+    let mut present = [false; HOP_BY_HOP.len()];
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -61,7 +89,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_up
     for name in named {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
     if wants_trailers {
@@ -76,6 +104,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_up
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_values_follow_the_peer() {
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(peer_value(a).unwrap(), "10.0.0.1");
+        assert_eq!(peer_value(a).unwrap(), "10.0.0.1");
+        assert_eq!(peer_value(b).unwrap(), "2001:db8::1");
+        assert_eq!(peer_value(a).unwrap(), "10.0.0.1");
+    }
 
     #[test]
     fn drops_hop_by_hop_and_connection_named_headers() {

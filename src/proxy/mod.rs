@@ -446,10 +446,10 @@ impl Proxy {
             .get(&headers::X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok());
         let xff = match previous {
-            Some(prev) if trusted => format!("{prev}, {}", peer.ip()),
-            _ => peer.ip().to_string(),
+            Some(prev) if trusted => HeaderValue::try_from(format!("{prev}, {}", peer.ip())).ok(),
+            _ => headers::peer_value(peer.ip()),
         };
-        if let Ok(v) = HeaderValue::try_from(xff) {
+        if let Some(v) = xff {
             parts.headers.insert(&headers::X_FORWARDED_FOR, v);
         }
         if !trusted || !parts.headers.contains_key(&headers::X_FORWARDED_PROTO) {
