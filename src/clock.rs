@@ -5,6 +5,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `t` as RFC 3339 UTC with milliseconds (`2026-11-25T14:25:10.123Z`).
 pub fn rfc3339(t: SystemTime) -> String {
+    rfc3339_bytes(t).iter().map(|&c| char::from(c)).collect()
+}
+
+/// [`rfc3339`] into a fixed buffer (ASCII), without allocating.
+pub fn rfc3339_bytes(t: SystemTime) -> [u8; 24] {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -25,7 +30,7 @@ pub fn rfc3339(t: SystemTime) -> String {
     put(14, 2, rem % 3600 / 60);
     put(17, 2, rem % 60);
     put(20, 3, u64::from(d.subsec_millis()));
-    b.iter().map(|&c| char::from(c)).collect()
+    b
 }
 
 /// Now, as [`rfc3339`].

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use super::schema::Event;
+use super::schema::{Event, EventRef};
 use crate::analysis::tally::{unit_key, ExposureObs};
 use crate::analysis::{self, ConfigVersions, ExperimentTally, Report, Setup, Tally};
 use crate::stats::decision::{Decision, Status};
@@ -113,11 +113,16 @@ impl LiveCounts {
 
     /// Applies written events, in log order.
     pub fn apply<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
+        self.apply_refs(events.into_iter().map(Event::view));
+    }
+
+    /// Applies written events, borrowed (what the writer thread holds), in log order.
+    pub fn apply_refs<'a>(&self, events: impl IntoIterator<Item = EventRef<'a>>) {
         let mut all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut tally = self.tally.lock().unwrap_or_else(|p| p.into_inner());
         for e in events {
             let key = unit_key(e.unit());
-            add_to_tally(&mut tally, e, key);
+            add_to_tally(&mut tally, &e, key);
             let name = e.experiment();
             if !all.contains_key(name) {
                 all.insert(name.to_owned(), ExperimentState::default());
@@ -126,8 +131,8 @@ impl LiveCounts {
                 continue;
             };
             match e {
-                Event::Exposure(x) => {
-                    let v = st.variant(&x.variant);
+                EventRef::Exposure(x) => {
+                    let v = st.variant(x.variant);
                     v.requests += 1;
                     if x.aborted || x.status.is_some_and(|s| s >= 500) {
                         v.errors += 1;
@@ -139,11 +144,11 @@ impl LiveCounts {
                     if x.forced || x.unit_missing || st.units.contains_key(&key) {
                         continue;
                     }
-                    let idx = st.variant_index(&x.variant);
+                    let idx = st.variant_index(x.variant);
                     st.units.insert(key, (idx, false));
-                    st.variant(&x.variant).units += 1;
+                    st.variant(x.variant).units += 1;
                 }
-                Event::Conversion(c) => {
+                EventRef::Conversion(c) => {
                     let Some(&(idx, converted)) = st.units.get(&key) else {
                         st.counts.unattributed_conversions += 1;
                         continue;
@@ -229,26 +234,26 @@ impl LiveCounts {
 }
 
 /// Feeds one written event to the analysis tally, exactly as the log reader would.
-fn add_to_tally(tally: &mut Tally, e: &Event, key: u128) {
+fn add_to_tally(tally: &mut Tally, e: &EventRef, key: u128) {
     match e {
-        Event::Exposure(x) => {
-            let Some(ts) = crate::clock::parse_nanos(&x.ts) else {
+        EventRef::Exposure(x) => {
+            let Some(ts) = x.ts_ns else {
                 return;
             };
             tally.exposure_keyed(
                 ExposureObs {
-                    experiment: &x.experiment,
-                    unit: &x.unit,
-                    variant: &x.variant,
+                    experiment: x.experiment,
+                    unit: x.unit,
+                    variant: x.variant,
                     ts,
-                    config_version: x.config_version.as_deref(),
-                    phase: x.phase.as_deref(),
+                    config_version: x.config_version,
+                    phase: x.phase,
                     excluded: x.forced || x.unit_missing,
                 },
                 key,
             );
         }
-        Event::Conversion(c) => {
+        EventRef::Conversion(c) => {
             let (Some(ts), value) = (crate::clock::parse_nanos(&c.ts), c.value.unwrap_or(1.0))
             else {
                 return;

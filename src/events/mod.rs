@@ -17,5 +17,5 @@ pub mod schema;
 pub mod writer;
 
 pub use counts::LiveCounts;
-pub use schema::{Conversion, Event, Exposure};
+pub use schema::{Conversion, Event, EventRef, Exposure, ExposureRef};
 pub use writer::{EventLog, EventSink, LazyEvent, SegmentLog, WriterOptions};

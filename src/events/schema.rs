@@ -71,7 +71,100 @@ pub struct Conversion {
     pub request_id: Option<String>,
 }
 
+/// An exposure borrowed from what its producer holds, without a copy: serializes exactly
+/// as [`Exposure`] (the same fields, names, order and omissions; a test holds them
+/// together), so the writer can serialize and count it without building an [`Exposure`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ExposureRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub v: Option<u32>,
+    pub ts: &'a str,
+    pub experiment: &'a str,
+    pub unit: &'a str,
+    pub variant: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub aborted: bool,
+    #[serde(rename = "override", skip_serializing_if = "is_false")]
+    pub forced: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub unit_missing: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<&'a str>,
+    /// `ts` in nanoseconds since the epoch (None when `ts` is not RFC 3339); not written.
+    #[serde(skip)]
+    pub ts_ns: Option<i64>,
+}
+
+/// A line of the log, borrowed: what the writer serializes and counts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventRef<'a> {
+    Exposure(ExposureRef<'a>),
+    Conversion(&'a Conversion),
+}
+
+impl Exposure {
+    /// This exposure, borrowed.
+    pub fn view(&self) -> ExposureRef<'_> {
+        ExposureRef {
+            v: self.v,
+            ts: &self.ts,
+            experiment: &self.experiment,
+            unit: &self.unit,
+            variant: &self.variant,
+            request_id: self.request_id.as_deref(),
+            client_request_id: self.client_request_id.as_deref(),
+            config_version: self.config_version.as_deref(),
+            route: self.route.as_deref(),
+            status: self.status,
+            latency_ms: self.latency_ms,
+            aborted: self.aborted,
+            forced: self.forced,
+            unit_missing: self.unit_missing,
+            phase: self.phase.as_deref(),
+            ts_ns: crate::clock::parse_nanos(&self.ts),
+        }
+    }
+}
+
+impl<'a> EventRef<'a> {
+    pub fn experiment(&self) -> &'a str {
+        match self {
+            EventRef::Exposure(e) => e.experiment,
+            EventRef::Conversion(c) => &c.experiment,
+        }
+    }
+
+    /// The unit the event is about.
+    pub fn unit(&self) -> &'a str {
+        match self {
+            EventRef::Exposure(e) => e.unit,
+            EventRef::Conversion(c) => &c.unit,
+        }
+    }
+}
+
 impl Event {
+    /// This event, borrowed.
+    pub fn view(&self) -> EventRef<'_> {
+        match self {
+            Event::Exposure(e) => EventRef::Exposure(e.view()),
+            Event::Conversion(c) => EventRef::Conversion(c),
+        }
+    }
+
     pub fn experiment(&self) -> &str {
         match self {
             Event::Exposure(e) => &e.experiment,
@@ -91,6 +184,50 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_exposure_serializes_exactly_as_an_owned_one() {
+        let full = Exposure {
+            v: Some(1),
+            ts: "2026-11-25T15:00:00.123Z".into(),
+            experiment: "iris-model".into(),
+            unit: "user \"quoted\" \u{7}\u{e9}".into(),
+            variant: "rf".into(),
+            request_id: Some("c1~iris-model~rf~v~00".into()),
+            client_request_id: Some("client\\id".into()),
+            config_version: Some("0123456789abcdef".into()),
+            route: Some("iris".into()),
+            status: Some(502),
+            latency_ms: Some(3.25),
+            aborted: true,
+            forced: true,
+            unit_missing: true,
+            phase: Some("iris-2026-11".into()),
+        };
+        let bare = Exposure {
+            v: None,
+            request_id: None,
+            client_request_id: None,
+            config_version: None,
+            route: None,
+            status: None,
+            latency_ms: None,
+            aborted: false,
+            forced: false,
+            unit_missing: false,
+            phase: None,
+            ..full.clone()
+        };
+        for x in [full, bare] {
+            let owned = serde_json::to_string(&Event::Exposure(x.clone())).unwrap();
+            let borrowed = serde_json::to_string(&EventRef::Exposure(x.view())).unwrap();
+            assert_eq!(owned, borrowed);
+            assert_eq!(
+                serde_json::from_str::<Event>(&borrowed).unwrap(),
+                Event::Exposure(x)
+            );
+        }
+    }
 
     #[test]
     fn minimal_lines_from_other_systems_parse() {

@@ -25,7 +25,7 @@ use prometheus::{IntCounter, IntCounterVec};
 use tracing::{error, info, warn};
 
 use super::counts::LiveCounts;
-use super::schema::Event;
+use super::schema::{Event, EventRef};
 use crate::config::schema::{EventsConfig, FsyncMode};
 
 /// Where batches of serialized events go: events in, durability out. The local segment
@@ -161,9 +161,28 @@ impl EventSink for SegmentLog {
 /// the handler hands over indices and what it already owns; names are resolved and the
 /// timestamp is formatted by the writer.
 pub trait LazyEvent: Send + Sync {
-    fn build(self: Box<Self>) -> Event;
+    /// Resolves what [`LazyEvent::view`] borrows (the formatted timestamp); called once,
+    /// on the writer thread, before any view.
+    fn prepare(&mut self);
+    /// The event, borrowed: serialized and counted without building an owned [`Event`].
+    fn view(&self) -> EventRef<'_>;
     /// Marks the response as failed after its head (exposures only).
     fn set_aborted(&mut self);
+}
+
+/// An event in the writer's hands.
+enum Item {
+    Owned(Box<Event>),
+    Lazy(Box<dyn LazyEvent>),
+}
+
+impl Item {
+    fn view(&self) -> EventRef<'_> {
+        match self {
+            Item::Owned(e) => e.view(),
+            Item::Lazy(e) => e.view(),
+        }
+    }
 }
 
 /// What travels to the writer thread.
@@ -306,15 +325,18 @@ pub const LINGER: Duration = Duration::from_millis(10);
 fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
     let (fsync, interval) = (opts.fsync, opts.fsync_interval);
     let mut buf = Vec::with_capacity(256 * 1024);
-    let mut batch: Vec<Box<Event>> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
     let mut last_sync = Instant::now();
     let mut dirty = false;
     let mut failing = false;
     loop {
         let mut stop = false;
         let first = match rx.recv_timeout(interval) {
-            Ok(Msg::Event(e)) => Some(e),
-            Ok(Msg::Lazy(e)) => Some(Box::new(e.build())),
+            Ok(Msg::Event(e)) => Some(Item::Owned(e)),
+            Ok(Msg::Lazy(mut e)) => {
+                e.prepare();
+                Some(Item::Lazy(e))
+            }
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                 stop = true;
                 None
@@ -329,11 +351,13 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
             while batch.len() < BATCH {
                 match rx.try_recv() {
                     Ok(Msg::Event(e)) => {
+                        let e = Item::Owned(e);
                         push(&mut buf, &e);
                         batch.push(e);
                     }
-                    Ok(Msg::Lazy(e)) => {
-                        let e = Box::new(e.build());
+                    Ok(Msg::Lazy(mut e)) => {
+                        e.prepare();
+                        let e = Item::Lazy(e);
                         push(&mut buf, &e);
                         batch.push(e);
                     }
@@ -411,29 +435,29 @@ fn chunks(buf: &[u8], max: usize) -> Vec<&[u8]> {
     out
 }
 
-fn push(buf: &mut Vec<u8>, e: &Event) {
+fn push(buf: &mut Vec<u8>, e: &Item) {
     // Plain data always serializes; a failure would be a bug, not an I/O condition.
-    if serde_json::to_writer(&mut *buf, e).is_ok() {
+    if serde_json::to_writer(&mut *buf, &e.view()).is_ok() {
         buf.push(b'\n');
     }
 }
 
 /// Live counts and per-variant exposure metrics follow exactly what was written.
-fn count_written(opts: &WriterOptions, events: &[Box<Event>]) {
+fn count_written(opts: &WriterOptions, events: &[Item]) {
     if let Some(counts) = &opts.counts {
-        counts.apply(events.iter().map(|e| &**e));
+        counts.apply_refs(events.iter().map(Item::view));
     }
     if let Some(exposures) = &opts.exposures {
         // One label lookup per (experiment, variant) and batch, not per event.
         let mut runs: Vec<(&str, &str, u64)> = Vec::new();
         for e in events {
-            if let Event::Exposure(x) = &**e {
+            if let EventRef::Exposure(x) = e.view() {
                 match runs
                     .iter_mut()
                     .find(|(ex, v, _)| *ex == x.experiment && *v == x.variant)
                 {
                     Some(run) => run.2 += 1,
-                    None => runs.push((&x.experiment, &x.variant, 1)),
+                    None => runs.push((x.experiment, x.variant, 1)),
                 }
             }
         }

@@ -36,7 +36,7 @@ use tracing::{debug, info_span, warn, Instrument};
 use crate::assign::{assign, forced_variant, unit::find_unit};
 use crate::config::schema::{OnMissingUnit, Protocol, UnitKind};
 use crate::config::{ConfigError, HostHeader, Routes};
-use crate::events::{Event, EventLog, Exposure, LazyEvent};
+use crate::events::{EventLog, EventRef, ExposureRef, LazyEvent};
 use crate::live::Live;
 use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::request_id;
@@ -211,6 +211,7 @@ impl Proxy {
                     arrival,
                     status,
                     aborted: false,
+                    ts: [0; 24],
                 }),
             )),
             _ => None,
@@ -615,9 +616,10 @@ pub fn conversions_response(
     resp
 }
 
-/// The exposure event of a request that ran an experiment.
-/// A request's exposure as the handler knows it; the writer thread turns it into an
-/// [`Exposure`] (names resolved through the table it was served by, timestamp formatted).
+/// A request's exposure as the handler knows it: indices into the table it was served by
+/// and what the request already owned. The writer thread formats the timestamp and
+/// serializes it as an exposure event straight from here, borrowing the names from the
+/// table ([`ExposureRef`]): no copy of any name is made per event.
 struct PendingExposure {
     serving: Arc<Serving>,
     chosen: Chosen,
@@ -625,41 +627,44 @@ struct PendingExposure {
     latency: std::time::Duration,
     status: u16,
     aborted: bool,
+    /// `arrival` as RFC 3339, filled in by the writer thread ([`LazyEvent::prepare`]).
+    ts: [u8; 24],
 }
 
 impl LazyEvent for PendingExposure {
-    fn build(self: Box<Self>) -> Event {
-        let PendingExposure {
-            serving,
-            chosen: c,
-            arrival,
-            latency,
-            status,
-            aborted,
-        } = *self;
-        let route = &serving.routes.routes[c.route];
-        let exp = &serving.routes.experiments[route.experiment];
-        let unit_missing = c.unit.is_none();
-        let request_id = c.request_id.to_str().unwrap_or_default().to_owned();
-        Event::Exposure(Exposure {
+    fn prepare(&mut self) {
+        self.ts = crate::clock::rfc3339_bytes(self.arrival);
+    }
+
+    fn view(&self) -> EventRef<'_> {
+        let c = &self.chosen;
+        let route = &self.serving.routes.routes[c.route];
+        let exp = &self.serving.routes.experiments[route.experiment];
+        let request_id = c.request_id.to_str().unwrap_or_default();
+        let ts_ns = self
+            .arrival
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_nanos()).ok());
+        EventRef::Exposure(ExposureRef {
             v: Some(1),
-            ts: crate::clock::rfc3339(arrival),
-            experiment: exp.name.clone(),
+            ts: std::str::from_utf8(&self.ts).unwrap_or_default(),
+            experiment: &exp.name,
             // A request without a unit is recorded under its request id, and marked.
-            unit: c.unit.unwrap_or_else(|| request_id.clone()),
-            variant: exp.variants[c.variant].name.clone(),
+            unit: c.unit.as_deref().unwrap_or(request_id),
+            variant: &exp.variants[c.variant].name,
             request_id: Some(request_id),
-            client_request_id: c
-                .client_request_id
-                .and_then(|v| v.to_str().ok().map(str::to_owned)),
-            config_version: Some(serving.routes.version.clone()),
-            route: Some(route.name.clone()),
-            status: Some(status),
-            latency_ms: Some(latency.as_secs_f64() * 1e3),
-            aborted,
+            client_request_id: c.client_request_id.as_ref().and_then(|v| v.to_str().ok()),
+            config_version: Some(&self.serving.routes.version),
+            route: Some(&route.name),
+            status: Some(self.status),
+            latency_ms: Some(self.latency.as_secs_f64() * 1e3),
+            aborted: self.aborted,
             forced: c.forced,
-            unit_missing,
-            phase: Some(exp.salt.clone()),
+            unit_missing: c.unit.is_none(),
+            phase: Some(&exp.salt),
+            // Millisecond precision, as written: the tally sees what a reader of the log sees.
+            ts_ns: ts_ns.map(|ns| ns - ns % 1_000_000),
         })
     }
 
