@@ -16,6 +16,7 @@
 pub mod errors;
 pub mod headers;
 pub mod idle;
+pub mod pool;
 pub mod record;
 pub mod serving;
 pub mod upstream;
@@ -42,6 +43,7 @@ use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::request_id;
 use crate::workers::Workers;
 use errors::{is_grpc, ProxyError};
+use pool::{UpstreamBody, UpstreamFailure};
 use record::RecordOnEnd;
 use serving::Serving;
 use upstream::Clients;
@@ -276,7 +278,7 @@ impl Proxy {
         req: Request<Incoming>,
         peer: SocketAddr,
         chosen: &mut Option<Chosen>,
-    ) -> Result<Response<idle::IdleTimeoutBody<Incoming>>, ProxyError> {
+    ) -> Result<Response<idle::IdleTimeoutBody<UpstreamBody>>, ProxyError> {
         let routes = &serving.routes;
         let c_start = std::time::Instant::now();
         let mut req = req;
@@ -478,6 +480,10 @@ impl Proxy {
                 parts.headers.insert(HOST, h.clone());
             }
         }
+        // HTTP/1.1 needs one (a client without a Host, with `preserve`).
+        if !parts.headers.contains_key(HOST) {
+            parts.headers.insert(HOST, up.host_value.clone());
+        }
         parts.headers.insert(&H_REQUEST_ID, rid_value.clone());
         parts.uri = uri;
         let grpc = is_grpc(&parts.headers);
@@ -498,7 +504,29 @@ impl Proxy {
         };
         let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
 
-        let result = tokio::time::timeout(route.timeout, runtime.client().request(upstream_req))
+        // Plain-HTTP/1.1 upstreams go through this worker's lean pool; https, h2c and
+        // protocol upgrades through the general client.
+        let pooled = if client_upgrade.is_none() {
+            runtime.pool()
+        } else {
+            None
+        };
+        let call = async {
+            match pooled {
+                Some(pool) => pool
+                    .send(upstream_req)
+                    .await
+                    .map(|r| r.map(UpstreamBody::Pooled))
+                    .map_err(UpstreamFailure::from),
+                None => runtime
+                    .client()
+                    .request(upstream_req)
+                    .await
+                    .map(|r| r.map(UpstreamBody::General))
+                    .map_err(UpstreamFailure::from),
+            }
+        };
+        let result = tokio::time::timeout(route.timeout, call)
             .instrument(upstream_span)
             .await;
         let resp = match result {
@@ -537,10 +565,15 @@ impl Proxy {
         let mut resp = resp;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_side)) = (switching, client_upgrade) {
-            let upstream_side = hyper::upgrade::on(&mut resp);
+            // What `hyper::upgrade::on` takes, from a response of either body type.
+            let upstream_side = resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
             let span = make_span();
             tokio::spawn(
                 async move {
+                    let Some(upstream_side) = upstream_side else {
+                        warn!("the upstream switched protocols without an upgradable connection");
+                        return;
+                    };
                     match tokio::try_join!(client_side, upstream_side) {
                         Ok((client_io, upstream_io)) => {
                             let mut client_io = TokioIo::new(client_io);
@@ -685,11 +718,10 @@ fn is_upgrade(headers: &http::HeaderMap) -> bool {
 }
 
 /// A short reason for an upstream client error (the whole source chain).
-fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    let mut s = if e.is_connect() {
-        "connect error".to_owned()
-    } else {
-        e.to_string()
+fn describe(e: &UpstreamFailure) -> String {
+    let mut s = match e {
+        UpstreamFailure::General(g) if g.is_connect() => "connect error".to_owned(),
+        _ => e.to_string(),
     };
     let mut source = std::error::Error::source(e);
     while let Some(inner) = source {

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use super::pool::{H1Pool, WorkerPools};
 use super::upstream::{Clients, HttpClient, WorkerClients};
 use crate::config::{ConfigError, Problem, Routes};
 use crate::metrics::{Metrics, RequestMetrics, VariantMetrics};
@@ -24,6 +25,8 @@ pub struct Serving {
 pub struct VariantRuntime {
     /// One client per worker thread.
     pub clients: WorkerClients,
+    /// Plain-HTTP/1.1 upstreams: one lean pool per worker thread ([`super::pool`]).
+    pub pools: Option<WorkerPools>,
     pub requests: RequestMetrics,
     pub metrics: Arc<VariantMetrics>,
 }
@@ -34,6 +37,14 @@ impl VariantRuntime {
     pub fn client(&self) -> &HttpClient {
         let i = crate::workers::current();
         &self.clients[i.min(self.clients.len() - 1)]
+    }
+
+    /// The lean pool of the worker thread this runs on, for plain-HTTP/1.1 upstreams.
+    #[inline]
+    pub fn pool(&self) -> Option<&Arc<H1Pool>> {
+        let pools = self.pools.as_ref()?;
+        let i = crate::workers::current();
+        pools.get(i.min(pools.len().saturating_sub(1)))
     }
 }
 
@@ -51,8 +62,9 @@ impl Serving {
             let mut variants = Vec::with_capacity(exp.variants.len());
             for v in &exp.variants {
                 match clients.get(v, route.connect_timeout) {
-                    Ok(clients) => variants.push(VariantRuntime {
-                        clients,
+                    Ok(worker_clients) => variants.push(VariantRuntime {
+                        clients: worker_clients,
+                        pools: clients.pools(v, route.connect_timeout),
                         requests: metrics.request_handles(&route.name, &exp.name, &v.name),
                         metrics: Arc::new(metrics.variant_handles(
                             &exp.name,

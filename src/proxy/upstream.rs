@@ -19,6 +19,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
+use super::pool::{H1Pool, WorkerPools};
 use super::Body;
 use crate::config::schema::Protocol;
 use crate::config::Variant;
@@ -41,6 +42,8 @@ pub type WorkerClients = Arc<[HttpClient]>;
 /// Builds clients on demand and keeps them across tables.
 pub struct Clients {
     cache: Mutex<HashMap<Key, WorkerClients>>,
+    /// Lean per-worker pools of plain-HTTP/1.1 upstreams ([`super::pool`]), by authority.
+    pools: Mutex<HashMap<(String, Duration), WorkerPools>>,
     system_roots: Mutex<Option<Arc<RootCertStore>>>,
     workers: usize,
 }
@@ -56,9 +59,29 @@ impl Clients {
     pub fn for_workers(workers: usize) -> Self {
         Self {
             cache: Mutex::default(),
+            pools: Mutex::default(),
             system_roots: Mutex::default(),
             workers: workers.max(1),
         }
+    }
+
+    /// The lean pools for `variant` when its upstream is plain HTTP/1.1; None otherwise
+    /// (https and h2c keep the general client).
+    pub fn pools(&self, variant: &Variant, connect_timeout: Duration) -> Option<WorkerPools> {
+        if variant.upstream.scheme != Scheme::HTTP || variant.protocol != Protocol::Http1 {
+            return None;
+        }
+        let authority = &variant.upstream.authority;
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let made = pools
+            .entry((authority.as_str().to_owned(), connect_timeout))
+            .or_insert_with(|| {
+                (0..self.workers)
+                    .map(|_| Arc::new(H1Pool::new(authority.clone(), connect_timeout)))
+                    .collect::<Vec<_>>()
+                    .into()
+            });
+        Some(made.clone())
     }
 
     /// The clients for `variant` (built once per distinct setting).
