@@ -11,7 +11,8 @@
 //!   and syncs in every mode;
 //! * the writer wakes at most once per [`LINGER`] under load: after a batch it sleeps that
 //!   long before draining again, so a request never pays for waking it (a send to a
-//!   receiver blocked in `recv` is a futex syscall and a context switch, per event).
+//!   receiver blocked in `recv` is a futex syscall and a context switch, per event); a full
+//!   batch is followed at once by the next.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -392,7 +393,8 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
         if stop {
             break;
         }
-        let wrote = !batch.is_empty();
+        // A full batch means more is waiting: drain on without lingering.
+        let linger = !batch.is_empty() && batch.len() < BATCH;
         if fsync == FsyncMode::Interval && dirty && last_sync.elapsed() >= interval {
             if let Err(e) = sink.sync() {
                 error!(error = %e, "event log fsync failed");
@@ -400,7 +402,7 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
             dirty = false;
             last_sync = Instant::now();
         }
-        if wrote {
+        if linger {
             std::thread::sleep(LINGER);
         }
     }
