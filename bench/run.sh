@@ -203,25 +203,40 @@ for w in $WORKERS_LIST; do
       rm -f "$work/hold"
     done
     # A config reload every 100 ms during a saturation run (bounded: DURATION × 10 writes).
-    read -r base _ _ < <(saturate $COH)
     # Three versions in turn: with two, a reload every ~220 ms (150 ms debounce + work)
     # samples the file in phase with the 200 ms a/b cycle and keeps finding the version in
     # force (a stroboscope, not a refusal).
     for v in 0 1 2; do
       cohort_config "$work/on-$v.yaml" $COH $ADM "events: { dir: $work/events-$w, fsync: interval }" $((30000 + v))
     done
-    (
+    churn() { # target: the same cp + mv every 100 ms
       for i in $(seq $((DURATION * 10))); do
-        cp "$work/on-$((i % 3)).yaml" "$work/on.yaml.tmp"
-        mv "$work/on.yaml.tmp" "$work/on.yaml"
+        cp "$work/on-$((i % 3)).yaml" "$1.tmp"
+        mv "$1.tmp" "$1"
         sleep 0.1
       done
-    ) &
-    reloader=$!
-    read -r rps non2xx errs < <(saturate $COH)
-    wait "$reloader" 2>/dev/null || true
-    reloads=$(curl -s 127.0.0.1:$ADM/metrics | awk '$1 == "cohort_config_reloads_total{result=\"success\"}" {print $2}')
-    record "reload $base $rps $non2xx $errs ${reloads:-0}"
+    }
+    # The baseline runs the same loop on a file cohort does not watch: the loop's own
+    # processes (cp, mv, sleep: 30 per second) load the 2 cores too, and are not cohort's.
+    # ROUNDS pairs, the order alternating; each line is one pair (summarize.py takes medians).
+    mkdir -p "$work/decoy"
+    for round in $(seq "$ROUNDS"); do
+      before=$(curl -s 127.0.0.1:$ADM/metrics | awk '$1 == "cohort_config_reloads_total{result=\"success\"}" {print $2}')
+      for target in decoy live; do
+        [ $((round % 2)) = 0 ] && target=$([ $target = decoy ] && echo live || echo decoy)
+        file="$work/on.yaml"; [ $target = decoy ] && file="$work/decoy/on.yaml"
+        churn "$file" &
+        reloader=$!
+        if [ $target = decoy ]; then
+          read -r base _ _ < <(saturate $COH)
+        else
+          read -r rps non2xx errs < <(saturate $COH)
+        fi
+        wait "$reloader" 2>/dev/null || true
+      done
+      after=$(curl -s 127.0.0.1:$ADM/metrics | awk '$1 == "cohort_config_reloads_total{result=\"success\"}" {print $2}')
+      record "reload $base $rps $non2xx $errs $(( ${after%.*} - ${before%.*} ))"
+    done
   fi
   stop_proxies
 done
