@@ -5,8 +5,9 @@
 //! and the shutdown order of [`crate::server`] exact) and hands each one, round-robin, to
 //! a worker, where it lives until it closes: its requests, its upstream calls and their
 //! pooled connections never leave that thread. A work-stealing runtime moves tasks and
-//! wakes across threads on every request instead; on the 2-core bench machine that cost a
-//! minimal forwarder a fifth of its throughput (bench/README.md).
+//! wakes across threads on every request instead; on the 2-core bench machine, with two
+//! workers, a minimal forwarder went from 0.78× to 1.00× nginx's throughput with this
+//! design (two runs minutes apart; bench/README.md).
 //!
 //! Each worker also has its own upstream connection pools ([`current`] picks them), so an
 //! upstream connection is always driven by the thread that uses it.
@@ -25,6 +26,13 @@ thread_local! {
 #[inline]
 pub fn current() -> usize {
     WORKER.with(Cell::get)
+}
+
+/// This worker's item of a per-worker slice (the last one if there are fewer; None if
+/// empty).
+#[inline]
+pub fn pick<T>(items: &[T]) -> Option<&T> {
+    items.get(current().min(items.len().saturating_sub(1)))
 }
 
 /// Where connections are served.

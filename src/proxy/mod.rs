@@ -382,8 +382,8 @@ impl Proxy {
             head: None,
         });
         let runtime = &serving.by_route[route_index][variant_index];
-        // The request's span, made only where something is logged in it: creating a span
-        // that a subscriber records costs about a microsecond, on every request.
+        // The request's span, made only where something is logged in it: a span the
+        // subscriber records is allocated and its fields formatted, on every request.
         let make_span = || info_span!("request", route = %route.name, experiment = %exp.name, variant = %variant.name, request_id = rid);
         let upstream_span = if tracing::enabled!(tracing::Level::DEBUG) {
             make_span()
@@ -511,6 +511,15 @@ impl Proxy {
         } else {
             None
         };
+        // `Clients` makes one client per worker, so there always is one.
+        let Some(general) = runtime.client() else {
+            return Err(fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no upstream client on this worker thread (a cohort bug: please report it)".into(),
+                Some(&variant.name),
+                Some(rid),
+            ));
+        };
         let call = async {
             match pooled {
                 Some(pool) => pool
@@ -518,8 +527,7 @@ impl Proxy {
                     .await
                     .map(|r| r.map(UpstreamBody::Pooled))
                     .map_err(UpstreamFailure::from),
-                None => runtime
-                    .client()
+                None => general
                     .request(upstream_req)
                     .await
                     .map(|r| r.map(UpstreamBody::General))

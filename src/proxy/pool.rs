@@ -29,6 +29,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
+use super::record::{ending, Ending};
 use super::Body;
 
 /// Idle connections older than this are closed instead of reused (the general client's
@@ -183,11 +184,10 @@ impl HttpBody for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.give_back(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.give_back(),
-            Poll::Ready(Some(Err(_))) => self.back = None,
-            _ => {}
+        match ending(&polled, &self.inner) {
+            Some(Ending::Complete) => self.give_back(),
+            Some(Ending::Failed) => self.back = None,
+            None => {}
         }
         polled
     }

@@ -60,11 +60,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.finish(false),
-            Poll::Ready(Some(Err(_))) => self.finish(true),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(false),
-            _ => {}
+        match ending(&polled, &self.inner) {
+            Some(Ending::Complete) => self.finish(false),
+            Some(Ending::Failed) => self.finish(true),
+            None => {}
         }
         polled
     }
@@ -75,5 +74,24 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// How a body's stream ended, read from one poll of it.
+pub enum Ending {
+    /// The last frame was delivered (or the end was signalled).
+    Complete,
+    /// The body failed: nothing more will come.
+    Failed,
+}
+
+/// Whether `polled` (a poll of `body`) ended the stream: a response body's wrappers act on
+/// this once (record the exposure, give the connection back).
+pub fn ending<B: HttpBody, T, E>(polled: &Poll<Option<Result<T, E>>>, body: &B) -> Option<Ending> {
+    match polled {
+        Poll::Ready(None) => Some(Ending::Complete),
+        Poll::Ready(Some(Err(_))) => Some(Ending::Failed),
+        Poll::Ready(Some(Ok(_))) if body.is_end_stream() => Some(Ending::Complete),
+        _ => None,
     }
 }

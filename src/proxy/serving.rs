@@ -34,17 +34,14 @@ pub struct VariantRuntime {
 impl VariantRuntime {
     /// The client of the worker thread this runs on.
     #[inline]
-    pub fn client(&self) -> &HttpClient {
-        let i = crate::workers::current();
-        &self.clients[i.min(self.clients.len() - 1)]
+    pub fn client(&self) -> Option<&HttpClient> {
+        crate::workers::pick(&self.clients)
     }
 
     /// The lean pool of the worker thread this runs on, for plain-HTTP/1.1 upstreams.
     #[inline]
     pub fn pool(&self) -> Option<&Arc<H1Pool>> {
-        let pools = self.pools.as_ref()?;
-        let i = crate::workers::current();
-        pools.get(i.min(pools.len().saturating_sub(1)))
+        crate::workers::pick(self.pools.as_deref()?)
     }
 }
 
