@@ -46,7 +46,8 @@ pub fn mint_with(experiment: &str, variant: &str, config_version: &str, nonce: u
     for (i, d) in digits.iter_mut().enumerate() {
         *d = HEX[((nonce >> (124 - 4 * i)) & 0xf) as usize];
     }
-    id.extend(digits.iter().map(|&b| char::from(b)));
+    // Hex digits are ASCII: always UTF-8.
+    id.push_str(std::str::from_utf8(&digits).unwrap_or_default());
     id
 }
 

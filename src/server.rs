@@ -22,9 +22,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -169,30 +169,42 @@ pub async fn serve_http<H, Fut>(
             };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
-            let idle = activity.idle_for(idle_timeout);
-            tokio::pin!(idle);
+            // What ends a connection from the side: shutdown, or idleness. Polled only when
+            // its own timer or signal fired, not on each of the connection's wake-ups.
             let mut closing = *stop.borrow();
+            let side = async {
+                tokio::select! {
+                    _ = stop.changed() => false,
+                    () = activity.idle_for(idle_timeout) => true,
+                }
+            };
+            tokio::pin!(side);
+            let side_waker = Arc::new(SideWaker::default());
+            let waker = Waker::from(side_waker.clone());
             if closing {
                 conn.as_mut().graceful_shutdown();
             }
-            loop {
-                tokio::select! {
-                    res = conn.as_mut() => {
-                        if let Err(e) = res {
-                            debug!(listener = what, %peer, error = %e, "connection ended with an error");
+            let ended = std::future::poll_fn(|cx| {
+                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(res);
+                }
+                if !closing && side_waker.take(cx.waker()) {
+                    if let Poll::Ready(idle) = side.as_mut().poll(&mut Context::from_waker(&waker))
+                    {
+                        if idle {
+                            debug!(listener = what, %peer, "idle connection closed");
                         }
-                        break;
-                    }
-                    _ = stop.changed(), if !closing => {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
-                    }
-                    () = &mut idle, if !closing => {
-                        debug!(listener = what, %peer, "idle connection closed");
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
+                        // The connection acts on it when polled again.
+                        cx.waker().wake_by_ref();
                     }
                 }
+                Poll::Pending
+            })
+            .await;
+            if let Err(e) = ended {
+                debug!(listener = what, %peer, error = %e, "connection ended with an error");
             }
         };
         // Served where it was accepted, or handed to the next worker thread's runtime
@@ -286,6 +298,52 @@ impl Activity {
                 return;
             }
             deadline = last + timeout;
+        }
+    }
+}
+
+/// The waker given to a connection's side future (shutdown signal, idle timer): notes that
+/// the side future asked to be polled, then wakes the connection's task.
+struct SideWaker {
+    fired: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Default for SideWaker {
+    fn default() -> Self {
+        Self {
+            // Polled once at the start, to arm its timer and signal.
+            fired: AtomicBool::new(true),
+            task: Mutex::new(None),
+        }
+    }
+}
+
+impl SideWaker {
+    /// Whether the side future asked to be polled since the last call; if so, `task` is
+    /// the waker it wakes from now on.
+    fn take(&self, task: &Waker) -> bool {
+        if !self.fired.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        let mut slot = self.task.lock().unwrap_or_else(|p| p.into_inner());
+        if !slot.as_ref().is_some_and(|w| w.will_wake(task)) {
+            *slot = Some(task.clone());
+        }
+        true
+    }
+}
+
+impl Wake for SideWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        let slot = self.task.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(task) = slot.as_ref() {
+            task.wake_by_ref();
         }
     }
 }

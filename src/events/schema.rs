@@ -139,6 +139,127 @@ impl Exposure {
     }
 }
 
+impl EventRef<'_> {
+    /// Appends this event as one JSON object (no newline), byte for byte what
+    /// `serde_json::to_writer` makes of it (a test holds them equal). Exposures, one per
+    /// request, are written by hand: serde's generic path costs several times as much
+    /// (every string is escaped byte by byte, every key is a call).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            EventRef::Exposure(x) => x.write_json(out),
+            // Plain data always serializes; a failure would be a bug, not an I/O condition.
+            EventRef::Conversion(_) => {
+                let _ = serde_json::to_writer(&mut *out, self);
+            }
+        }
+    }
+}
+
+impl ExposureRef<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"type\":\"exposure\"");
+        if let Some(v) = self.v {
+            out.extend_from_slice(b",\"v\":");
+            write_uint(out, u64::from(v));
+        }
+        for (key, value) in [
+            (&b",\"ts\":"[..], self.ts),
+            (b",\"experiment\":", self.experiment),
+            (b",\"unit\":", self.unit),
+            (b",\"variant\":", self.variant),
+        ] {
+            out.extend_from_slice(key);
+            write_str(out, value);
+        }
+        for (key, value) in [
+            (&b",\"request_id\":"[..], self.request_id),
+            (b",\"client_request_id\":", self.client_request_id),
+            (b",\"config_version\":", self.config_version),
+            (b",\"route\":", self.route),
+        ] {
+            if let Some(value) = value {
+                out.extend_from_slice(key);
+                write_str(out, value);
+            }
+        }
+        if let Some(status) = self.status {
+            out.extend_from_slice(b",\"status\":");
+            write_uint(out, u64::from(status));
+        }
+        if let Some(ms) = self.latency_ms {
+            out.extend_from_slice(b",\"latency_ms\":");
+            // serde_json's own float formatting (shortest round-trip; null if not finite).
+            let _ = serde_json::to_writer(&mut *out, &ms);
+        }
+        for (key, set) in [
+            (&b",\"aborted\":true"[..], self.aborted),
+            (b",\"override\":true", self.forced),
+            (b",\"unit_missing\":true", self.unit_missing),
+        ] {
+            if set {
+                out.extend_from_slice(key);
+            }
+        }
+        if let Some(phase) = self.phase {
+            out.extend_from_slice(b",\"phase\":");
+            write_str(out, phase);
+        }
+        out.push(b'}');
+    }
+}
+
+/// A JSON string. Names, ids and timestamps rarely hold anything to escape: one scan
+/// finds out, and only a string that needs it goes through serde_json's escaper.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    if needs_escape(s.as_bytes()) {
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Whether `bytes` hold a control character, a quote or a backslash. Eight bytes at a
+/// time: `(x - 0x01…01 * n) & !x & 0x80…80` is non-zero exactly when some byte of `x` is
+/// below `n` (n ≤ 0x80), and a byte equal to `c` is a zero byte of `x ^ 0x01…01 * c`.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(word);
+        let x = u64::from_le_bytes(le);
+        if below(x, 0x20)
+            | below(x ^ (ONES * u64::from(b'"')), 1)
+            | below(x ^ (ONES * u64::from(b'\\')), 1)
+            != 0
+        {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+fn write_uint(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 impl<'a> EventRef<'a> {
     pub fn experiment(&self) -> &'a str {
         match self {
@@ -222,11 +343,82 @@ mod tests {
             let owned = serde_json::to_string(&Event::Exposure(x.clone())).unwrap();
             let borrowed = serde_json::to_string(&EventRef::Exposure(x.view())).unwrap();
             assert_eq!(owned, borrowed);
+            let mut by_hand = Vec::new();
+            EventRef::Exposure(x.view()).write_json(&mut by_hand);
+            assert_eq!(String::from_utf8(by_hand).unwrap(), owned);
             assert_eq!(
                 serde_json::from_str::<Event>(&borrowed).unwrap(),
                 Event::Exposure(x)
             );
         }
+    }
+
+    fn text() -> impl proptest::strategy::Strategy<Value = String> {
+        // Plain names, and anything JSON must escape: quotes, backslashes, every control
+        // character, DEL, non-ASCII.
+        proptest::string::string_regex(r#"([a-z0-9._~-]|["\\\x00-\x1f\x7f]|é|😀){0,12}"#).unwrap()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn exposures_written_by_hand_are_what_serde_writes(
+            ts in text(), experiment in text(), unit in text(), variant in text(),
+            ids in proptest::collection::vec(proptest::option::of(text()), 5),
+            v in proptest::option::of(proptest::prelude::any::<u32>()),
+            status in proptest::option::of(proptest::prelude::any::<u16>()),
+            latency_ms in proptest::option::of(proptest::prelude::any::<f64>()),
+            flags in proptest::prelude::any::<[bool; 3]>(),
+        ) {
+            let x = Exposure {
+                v, ts, experiment, unit, variant,
+                request_id: ids[0].clone(),
+                client_request_id: ids[1].clone(),
+                config_version: ids[2].clone(),
+                route: ids[3].clone(),
+                status, latency_ms,
+                aborted: flags[0], forced: flags[1], unit_missing: flags[2],
+                phase: ids[4].clone(),
+            };
+            let serde = serde_json::to_string(&Event::Exposure(x.clone())).unwrap();
+            let mut by_hand = Vec::new();
+            EventRef::Exposure(x.view()).write_json(&mut by_hand);
+            proptest::prop_assert_eq!(String::from_utf8(by_hand).unwrap(), serde);
+        }
+    }
+
+    #[test]
+    fn escapes_are_found_at_every_position() {
+        for len in 0..20 {
+            let plain = "a".repeat(len);
+            assert!(!needs_escape(plain.as_bytes()));
+            assert!(!needs_escape("é😀~\u{7f}".as_bytes()));
+            for at in 0..len {
+                for c in [b'"', b'\\', 0u8, 0x1f, b'\n'] {
+                    let mut b = plain.clone().into_bytes();
+                    b[at] = c;
+                    assert!(needs_escape(&b), "{b:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conversions_are_written_by_serde() {
+        let c = Conversion {
+            v: Some(1),
+            ts: "2026-11-25T00:00:01Z".into(),
+            experiment: "e".into(),
+            unit: "u\"1".into(),
+            variant: None,
+            value: Some(9.5),
+            request_id: None,
+        };
+        let mut out = Vec::new();
+        EventRef::Conversion(&c).write_json(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            serde_json::to_string(&Event::Conversion(c)).unwrap()
+        );
     }
 
     #[test]

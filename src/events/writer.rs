@@ -347,20 +347,13 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
         buf.clear();
         batch.clear();
         if let Some(e) = first {
-            push(&mut buf, &e);
             batch.push(e);
             while batch.len() < BATCH {
                 match rx.try_recv() {
-                    Ok(Msg::Event(e)) => {
-                        let e = Item::Owned(e);
-                        push(&mut buf, &e);
-                        batch.push(e);
-                    }
+                    Ok(Msg::Event(e)) => batch.push(Item::Owned(e)),
                     Ok(Msg::Lazy(mut e)) => {
                         e.prepare();
-                        let e = Item::Lazy(e);
-                        push(&mut buf, &e);
-                        batch.push(e);
+                        batch.push(Item::Lazy(e));
                     }
                     Ok(Msg::Stop) => {
                         stop = true;
@@ -371,10 +364,24 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
             }
         }
         if !batch.is_empty() {
+            // Each event is viewed once, for its line and for the counts.
+            let views: Vec<EventRef<'_>> = batch.iter().map(Item::view).collect();
+            for view in &views {
+                view.write_json(&mut buf);
+                buf.push(b'\n');
+            }
             let max = sink.max_batch_bytes().unwrap_or(usize::MAX).max(1);
+            // Usually the whole batch is one chunk, of one line per event.
+            let split = if buf.len() <= max {
+                vec![(&buf[..], views.len())]
+            } else {
+                chunks(&buf, max)
+                    .into_iter()
+                    .map(|c| (c, c.iter().filter(|&&b| b == b'\n').count()))
+                    .collect()
+            };
             let mut done = 0;
-            for chunk in chunks(&buf, max) {
-                let lines = chunk.iter().filter(|&&b| b == b'\n').count();
+            for (chunk, lines) in split {
                 let ok = write_batch(
                     &mut *sink,
                     chunk,
@@ -385,7 +392,7 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
                     &mut dirty,
                 );
                 if ok {
-                    count_written(&opts, &batch[done..done + lines]);
+                    count_written(&opts, &views[done..done + lines]);
                 }
                 done += lines;
             }
@@ -437,23 +444,16 @@ fn chunks(buf: &[u8], max: usize) -> Vec<&[u8]> {
     out
 }
 
-fn push(buf: &mut Vec<u8>, e: &Item) {
-    // Plain data always serializes; a failure would be a bug, not an I/O condition.
-    if serde_json::to_writer(&mut *buf, &e.view()).is_ok() {
-        buf.push(b'\n');
-    }
-}
-
 /// Live counts and per-variant exposure metrics follow exactly what was written.
-fn count_written(opts: &WriterOptions, events: &[Item]) {
+fn count_written(opts: &WriterOptions, events: &[EventRef<'_>]) {
     if let Some(counts) = &opts.counts {
-        counts.apply_refs(events.iter().map(Item::view));
+        counts.apply_refs(events.iter().copied());
     }
     if let Some(exposures) = &opts.exposures {
         // One label lookup per (experiment, variant) and batch, not per event.
         let mut runs: Vec<(&str, &str, u64)> = Vec::new();
         for e in events {
-            if let EventRef::Exposure(x) = e.view() {
+            if let EventRef::Exposure(x) = e {
                 match runs
                     .iter_mut()
                     .find(|(ex, v, _)| *ex == x.experiment && *v == x.variant)

@@ -17,6 +17,10 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Positions in [`HOP_BY_HOP`] of the headers kept in some cases.
+const AT_TE: usize = 3;
+const AT_UPGRADE: usize = 6;
+
 static HOP_BY_HOP: [HeaderName; 8] = [
     CONNECTION,
     HeaderName::from_static("proxy-connection"),
@@ -57,31 +61,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_up
     // the names finds which, and only those are removed.
     let mut present = [false; HOP_BY_HOP.len()];
     for k in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+        if let Some(i) = hop_index(k) {
             present[i] = true;
         }
     }
     if !present.contains(&true) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        // The usual tokens name no header beyond the fixed set: skip parsing them.
-        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        .collect();
+    // `Connection: keep-alive` (or `close`) names nothing more: no token parsing.
+    let only_usual = headers.get_all(CONNECTION).iter().all(|v| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+    });
+    let named: Vec<HeaderName> = if only_usual {
+        Vec::new()
+    } else {
+        connection_named(headers)
+    };
     let wants_trailers = keep_te_trailers
+        && present[AT_TE]
         && headers
             .get_all(TE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    let upgrade = if keep_upgrade {
+    let upgrade = if keep_upgrade && present[AT_UPGRADE] {
         headers.get(UPGRADE).cloned()
     } else {
         None
@@ -99,6 +104,40 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_up
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, up);
     }
+}
+
+/// Where `name` is in [`HOP_BY_HOP`]. Names are compared as strings, and only those of
+/// the right length: comparing `HeaderName`s compares the bytes of every custom name
+/// against each custom hop-by-hop name.
+fn hop_index(name: &HeaderName) -> Option<usize> {
+    let name = name.as_str();
+    let candidates: &[usize] = match name.len() {
+        2 => &[3],
+        7 => &[4, 6],
+        10 => &[0, 2],
+        16 => &[1],
+        17 => &[5],
+        19 => &[7],
+        _ => return None,
+    };
+    candidates
+        .iter()
+        .copied()
+        .find(|&i| HOP_BY_HOP[i].as_str() == name)
+}
+
+/// The headers a `Connection` header names, beyond the usual `keep-alive` and `close`.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        // The usual tokens name no header beyond the fixed set: skip parsing them.
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -134,5 +173,38 @@ mod tests {
         h.insert("te", HeaderValue::from_static("deflate"));
         strip_hop_by_hop(&mut h, true, false);
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn every_hop_by_hop_name_is_found_by_its_length() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(name), Some(i), "{name}");
+            let parsed = HeaderName::from_bytes(name.as_str().to_uppercase().as_bytes()).unwrap();
+            assert_eq!(hop_index(&parsed), Some(i), "{name}");
+        }
+        for other in ["x-user-id", "host", "content-type", "keep-alivf", "tf"] {
+            assert_eq!(hop_index(&HeaderName::from_static(other)), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_usual_connection_tokens_and_an_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Keep-Alive"));
+        h.append("connection", HeaderValue::from_static("close"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h, true, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade, x-hop"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        let mut dropped = h.clone();
+        strip_hop_by_hop(&mut h, false, true);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        strip_hop_by_hop(&mut dropped, false, false);
+        assert!(dropped.is_empty(), "{dropped:?}");
     }
 }

@@ -189,7 +189,7 @@ impl Proxy {
         let mut chosen = None;
         // The upstream's body stays unboxed until the one wrapper that needs it is chosen.
         let resp = self
-            .forward(&serving, req, peer, &mut chosen)
+            .forward(&serving, req, peer, grpc, &mut chosen)
             .await
             .map_err(|err| err.into_response(grpc));
         let status = match &resp {
@@ -214,6 +214,7 @@ impl Proxy {
                     status,
                     aborted: false,
                     ts: [0; 24],
+                    ts_ns: None,
                 }),
             )),
             _ => None,
@@ -277,6 +278,7 @@ impl Proxy {
         serving: &Serving,
         req: Request<Incoming>,
         peer: SocketAddr,
+        grpc: bool,
         chosen: &mut Option<Chosen>,
     ) -> Result<Response<idle::IdleTimeoutBody<UpstreamBody>>, ProxyError> {
         let routes = &serving.routes;
@@ -444,13 +446,14 @@ impl Proxy {
             .trusted_proxies
             .iter()
             .any(|net| net.contains(&peer.ip()));
-        let previous = parts
-            .headers
-            .get(&headers::X_FORWARDED_FOR)
+        // A chain from a trusted proxy is extended; anyone else's is replaced.
+        let previous = trusted
+            .then(|| parts.headers.get(&headers::X_FORWARDED_FOR))
+            .flatten()
             .and_then(|v| v.to_str().ok());
         let xff = match previous {
-            Some(prev) if trusted => HeaderValue::try_from(format!("{prev}, {}", peer.ip())).ok(),
-            _ => headers::peer_value(peer.ip()),
+            Some(prev) => HeaderValue::try_from(format!("{prev}, {}", peer.ip())).ok(),
+            None => headers::peer_value(peer.ip()),
         };
         if let Some(v) = xff {
             parts.headers.insert(&headers::X_FORWARDED_FOR, v);
@@ -467,26 +470,15 @@ impl Proxy {
                 None => parts.headers.remove(&headers::X_FORWARDED_HOST),
             };
         }
-        match &variant.host_header {
-            HostHeader::Upstream => {
-                parts.headers.insert(HOST, up.host_value.clone());
-            }
-            HostHeader::Preserve => {
-                if let Some(h) = &host_value {
-                    parts.headers.insert(HOST, h.clone());
-                }
-            }
-            HostHeader::Literal(h) => {
-                parts.headers.insert(HOST, h.clone());
-            }
-        }
-        // HTTP/1.1 needs one (a client without a Host, with `preserve`).
-        if !parts.headers.contains_key(HOST) {
-            parts.headers.insert(HOST, up.host_value.clone());
-        }
+        let host = match (&variant.host_header, &host_value) {
+            (HostHeader::Literal(h), _) => h,
+            (HostHeader::Preserve, Some(h)) => h,
+            // HTTP/1.1 needs one (a client without a Host, with `preserve`).
+            (HostHeader::Upstream, _) | (HostHeader::Preserve, None) => &up.host_value,
+        };
+        parts.headers.insert(HOST, host.clone());
         parts.headers.insert(&H_REQUEST_ID, rid_value.clone());
         parts.uri = uri;
-        let grpc = is_grpc(&parts.headers);
         parts.version = match variant.protocol {
             Protocol::Http1 if grpc => {
                 return Err(fail(
@@ -670,11 +662,20 @@ struct PendingExposure {
     aborted: bool,
     /// `arrival` as RFC 3339, filled in by the writer thread ([`LazyEvent::prepare`]).
     ts: [u8; 24],
+    /// `arrival` in nanoseconds since the epoch, to the millisecond (as `ts` has it).
+    ts_ns: Option<i64>,
 }
 
 impl LazyEvent for PendingExposure {
     fn prepare(&mut self) {
         self.ts = crate::clock::rfc3339_bytes(self.arrival);
+        // Millisecond precision, as written: the tally sees what a reader of the log sees.
+        self.ts_ns = self
+            .arrival
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_nanos()).ok())
+            .map(|ns| ns - ns % 1_000_000);
     }
 
     fn view(&self) -> EventRef<'_> {
@@ -682,11 +683,6 @@ impl LazyEvent for PendingExposure {
         let route = &self.serving.routes.routes[c.route];
         let exp = &self.serving.routes.experiments[route.experiment];
         let request_id = c.request_id.to_str().unwrap_or_default();
-        let ts_ns = self
-            .arrival
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .and_then(|d| i64::try_from(d.as_nanos()).ok());
         EventRef::Exposure(ExposureRef {
             v: Some(1),
             ts: std::str::from_utf8(&self.ts).unwrap_or_default(),
@@ -704,8 +700,7 @@ impl LazyEvent for PendingExposure {
             forced: c.forced,
             unit_missing: c.unit.is_none(),
             phase: Some(&exp.salt),
-            // Millisecond precision, as written: the tally sees what a reader of the log sees.
-            ts_ns: ts_ns.map(|ns| ns - ns % 1_000_000),
+            ts_ns: self.ts_ns,
         })
     }
 
