@@ -254,7 +254,7 @@ fn builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
 struct Activity {
     born: Instant,
     inflight: AtomicUsize,
-    /// Milliseconds since `born` of the last request start or response end.
+    /// Milliseconds since `born` of the last response end.
     last_ms: AtomicU64,
 }
 
@@ -273,8 +273,9 @@ impl Activity {
     }
 
     fn start(&self) {
+        // No clock read: idleness is judged only with nothing in flight, and then the
+        // last end is later than every start.
         self.inflight.fetch_add(1, Ordering::AcqRel);
-        self.touch();
     }
 
     fn end(&self) {

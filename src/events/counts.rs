@@ -132,8 +132,15 @@ impl LiveCounts {
             };
             match e {
                 EventRef::Exposure(x) => {
+                    // A unit is counted where it was first exposed.
+                    let first = !(x.forced || x.unit_missing || st.units.contains_key(&key));
+                    if first {
+                        let idx = st.variant_index(x.variant);
+                        st.units.insert(key, (idx, false));
+                    }
                     let v = st.variant(x.variant);
                     v.requests += 1;
+                    v.units += u64::from(first);
                     if x.aborted || x.status.is_some_and(|s| s >= 500) {
                         v.errors += 1;
                     }
@@ -141,12 +148,6 @@ impl LiveCounts {
                         let i = LATENCY_BUCKETS_MS.partition_point(|&b| b < ms);
                         v.latency_ms_buckets[i] += 1;
                     }
-                    if x.forced || x.unit_missing || st.units.contains_key(&key) {
-                        continue;
-                    }
-                    let idx = st.variant_index(x.variant);
-                    st.units.insert(key, (idx, false));
-                    st.variant(x.variant).units += 1;
                 }
                 EventRef::Conversion(c) => {
                     let Some(&(idx, converted)) = st.units.get(&key) else {

@@ -105,6 +105,12 @@ pub struct ExposureRef<'a> {
     /// `ts` in nanoseconds since the epoch (None when `ts` is not RFC 3339); not written.
     #[serde(skip)]
     pub ts_ns: Option<i64>,
+    /// `ts`, `experiment`, `variant`, `request_id`, `config_version` and `route` are
+    /// known to hold nothing JSON escapes (cohort's own timestamps, validated names, hex,
+    /// ids minted from them): [`EventRef::write_json`] copies them without a scan. Not
+    /// written.
+    #[serde(skip)]
+    pub clean: bool,
 }
 
 /// A line of the log, borrowed: what the writer serializes and counts.
@@ -135,6 +141,7 @@ impl Exposure {
             unit_missing: self.unit_missing,
             phase: self.phase.as_deref(),
             ts_ns: crate::clock::parse_nanos(&self.ts),
+            clean: false,
         }
     }
 }
@@ -162,24 +169,25 @@ impl ExposureRef<'_> {
             out.extend_from_slice(b",\"v\":");
             write_uint(out, u64::from(v));
         }
-        for (key, value) in [
-            (&b",\"ts\":"[..], self.ts),
-            (b",\"experiment\":", self.experiment),
-            (b",\"unit\":", self.unit),
-            (b",\"variant\":", self.variant),
+        let clean = self.clean;
+        for (key, value, clean) in [
+            (&b",\"ts\":"[..], self.ts, clean),
+            (b",\"experiment\":", self.experiment, clean),
+            (b",\"unit\":", self.unit, false),
+            (b",\"variant\":", self.variant, clean),
         ] {
             out.extend_from_slice(key);
-            write_str(out, value);
+            write_str(out, value, clean);
         }
-        for (key, value) in [
-            (&b",\"request_id\":"[..], self.request_id),
-            (b",\"client_request_id\":", self.client_request_id),
-            (b",\"config_version\":", self.config_version),
-            (b",\"route\":", self.route),
+        for (key, value, clean) in [
+            (&b",\"request_id\":"[..], self.request_id, clean),
+            (b",\"client_request_id\":", self.client_request_id, false),
+            (b",\"config_version\":", self.config_version, clean),
+            (b",\"route\":", self.route, clean),
         ] {
             if let Some(value) = value {
                 out.extend_from_slice(key);
-                write_str(out, value);
+                write_str(out, value, clean);
             }
         }
         if let Some(status) = self.status {
@@ -202,16 +210,17 @@ impl ExposureRef<'_> {
         }
         if let Some(phase) = self.phase {
             out.extend_from_slice(b",\"phase\":");
-            write_str(out, phase);
+            write_str(out, phase, false);
         }
         out.push(b'}');
     }
 }
 
 /// A JSON string. Names, ids and timestamps rarely hold anything to escape: one scan
-/// finds out, and only a string that needs it goes through serde_json's escaper.
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    if needs_escape(s.as_bytes()) {
+/// finds out (none for a string known `clean`), and only a string that needs it goes
+/// through serde_json's escaper.
+fn write_str(out: &mut Vec<u8>, s: &str, clean: bool) {
+    if !clean && needs_escape(s.as_bytes()) {
         let _ = serde_json::to_writer(&mut *out, s);
     } else {
         out.push(b'"');
@@ -400,6 +409,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn clean_names_are_copied_as_they_are() {
+        let x = Exposure {
+            v: Some(1),
+            ts: "2026-11-25T15:00:00.123Z".into(),
+            experiment: "iris-model".into(),
+            unit: "user \"1\"".into(),
+            variant: "rf".into(),
+            request_id: Some("c1~iris-model~rf~0123456789abcdef~00".into()),
+            client_request_id: Some("a\\b".into()),
+            config_version: Some("0123456789abcdef".into()),
+            route: Some("iris".into()),
+            status: Some(200),
+            latency_ms: Some(1.5),
+            aborted: false,
+            forced: false,
+            unit_missing: false,
+            phase: Some("salt \"x\"".into()),
+        };
+        let mut by_hand = Vec::new();
+        EventRef::Exposure(ExposureRef {
+            clean: true,
+            ..x.view()
+        })
+        .write_json(&mut by_hand);
+        assert_eq!(
+            String::from_utf8(by_hand).unwrap(),
+            serde_json::to_string(&Event::Exposure(x)).unwrap()
+        );
     }
 
     #[test]
