@@ -29,23 +29,27 @@ pub fn mint(experiment: &str, variant: &str, config_version: &str) -> String {
 /// An id with a given random part. With `unit: request` the unit is this 32-hex nonce, so
 /// a conversion that names the request id finds its unit without any shared state.
 pub fn mint_with(experiment: &str, variant: &str, config_version: &str, nonce: u128) -> String {
-    // Built by hand: `format!` with a 128-bit hex field costs several times as much, on
-    // every request.
+    mint_after(&prefix(experiment, variant, config_version), nonce)
+}
+
+/// Everything of an id before its nonce: `c1~<experiment>~<variant>~<config version>~`,
+/// the same for every request of a variant under one config (the proxy keeps it).
+pub fn prefix(experiment: &str, variant: &str, config_version: &str) -> String {
+    format!("c1~{experiment}~{variant}~{config_version}~")
+}
+
+/// An id from its [`prefix`] and nonce. Built by hand, two hex digits a step: `format!`
+/// with a 128-bit hex field costs several times as much, on every request.
+pub fn mint_after(prefix: &str, nonce: u128) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(
-        3 + experiment.len() + 1 + variant.len() + 1 + config_version.len() + 1 + 32,
-    );
-    id.push_str("c1~");
-    id.push_str(experiment);
-    id.push('~');
-    id.push_str(variant);
-    id.push('~');
-    id.push_str(config_version);
-    id.push('~');
     let mut digits = [0u8; 32];
-    for (i, d) in digits.iter_mut().enumerate() {
-        *d = HEX[((nonce >> (124 - 4 * i)) & 0xf) as usize];
+    for (i, pair) in digits.chunks_exact_mut(2).enumerate() {
+        let byte = (nonce >> (120 - 8 * i)) as u8;
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
+    let mut id = String::with_capacity(prefix.len() + digits.len());
+    id.push_str(prefix);
     // Hex digits are ASCII: always UTF-8.
     id.push_str(std::str::from_utf8(&digits).unwrap_or_default());
     id

@@ -189,7 +189,7 @@ impl Proxy {
         let mut chosen = None;
         // The upstream's body stays unboxed until the one wrapper that needs it is chosen.
         let resp = self
-            .forward(&serving, req, peer, grpc, &mut chosen)
+            .forward(&serving, req, peer, grpc, start, &mut chosen)
             .await
             .map_err(|err| err.into_response(grpc));
         let status = match &resp {
@@ -202,12 +202,18 @@ impl Proxy {
             None => &serving.unrouted,
         };
         handles.count(status);
-        handles.duration.observe(start.elapsed().as_secs_f64());
+        // The time to the response head (the upstream's, or cohort's own answer): one clock
+        // read serves the histogram and the exposure.
+        let elapsed = chosen
+            .as_ref()
+            .and_then(|c| c.head)
+            .unwrap_or_else(|| start.elapsed());
+        handles.duration.observe(elapsed.as_secs_f64());
         let pending = match (&self.events, chosen) {
             (Some(log), Some(c)) => Some((
                 log,
                 Box::new(PendingExposure {
-                    latency: c.head.unwrap_or_else(|| start.elapsed()),
+                    latency: elapsed,
                     serving,
                     chosen: c,
                     arrival,
@@ -279,10 +285,10 @@ impl Proxy {
         req: Request<Incoming>,
         peer: SocketAddr,
         grpc: bool,
+        start: std::time::Instant,
         chosen: &mut Option<Chosen>,
     ) -> Result<Response<idle::IdleTimeoutBody<UpstreamBody>>, ProxyError> {
         let routes = &serving.routes;
-        let c_start = std::time::Instant::now();
         let mut req = req;
         // A WebSocket (HTTP/1.1 Upgrade) passes through: keep the client's half of the
         // upgrade to join it with the upstream's once both sides agree (101).
@@ -349,7 +355,12 @@ impl Proxy {
         };
 
         // Assign (or honour an allowed override).
-        let forced_header = parts.headers.get(&H_VARIANT).and_then(|v| v.to_str().ok());
+        // Looked up only where it can count: without `allow_override` it is ignored.
+        let forced_header = exp
+            .allow_override
+            .then(|| parts.headers.get(&H_VARIANT))
+            .flatten()
+            .and_then(|v| v.to_str().ok());
         let forced = forced_variant(exp, forced_header)
             .map_err(|e| fail(StatusCode::BAD_REQUEST, e.to_string(), None, None))?;
         let variant_index = match (forced, &unit) {
@@ -359,20 +370,17 @@ impl Proxy {
         };
         let variant = &exp.variants[variant_index];
         // Names are validated to header-safe characters, so the id always is a header value.
-        let rid_value = HeaderValue::try_from(request_id::mint_with(
-            &exp.name,
-            &variant.name,
-            &routes.version,
-            nonce,
-        ))
-        .map_err(|_| {
-            fail(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot make a request id from these names".into(),
-                Some(&variant.name),
-                None,
-            )
-        })?;
+        let runtime = &serving.by_route[route_index][variant_index];
+        let rid_value =
+            HeaderValue::try_from(request_id::mint_after(&runtime.request_id_prefix, nonce))
+                .map_err(|_| {
+                    fail(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "cannot make a request id from these names".into(),
+                        Some(&variant.name),
+                        None,
+                    )
+                })?;
         let rid = rid_value.to_str().unwrap_or_default();
         *chosen = Some(Chosen {
             route: route_index,
@@ -383,7 +391,6 @@ impl Proxy {
             client_request_id: parts.headers.get(&headers::X_REQUEST_ID).cloned(),
             head: None,
         });
-        let runtime = &serving.by_route[route_index][variant_index];
         // The request's span, made only where something is logged in it: a span the
         // subscriber records is allocated and its fields formatted, on every request.
         let make_span = || info_span!("request", route = %route.name, experiment = %exp.name, variant = %variant.name, request_id = rid);
@@ -561,7 +568,7 @@ impl Proxy {
             Ok(Ok(resp)) => resp,
         };
         if let Some(c) = chosen.as_mut() {
-            c.head = Some(c_start.elapsed());
+            c.head = Some(start.elapsed());
         }
         let mut resp = resp;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;

@@ -29,6 +29,9 @@ pub struct VariantRuntime {
     pub pools: Option<WorkerPools>,
     pub requests: RequestMetrics,
     pub metrics: Arc<VariantMetrics>,
+    /// What every request id minted for this variant starts with
+    /// ([`crate::request_id::prefix`]).
+    pub request_id_prefix: String,
 }
 
 impl VariantRuntime {
@@ -68,6 +71,11 @@ impl Serving {
                             &v.name,
                             f64::from(v.buckets) / f64::from(crate::assign::BUCKETS),
                         )),
+                        request_id_prefix: crate::request_id::prefix(
+                            &exp.name,
+                            &v.name,
+                            &routes.version,
+                        ),
                     }),
                     Err(reason) => {
                         let path = format!(
