@@ -5,7 +5,8 @@
 //! * `route+unit+assign`: match the route (Host, path prefix), take the unit from
 //!   `x-user-id`, hash it into a bucket and pick the variant — on the repo's routes.yaml;
 //! * `exposure to JSON`: serialise one exposure event as the writer thread does (the line
-//!   that goes into the segment file).
+//!   that goes into the segment file, written by hand), and `exposure to JSON (serde)`: the
+//!   same bytes through serde_json, what the writer did before.
 
 use std::hint::black_box;
 
@@ -58,6 +59,13 @@ fn exposure_json(c: &mut Criterion) {
     });
     let mut buf = Vec::with_capacity(512);
     c.bench_function("exposure to JSON", |b| {
+        b.iter(|| {
+            buf.clear();
+            black_box(&e).view().write_json(&mut buf);
+            black_box(buf.len())
+        })
+    });
+    c.bench_function("exposure to JSON (serde)", |b| {
         b.iter(|| {
             buf.clear();
             serde_json::to_writer(&mut buf, black_box(&e)).expect("plain data");
