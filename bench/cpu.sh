@@ -16,14 +16,8 @@ ROOT=$PWD
 DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-2}
 
-apt_install() {
-  command -v apt-get >/dev/null || { echo "no apt-get: install $* by hand" >&2; exit 1; }
-  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
-  $sudo apt-get install -y -q "$@" >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$@" >/dev/null; }
-}
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
-command -v wrk >/dev/null || apt_install wrk
-export PATH="$PATH:/usr/sbin"
+. bench/common.sh
+need_nginx_and_wrk
 cargo build --release --quiet --bin cohort --example floor
 
 work=$(mktemp -d)
@@ -36,58 +30,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-B1=18101; B2=18102; NGX=18170; FLOOR=18171; COH=18172; COH_OFF=18174
-BODY='{"predictions": [0], "model": "rf", "pad": "................................................"}'
-cat > "$work/backends.conf" <<NGINX
-worker_processes 1;
-pid $work/backends.pid;
-error_log $work/backends.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$B1; location / { default_type application/json; return 200 '$BODY'; } }
-  server { listen 127.0.0.1:$B2; location / { default_type application/json; return 200 '$BODY'; } }
-}
-NGINX
-cat > "$work/proxy.conf" <<NGINX
-worker_processes 1;
-pid $work/proxy.pid;
-error_log $work/proxy.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream rf { server 127.0.0.1:$B1; keepalive 64; }
-  upstream lr { server 127.0.0.1:$B2; keepalive 64; }
-  split_clients "\$http_x_user_id" \$variant { 50% rf; * lr; }
-  server {
-    listen 127.0.0.1:$NGX;
-    location / { proxy_pass http://\$variant; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-NGINX
-nginx -c "$work/backends.conf" -p "$work"
-nginx -c "$work/proxy.conf" -p "$work"
+NGX=18170; FLOOR=18171; COH=18172; COH_OFF=18174
+start_backends
+start_nginx_proxy 1 $NGX
 
-config() { # file port events-line
-  cat > "$1" <<YAML
-listen: 127.0.0.1:$2
-admin: { listen: 127.0.0.1:$(($2 + 1)) }
-$3
-limits: { max_connections: 15000, header_read_timeout_ms: 300000 }
-routes:
-  - { name: bench, match: { path_prefix: / }, experiment: bench }
-experiments:
-  - name: bench
-    control: rf
-    variants:
-      - { name: rf, weight: 50, upstream: "http://127.0.0.1:$B1" }
-      - { name: lr, weight: 50, upstream: "http://127.0.0.1:$B2" }
-YAML
-}
-config "$work/on.yaml" $COH "events: { dir: $work/events, fsync: interval }"
-config "$work/off.yaml" $COH_OFF "events: { enabled: false }"
+cohort_config "$work/on.yaml" $COH $((COH + 1)) "events: { dir: $work/events, fsync: interval }"
+cohort_config "$work/off.yaml" $COH_OFF $((COH_OFF + 1)) "events: { enabled: false }"
 "$ROOT/target/release/examples/floor" 127.0.0.1:$FLOOR "http://127.0.0.1:$B1" "http://127.0.0.1:$B2" 1 &
 pids+=($!); FLOOR_PID=$!
 "$ROOT/target/release/cohort" serve --config "$work/on.yaml" --workers 1 >"$work/on.log" 2>&1 &
@@ -101,14 +49,7 @@ sleep 0.5
 NGX_PID=$(pgrep -P "$(cat "$work/proxy.pid")" | head -1)
 BACKEND_PID=$(pgrep -P "$(cat "$work/backends.pid")" | head -1)
 
-cat > "$work/users.lua" <<'LUA'
-local n = 0
-request = function()
-  n = n + 1
-  wrk.headers["x-user-id"] = "user-" .. (n % 100000)
-  return wrk.format("POST", "/invocations", nil, '{"inputs": [[5.1, 3.5, 1.4, 0.2]]}')
-end
-LUA
+write_users_lua
 
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # utime stime, in clock ticks
 hz=$(getconf CLK_TCK)

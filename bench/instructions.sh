@@ -16,15 +16,9 @@ ROOT=$PWD
 DURATION=${DURATION:-10}
 TOP=${TOP:-0}
 
-apt_install() {
-  command -v apt-get >/dev/null || { echo "no apt-get: install $* by hand" >&2; exit 1; }
-  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
-  $sudo apt-get install -y -q "$@" >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$@" >/dev/null; }
-}
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
-command -v wrk >/dev/null || apt_install wrk
+. bench/common.sh
+need_nginx_and_wrk
 command -v valgrind >/dev/null || apt_install valgrind
-export PATH="$PATH:/usr/sbin"
 cargo build --release --quiet --bin cohort --example floor
 
 work=$(mktemp -d)
@@ -37,49 +31,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-B1=18101; B2=18102; PORT=18160
-BODY='{"predictions": [0], "model": "rf", "pad": "................................................"}'
-cat > "$work/backends.conf" <<NGINX
-worker_processes 1;
-pid $work/backends.pid;
-error_log $work/backends.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$B1; location / { default_type application/json; return 200 '$BODY'; } }
-  server { listen 127.0.0.1:$B2; location / { default_type application/json; return 200 '$BODY'; } }
-}
-NGINX
-nginx -c "$work/backends.conf" -p "$work"
+PORT=18160
+start_backends
+write_users_lua
 
-cat > "$work/users.lua" <<'LUA'
-local n = 0
-request = function()
-  n = n + 1
-  wrk.headers["x-user-id"] = "user-" .. (n % 100000)
-  return wrk.format("POST", "/invocations", nil, '{"inputs": [[5.1, 3.5, 1.4, 0.2]]}')
-end
-LUA
-
-config() { # file events-line
-  cat > "$1" <<YAML
-listen: 127.0.0.1:$PORT
-admin: { listen: 127.0.0.1:$((PORT + 1)) }
-$2
-limits: { max_connections: 15000, header_read_timeout_ms: 300000 }
-routes:
-  - { name: bench, match: { path_prefix: / }, experiment: bench }
-experiments:
-  - name: bench
-    control: rf
-    variants:
-      - { name: rf, weight: 50, upstream: "http://127.0.0.1:$B1" }
-      - { name: lr, weight: 50, upstream: "http://127.0.0.1:$B2" }
-YAML
-}
-config "$work/on.yaml" "events: { dir: $work/events, fsync: interval }"
-config "$work/off.yaml" "events: { enabled: false }"
+cohort_config "$work/on.yaml" $PORT $((PORT + 1)) "events: { dir: $work/events, fsync: interval }"
+cohort_config "$work/off.yaml" $PORT $((PORT + 1)) "events: { enabled: false }"
 
 measure() { # name command...
   local name=$1; shift

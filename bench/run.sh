@@ -15,14 +15,8 @@ RATES=${RATES:-"1000 10000"}
 IDLE=${IDLE:-10000}
 
 # --- tools -----------------------------------------------------------------------------
-apt_install() {
-  command -v apt-get >/dev/null || { echo "no apt-get: install $* by hand" >&2; exit 1; }
-  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
-  $sudo apt-get install -y -q "$@" >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$@" >/dev/null; }
-}
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
-command -v wrk >/dev/null || apt_install wrk
-export PATH="$PATH:/usr/sbin:$HOME/.cargo/bin"
+. bench/common.sh
+need_nginx_and_wrk
 if [ -z "${SKIP_OHA:-}" ] && ! command -v oha >/dev/null; then
   echo "installing oha (cargo install oha --locked, about 5 minutes) …" >&2
   cargo install oha --locked --quiet
@@ -40,72 +34,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-B1=18101; B2=18102; FLOOR=18140; NGX=18110; COH=18120; ADM=18121; COH_OFF=18130; ADM_OFF=18131
-BODY='{"predictions": [0], "model": "rf", "pad": "................................................"}'
-
+FLOOR=18140; NGX=18110; COH=18120; ADM=18121; COH_OFF=18130; ADM_OFF=18131
 # --- backends: nginx returning ~100 bytes of JSON ----------------------------------------
-cat > "$work/backends.conf" <<NGINX
-worker_processes 1;
-pid $work/backends.pid;
-error_log $work/backends.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$B1; location / { default_type application/json; return 200 '$BODY'; } }
-  server { listen 127.0.0.1:$B2; location / { default_type application/json; return 200 '$BODY'; } }
-}
-NGINX
-nginx -c "$work/backends.conf" -p "$work"
-
-wait_http() { # port path
-  for _ in $(seq 100); do curl -sf -o /dev/null "127.0.0.1:$1$2" && return 0; sleep 0.1; done
-  echo "nothing answers on 127.0.0.1:$1$2" >&2; exit 1
-}
-wait_http $B1 /
+start_backends
 
 # --- the proxies -------------------------------------------------------------------------
-start_nginx_proxy() { # workers
-  cat > "$work/proxy.conf" <<NGINX
-worker_processes $1;
-worker_rlimit_nofile 19000;
-pid $work/proxy.pid;
-error_log $work/proxy.log warn;
-events { worker_connections 18000; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  keepalive_timeout 300s;
-  upstream rf { server 127.0.0.1:$B1; keepalive 64; }
-  upstream lr { server 127.0.0.1:$B2; keepalive 64; }
-  split_clients "\$http_x_user_id" \$variant { 50% rf; * lr; }
-  server {
-    listen 127.0.0.1:$NGX;
-    location / { proxy_pass http://\$variant; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-NGINX
-  nginx -c "$work/proxy.conf" -p "$work"
-  wait_http $NGX /
-}
-
-cohort_config() { # file port admin events-line timeout
-  cat > "$1" <<YAML
-listen: 127.0.0.1:$2
-admin: { listen: 127.0.0.1:$3 }
-$4
-limits: { max_connections: 15000, header_read_timeout_ms: 300000 }
-routes:
-  - { name: bench, match: { path_prefix: / }, experiment: bench, timeout_ms: ${5:-30000} }
-experiments:
-  - name: bench
-    control: rf
-    variants:
-      - { name: rf, weight: 50, upstream: "http://127.0.0.1:$B1" }
-      - { name: lr, weight: 50, upstream: "http://127.0.0.1:$B2" }
-YAML
-}
-
 start_proxies() { # workers
   local w=$1
   "$ROOT/target/release/examples/floor" 127.0.0.1:$FLOOR "http://127.0.0.1:$B1" "http://127.0.0.1:$B2" "$w" &
@@ -116,7 +49,7 @@ start_proxies() { # workers
   pids+=($!); COH_PID=$!
   (cd "$work" && RUST_LOG=error exec "$ROOT/target/release/cohort" serve --config "$work/off.yaml" --workers "$w") &
   pids+=($!); COH_OFF_PID=$!
-  start_nginx_proxy "$w"
+  start_nginx_proxy "$w" $NGX
   NGX_PID=$(cat "$work/proxy.pid")
   wait_http $ADM /readyz; wait_http $ADM_OFF /readyz; wait_http $FLOOR /
 }
@@ -138,14 +71,7 @@ rss_kib() { # pid field
   echo $total
 }
 
-cat > "$work/users.lua" <<'LUA'
-local n = 0
-request = function()
-  n = n + 1
-  wrk.headers["x-user-id"] = "user-" .. (n % 100000)
-  return wrk.format("POST", "/invocations", nil, '{"inputs": [[5.1, 3.5, 1.4, 0.2]]}')
-end
-LUA
+write_users_lua
 
 # wrk at saturation: "rps non2xx socket_errors"
 saturate() { # port

@@ -1,0 +1,98 @@
+# Shared by bench/run.sh, bench/cpu.sh and bench/instructions.sh (sourced, from the repo's
+# root, with $work set to a scratch directory): the tools, the two model backends, the
+# nginx split_clients proxy, cohort's bench config and wrk's varied-user script.
+
+B1=18101; B2=18102
+BODY='{"predictions": [0], "model": "rf", "pad": "................................................"}'
+
+apt_install() {
+  command -v apt-get >/dev/null || { echo "no apt-get: install $* by hand" >&2; exit 1; }
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  $sudo apt-get install -y -q "$@" >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$@" >/dev/null; }
+}
+
+# nginx and wrk, from Debian packages if missing.
+need_nginx_and_wrk() {
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
+  command -v wrk >/dev/null || apt_install wrk
+  export PATH="$PATH:/usr/sbin:$HOME/.cargo/bin"
+}
+
+wait_http() { # port path
+  for _ in $(seq 100); do curl -sf -o /dev/null "127.0.0.1:$1$2" && return 0; sleep 0.1; done
+  echo "nothing answers on 127.0.0.1:$1$2" >&2; exit 1
+}
+
+# Two model backends on $B1 and $B2: nginx `return 200` with ~100 bytes of JSON, 1 worker.
+start_backends() {
+  cat > "$work/backends.conf" <<NGINX
+worker_processes 1;
+pid $work/backends.pid;
+error_log $work/backends.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$B1; location / { default_type application/json; return 200 '$BODY'; } }
+  server { listen 127.0.0.1:$B2; location / { default_type application/json; return 200 '$BODY'; } }
+}
+NGINX
+  nginx -c "$work/backends.conf" -p "$work"
+  wait_http $B1 /
+}
+
+# nginx split_clients 50/50 on x-user-id, upstream keepalive; room for 10 000 idle
+# connections (bench/run.sh holds them open).
+start_nginx_proxy() { # workers port
+  cat > "$work/proxy.conf" <<NGINX
+worker_processes $1;
+worker_rlimit_nofile 19000;
+pid $work/proxy.pid;
+error_log $work/proxy.log warn;
+events { worker_connections 18000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  upstream rf { server 127.0.0.1:$B1; keepalive 64; }
+  upstream lr { server 127.0.0.1:$B2; keepalive 64; }
+  split_clients "\$http_x_user_id" \$variant { 50% rf; * lr; }
+  server {
+    listen 127.0.0.1:$2;
+    location / { proxy_pass http://\$variant; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+  nginx -c "$work/proxy.conf" -p "$work"
+  wait_http "$2" /
+}
+
+# cohort's bench config: 50/50 sticky on x-user-id over the two backends.
+cohort_config() { # file port admin events-line [route timeout ms]
+  cat > "$1" <<YAML
+listen: 127.0.0.1:$2
+admin: { listen: 127.0.0.1:$3 }
+$4
+limits: { max_connections: 15000, header_read_timeout_ms: 300000 }
+routes:
+  - { name: bench, match: { path_prefix: / }, experiment: bench, timeout_ms: ${5:-30000} }
+experiments:
+  - name: bench
+    control: rf
+    variants:
+      - { name: rf, weight: 50, upstream: "http://127.0.0.1:$B1" }
+      - { name: lr, weight: 50, upstream: "http://127.0.0.1:$B2" }
+YAML
+}
+
+# wrk's request: a model call with x-user-id varied over 100 000 users.
+write_users_lua() {
+  cat > "$work/users.lua" <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  wrk.headers["x-user-id"] = "user-" .. (n % 100000)
+  return wrk.format("POST", "/invocations", nil, '{"inputs": [[5.1, 3.5, 1.4, 0.2]]}')
+end
+LUA
+}
