@@ -10,8 +10,30 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 /// [`rfc3339`] into a fixed buffer (ASCII), without allocating.
 pub fn rfc3339_bytes(t: SystemTime) -> [u8; 24] {
+    // Events come in thousands a second: the date and time of the last second formatted
+    // on this thread are reused, and only the milliseconds written.
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(u64, [u8; 24])>> = const { std::cell::Cell::new(None) };
+    }
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
+    let mut b = match LAST.with(std::cell::Cell::get) {
+        Some((last, b)) if last == secs => b,
+        _ => {
+            let b = format_second(secs);
+            LAST.with(|last| last.set(Some((secs, b))));
+            b
+        }
+    };
+    let ms = d.subsec_millis();
+    b[20] = b'0' + (ms / 100) as u8;
+    b[21] = b'0' + (ms / 10 % 10) as u8;
+    b[22] = b'0' + (ms % 10) as u8;
+    b
+}
+
+/// `secs` since the epoch as RFC 3339, milliseconds left at `000`.
+fn format_second(secs: u64) -> [u8; 24] {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, day) = civil_from_days(days as i64);
     // Digits written in place: the event writer formats one timestamp per event, and
@@ -29,7 +51,6 @@ pub fn rfc3339_bytes(t: SystemTime) -> [u8; 24] {
     put(11, 2, rem / 3600);
     put(14, 2, rem % 3600 / 60);
     put(17, 2, rem % 60);
-    put(20, 3, u64::from(d.subsec_millis()));
     b
 }
 
@@ -161,6 +182,20 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_564_800)),
             "2026-11-25T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn the_reused_second_gets_each_instants_milliseconds() {
+        let base = UNIX_EPOCH + Duration::from_secs(1_795_564_800);
+        for (ms, want) in [
+            (7, "2026-11-25T00:00:00.007Z"),
+            (999, "2026-11-25T00:00:00.999Z"),
+            (1_050, "2026-11-25T00:00:01.050Z"),
+            (40, "2026-11-25T00:00:00.040Z"),
+            (86_400_000, "2026-11-26T00:00:00.000Z"),
+        ] {
+            assert_eq!(rfc3339(base + Duration::from_millis(ms)), want);
+        }
     }
 
     #[test]

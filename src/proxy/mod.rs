@@ -691,7 +691,9 @@ impl LazyEvent for PendingExposure {
         let c = &self.chosen;
         let route = &self.serving.routes.routes[c.route];
         let exp = &self.serving.routes.experiments[route.experiment];
-        let request_id = c.request_id.to_str().unwrap_or_default();
+        // Minted by cohort from validated names and hex: ASCII, checked as UTF-8 (a scan
+        // several times cheaper than `to_str`'s byte-by-byte one).
+        let request_id = std::str::from_utf8(c.request_id.as_bytes()).unwrap_or_default();
         EventRef::Exposure(ExposureRef {
             v: Some(1),
             ts: std::str::from_utf8(&self.ts).unwrap_or_default(),
