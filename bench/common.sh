@@ -1,5 +1,5 @@
 # Shared by bench/run.sh, bench/cpu.sh and bench/instructions.sh (sourced, from the repo's
-# root, with $work set to a scratch directory): the tools, the two model backends, the
+# root): the tools, a scratch directory cleaned up on exit, the two model backends, the
 # nginx split_clients proxy, cohort's bench config and wrk's varied-user script.
 
 B1=18101; B2=18102
@@ -16,6 +16,21 @@ need_nginx_and_wrk() {
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
   command -v wrk >/dev/null || apt_install wrk
   export PATH="$PATH:/usr/sbin:$HOME/.cargo/bin"
+}
+
+# $work: a scratch directory, removed on exit with every process in $pids and every nginx
+# whose pid file is in it.
+make_work() {
+  work=$(mktemp -d)
+  pids=()
+  trap cleanup EXIT
+}
+
+cleanup() {
+  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
 }
 
 wait_http() { # port path

@@ -20,15 +20,7 @@ ROUNDS=${ROUNDS:-2}
 need_nginx_and_wrk
 cargo build --release --quiet --bin cohort --example floor
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+make_work
 
 NGX=18170; FLOOR=18171; COH=18172; COH_OFF=18174
 start_backends

@@ -21,15 +21,7 @@ need_nginx_and_wrk
 command -v valgrind >/dev/null || apt_install valgrind
 cargo build --release --quiet --bin cohort --example floor
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/backends.pid" ] && kill "$(cat "$work/backends.pid")" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+make_work
 
 PORT=18160
 start_backends

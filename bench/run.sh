@@ -24,15 +24,7 @@ fi
 HAVE_OHA=""; command -v oha >/dev/null && [ -z "${SKIP_OHA:-}" ] && HAVE_OHA=1
 cargo build --release --quiet --bin cohort --example floor
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+make_work
 
 FLOOR=18140; NGX=18110; COH=18120; ADM=18121; COH_OFF=18130; ADM_OFF=18131
 # --- backends: nginx returning ~100 bytes of JSON ----------------------------------------

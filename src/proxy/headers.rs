@@ -182,6 +182,8 @@ mod tests {
             let parsed = HeaderName::from_bytes(name.as_str().to_uppercase().as_bytes()).unwrap();
             assert_eq!(hop_index(&parsed), Some(i), "{name}");
         }
+        assert_eq!(HOP_BY_HOP[AT_TE], TE);
+        assert_eq!(HOP_BY_HOP[AT_UPGRADE], UPGRADE);
         for other in ["x-user-id", "host", "content-type", "keep-alivf", "tf"] {
             assert_eq!(hop_index(&HeaderName::from_static(other)), None, "{other}");
         }
