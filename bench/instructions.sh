@@ -6,6 +6,7 @@
 #
 #   bench/instructions.sh            # cohort on, cohort off, floor; 1 worker each
 #   TOP=25 bench/instructions.sh     # and each one's 25 costliest functions (self cost)
+#   KEEP=/tmp/cg bench/instructions.sh  # keep the callgrind files there (callgrind_annotate)
 #
 # Loopback only; each measured load run lasts $DURATION s (callgrind slows the proxy
 # ~50×, so a few thousand requests). Kernel time is not counted: see bench/run.sh for
@@ -15,6 +16,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DURATION=${DURATION:-10}
 TOP=${TOP:-0}
+KEEP=${KEEP:-}
 
 . bench/common.sh
 need_nginx_and_wrk
@@ -45,6 +47,11 @@ measure() { # name command...
   requests=$(awk '/requests in/ {print $1}' "$work/$name.wrk")
   total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   printf '%-12s %8d requests  %8d instructions/request\n' "$name" "$requests" $((total / requests))
+  if [ -n "$KEEP" ]; then
+    mkdir -p "$KEEP"
+    cp "$file" "$KEEP/$name.callgrind"
+    echo "$requests" >"$KEEP/$name.requests"
+  fi
   if [ "$TOP" -gt 0 ]; then
     callgrind_annotate --inclusive=no --threshold=100 "$file" 2>/dev/null |
       awk -v n="$requests" -v total="$total" -v top="$TOP" '/^ *[0-9,]+ \( *[0-9.]+%\)/ && !/PROGRAM TOTALS/ {

@@ -66,10 +66,22 @@ print(f"\ncohort benchmark — loopback, wrk -t1 -c{conns}, {duration} s per run
 for w, targets in sorted(sat.items()):
     med = {t: statistics.median(v["rps"]) for t, v in targets.items()}
     ratio = lambda a, b: med[a] / med[b] if med.get(b) else None  # noqa: E731
-    summary["saturation"][w] = {"median_rps": med, "runs": targets, "ratios": {
-        "cohort/nginx": ratio("cohort", "nginx"), "cohort/floor": ratio("cohort", "floor"),
-        "cohort/direct": ratio("cohort", "direct"), "log on/off": ratio("cohort", "cohort_log_off"),
-        "nginx/direct": ratio("nginx", "direct")}}
+    pairs = {"cohort/nginx": ("cohort", "nginx"), "cohort/floor": ("cohort", "floor"),
+             "cohort/direct": ("cohort", "direct"), "log on/off": ("cohort", "cohort_log_off"),
+             "nginx/direct": ("nginx", "direct")}
+
+    def per_round(a, b):
+        # The two runs of one round are minutes apart at most: their ratio is less
+        # exposed to the machine's drift than the ratio of medians over the whole run.
+        if a not in targets or b not in targets:
+            return None
+        rounds_ = [x / y for x, y in zip(targets[a]["rps"], targets[b]["rps"]) if y]
+        return {"rounds": rounds_, "median": statistics.median(rounds_)} if rounds_ else None
+
+    summary["saturation"][w] = {
+        "median_rps": med, "runs": targets,
+        "ratios": {k: ratio(a, b) for k, (a, b) in pairs.items()},
+        "paired_ratios": {k: per_round(a, b) for k, (a, b) in pairs.items()}}
     print(f"saturation, {w} worker(s): req/s (median)")
     for t in ("direct", "floor", "cohort", "cohort_log_off", "nginx"):
         if t in med:
@@ -77,6 +89,12 @@ for w, targets in sorted(sat.items()):
             print(f"  {t:<16} {med[t]:>10.0f}   failed {errs}")
     r = summary["saturation"][w]["ratios"]
     print("  " + "   ".join(f"{k} {v:.2f}" for k, v in r.items() if v is not None))
+    paired = summary["saturation"][w]["paired_ratios"]
+    print("  the same ratios round by round (median; each round):")
+    for k in ("cohort/floor", "cohort/nginx", "log on/off"):
+        if paired.get(k):
+            each = " ".join(f"{x:.2f}" for x in paired[k]["rounds"])
+            print(f"    {k:<13} {paired[k]['median']:.2f}  ({each})")
     if w in events:
         print(f"  event log: {events[w]['written']} written, {events[w]['dropped']} dropped")
 for rate, targets in sorted(latency.items()):
