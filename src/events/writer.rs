@@ -320,22 +320,24 @@ pub fn start(sink: Box<dyn EventSink>, opts: WriterOptions) -> (EventLog, Writer
     (log, Writer { handle, tx })
 }
 
-/// How much nicer the writer thread is than the process: at 10 it has a tenth of a serving
-/// thread's CPU weight under Linux's scheduler when both want the same core, still more
-/// than the ~5% of a core the writer needs at 30 000 events/s (and the channel absorbs
-/// seconds of backlog).
+/// How much nicer the writer thread is than the process: at 10 it has about a tenth of a
+/// serving thread's CPU weight under Linux's scheduler when both want the same core
+/// (110 against 1024), still more than the ~5% of a core the writer needs at 30 000
+/// events/s (and the channel absorbs seconds of backlog).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const WRITER_NICE: libc::c_int = 10;
 
 /// Lowers the calling thread's scheduling priority below the request path's:
 /// `SCHED_BATCH` (its wake-ups do not preempt a running thread), [`WRITER_NICE`] nicer than
 /// the thread that started it (at most 19).
+///
 /// Measured at saturation with 1 worker (2 cores shared with the load generator and the
 /// backends), against the same writer at nice 0: median per-round throughput ratios of
 /// 1.04, 1.07 and 1.01 in three A/B runs of 8–10 alternating rounds; 0.99 with 2 workers
 /// (8 rounds), and 0.98 for `SCHED_BATCH` alone. Small against this machine's ±15% noise
 /// per round, but never below 1 with one worker. Linux keeps scheduling attributes per
-/// thread, so no other thread is touched. Lowering one's own priority needs no privilege; if the call is refused anyway (a
-/// seccomp profile), the writer runs at normal priority.
+/// thread, so no other thread is touched. Lowering one's own priority needs no privilege;
+/// if the call is refused anyway (a seccomp profile), the writer runs at normal priority.
 fn yield_to_requests() {
     #[cfg(target_os = "linux")]
     {
