@@ -100,6 +100,15 @@ experiments:
 YAML
 }
 
+# The id of process $1's thread named $2 (cohort's event writer: cohort-events); empty
+# when it has none (the log is off).
+thread_id() { # pid comm
+  local t
+  for t in /proc/"$1"/task/*; do
+    if [ "$(cat "$t/comm")" = "$2" ]; then basename "$t"; return; fi
+  done
+}
+
 # wrk's request: a model call with x-user-id varied over 100 000 users.
 write_users_lua() {
   cat > "$work/users.lua" <<'LUA'

@@ -60,14 +60,6 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 split_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 # the machine's busy ticks: user nice system irq softirq (not idle, iowait, steal)
 machine() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
-# the event writer thread of cohort process $1 (0 when its log is off)
-writer_tid() {
-  local t
-  for t in /proc/"$1"/task/*; do
-    if [ "$(cat "$t/comm")" = cohort-events ]; then basename "$t"; return; fi
-  done
-  echo 0
-}
 hz=$(getconf CLK_TCK)
 echo "CPU µs per request (wrk -t1 -c64, ${DURATION} s a turn, 1 worker, /proc/PID/stat, /proc/stat)"
 printf '%-16s %8s %8s %8s %8s %8s %9s %9s\n' proxy req/s user sys total writer backend machine
@@ -78,9 +70,8 @@ for round in $(seq "$ROUNDS"); do
   [ $((round % 2)) = 0 ] && specs=$(tr ' ' '\n' <<<"$specs" | tac | tr '\n' ' ')
   for spec in $specs; do
     IFS=: read -r name port pid <<<"$spec"
-    tid=0
-    case $name in cohort*) tid=$(writer_tid "$pid") ;; esac
-    wt() { if [ "$tid" = 0 ]; then echo 0; else ticks "$pid/task/$tid"; fi; }
+    tid=$(thread_id "$pid" cohort-events) # none for nginx, the floor, the log off
+    wt() { if [ -z "$tid" ]; then echo 0; else ticks "$pid/task/$tid"; fi; }
     read -r u0 s0 < <(split_ticks "$pid")
     b0=$(ticks "$BACKEND_PID"); w0=$(wt); m0=$(machine)
     wrk -t1 -c64 -d"${DURATION}s" -s "$work/users.lua" "http://127.0.0.1:$port/invocations" >"$work/wrk.out"

@@ -45,16 +45,10 @@ cohort_config "$work/cohort.yaml" $PORT $((PORT + 1)) "$events"
 pids+=($!); COH_PID=$!
 wait_http $PORT /
 
-# Thread ids: worker 0 (the main thread, which serves connections with --workers 1) and
-# the event writer, found by its name.
-tid_of() { # pid comm
-  local t
-  for t in /proc/"$1"/task/*; do
-    if [ "$(cat "$t/comm")" = "$2" ]; then basename "$t"; return; fi
-  done
-}
+# Threads: worker 0 (the main thread, which serves connections with --workers 1) and the
+# event writer, found by its name.
 threads=("serving:$COH_PID")
-writer=$(tid_of $COH_PID cohort-events)
+writer=$(thread_id $COH_PID cohort-events)
 [ -n "$writer" ] && threads+=("writer:$writer")
 
 wrk -t1 -c64 -d3s -s "$work/users.lua" "http://127.0.0.1:$PORT/invocations" >/dev/null # warm up
