@@ -8,8 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use cohort::config::schema::{EventsConfig, FsyncMode};
-use cohort::events::{Event, Exposure, LiveCounts, SegmentLog, WriterOptions};
+use cohort_analysis::LiveCounts;
+use cohort_config::schema::{EventsConfig, FsyncMode};
+use cohort_events::{Event, Exposure, SegmentLog, WriterOptions};
 use prometheus::IntCounter;
 
 fn exposure(i: u64) -> Event {
@@ -80,7 +81,7 @@ fn main() {
         dropped.clone(),
     );
     let (log, writer) =
-        cohort::events::writer::start(Box::new(SegmentLog::open(&cfg).unwrap()), opts);
+        cohort_events::writer::start(Box::new(SegmentLog::open(&cfg).unwrap()), opts);
     let start = Instant::now();
     for e in events {
         // The blocking variant, so the figure is the writer's throughput, not drops.

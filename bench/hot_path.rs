@@ -10,13 +10,14 @@
 
 use std::hint::black_box;
 
-use cohort::assign::{assign, unit::find_unit};
-use cohort::events::{Event, Exposure};
+use cohort_assign::unit::find_unit;
+use cohort_config::assign;
+use cohort_events::{Event, Exposure};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};
 
 fn route_unit_assign(c: &mut Criterion) {
-    let routes = cohort::config::parse("routes.yaml", include_str!("../routes.yaml"))
+    let routes = cohort_config::parse("routes.yaml", include_str!("../routes.yaml"))
         .expect("the repo's routes.yaml is valid");
     let mut headers = HeaderMap::new();
     headers.insert("x-user-id", HeaderValue::from_static("user-0012345"));

@@ -18,9 +18,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use cohort::analysis::read::{read_dirs, ReadOptions};
-use cohort::analysis::{analyze, ConfigVersions, Setup};
-use cohort::config::schema::{DecisionConfig, UnitKind};
+use cohort_analysis::read::{read_dirs, ReadOptions};
+use cohort_analysis::{analyze, ConfigVersions, Setup};
+use cohort_config::schema::{DecisionConfig, UnitKind};
 
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -48,7 +48,7 @@ fn generate(dir: &Path, events: u64) -> std::io::Result<()> {
             let k = s * per + i;
             let unit = (k.wrapping_mul(2_654_435_761)) % units;
             let variant = if unit.is_multiple_of(2) { "rf" } else { "lr" };
-            let ts = cohort::clock::from_nanos((t0 + k as i64) * 1_000_000);
+            let ts = cohort_events::clock::from_nanos((t0 + k as i64) * 1_000_000);
             // One event in 20 is a conversion (≈ 10% of units convert, some twice).
             if k % 20 == 19 {
                 writeln!(
@@ -105,7 +105,7 @@ fn main() {
     let report = analyze(
         &read.tally.experiments["iris-model"],
         &setup,
-        cohort::clock::now(),
+        cohort_events::clock::now(),
         Vec::new(),
     );
     let total_s = start.elapsed().as_secs_f64();

@@ -24,9 +24,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng;
 use tokio::net::TcpListener;
 
-use crate::config::{self, ConfigError, Routes, Source};
-use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use cohort_config::{self as config, ConfigError, Routes, Source};
+use cohort_proxy::metrics::Metrics;
+use cohort_proxy::Proxy;
 
 /// The repo's routes.yaml, compiled into the binary so the demo needs nothing else.
 pub const DEFAULT_ROUTES: &str = include_str!("../routes.yaml");
@@ -134,14 +134,14 @@ pub struct Outcome {
     pub routes: Routes,
     pub per_variant: Vec<(String, f64, VariantStats)>,
     /// What the outcome log counted: units, converted units, per variant.
-    pub outcomes: crate::events::counts::ExperimentCounts,
+    pub outcomes: cohort_analysis::counts::ExperimentCounts,
     pub users: u64,
     pub requests: u64,
     /// Users seen on more than one variant (must be 0).
     pub unsticky_users: u64,
     pub elapsed: Duration,
     /// `cohort report` on the demo's event log.
-    pub report: Option<crate::analysis::Report>,
+    pub report: Option<cohort_analysis::Report>,
 }
 
 /// Runs the demo: backends, proxy, `users` simulated users (1–5 requests each, 32 at a
@@ -167,18 +167,20 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     ));
-    let events_cfg = crate::config::schema::EventsConfig {
+    let events_cfg = cohort_config::schema::EventsConfig {
         dir: scratch.clone(),
-        fsync: crate::config::schema::FsyncMode::Never,
+        fsync: cohort_config::schema::FsyncMode::Never,
         ..Default::default()
     };
     let metrics = Arc::new(Metrics::new());
-    let counts = Arc::new(crate::events::LiveCounts::new());
-    let sink = crate::events::SegmentLog::open(&events_cfg)
+    let counts = Arc::new(cohort_analysis::LiveCounts::new());
+    let sink = cohort_events::SegmentLog::open(&events_cfg)
         .map_err(|e| format!("cannot open the demo event log: {e}"))?;
-    let (event_log, writer) = crate::events::writer::start(
+    let (event_log, writer) = cohort_events::writer::start(
         Box::new(sink),
-        crate::events::WriterOptions::from_config(&events_cfg, &metrics, counts.clone()),
+        metrics
+            .event_writer_options(&events_cfg)
+            .observed_by(counts.clone()),
     );
     let proxy = Arc::new(
         Proxy::new(routes.clone(), metrics.clone())
@@ -280,7 +282,7 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
                     return;
                 };
                 let unit = format!("demo-user-{u}");
-                let served = &exp.variants[crate::assign::assign(exp, &unit).variant].name;
+                let served = &exp.variants[cohort_config::assign(exp, &unit).variant].name;
                 let p = conversion_of.get(served).copied().unwrap_or(0.0);
                 // Whether a user converts is drawn from the user's id (not a fresh random
                 // number), so that the same users give the same outcome on every run.
@@ -292,7 +294,7 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
                     let (routes, log, metrics) =
                         (routes.clone(), event_log.clone(), metrics.clone());
                     let _ = tokio::task::spawn_blocking(move || {
-                        crate::events::conversions::accept(line.as_bytes(), &routes, &log, &metrics)
+                        cohort_proxy::conversions::accept(line.as_bytes(), &routes, &log, &metrics)
                     })
                     .await;
                 }
@@ -338,7 +340,7 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
             stats.latencies_ms.sort_by(f64::total_cmp);
             (
                 v.name.clone(),
-                f64::from(v.buckets) / f64::from(crate::assign::BUCKETS),
+                f64::from(v.buckets) / f64::from(cohort_assign::BUCKETS),
                 stats,
             )
         })
@@ -348,16 +350,16 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
     let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
     let outcomes = counts.experiment(&exp.name).unwrap_or_default();
     // The same analysis `cohort report --events DIR --config routes.yaml` runs.
-    let report = crate::analysis::read::read_dirs(
+    let report = cohort_analysis::read::read_dirs(
         std::slice::from_ref(&scratch),
-        &crate::analysis::read::ReadOptions::default(),
+        &cohort_analysis::read::ReadOptions::default(),
     )
     .ok()
     .map(|read| {
-        let setup = crate::analysis::Setup::of(&exp, Arc::new(read.versions));
-        let empty = crate::analysis::ExperimentTally::default();
+        let setup = cohort_analysis::Setup::of(&exp, Arc::new(read.versions));
+        let empty = cohort_analysis::ExperimentTally::default();
         let tally = read.tally.experiments.get(&exp.name).unwrap_or(&empty);
-        crate::analysis::analyze(tally, &setup, crate::clock::now(), Vec::new())
+        cohort_analysis::analyze(tally, &setup, cohort_events::clock::now(), Vec::new())
     });
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(Outcome {

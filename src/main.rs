@@ -6,17 +6,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Transparent huge pages off for this process. With the kernel's THP set to `always`, the
-/// first touch of an aligned 2 MiB region of mimalloc's arena maps all of it: 23 MiB
-/// resident at rest instead of 12 (measured with `MIMALLOC_ALLOW_THP=0`, which does this).
-fn no_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl(PR_SET_THP_DISABLE) takes plain integers and touches no memory of ours.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-}
-
 /// mimalloc instead of the system allocator: a request's allocations are made on the
 /// serving thread and many are freed on the event writer's thread, which glibc's malloc
 /// serialises on its arena locks (bench/README.md has the measurement).
@@ -92,7 +81,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    no_transparent_huge_pages();
+    cohort_sys::disable_transparent_huge_pages();
     let args = Cli::parse();
     cli::init_tracing(args.log_format);
     let code = match args.command {

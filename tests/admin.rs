@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cohort::admin::Admin;
-use cohort::assign::assign;
+use cohort_config::assign;
+use cohort_control::admin::Admin;
 use common::net::{backend, client, dead_port, routes, send, start_proxy_with, two_arm};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -63,15 +63,17 @@ fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 async fn start_admin(
-    proxy: Arc<cohort::proxy::Proxy>,
+    proxy: Arc<cohort_proxy::Proxy>,
     ready: bool,
 ) -> (std::net::SocketAddr, Arc<AtomicBool>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let ready = Arc::new(AtomicBool::new(ready));
-    let auth =
-        cohort::admin::auth::AdminAuth::from_config(&proxy.routes().routes.file.admin, |_| None)
-            .unwrap();
+    let auth = cohort_control::admin::auth::AdminAuth::from_config(
+        &proxy.routes().routes.file.admin,
+        |_| None,
+    )
+    .unwrap();
     let admin = Arc::new(Admin {
         proxy,
         ready: ready.clone(),

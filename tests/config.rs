@@ -2,8 +2,9 @@
 
 mod common;
 
-use cohort::assign::{assign, forced_variant, unit::find_unit, BUCKETS};
-use cohort::config::{self, schema::OnMissingUnit};
+use cohort_assign::{unit::find_unit, BUCKETS};
+use cohort_config::{self as config, schema::OnMissingUnit};
+use cohort_config::{assign, forced_variant};
 use common::{compile, experiment_yaml, v};
 use http::{HeaderMap, HeaderValue};
 

@@ -8,8 +8,8 @@
 //! problem the sequential rule exists to avoid). Only the decision function runs (the
 //! units arrive as binomial draws), so both settings take seconds.
 
-use cohort::stats::decision::{decide, decision_p, Arm, Judgement, Look, Method, Rule};
-use cohort::stats::power::required_units_per_variant;
+use cohort_stats::decision::{decide, decision_p, Arm, Judgement, Look, Method, Rule};
+use cohort_stats::power::required_units_per_variant;
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Binomial, Distribution};
 

@@ -8,10 +8,10 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cohort::config::schema::{EventsConfig, FsyncMode};
-use cohort::events::reader::read_dir;
-use cohort::events::writer::{start, EventSink};
-use cohort::events::{Event, Exposure, SegmentLog, WriterOptions};
+use cohort_config::schema::{EventsConfig, FsyncMode};
+use cohort_events::reader::read_dir;
+use cohort_events::writer::{start, EventSink};
+use cohort_events::{Event, Exposure, SegmentLog, WriterOptions};
 use common::net::{backend, client, send, two_arm};
 use common::process::{free_port, CohortProcess};
 use prometheus::IntCounter;
@@ -161,7 +161,7 @@ fn segments_rotate_by_size_and_age_and_read_back_in_order() {
         .collect();
     let expected: Vec<String> = (0..105).map(|i| format!("user-{i}")).collect();
     assert_eq!(units, expected, "every event once, in order");
-    for seg in cohort::events::reader::segments(dir.path()).unwrap() {
+    for seg in cohort_events::reader::segments(dir.path()).unwrap() {
         let len = std::fs::metadata(&seg).unwrap().len();
         assert!(len <= 4096 + 300, "{} is {len} bytes", seg.display());
         assert!(
@@ -170,7 +170,7 @@ fn segments_rotate_by_size_and_age_and_read_back_in_order() {
         );
     }
     // The age rotation: the last five events are in a segment of their own.
-    let last = cohort::events::reader::segments(dir.path())
+    let last = cohort_events::reader::segments(dir.path())
         .unwrap()
         .pop()
         .unwrap();

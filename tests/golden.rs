@@ -2,8 +2,9 @@
 //! implementation (Python `xxhash`, see tests/fixtures/golden_buckets.py). A change of
 //! crate version, platform or code that would move real users fails here.
 
-use cohort::assign::{assign, hash};
-use cohort::config;
+use cohort_assign::hash;
+use cohort_config as config;
+use cohort_config::assign;
 use serde_json::Value;
 
 #[test]

@@ -102,7 +102,7 @@ async fn unary_streaming_and_error_statuses_pass_through() {
     let exp = cfg.experiments[0].clone();
     let proxy = start_proxy(cfg).await;
     for user in ["alice", "bob", "carol", "dave", "erin"] {
-        let variant = exp.variants[cohort::assign::assign(&exp, user).variant]
+        let variant = exp.variants[cohort_config::assign(&exp, user).variant]
             .name
             .clone();
         let out = call(proxy, "Say", "hi", user).await;
@@ -112,7 +112,7 @@ async fn unary_streaming_and_error_statuses_pass_through() {
     }
     let out = call(proxy, "Count", "3", "alice").await;
     assert_eq!(out["code"], "OK", "{out}");
-    let variant = exp.variants[cohort::assign::assign(&exp, "alice").variant]
+    let variant = exp.variants[cohort_config::assign(&exp, "alice").variant]
         .name
         .clone();
     let expected: Vec<String> = (0..3).map(|i| format!("{variant} {i}")).collect();
@@ -138,7 +138,7 @@ async fn cohorts_own_errors_are_grpc_statuses() {
     let user_of = |want: &str| {
         (0..)
             .map(|i| format!("u{i}"))
-            .find(|u| exp.variants[cohort::assign::assign(&exp, u).variant].name == want)
+            .find(|u| exp.variants[cohort_config::assign(&exp, u).variant].name == want)
             .unwrap()
     };
     let out = call(proxy, "Say", "hi", &user_of("lr")).await;

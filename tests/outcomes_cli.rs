@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cohort::events::reader::read_dir;
-use cohort::events::Event;
+use cohort_events::reader::read_dir;
+use cohort_events::Event;
 use common::net::{backend, client, send};
 use common::process::{admin_call, free_port, CohortProcess};
 use http::{Request, StatusCode};
@@ -365,7 +365,7 @@ async fn after_sigkill_under_load_a_restart_skips_the_torn_line_and_counts_what_
         let _ = l.await;
     }
     // Simulate the worst tear: half a line at the end of the newest segment.
-    let newest = cohort::events::reader::segments(&events)
+    let newest = cohort_events::reader::segments(&events)
         .unwrap()
         .pop()
         .unwrap();

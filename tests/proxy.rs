@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cohort::assign::assign;
-use cohort::request_id;
+use cohort_config::assign;
+use cohort_proxy::request_id;
 use common::net::{backend, client, dead_port, routes, send, start_proxy, two_arm};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};

@@ -14,9 +14,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use cohort::assign::BUCKETS;
-use cohort::compare::compare;
-use cohort::config::Routes;
+use cohort_assign::BUCKETS;
+use cohort_config::compare::compare;
+use cohort_config::Routes;
 use common::{compile, counts, experiment_yaml, tally, V};
 use proptest::prelude::*;
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cohort::assign::assign;
-use cohort::reload::{Outcome, Reloader, Trigger};
+use cohort_config::assign;
+use cohort_control::reload::{Outcome, Reloader, Trigger};
 use common::net::{backend, client, routes, send, start_proxy_with, two_arm_weights};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -19,10 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::{mpsc, oneshot};
 
 /// A reloader for `path` driving `proxy`, and a function that reloads through its task.
-fn reload_task(
-    path: std::path::PathBuf,
-    proxy: Arc<cohort::proxy::Proxy>,
-) -> mpsc::Sender<Trigger> {
+fn reload_task(path: std::path::PathBuf, proxy: Arc<cohort_proxy::Proxy>) -> mpsc::Sender<Trigger> {
     let reloader = Arc::new(Reloader::new(path, proxy));
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(reloader.run(rx));

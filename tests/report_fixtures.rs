@@ -2,9 +2,9 @@
 //! statsmodels, scipy, gbstats, and the decision rule transcribed in Python): from an
 //! event log with the scenario's counts to every number and the decision.
 
-use cohort::analysis::tally::{ExposureObs, Tally};
-use cohort::analysis::{analyze, ConfigVersions, Report, Setup};
-use cohort::config::schema::{DecisionConfig, UnitKind};
+use cohort_analysis::tally::{ExposureObs, Tally};
+use cohort_analysis::{analyze, ConfigVersions, Report, Setup};
+use cohort_config::schema::{DecisionConfig, UnitKind};
 use serde_json::Value;
 
 fn close(got: Option<f64>, want: &Value, tol: f64, what: &str) {
@@ -282,7 +282,7 @@ fn the_fixed_decision_is_frozen_at_the_planned_sample() {
     let t = &tally.experiments["e"];
     let fixed = analyze(
         t,
-        &setup(cohort::config::schema::DecisionMethod::Fixed),
+        &setup(cohort_config::schema::DecisionMethod::Fixed),
         "now".into(),
         Vec::new(),
     );
@@ -304,7 +304,7 @@ fn the_fixed_decision_is_frozen_at_the_planned_sample() {
     assert!(fixed.comparisons[0].p_value.unwrap() < 1e-10);
     let seq = analyze(
         t,
-        &setup(cohort::config::schema::DecisionMethod::Sequential),
+        &setup(cohort_config::schema::DecisionMethod::Sequential),
         "now".into(),
         Vec::new(),
     );

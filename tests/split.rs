@@ -2,7 +2,7 @@
 
 mod common;
 
-use cohort::assign::assign;
+use cohort_config::assign;
 use common::{compile, experiment_yaml, v};
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 

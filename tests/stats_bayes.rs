@@ -1,6 +1,6 @@
 //! Bayesian quantities against scipy quadrature (tests/fixtures/stats/bayes.py → bayes.json).
 
-use cohort::stats::bayes::{expected_loss, prob_beat_control, prob_best, Posterior};
+use cohort_stats::bayes::{expected_loss, prob_beat_control, prob_best, Posterior};
 use serde_json::Value;
 
 fn fixture() -> Value {

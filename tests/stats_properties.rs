@@ -1,10 +1,10 @@
 //! Properties every statistic must have, whatever the counts: intervals contain their
 //! estimate, p-values lie in [0, 1], and swapping the two arms mirrors the comparison.
 
-use cohort::stats::bayes::{expected_loss, prob_beat_control, Posterior};
-use cohort::stats::decision::fixed_p;
-use cohort::stats::proportions::{newcombe, pooled_z, wilson};
-use cohort::stats::relative::{relative_lift, sequential_relative_lift};
+use cohort_stats::bayes::{expected_loss, prob_beat_control, Posterior};
+use cohort_stats::decision::fixed_p;
+use cohort_stats::proportions::{newcombe, pooled_z, wilson};
+use cohort_stats::relative::{relative_lift, sequential_relative_lift};
 use proptest::prelude::*;
 
 /// (converted, units) with units ≥ 1, from tiny to large.

@@ -1,7 +1,7 @@
 //! Proportion statistics against the committed references (statsmodels, exact fractions):
 //! tests/fixtures/stats/proportions.py made tests/fixtures/stats/proportions.json.
 
-use cohort::stats::proportions::{fisher_exact, holm, newcombe, pooled_z, wilson};
+use cohort_stats::proportions::{fisher_exact, holm, newcombe, pooled_z, wilson};
 use serde_json::Value;
 
 fn close(got: f64, want: f64, what: &str) {

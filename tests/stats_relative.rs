@@ -1,7 +1,7 @@
 //! The relative lift against GrowthBook's engine (tests/fixtures/stats/relative.py, gbstats
 //! 0.8.0): values where gbstats computes them, a reason (never a placeholder) where it errs.
 
-use cohort::stats::relative::{relative_lift, NoRelativeLift};
+use cohort_stats::relative::{relative_lift, NoRelativeLift};
 use serde_json::Value;
 
 fn close(got: f64, want: f64, what: &str) {
@@ -61,7 +61,7 @@ fn relative_lift_matches_gbstats() {
 
 #[test]
 fn the_sequential_interval_and_p_match_gbstats() {
-    use cohort::stats::relative::sequential_relative_lift;
+    use cohort_stats::relative::sequential_relative_lift;
     let fx: Value = serde_json::from_str(include_str!("fixtures/stats/relative.json")).unwrap();
     let mut computed = 0;
     for case in fx["sequential"].as_array().unwrap() {
@@ -106,7 +106,7 @@ fn t_quantiles_match_scipy_at_every_df() {
             case["df"].as_f64().unwrap(),
             case["q"].as_f64().unwrap(),
         );
-        let got = cohort::stats::relative::t_quantile(p, df);
+        let got = cohort_stats::relative::t_quantile(p, df);
         assert!(
             (got - want).abs() <= 1e-9 * want.abs(),
             "t quantile p={p} df={df}: {got} vs scipy {want}"

@@ -1,7 +1,7 @@
 //! Omnibus, SRM and power against scipy (tests/fixtures/stats/tables.py → tables.json).
 
-use cohort::stats::power::required_units_per_variant;
-use cohort::stats::tables::{omnibus, srm, OmnibusSkipped};
+use cohort_stats::power::required_units_per_variant;
+use cohort_stats::tables::{omnibus, srm, OmnibusSkipped};
 use serde_json::Value;
 
 fn close(got: f64, want: f64, what: &str) {

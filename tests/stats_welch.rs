@@ -1,6 +1,6 @@
 //! Value per unit against scipy's Welch test (tests/fixtures/stats/welch.py → welch.json).
 
-use cohort::stats::welch::{welch, Moments};
+use cohort_stats::welch::{welch, Moments};
 use serde_json::Value;
 
 fn close(got: f64, want: f64, what: &str) {

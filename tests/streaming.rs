@@ -8,9 +8,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cohort::config;
-use cohort::metrics::Metrics;
-use cohort::proxy::Proxy;
+use cohort_config as config;
+use cohort_proxy::metrics::Metrics;
+use cohort_proxy::Proxy;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Frame, Incoming};

@@ -131,7 +131,7 @@ async fn an_unreadable_ca_file_is_a_config_error_naming_the_key() {
         1,
         Some(std::path::Path::new("/nonexistent/ca.pem")),
     ));
-    let err = match cohort::proxy::Proxy::new(cfg, Arc::new(cohort::metrics::Metrics::new())) {
+    let err = match cohort_proxy::Proxy::new(cfg, Arc::new(cohort_proxy::metrics::Metrics::new())) {
         Ok(_) => panic!("a missing CA file must be refused"),
         Err(e) => e,
     };

@@ -46,7 +46,7 @@ async fn websocket_echo_through_the_proxy_is_sticky() {
         let (mut ws, resp) = tokio_tungstenite::connect_async(req)
             .await
             .expect("upgrade through cohort");
-        let variant = exp.variants[cohort::assign::assign(&exp, user).variant]
+        let variant = exp.variants[cohort_config::assign(&exp, user).variant]
             .name
             .clone();
         assert_eq!(resp.headers()["x-cohort-variant"], variant.as_str());

@@ -8,8 +8,8 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
 
 use super::{exit, Format};
-use crate::assign::assign;
-use crate::config;
+use cohort_config as config;
+use cohort_config::assign;
 
 pub fn run(
     config_path: &Path,

@@ -2,7 +2,7 @@
 //!
 //! Without `--against`: validate FILE and print its compiled plan (routes in match order,
 //! experiments, each variant's buckets and share). With it: also print what replacing OLD
-//! by FILE does to units ([`crate::compare`]) and exit 3 on an unacknowledged reshuffle, so
+//! by FILE does to units ([`cohort_config::compare`]) and exit 3 on an unacknowledged reshuffle, so
 //! that the command can gate a ConfigMap change in CI.
 
 use std::fmt::Write as _;
@@ -11,10 +11,10 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::{exit, Format};
-use crate::assign::BUCKETS;
-use crate::compare::{compare, pct, Comparison, Status};
-use crate::config::schema::yaml_name;
-use crate::config::{self, ConfigError, Routes};
+use cohort_assign::BUCKETS;
+use cohort_config::compare::{compare, pct, Comparison, Status};
+use cohort_config::schema::yaml_name;
+use cohort_config::{self as config, ConfigError, Routes};
 
 pub fn run(file: &Path, against: Option<&Path>, format: Format) -> u8 {
     let new = match config::load(file) {

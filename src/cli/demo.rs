@@ -5,9 +5,9 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use super::exit;
-use crate::compare::{compare, pct};
-use crate::config::{self, Routes};
 use crate::demo::{self, quantile, Outcome};
+use cohort_config::compare::{compare, pct};
+use cohort_config::{self as config, Routes};
 
 pub fn run(users: u32, duration_s: f64) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -87,7 +87,7 @@ fn report(o: &Outcome) -> String {
                 truth.join(", "),
                 100.0 * crate::demo::DEMO_MDE
             );
-            for line in crate::report::text(r).lines() {
+            for line in cohort_report::text(r).lines() {
                 let _ = writeln!(s, "  {line}");
             }
             let _ = writeln!(s);

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::exit;
-use crate::analysis::read::{read_dirs, ReadOptions};
-use crate::analysis::{analyze, Report, Setup};
-use crate::config::schema::{DecisionConfig, UnitKind};
+use cohort_analysis::read::{read_dirs, ReadOptions};
+use cohort_analysis::{analyze, Report, Setup};
+use cohort_config::schema::{DecisionConfig, UnitKind};
 
 /// Output formats of `cohort report`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -124,7 +124,7 @@ fn parse_weights(s: &str) -> Result<Vec<(String, f64)>, ReportError> {
 fn time(flag: &'static str, v: &Option<String>) -> Result<Option<i64>, ReportError> {
     v.as_ref()
         .map(|s| {
-            crate::clock::parse_nanos(s).ok_or_else(|| ReportError::Time {
+            cohort_events::clock::parse_nanos(s).ok_or_else(|| ReportError::Time {
                 flag,
                 value: s.clone(),
             })
@@ -148,7 +148,7 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
     let routes = args
         .config
         .as_ref()
-        .map(|p| crate::config::load(p))
+        .map(|p| cohort_config::load(p))
         .transpose()
         .map_err(|e| ReportError::Config(e.to_string()))?;
     let opts = ReadOptions {
@@ -179,8 +179,8 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
             args.until.as_deref().unwrap_or("the end")
         ));
     }
-    let computed_at = crate::clock::now();
-    let empty = crate::analysis::ExperimentTally::default();
+    let computed_at = cohort_events::clock::now();
+    let empty = cohort_analysis::ExperimentTally::default();
     let mut out = Vec::new();
     for name in names {
         let tally = read.tally.experiments.get(&name);
@@ -271,15 +271,15 @@ pub fn render(reports: &[Report], format: ReportFormat, single: bool) -> String 
         }
         ReportFormat::Text => reports
             .iter()
-            .map(crate::report::text)
+            .map(cohort_report::text)
             .collect::<Vec<_>>()
             .join("\n"),
         ReportFormat::Markdown => reports
             .iter()
-            .map(crate::report::markdown)
+            .map(cohort_report::markdown)
             .collect::<Vec<_>>()
             .join("\n"),
-        ReportFormat::Html => crate::report::html::page(reports),
+        ReportFormat::Html => cohort_report::html::page(reports),
     }
 }
 

@@ -22,17 +22,18 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::exit;
-use crate::admin::auth::AdminAuth;
-use crate::admin::{Admin, ReloadHandle};
-use crate::config;
-use crate::events::writer::record_config_version;
-use crate::events::{LiveCounts, SegmentLog, WriterOptions};
-use crate::metrics::Metrics;
-use crate::proxy::Proxy;
-use crate::reload::{self, Reloader, Trigger};
-use crate::runtime::RuntimeState;
-use crate::server::{Connections, Shutdown};
-use crate::workers::Workers;
+use cohort_analysis::LiveCounts;
+use cohort_config as config;
+use cohort_control::admin::auth::AdminAuth;
+use cohort_control::admin::{Admin, ReloadHandle};
+use cohort_control::overrides::RuntimeState;
+use cohort_control::reload::{self, Reloader, Trigger};
+use cohort_events::writer::record_config_version;
+use cohort_events::SegmentLog;
+use cohort_proxy::metrics::Metrics;
+use cohort_proxy::server::{Connections, Shutdown};
+use cohort_proxy::workers::Workers;
+use cohort_proxy::Proxy;
 
 pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
     let from_file = match config::load(config_path) {
@@ -140,9 +141,9 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             }
             // Live counts: rebuilt from the log on start, then kept by the writer thread.
             replay(&events_cfg.dir, &counts);
-            let (event_log, writer) = crate::events::writer::start(
+            let (event_log, writer) = cohort_events::writer::start(
                 Box::new(sink),
-                WriterOptions::from_config(&events_cfg, &metrics, counts.clone()),
+                metrics.event_writer_options(&events_cfg).observed_by(counts.clone()),
             );
             match Proxy::served_by(routes, metrics, workers) {
                 Ok(p) => (Arc::new(p.with_events(event_log)), Some(writer)),
@@ -236,7 +237,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
 /// the sample ratio, whose failure latches).
 const ANALYSIS_EVERY: Duration = Duration::from_secs(30);
 
-fn spawn_analysis(proxy: Arc<crate::proxy::Proxy>, counts: Arc<LiveCounts>) {
+fn spawn_analysis(proxy: Arc<cohort_proxy::Proxy>, counts: Arc<LiveCounts>) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(ANALYSIS_EVERY);
         loop {
@@ -246,7 +247,7 @@ fn spawn_analysis(proxy: Arc<crate::proxy::Proxy>, counts: Arc<LiveCounts>) {
                 let serving = proxy.routes();
                 for exp in &serving.routes.experiments {
                     let r = counts.report(exp, &serving.routes.file.events.dir);
-                    proxy.metrics().set_report(&r);
+                    cohort_control::gauges::publish(proxy.metrics(), &r);
                 }
             })
             .await;
@@ -270,21 +271,33 @@ fn spawn_poll(tx: mpsc::Sender<Trigger>) {
 /// Rebuilds the live counts from the event directory, logging progress for large logs.
 fn replay(dir: &Path, counts: &LiveCounts) {
     let started = std::time::Instant::now();
-    match crate::events::reader::read_dir(dir) {
-        Ok(read) => {
-            counts.apply(read.events.iter());
-            tracing::info!(
-                segments = read.segments,
-                events = read.events.len(),
-                malformed = read.malformed,
-                units = counts.units(),
-                ms = started.elapsed().as_millis() as u64,
-                "event log replayed"
-            );
+    // Applied in batches, in log order: memory holds one batch, never the log.
+    let mut batch = Vec::with_capacity(REPLAY_BATCH);
+    let replayed = cohort_events::reader::replay(dir, |e| {
+        batch.push(e);
+        if batch.len() == REPLAY_BATCH {
+            counts.apply(batch.iter());
+            batch.clear();
         }
-        Err(e) => tracing::error!(error = %e, "cannot replay the event log; counts start at zero"),
+    });
+    counts.apply(batch.iter());
+    match replayed {
+        Ok(r) => tracing::info!(
+            files = r.segments,
+            events = r.events,
+            malformed = r.malformed,
+            units = counts.units(),
+            ms = started.elapsed().as_millis() as u64,
+            "event log replayed"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot replay the event log; counts start with what was read")
+        }
     }
 }
+
+/// Events applied to the live counts at a time during replay.
+const REPLAY_BATCH: usize = 4096;
 
 /// Forwards SIGHUP to the reload task. The handler is registered before this returns.
 fn spawn_sighup(tx: mpsc::Sender<Trigger>) {

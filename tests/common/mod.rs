@@ -8,8 +8,8 @@ pub mod process;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use cohort::assign::BUCKETS;
-use cohort::config::{self, Experiment, Routes};
+use cohort_assign::BUCKETS;
+use cohort_config::{self as config, Experiment, Routes};
 
 /// A variant for [`experiment_yaml`]: name, weight, optional lane (start, max_weight, from).
 #[derive(Debug, Clone)]

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cohort::config::{self, Routes};
-use cohort::metrics::Metrics;
-use cohort::proxy::Proxy;
+use cohort_config::{self as config, Routes};
+use cohort_proxy::metrics::Metrics;
+use cohort_proxy::Proxy;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;

@@ -1,0 +1,38 @@
+//! From the outcome log to a report: the one analysis behind `cohort report` and the
+//! admin API's live view, so that the two always agree on the same events.
+//!
+//! ```text
+//! *.jsonl ──read (parallel, any order)──▶ Tally ──count(phase)──▶ Population ──build──▶ Report
+//!                                          ▲                       │ walk (ts order):
+//!       writer thread (live view) ─────────┘                       │ baseline, fixed
+//!                                                                   ▼ decision, SRM, charts
+//! ```
+//!
+//! * [`tally`]: per-unit state folded from events in any order (mergeable);
+//! * [`read`]: reading event directories in parallel, `--since/--until` (the file set and
+//!   the line format are [`cohort_events`]'s);
+//! * [`versions`]: `config-versions.jsonl`, the shares in force when each unit arrived;
+//! * [`population`]: what counts — first exposure, crossovers, attribution;
+//! * [`walk`]: the replay in `ts` order (frozen baseline, frozen fixed decision, SRM
+//!   expectations, time series);
+//! * [`report`]: every statistic, in the report JSON's shape (the math is in
+//!   [`cohort_stats`]);
+//! * [`counts`]: the live per-variant counts the event writer keeps, and the live report.
+
+#![forbid(unsafe_code)]
+
+mod analyze;
+pub mod counts;
+pub mod population;
+pub mod read;
+pub mod report;
+pub mod tally;
+pub mod versions;
+pub mod walk;
+
+pub use analyze::{analyze, count, Counted, Setup};
+pub use counts::LiveCounts;
+pub use population::Population;
+pub use report::Report;
+pub use tally::{ExperimentTally, Tally};
+pub use versions::ConfigVersions;

@@ -1,0 +1,834 @@
+//! Validation and compilation: a parsed [`FileConfig`] becomes an immutable [`Routes`].
+//!
+//! Every check that spans more than one key lives here, and every problem it finds is
+//! reported with the file, line, column and YAML path of the value at fault (positions
+//! come from [`Positions`], a second, position-keeping parse of the same text). All
+//! problems are collected before giving up, so one edit fixes them all.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use http::uri::{Scheme, Uri};
+
+use super::error::{ConfigError, Problem};
+use super::positions::Positions;
+use super::schema::{ExperimentConfig, FileConfig, UnitKind, UnitSourceConfig, VariantConfig};
+use super::table::{Experiment, HostHeader, Route, Routes, Source, Upstream, Variant};
+use cohort_assign::hash::{salt_seed, BUCKETS};
+use cohort_assign::layout::{self, buckets_for_share, Lane, Layout, LayoutError, Placement};
+use cohort_assign::unit::UnitSource;
+
+/// Collects problems with their positions.
+pub(crate) struct Checker<'a> {
+    file: &'a str,
+    positions: &'a Positions,
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+impl<'a> Checker<'a> {
+    pub(crate) fn new(file: &'a str, positions: &'a Positions) -> Self {
+        Self {
+            file,
+            positions,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn problem(&self, path: &str, reason: String) -> Problem {
+        Problem {
+            file: self.file.to_owned(),
+            position: self.positions.value(path),
+            path: path.to_owned(),
+            reason,
+        }
+    }
+
+    fn error(&mut self, path: &str, reason: impl Into<String>) {
+        let p = self.problem(path, reason.into());
+        self.problems.push(p);
+    }
+
+    fn warn(&mut self, path: &str, reason: impl Into<String>) {
+        let p = self.problem(path, reason.into());
+        self.warnings.push(p);
+    }
+
+    /// `value` must be > 0.
+    fn positive(&mut self, path: &str, value: u64) {
+        if value == 0 {
+            self.error(path, "must be greater than 0");
+        }
+    }
+
+    fn name(&mut self, path: &str, what: &str, name: &str) {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !ok {
+            self.error(
+                path,
+                format!(
+                    "{what} name {name:?} is not valid: use 1 to 64 of A-Z a-z 0-9 - _ . \
+                     (it appears in headers, metric labels and request ids)"
+                ),
+            );
+        }
+    }
+
+    fn share_in(&mut self, path: &str, value: f64, lo: f64, hi: f64, lo_open: bool) {
+        let ok = value.is_finite() && value <= hi && if lo_open { value > lo } else { value >= lo };
+        if !ok {
+            let open = if lo_open { "(" } else { "[" };
+            self.error(path, format!("must be in {open}{lo}, {hi}] (got {value})"));
+        }
+    }
+}
+
+/// Validates and compiles a parsed file.
+pub(crate) fn compile(
+    file: FileConfig,
+    source: Source,
+    positions: &Positions,
+) -> Result<Routes, ConfigError> {
+    let mut c = Checker::new(&source.file, positions);
+    check_settings(&mut c, &file);
+
+    let mut experiments = Vec::with_capacity(file.experiments.len());
+    let mut seen = BTreeMap::new();
+    for (i, e) in file.experiments.iter().enumerate() {
+        let path = format!("experiments[{i}]");
+        c.name(&format!("{path}.name"), "experiment", &e.name);
+        if let Some(first) = seen.insert(e.name.as_str(), i) {
+            c.error(
+                &format!("{path}.name"),
+                format!(
+                    "duplicate experiment name {:?} (also experiments[{first}])",
+                    e.name
+                ),
+            );
+        }
+        if let Some(exp) = compile_experiment(&mut c, &path, e) {
+            experiments.push(exp);
+        }
+    }
+
+    let mut routes = Vec::with_capacity(file.routes.len());
+    let mut route_names = BTreeMap::new();
+    for (i, r) in file.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        c.name(&format!("{path}.name"), "route", &r.name);
+        if let Some(first) = route_names.insert(r.name.as_str(), i) {
+            c.error(
+                &format!("{path}.name"),
+                format!("duplicate route name {:?} (also routes[{first}])", r.name),
+            );
+        }
+        let m = &r.matcher;
+        if !m.path_prefix.starts_with('/') {
+            c.error(
+                &format!("{path}.match.path_prefix"),
+                format!("must start with '/' (got {:?})", m.path_prefix),
+            );
+        }
+        if let Some(h) = &m.host {
+            if h.is_empty() || h.contains(['/', ' ', ':']) {
+                c.error(
+                    &format!("{path}.match.host"),
+                    format!("{h:?} is not a host name (no scheme, port or path)"),
+                );
+            }
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &m.headers {
+            let hpath = format!("{path}.match.headers.{name}");
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                (Ok(n), Ok(v)) => headers.push((n, v)),
+                (Err(_), _) => c.error(&hpath, format!("{name:?} is not a valid header name")),
+                (_, Err(_)) => c.error(&hpath, format!("{value:?} is not a valid header value")),
+            }
+        }
+        for (key, v) in [
+            ("connect_timeout_ms", r.connect_timeout_ms),
+            ("timeout_ms", r.timeout_ms),
+            ("idle_timeout_ms", r.idle_timeout_ms),
+        ] {
+            c.positive(&format!("{path}.{key}"), v);
+        }
+        let Some(experiment) = file.experiments.iter().position(|e| e.name == r.experiment) else {
+            let known: Vec<&str> = file.experiments.iter().map(|e| e.name.as_str()).collect();
+            c.error(
+                &format!("{path}.experiment"),
+                format!(
+                    "no experiment named {:?} (experiments: {})",
+                    r.experiment,
+                    list(&known)
+                ),
+            );
+            continue;
+        };
+        // An earlier route with the same prefix that asks no more (any host or the same,
+        // a subset of the headers) takes every request this one would: it is dead.
+        let shadow = file.routes[..i].iter().position(|o| {
+            let (om, m) = (&o.matcher, &r.matcher);
+            om.path_prefix == m.path_prefix
+                && om
+                    .host
+                    .as_ref()
+                    .is_none_or(|h| m.host.as_ref().is_some_and(|mh| mh.eq_ignore_ascii_case(h)))
+                && om.headers.iter().all(|(k, v)| m.headers.get(k) == Some(v))
+        });
+        if let Some(j) = shadow {
+            c.error(
+                &format!("{path}.match"),
+                format!(
+                    "routes[{j}] ({:?}) comes first and matches every request this route \
+                     matches: this route could never be chosen (put the more specific route first)",
+                    file.routes[j].name
+                ),
+            );
+        }
+        routes.push(Route {
+            name: r.name.clone(),
+            path_prefix: m.path_prefix.clone(),
+            host: m.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            headers,
+            experiment,
+            strip_prefix: r.strip_prefix,
+            connect_timeout: Duration::from_millis(r.connect_timeout_ms),
+            timeout: Duration::from_millis(r.timeout_ms),
+            idle_timeout: Duration::from_millis(r.idle_timeout_ms),
+        });
+    }
+    // Longest prefix first; the sort is stable, so config order breaks ties.
+    routes.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
+
+    for (i, e) in file.experiments.iter().enumerate() {
+        if !file.routes.iter().any(|r| r.experiment == e.name) {
+            c.warn(
+                &format!("experiments[{i}].name"),
+                format!(
+                    "experiment {:?} is not used by any route (only the admin API can assign it)",
+                    e.name
+                ),
+            );
+        }
+    }
+    if file.routes.is_empty() {
+        c.warn("routes", "no routes: every request will get 404");
+    }
+
+    if !c.problems.is_empty() {
+        let mut problems = std::mem::take(&mut c.problems);
+        problems.sort_by_key(|p| p.position.map(|p| (p.line, p.column)));
+        return Err(ConfigError { problems });
+    }
+    let warnings = std::mem::take(&mut c.warnings);
+    let version = version_of(&file);
+    Ok(Routes {
+        source,
+        version,
+        process: crate::ProcessSettings::of(&file),
+        file,
+        routes,
+        experiments,
+        warnings,
+    })
+}
+
+/// The hash of the effective config: two files that differ only in comments, layout or
+/// spelled-out defaults have the same version.
+fn version_of(file: &FileConfig) -> String {
+    // Serializing plain data to JSON cannot fail; an empty string would still be a valid
+    // (if uninformative) version, so no panic path is needed.
+    let canonical = serde_json::to_vec(file).unwrap_or_default();
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&canonical))
+}
+
+/// A header value for a validated name or authority (always visible ASCII; an impossible
+/// failure degrades to an empty value rather than a panic).
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn check_settings(c: &mut Checker<'_>, f: &FileConfig) {
+    let mut token_names = HashSet::new();
+    for (i, t) in f.admin.tokens.iter().enumerate() {
+        let path = format!("admin.tokens[{i}]");
+        c.name(&format!("{path}.name"), "token", &t.name);
+        if !token_names.insert(t.name.as_str()) {
+            c.error(
+                &format!("{path}.name"),
+                format!("duplicate token name {:?}", t.name),
+            );
+        }
+        let env_ok = !t.env.is_empty()
+            && !t.env.starts_with(|ch: char| ch.is_ascii_digit())
+            && t.env
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !env_ok {
+            c.error(
+                &format!("{path}.env"),
+                format!(
+                    "{:?} is not an environment variable name (the token's secret is read from it; \
+                     never put the secret in this file)",
+                    t.env
+                ),
+            );
+        }
+        if t.scopes.is_empty() {
+            c.error(
+                &format!("{path}.scopes"),
+                "a token needs at least one scope: control, conversions",
+            );
+        }
+    }
+    let l = &f.limits;
+    c.positive("limits.max_connections", l.max_connections.into());
+    c.positive("limits.header_read_timeout_ms", l.header_read_timeout_ms);
+    c.positive("limits.h2_idle_timeout_ms", l.h2_idle_timeout_ms);
+    c.positive(
+        "limits.h2_max_concurrent_streams",
+        l.h2_max_concurrent_streams.into(),
+    );
+    if l.max_header_bytes < 1024 {
+        c.error("limits.max_header_bytes", "must be at least 1024");
+    }
+    c.positive("events.fsync_interval_ms", f.events.fsync_interval_ms);
+    if f.events.segment_max_bytes < 4096 {
+        c.error("events.segment_max_bytes", "must be at least 4096");
+    }
+    let age = f.events.segment_max_age_s;
+    if !(age.is_finite() && age > 0.0) {
+        c.error(
+            "events.segment_max_age_s",
+            format!("must be a positive number of seconds (got {age})"),
+        );
+    }
+    c.positive("events.channel_capacity", f.events.channel_capacity.into());
+    if let Some(p) = &f.conversions.public_path {
+        if !p.starts_with('/') {
+            c.error(
+                "conversions.public_path",
+                format!("must start with '/' (got {p:?})"),
+            );
+        }
+    }
+    c.positive("conversions.max_body_bytes", f.conversions.max_body_bytes);
+}
+
+fn compile_experiment(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> Option<Experiment> {
+    let before = c.problems.len();
+
+    // Unit sources.
+    let mut unit_from = Vec::new();
+    match (&e.unit, &e.unit_from) {
+        (UnitKind::Request, Some(_)) => c.error(
+            &format!("{path}.unit_from"),
+            "unit_from has no effect with `unit: request` (the unit is cohort's own request id): remove it",
+        ),
+        (UnitKind::Request, None) => {}
+        (UnitKind::User, None) => unit_from.push(UnitSource::Header(HeaderName::from_static(
+            "x-user-id",
+        ))),
+        (UnitKind::User, Some(sources)) => {
+            let single = matches!(sources, super::schema::OneOrMany::One(_));
+            for (j, s) in sources.as_slice().iter().enumerate() {
+                let spath = if single {
+                    format!("{path}.unit_from")
+                } else {
+                    format!("{path}.unit_from[{j}]")
+                };
+                if let Some(src) = unit_source(c, &spath, s) {
+                    unit_from.push(src);
+                }
+            }
+            if sources.as_slice().is_empty() {
+                c.error(
+                    &format!("{path}.unit_from"),
+                    "needs at least one source (header, cookie or query)",
+                );
+            }
+        }
+    }
+    let generated_cookie = unit_from.iter().find_map(|s| match s {
+        UnitSource::Cookie(name) => Some(name.clone()),
+        _ => None,
+    });
+    if e.on_missing_unit == super::schema::OnMissingUnit::Generate {
+        if e.unit == UnitKind::Request {
+            c.error(
+                &format!("{path}.on_missing_unit"),
+                "`generate` needs `unit: user` (with `unit: request` every request has a unit)",
+            );
+        } else if generated_cookie.is_none() {
+            c.error(
+                &format!("{path}.on_missing_unit"),
+                "`generate` needs a cookie source in unit_from (e.g. `- cookie: cohort_uid`) \
+                 to carry the generated id on the next request",
+            );
+        }
+    }
+
+    let salt = e.salt.clone().unwrap_or_else(|| e.name.clone());
+    if salt.is_empty() {
+        c.error(&format!("{path}.salt"), "must not be empty");
+    }
+
+    // Variants.
+    if e.variants.is_empty() {
+        c.error(
+            &format!("{path}.variants"),
+            "an experiment needs at least one variant (its control)",
+        );
+        return None;
+    }
+    let mut names = BTreeMap::new();
+    for (j, v) in e.variants.iter().enumerate() {
+        let vpath = format!("{path}.variants[{j}]");
+        c.name(&format!("{vpath}.name"), "variant", &v.name);
+        if let Some(first) = names.insert(v.name.as_str(), j) {
+            c.error(
+                &format!("{vpath}.name"),
+                format!(
+                    "duplicate variant name {:?} (also {path}.variants[{first}])",
+                    v.name
+                ),
+            );
+        }
+        if !v.weight.is_finite() || v.weight < 0.0 {
+            c.error(
+                &format!("{vpath}.weight"),
+                format!("must be a number ≥ 0 (got {})", v.weight),
+            );
+        }
+    }
+    let control = e.variants.iter().position(|v| v.name == e.control);
+    if control.is_none() {
+        let known: Vec<&str> = e.variants.iter().map(|v| v.name.as_str()).collect();
+        c.error(
+            &format!("{path}.control"),
+            format!(
+                "control {:?} is not one of the variants ({})",
+                e.control,
+                list(&known)
+            ),
+        );
+    }
+    let total: f64 = e.variants.iter().map(|v| v.weight.max(0.0)).sum();
+    if c.problems.len() == before && !(total > 0.0 && total.is_finite()) {
+        c.error(
+            &format!("{path}.variants"),
+            "all weights are 0: at least one variant needs a weight > 0",
+        );
+    }
+    let mut variants = Vec::with_capacity(e.variants.len());
+    for (j, v) in e.variants.iter().enumerate() {
+        let vpath = format!("{path}.variants[{j}]");
+        let upstream = upstream(c, &vpath, v);
+        let host_header = match v.host_header.as_str() {
+            "upstream" => Some(HostHeader::Upstream),
+            "preserve" => Some(HostHeader::Preserve),
+            literal => match HeaderValue::from_str(literal) {
+                Ok(h) if !literal.is_empty() && !literal.contains(['/', ' ']) => {
+                    Some(HostHeader::Literal(h))
+                }
+                _ => {
+                    c.error(
+                        &format!("{vpath}.host_header"),
+                        format!("{literal:?} is neither `upstream`, `preserve` nor a host name"),
+                    );
+                    None
+                }
+            },
+        };
+        if v.tls.ca_file.is_some() && upstream.as_ref().is_some_and(|u| u.scheme != Scheme::HTTPS) {
+            c.error(
+                &format!("{vpath}.tls.ca_file"),
+                "tls.ca_file is set but the upstream is not https://",
+            );
+        }
+        if v.protocol == super::schema::Protocol::H2c
+            && upstream.as_ref().is_some_and(|u| u.scheme == Scheme::HTTPS)
+        {
+            c.error(
+                &format!("{vpath}.protocol"),
+                "h2c is cleartext HTTP/2; it cannot be used with an https:// upstream",
+            );
+        }
+        let share = if total > 0.0 {
+            v.weight.max(0.0) / total
+        } else {
+            0.0
+        };
+        let buckets = buckets_for_share(share);
+        if Some(j) != control && v.weight > 0.0 && buckets == 0 {
+            c.warn(
+                &format!("{vpath}.weight"),
+                format!(
+                    "share {:.6}% is below one bucket (0.001%): {:?} gets no units",
+                    share * 100.0,
+                    v.name
+                ),
+            );
+        }
+        if let (Some(upstream), Some(host_header)) = (upstream, host_header) {
+            variants.push(Variant {
+                name_value: header_value(&v.name),
+                name: v.name.clone(),
+                weight: v.weight,
+                share,
+                buckets,
+                lane: None,
+                upstream,
+                protocol: v.protocol,
+                host_header,
+                tls_ca_file: v.tls.ca_file.clone(),
+            });
+        }
+    }
+    check_decision(c, path, e);
+    let control = control?;
+    if c.problems.len() != before {
+        return None;
+    }
+
+    let lanes_declared = lanes(c, path, e, control, &mut variants)?;
+    let placements: Vec<Placement> = variants
+        .iter()
+        .enumerate()
+        .filter_map(|(j, v)| {
+            v.lane.map(|lane| Placement {
+                variant: j,
+                lane,
+                count: v.buckets,
+            })
+        })
+        .collect();
+    let layout = match Layout::build(control, &placements) {
+        Ok(layout) => layout,
+        Err(err) => {
+            layout_problem(c, path, e, &variants, lanes_declared, err);
+            return None;
+        }
+    };
+    // The control serves what the treatments leave; record its real bucket count.
+    let counts = layout.counts(variants.len());
+    for (v, n) in variants.iter_mut().zip(counts) {
+        v.buckets = n;
+    }
+    Some(Experiment {
+        name_value: header_value(&e.name),
+        name: e.name.clone(),
+        unit: e.unit,
+        unit_from,
+        on_missing_unit: e.on_missing_unit,
+        generated_cookie,
+        cookie: e.cookie.clone(),
+        seed: salt_seed(&salt),
+        salt,
+        control,
+        allow_override: e.allow_override,
+        allow_reshuffle: e.allow_reshuffle,
+        variants,
+        lanes_declared,
+        layout,
+        decision: e.decision.clone(),
+    })
+}
+
+fn unit_source(c: &mut Checker<'_>, path: &str, s: &UnitSourceConfig) -> Option<UnitSource> {
+    let given = [&s.header, &s.cookie, &s.query]
+        .iter()
+        .filter(|v| v.is_some())
+        .count();
+    if given != 1 {
+        c.error(
+            path,
+            "each unit_from entry names exactly one source: `header: NAME`, `cookie: NAME` or `query: NAME`",
+        );
+        return None;
+    }
+    if let Some(h) = &s.header {
+        return match HeaderName::from_bytes(h.as_bytes()) {
+            Ok(name) => Some(UnitSource::Header(name)),
+            Err(_) => {
+                c.error(
+                    &format!("{path}.header"),
+                    format!("{h:?} is not a valid header name"),
+                );
+                None
+            }
+        };
+    }
+    if let Some(name) = &s.cookie {
+        let ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        if !ok {
+            c.error(
+                &format!("{path}.cookie"),
+                format!("{name:?} is not a valid cookie name"),
+            );
+            return None;
+        }
+        return Some(UnitSource::Cookie(name.clone()));
+    }
+    let name = s.query.clone().unwrap_or_default();
+    if name.is_empty() {
+        c.error(&format!("{path}.query"), "must not be empty");
+        return None;
+    }
+    Some(UnitSource::Query(name))
+}
+
+fn upstream(c: &mut Checker<'_>, vpath: &str, v: &VariantConfig) -> Option<Upstream> {
+    let path = format!("{vpath}.upstream");
+    let bad = |c: &mut Checker<'_>, why: &str| {
+        c.error(
+            &path,
+            format!(
+                "{:?} is not an http(s) URL{why} (expected e.g. \"http://127.0.0.1:5001\")",
+                v.upstream
+            ),
+        );
+        None
+    };
+    let Ok(uri) = v.upstream.parse::<Uri>() else {
+        return bad(c, "");
+    };
+    let scheme = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+        Some(_) => return bad(c, ": the scheme must be http or https"),
+        None => return bad(c, ": it has no scheme"),
+    };
+    let Some(authority) = uri.authority().cloned() else {
+        return bad(c, ": it has no host");
+    };
+    if authority.host().is_empty() {
+        return bad(c, ": it has no host");
+    }
+    if authority.as_str().contains('@') {
+        return bad(c, ": credentials in the URL are not supported");
+    }
+    if uri.query().is_some() {
+        return bad(c, ": a query string is not allowed");
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    Some(Upstream {
+        url: v.upstream.clone(),
+        scheme,
+        host_value: header_value(authority.as_str()),
+        authority,
+        base_path,
+    })
+}
+
+fn check_decision(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) {
+    let d = &e.decision;
+    let p = |k: &str| format!("{path}.decision.{k}");
+    c.share_in(&p("alpha"), d.alpha, 0.0, 0.5, true);
+    if !(d.power.is_finite() && d.power > 0.0 && d.power < 1.0) {
+        c.error(&p("power"), format!("must be in (0, 1) (got {})", d.power));
+    }
+    if !(d.mde.is_finite() && d.mde > 0.0) {
+        c.error(
+            &p("mde"),
+            format!("must be a relative effect > 0, e.g. 0.10 (got {})", d.mde),
+        );
+    }
+    if let Some(b) = d.baseline_rate {
+        if !(b.is_finite() && b > 0.0 && b < 1.0) {
+            c.error(
+                &p("baseline_rate"),
+                format!("must be in (0, 1) or null (got {b})"),
+            );
+        }
+    }
+    if d.sequential_n_star == Some(0) {
+        c.error(&p("sequential_n_star"), "must be greater than 0, or null");
+    }
+    if let Some(w) = d.attribution_window_s {
+        if !(w.is_finite() && w > 0.0) {
+            c.error(
+                &p("attribution_window_s"),
+                format!("must be a positive number of seconds, or null (got {w})"),
+            );
+        }
+    }
+}
+
+/// Gives every treatment its lane (declared or default). Returns whether lanes were declared.
+fn lanes(
+    c: &mut Checker<'_>,
+    path: &str,
+    e: &ExperimentConfig,
+    control: usize,
+    variants: &mut [Variant],
+) -> Option<bool> {
+    let declared = e.variants.iter().any(|v| v.lane.is_some());
+    if !declared {
+        // Default: treatments in name order, never YAML order.
+        let mut treatments: Vec<usize> = (0..variants.len()).filter(|&j| j != control).collect();
+        treatments.sort_by(|&a, &b| variants[a].name.cmp(&variants[b].name));
+        for (lane, j) in layout::default_lanes(treatments.len())
+            .into_iter()
+            .zip(treatments)
+        {
+            variants[j].lane = Some(lane);
+        }
+        return Some(false);
+    }
+    let before = c.problems.len();
+    for (j, v) in e.variants.iter().enumerate() {
+        let vpath = format!("{path}.variants[{j}]");
+        match (&v.lane, j == control) {
+            (Some(_), true) => c.error(
+                &format!("{vpath}.lane"),
+                "the control has no lane: it serves every bucket the treatments' lanes leave",
+            ),
+            (None, false) => c.error(
+                &vpath,
+                format!(
+                    "treatment {:?} has no `lane`: once one treatment declares a lane, every \
+                     treatment must (e.g. `lane: {{start: 0.5, max_weight: 0.25}}`)",
+                    v.name
+                ),
+            ),
+            (None, true) => {}
+            (Some(l), false) => {
+                c.share_in(&format!("{vpath}.lane.start"), l.start, 0.0, 1.0, false);
+                c.share_in(
+                    &format!("{vpath}.lane.max_weight"),
+                    l.max_weight,
+                    0.0,
+                    1.0,
+                    true,
+                );
+                let end = l.start + l.max_weight;
+                if end > 1.0 + 1e-9 {
+                    c.error(
+                        &format!("{vpath}.lane"),
+                        format!(
+                            "the lane ends past the bucket space: start {} + max_weight {} = {end} > 1",
+                            l.start, l.max_weight
+                        ),
+                    );
+                }
+                let start = buckets_for_share(l.start);
+                let end = buckets_for_share(end).min(BUCKETS);
+                variants[j].lane = Some(Lane {
+                    start,
+                    size: end.saturating_sub(start),
+                    from: l.from,
+                });
+            }
+        }
+    }
+    (c.problems.len() == before).then_some(true)
+}
+
+fn layout_problem(
+    c: &mut Checker<'_>,
+    path: &str,
+    e: &ExperimentConfig,
+    variants: &[Variant],
+    declared: bool,
+    err: LayoutError,
+) {
+    let pct = |b: u32| format!("{:.3}%", f64::from(b) * 100.0 / f64::from(BUCKETS));
+    let range = |l: &Lane| {
+        format!(
+            "[{}, {})",
+            f64::from(l.start) / f64::from(BUCKETS),
+            f64::from(l.end()) / f64::from(BUCKETS)
+        )
+    };
+    let vpath = |j: usize| format!("{path}.variants[{j}]");
+    let lane_of = |j: usize| {
+        variants[j].lane.unwrap_or(Lane {
+            start: 0,
+            size: 0,
+            from: Default::default(),
+        })
+    };
+    match err {
+        LayoutError::ExceedsLane {
+            variant,
+            count,
+            size,
+        } => {
+            let how = if declared {
+                format!(
+                    "raise its lane.max_weight (now {}) if the space after its lane is free",
+                    e.variants[variant]
+                        .lane
+                        .as_ref()
+                        .map_or(0.0, |l| l.max_weight)
+                )
+            } else {
+                let k = variants.len() - 1;
+                format!(
+                    "without `lane` keys, {k} treatments get equal lanes of 1/{k}; declare a \
+                     `lane` on each treatment to give this one more room"
+                )
+            };
+            c.error(
+                &format!("{}.weight", vpath(variant)),
+                format!(
+                    "{:?} asks for {} of units but its lane holds at most {}: {how}",
+                    variants[variant].name,
+                    pct(count),
+                    pct(size)
+                ),
+            );
+        }
+        LayoutError::LanesOverlap { a, b } => c.error(
+            &format!("{}.lane", vpath(b)),
+            format!(
+                "lane {} overlaps the lane {} of {:?}: lanes must be disjoint, or the same \
+                 range grown from opposite edges (`from: start` / `from: end`)",
+                range(&lane_of(b)),
+                range(&lane_of(a)),
+                variants[a].name
+            ),
+        ),
+        LayoutError::SharedLaneFull { a, b, size } => c.error(
+            &format!("{}.weight", vpath(b)),
+            format!(
+                "{:?} and {:?} share the lane {} from opposite edges; together they ask for {} \
+                 but it holds {}",
+                variants[a].name,
+                variants[b].name,
+                range(&lane_of(b)),
+                pct(variants[a].buckets + variants[b].buckets),
+                pct(size)
+            ),
+        ),
+        LayoutError::LaneCrowded { a, b } => c.error(
+            &format!("{}.lane", vpath(b)),
+            format!(
+                "{:?} and {:?} grow from the same edge of the same lane: only two treatments \
+                 can share a lane, one `from: start` and one `from: end`",
+                variants[a].name, variants[b].name
+            ),
+        ),
+    }
+}

@@ -1,0 +1,103 @@
+//! routes.yaml → a validated, compiled, immutable [`Routes`] table.
+//!
+//! Three steps, each with its own module:
+//! 1. [`schema`]: serde parses the text into [`FileConfig`] with every default filled in;
+//!    unknown keys and wrong types fail here, with serde_yaml's line and column;
+//! 2. [`positions`]: the same text is parsed again by a position-keeping event parser, so
+//!    that the checks of step 3 can point at the value they reject;
+//! 3. `compile`: cross-key validation (names, references, weights, lanes) and compilation
+//!    into the [`Routes`] table of [`table`].
+//!
+//! Nothing here does I/O except [`load`] reading the file.
+
+#![forbid(unsafe_code)]
+
+mod assignment;
+pub mod compare;
+mod compile;
+pub mod error;
+pub mod positions;
+mod process;
+pub mod schema;
+pub mod table;
+
+use std::path::Path;
+
+pub use assignment::{assign, forced_variant, UnknownVariant};
+pub use error::{ConfigError, Problem};
+pub use positions::{Position, Positions};
+pub use process::ProcessSettings;
+pub use schema::FileConfig;
+pub use table::{Experiment, HostHeader, Route, Routes, Source, Upstream, Variant};
+
+/// Reads and compiles the config file at `path`.
+pub fn load(path: &Path) -> Result<Routes, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::single(Problem {
+            file: file.clone(),
+            position: None,
+            path: String::new(),
+            reason: format!("cannot read the config file: {e}"),
+        })
+    })?;
+    parse(&file, &text)
+}
+
+/// Parses and compiles config `text`; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Routes, ConfigError> {
+    let parsed: FileConfig = match serde_yaml::from_str(text) {
+        Ok(parsed) => parsed,
+        // An empty file is an empty config (every default, no routes), not an error.
+        Err(_) if text.trim().is_empty() => {
+            serde_yaml::from_str("{}").map_err(|e| serde_problem(file, &e))?
+        }
+        Err(e) => return Err(serde_problem(file, &e)),
+    };
+    let positions = Positions::of(text);
+    let source = Source {
+        file: file.to_owned(),
+        hash: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes())),
+    };
+    compile::compile(parsed, source, &positions)
+}
+
+/// Compiles an already parsed config (e.g. one changed at runtime). Errors carry paths but
+/// no positions, since there is no text to point into.
+pub fn compile_file(file: FileConfig, source: Source) -> Result<Routes, ConfigError> {
+    compile::compile(file, source, &Positions::default())
+}
+
+/// Turns serde_yaml's "path: reason at line L column C" into a [`Problem`].
+fn serde_problem(file: &str, err: &serde_yaml::Error) -> ConfigError {
+    let position = err.location().map(|l| Position {
+        line: l.line(),
+        column: l.column(),
+    });
+    // The position is reported separately; keep the rest (a YAML syntax error's context,
+    // e.g. ", while scanning a quoted scalar at line 2 column 11").
+    let mut message = err.to_string();
+    if let Some(p) = position {
+        message = message.replacen(&format!(" at line {} column {}", p.line, p.column), "", 1);
+    }
+    let (mut path, reason) = match message.split_once(": ") {
+        Some((p, r)) if !p.is_empty() && !p.contains(' ') => (p.to_owned(), r.to_owned()),
+        _ => (String::new(), message.clone()),
+    };
+    // For an unknown key, point the path at the key itself.
+    if let Some(rest) = reason.strip_prefix("unknown field `") {
+        if let Some((key, _)) = rest.split_once('`') {
+            path = if path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{path}.{key}")
+            };
+        }
+    }
+    ConfigError::single(Problem {
+        file: file.to_owned(),
+        position,
+        path,
+        reason,
+    })
+}

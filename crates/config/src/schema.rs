@@ -1,0 +1,586 @@
+//! The routes.yaml schema, key by key, exactly as users write it.
+//!
+//! These types are the *file* view: serde fills in every default, rejects unknown keys
+//! (`deny_unknown_fields` everywhere) and wrong types. Everything that needs more than one
+//! key at a time (cross-references, duplicate names, weight sums, lanes) is checked
+//! afterwards in `config::compile`, which turns this into the immutable
+//! [`Routes`](super::Routes) table the hot path reads.
+//!
+//! Every key and default here is a public contract (README.md, "Configuration
+//! reference"): keys may be added, never silently changed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Public listener (HTTP/1.1 and h2c with prior knowledge on one port).
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Peers whose `X-Forwarded-*` headers are kept instead of overwritten.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
+    #[serde(default)]
+    pub conversions: ConversionsConfig,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub experiments: Vec<ExperimentConfig>,
+}
+
+/// The admin listener: probes, metrics, the read API and (with tokens) the control plane.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Loopback by default: mutating calls without tokens are only allowed there.
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: SocketAddr,
+    /// Named bearer tokens; the secret itself is read from the environment variable `env`.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Where runtime weight changes are persisted.
+    #[serde(default = "defaults::state_file")]
+    pub state_file: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::admin_listen(),
+            tokens: Vec::new(),
+            state_file: defaults::state_file(),
+        }
+    }
+}
+
+/// One admin bearer token. Only its name ever appears in logs.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    /// Environment variable holding the secret (never the secret itself).
+    pub env: String,
+    pub scopes: Vec<Scope>,
+}
+
+/// What a token may do on the admin listener.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// `POST /v1/reload`, `PUT`/`POST /v1/experiments/*`.
+    Control,
+    /// `POST /v1/conversions`.
+    Conversions,
+}
+
+/// Limits that keep the proxy alive under abuse.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: u32,
+    /// HTTP/1 header read timeout; hyper also uses it as the keep-alive idle timeout.
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    #[serde(default = "defaults::h2_idle_timeout_ms")]
+    pub h2_idle_timeout_ms: u64,
+    #[serde(default = "defaults::h2_max_concurrent_streams")]
+    pub h2_max_concurrent_streams: u32,
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: defaults::max_connections(),
+            header_read_timeout_ms: defaults::header_read_timeout_ms(),
+            h2_idle_timeout_ms: defaults::h2_idle_timeout_ms(),
+            h2_max_concurrent_streams: defaults::h2_max_concurrent_streams(),
+            max_header_bytes: defaults::max_header_bytes(),
+        }
+    }
+}
+
+/// Graceful shutdown timing (SIGTERM).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// `/readyz` answers 503 but serving continues while endpoints drain.
+    #[serde(default = "defaults::grace_ms")]
+    pub grace_ms: u64,
+    /// Then in-flight requests get this long before they are aborted.
+    #[serde(default = "defaults::drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace_ms: defaults::grace_ms(),
+            drain_timeout_ms: defaults::drain_timeout_ms(),
+        }
+    }
+}
+
+/// The outcome log (JSON Lines segments, event schema v1).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Record exposures and accept conversions (false: no event log, e.g. to measure
+    /// the proxy without it).
+    #[serde(default = "defaults::enabled")]
+    pub enabled: bool,
+    #[serde(default = "defaults::events_dir")]
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub fsync: FsyncMode,
+    #[serde(default = "defaults::fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+    #[serde(default = "defaults::segment_max_bytes")]
+    pub segment_max_bytes: u64,
+    /// Seconds; fractions allowed (tests rotate after 0.2 s).
+    #[serde(default = "defaults::segment_max_age_s")]
+    pub segment_max_age_s: f64,
+    /// Bounded channel between handlers and the writer; when full, events are counted
+    /// and dropped, never allowed to block a response.
+    #[serde(default = "defaults::channel_capacity")]
+    pub channel_capacity: u32,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: defaults::events_dir(),
+            fsync: FsyncMode::default(),
+            fsync_interval_ms: defaults::fsync_interval_ms(),
+            segment_max_bytes: defaults::segment_max_bytes(),
+            segment_max_age_s: defaults::segment_max_age_s(),
+            channel_capacity: defaults::channel_capacity(),
+        }
+    }
+}
+
+/// When the event writer calls fsync.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncMode {
+    /// After every batch, before the batch counts as written.
+    Always,
+    /// Every `fsync_interval_ms`.
+    #[default]
+    Interval,
+    /// Leave it to the OS.
+    Never,
+}
+
+/// Where conversions are accepted.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConversionsConfig {
+    /// A path on the public listener (e.g. `/cohort/conversions`); off when null.
+    #[serde(default)]
+    pub public_path: Option<String>,
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+impl Default for ConversionsConfig {
+    fn default() -> Self {
+        Self {
+            public_path: None,
+            max_body_bytes: defaults::max_body_bytes(),
+        }
+    }
+}
+
+/// One public route: which requests run which experiment.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: MatchConfig,
+    pub experiment: String,
+    /// Remove `path_prefix` from the path before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Until the upstream's response head; then 504.
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u64,
+    /// Between body chunks once the response streams; then the response is aborted.
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+/// How a request is matched to a route: longest `path_prefix` wins, then config order.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    #[serde(default = "defaults::path_prefix")]
+    pub path_prefix: String,
+    /// `Host` (HTTP/1) or `:authority` (HTTP/2), without port, case-insensitive.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Exact-match headers (name case-insensitive, value exact).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// One experiment: variants, weights, and how units are identified.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    pub name: String,
+    #[serde(default)]
+    pub unit: UnitKind,
+    /// Ordered; the first source present wins. One source may be written as a bare map.
+    /// Default: `[{header: x-user-id}]` for `unit: user`; not allowed with `unit: request`.
+    #[serde(default)]
+    pub unit_from: Option<OneOrMany<UnitSourceConfig>>,
+    #[serde(default)]
+    pub on_missing_unit: OnMissingUnit,
+    #[serde(default)]
+    pub cookie: CookieConfig,
+    /// Hash salt; defaults to the experiment's name. A new salt re-randomizes everyone.
+    #[serde(default)]
+    pub salt: Option<String>,
+    pub control: String,
+    /// Honour `x-cohort-variant: NAME` (forced requests are excluded from analysis).
+    #[serde(default)]
+    pub allow_override: bool,
+    /// Accept config changes that move units between treatments.
+    #[serde(default)]
+    pub allow_reshuffle: bool,
+    pub variants: Vec<VariantConfig>,
+    #[serde(default)]
+    pub decision: DecisionConfig,
+}
+
+/// What one randomization unit is.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitKind {
+    /// A person (or any id the caller sends): sticky across requests.
+    #[default]
+    User,
+    /// Each request on its own; the unit id is cohort's own request id.
+    Request,
+}
+
+/// A list that may also be written as its single element.
+///
+/// Deserialized by hand rather than `#[serde(untagged)]`, so that an error inside an element
+/// keeps its own message and position instead of "did not match any variant".
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map or a list of maps")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                a: A,
+            ) -> Result<Self::Value, A::Error> {
+                Vec::deserialize(SeqAccessDeserializer::new(a)).map(OneOrMany::Many)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                a: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(a)).map(OneOrMany::One)
+            }
+        }
+        d.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
+impl<T> OneOrMany<T> {
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(t) => std::slice::from_ref(t),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// Where a unit id is read from. Exactly one key per entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UnitSourceConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+}
+
+/// What happens to a request that carries no unit id.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMissingUnit {
+    /// Serve control; the exposure is marked and excluded from analysis.
+    #[default]
+    Control,
+    /// Mint an id, set it as the cookie source, return it in `x-cohort-unit`.
+    Generate,
+    /// Answer 400.
+    Reject,
+}
+
+/// The cookie cohort sets with `on_missing_unit: generate`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CookieConfig {
+    #[serde(default = "defaults::cookie_max_age_s")]
+    pub max_age_s: u64,
+    #[serde(default)]
+    pub secure: bool,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        Self {
+            max_age_s: defaults::cookie_max_age_s(),
+            secure: false,
+        }
+    }
+}
+
+/// One model variant.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VariantConfig {
+    pub name: String,
+    /// Relative weight (≥ 0); shares are weight / sum of the experiment's weights.
+    pub weight: f64,
+    /// `http://host:port[/base]` or `https://…`.
+    pub upstream: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// `upstream` (the upstream's authority), `preserve` (the client's), or a literal host.
+    #[serde(default = "defaults::host_header")]
+    pub host_header: String,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Layout key: the slice of the bucket space this treatment grows in (see README,
+    /// "Assignment and safe ramps"). Not allowed on the control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<LaneConfig>,
+}
+
+/// Upstream protocol.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (gRPC needs it).
+    H2c,
+}
+
+/// TLS settings of an https upstream.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM bundle of trusted CAs; null = system roots (`SSL_CERT_FILE` honoured).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A treatment's lane: `[start, start + max_weight)` of the bucket space, as shares.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LaneConfig {
+    /// Where the lane begins, as a share of the bucket space (0 ≤ start < 1).
+    pub start: f64,
+    /// The lane's size: the largest share this treatment may ever have.
+    pub max_weight: f64,
+    /// Which edge of the lane the treatment grows from.
+    #[serde(default)]
+    pub from: LaneEdge,
+}
+
+pub use cohort_assign::layout::LaneEdge;
+
+/// When the analysis may call a winner (used by the analysis; validated now).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionConfig {
+    #[serde(default)]
+    pub method: DecisionMethod,
+    #[serde(default = "defaults::alpha")]
+    pub alpha: f64,
+    #[serde(default = "defaults::power")]
+    pub power: f64,
+    /// Relative minimum detectable effect.
+    #[serde(default = "defaults::mde")]
+    pub mde: f64,
+    /// null: estimated from the log, then frozen.
+    #[serde(default)]
+    pub baseline_rate: Option<f64>,
+    #[serde(default = "defaults::min_units")]
+    pub min_units: u64,
+    #[serde(default = "defaults::min_conversions")]
+    pub min_conversions: u64,
+    /// null: 2 × required units per variant (5000 if unknown).
+    #[serde(default)]
+    pub sequential_n_star: Option<u64>,
+    #[serde(default)]
+    pub attribution_window_s: Option<f64>,
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        Self {
+            method: DecisionMethod::default(),
+            alpha: defaults::alpha(),
+            power: defaults::power(),
+            mde: defaults::mde(),
+            baseline_rate: None,
+            min_units: defaults::min_units(),
+            min_conversions: defaults::min_conversions(),
+            sequential_n_star: None,
+            attribution_window_s: None,
+        }
+    }
+}
+
+/// How significance is judged.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionMethod {
+    /// Always-valid (peeking-safe) inference.
+    #[default]
+    Sequential,
+    /// A classical fixed-horizon test.
+    Fixed,
+}
+
+/// Every default of the file, in one place (README's reference table mirrors this).
+pub mod defaults {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::path::PathBuf;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080))
+    }
+    pub fn admin_listen() -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 9901))
+    }
+    pub fn state_file() -> PathBuf {
+        PathBuf::from("./data/state.json")
+    }
+    pub fn max_connections() -> u32 {
+        10_000
+    }
+    pub fn header_read_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn h2_idle_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn h2_max_concurrent_streams() -> u32 {
+        200
+    }
+    pub fn max_header_bytes() -> u32 {
+        65_536
+    }
+    pub fn grace_ms() -> u64 {
+        5_000
+    }
+    pub fn drain_timeout_ms() -> u64 {
+        20_000
+    }
+    pub fn enabled() -> bool {
+        true
+    }
+    pub fn events_dir() -> PathBuf {
+        PathBuf::from("./data/events")
+    }
+    pub fn fsync_interval_ms() -> u64 {
+        1_000
+    }
+    pub fn segment_max_bytes() -> u64 {
+        64 * 1024 * 1024
+    }
+    pub fn segment_max_age_s() -> f64 {
+        3_600.0
+    }
+    pub fn channel_capacity() -> u32 {
+        65_536
+    }
+    pub fn max_body_bytes() -> u64 {
+        1024 * 1024
+    }
+    pub fn path_prefix() -> String {
+        "/".to_owned()
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        1_000
+    }
+    pub fn timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn idle_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn cookie_max_age_s() -> u64 {
+        31_536_000
+    }
+    pub fn host_header() -> String {
+        "upstream".to_owned()
+    }
+    pub fn alpha() -> f64 {
+        0.05
+    }
+    pub fn power() -> f64 {
+        0.8
+    }
+    pub fn mde() -> f64 {
+        0.10
+    }
+    pub fn min_units() -> u64 {
+        100
+    }
+    pub fn min_conversions() -> u64 {
+        30
+    }
+}
+
+/// The YAML spelling of a config enum value (`UnitKind::User` → `user`), for messages.
+pub fn yaml_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::from("?"),
+    }
+}

@@ -1,0 +1,197 @@
+//! Who may call the admin listener's mutating endpoints.
+//!
+//! `admin.tokens` names bearer tokens whose secrets come from the environment; each has
+//! scopes (`control`: reload and runtime weights; `conversions`: reporting conversions).
+//! A missing or unknown token is 401; a token without the scope is 403 naming the scope.
+//! With no tokens configured, mutating calls are allowed only when the admin listener is
+//! bound to loopback (then only local processes reach it); otherwise they are 403 with a
+//! message saying how to enable them. Secrets never appear in logs or answers: only the
+//! token's name does.
+
+use http::header::{HeaderMap, AUTHORIZATION};
+
+use cohort_config::schema::{AdminConfig, Scope};
+
+/// A configured token with its secret.
+struct Token {
+    name: String,
+    secret: Vec<u8>,
+    scopes: Vec<Scope>,
+}
+
+/// The admin listener's access rules.
+pub struct AdminAuth {
+    tokens: Vec<Token>,
+    loopback: bool,
+}
+
+/// Who made an allowed call (for the audit log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Token(String),
+    /// No tokens configured; allowed because the listener is loopback-only.
+    Loopback,
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Token(name) => write!(f, "token {name}"),
+            Caller::Loopback => write!(f, "a local process (loopback admin, no tokens)"),
+        }
+    }
+}
+
+/// Why a call was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// 401: no token, or not one we know.
+    Unauthorized(String),
+    /// 403: a known token without the scope, or mutations disabled.
+    Forbidden(String),
+}
+
+impl AdminAuth {
+    /// Reads each token's secret from its environment variable (`env` looks it up).
+    pub fn from_config(
+        admin: &AdminConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let mut tokens = Vec::with_capacity(admin.tokens.len());
+        for (i, t) in admin.tokens.iter().enumerate() {
+            let secret = env(&t.env).filter(|s| !s.is_empty()).ok_or_else(|| {
+                format!(
+                    "admin.tokens[{i}] ({}): the environment variable {} that holds its secret is not set",
+                    t.name, t.env
+                )
+            })?;
+            tokens.push(Token {
+                name: t.name.clone(),
+                secret: secret.into_bytes(),
+                scopes: t.scopes.clone(),
+            });
+        }
+        Ok(Self {
+            tokens,
+            loopback: admin.listen.ip().is_loopback(),
+        })
+    }
+
+    /// Whether a request with `headers` may do what `scope` covers.
+    pub fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<Caller, Denied> {
+        let scope_name = cohort_config::schema::yaml_name(&scope);
+        if self.tokens.is_empty() {
+            return if self.loopback {
+                Ok(Caller::Loopback)
+            } else {
+                Err(Denied::Forbidden(
+                    "mutating admin calls are disabled: the admin listener is not bound to loopback \
+                     and admin.tokens is empty; add a token, e.g. \
+                     `admin: {tokens: [{name: ci, env: COHORT_TOKEN_CI, scopes: [control, conversions]}]}`"
+                        .to_owned(),
+                ))
+            };
+        }
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                Denied::Unauthorized(
+                    "an `Authorization: Bearer TOKEN` header is required".to_owned(),
+                )
+            })?;
+        let token = self
+            .tokens
+            .iter()
+            .find(|t| constant_time_eq(&t.secret, presented.as_bytes()))
+            .ok_or_else(|| Denied::Unauthorized("unknown token".to_owned()))?;
+        if token.scopes.contains(&scope) {
+            Ok(Caller::Token(token.name.clone()))
+        } else {
+            Err(Denied::Forbidden(format!(
+                "token {} lacks the scope {scope_name} needed here",
+                token.name
+            )))
+        }
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a secret matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort_config::schema::TokenConfig;
+    use http::HeaderValue;
+
+    fn admin(listen: &str, tokens: Vec<TokenConfig>) -> AdminConfig {
+        AdminConfig {
+            listen: listen.parse().unwrap(),
+            tokens,
+            ..AdminConfig::default()
+        }
+    }
+
+    fn bearer(secret: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {secret}")).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn tokens_and_scopes() {
+        let cfg = admin(
+            "0.0.0.0:9901",
+            vec![TokenConfig {
+                name: "ci".into(),
+                env: "T".into(),
+                scopes: vec![Scope::Control],
+            }],
+        );
+        let auth = AdminAuth::from_config(&cfg, |_| Some("s3cret".into())).unwrap();
+        assert_eq!(
+            auth.check(&bearer("s3cret"), Scope::Control),
+            Ok(Caller::Token("ci".into()))
+        );
+        assert!(
+            matches!(auth.check(&bearer("s3cret"), Scope::Conversions), Err(Denied::Forbidden(m)) if m.contains("conversions"))
+        );
+        assert!(matches!(
+            auth.check(&bearer("nope"), Scope::Control),
+            Err(Denied::Unauthorized(_))
+        ));
+        assert!(matches!(
+            auth.check(&HeaderMap::new(), Scope::Control),
+            Err(Denied::Unauthorized(_))
+        ));
+        let err = AdminAuth::from_config(&cfg, |_| None).err().unwrap();
+        assert!(err.contains("environment variable T"), "{err}");
+    }
+
+    #[test]
+    fn without_tokens_only_loopback() {
+        let local = AdminAuth::from_config(&admin("127.0.0.1:9901", vec![]), |_| None).unwrap();
+        assert_eq!(
+            local.check(&HeaderMap::new(), Scope::Control),
+            Ok(Caller::Loopback)
+        );
+        let open = AdminAuth::from_config(&admin("0.0.0.0:9901", vec![]), |_| None).unwrap();
+        assert!(
+            matches!(open.check(&HeaderMap::new(), Scope::Control), Err(Denied::Forbidden(m)) if m.contains("add a token"))
+        );
+    }
+}

@@ -1,0 +1,528 @@
+//! The admin listener: probes, metrics and the read API.
+//!
+//! Open endpoints (kubelet and Prometheus reach them; deploy/ binds the admin port to
+//! 0.0.0.0, the default is loopback):
+//! * `GET /metrics`: Prometheus text format, every family of the contract;
+//! * `GET /healthz`: 200 while the process serves;
+//! * `GET /readyz`: 200 once the config is loaded and the public listener is bound, 503
+//!   before (and, with graceful shutdown, while draining);
+//! * `GET /v1/assign?experiment=E&unit=U`: the variant and bucket a unit gets;
+//! * `GET /v1/config`: the version in force, when it was loaded, the source file's hash,
+//!   the last reload's result and error, and what is pending;
+//! * `GET /v1/experiments`: each experiment's variants, weights and shares.
+//!
+//! Mutating calls need a bearer token with the right scope ([`auth`]):
+//! * `POST /v1/reload` (scope `control`): 200 with the new version, or 422 with the error
+//!   or refusal as JSON;
+//! * `PUT /v1/experiments/{name}/weights` `{"rf": 90, "lr": 10}`, `POST …/promote`
+//!   `{"variant": "lr"}`, `POST …/reset` (scope `control`): runtime weights
+//!   ([`crate::overrides`]), answered with the routes.yaml change that would make them
+//!   permanent.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+pub mod auth;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::info;
+
+use crate::reload::{Outcome, Reloader, RuntimeChange, RuntimeError, Trigger};
+use auth::{AdminAuth, Caller, Denied};
+use cohort_analysis::LiveCounts;
+use cohort_assign::unit::query_param;
+use cohort_config::assign;
+use cohort_config::schema::Scope;
+use cohort_proxy::{Body, BoxError, Proxy};
+
+/// What the admin endpoints read.
+pub struct Admin {
+    pub proxy: Arc<Proxy>,
+    /// Set once the public listener is bound (and cleared while shutting down).
+    pub ready: Arc<AtomicBool>,
+    pub auth: AdminAuth,
+    /// The reload task, where there is a config file to reload.
+    pub reload: Option<ReloadHandle>,
+    /// Live per-variant counts, where the process keeps an event log.
+    pub counts: Option<Arc<LiveCounts>>,
+}
+
+/// How the admin listener reaches the reload task.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    pub reloader: Arc<Reloader>,
+    pub trigger: mpsc::Sender<Trigger>,
+}
+
+impl Admin {
+    /// Serves `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        self.serve_with(listener, cohort_proxy::server::Shutdown::new())
+            .await
+    }
+
+    /// Serves `listener` until `shutdown` begins (at most 256 admin connections).
+    pub async fn serve_with(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: cohort_proxy::server::Shutdown,
+    ) {
+        let limits = self.proxy.routes().routes.file.limits.clone();
+        let connections = cohort_proxy::server::Connections::new(256);
+        cohort_proxy::server::serve_http(
+            listener,
+            "admin",
+            limits,
+            connections,
+            shutdown,
+            cohort_proxy::workers::Workers::here(),
+            move |req, peer| {
+                let admin = self.clone();
+                async move { admin.handle(req, peer).await }
+            },
+        )
+        .await
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let path = path.as_str();
+        if path == "/v1/reload" {
+            return self.reload(&req, peer).await;
+        }
+        if path == "/v1/conversions" {
+            return self.conversions(req).await;
+        }
+        if let Some(name) = path
+            .strip_prefix("/v1/experiments/")
+            .and_then(|r| r.strip_suffix("/counts"))
+        {
+            return self.counts(name);
+        }
+        if let Some(rest) = path.strip_prefix("/v1/experiments/") {
+            if let Some(name) = rest.strip_suffix("/report.html") {
+                return self.report(name, true).await;
+            }
+            if let Some(name) = rest.strip_suffix("/report") {
+                return self.report(name, false).await;
+            }
+        }
+        if let Some(rest) = path.strip_prefix("/v1/experiments/") {
+            let rest = rest.to_owned();
+            return self.experiment_action(req, &rest, peer).await;
+        }
+        let known = matches!(
+            path,
+            "/metrics" | "/healthz" | "/readyz" | "/v1/assign" | "/v1/config" | "/v1/experiments"
+        );
+        if known && req.method() != Method::GET && req.method() != Method::HEAD {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": format!("{path} answers GET only")}),
+            );
+        }
+        match path {
+            "/metrics" => {
+                let mut resp = text(StatusCode::OK, self.proxy.metrics().render());
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                resp
+            }
+            "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
+            "/readyz" => {
+                if self.ready.load(Ordering::Acquire) {
+                    json_response(StatusCode::OK, json!({"status": "ready"}))
+                } else {
+                    json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"status": "not ready"}),
+                    )
+                }
+            }
+            "/v1/assign" => self.assign(req.uri().query().unwrap_or("")),
+            "/v1/config" => self.config(),
+            "/v1/experiments" => self.experiments(),
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no admin endpoint {path}"), "endpoints": ["/metrics", "/healthz", "/readyz", "/v1/assign?experiment=E&unit=U", "/v1/config", "/v1/experiments", "/v1/experiments/{name}/counts", "/v1/experiments/{name}/report", "/v1/experiments/{name}/report.html", "POST /v1/reload", "PUT /v1/experiments/{name}/weights", "POST /v1/experiments/{name}/promote", "POST /v1/experiments/{name}/reset", "POST /v1/conversions"]}),
+            ),
+        }
+    }
+
+    /// Who may change the table (scope `control`), and the reload task that changes it.
+    fn control(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<(Caller, &ReloadHandle), Box<Response<Body>>> {
+        let caller = self
+            .auth
+            .check(headers, Scope::Control)
+            .map_err(|d| Box::new(denied_response(d)))?;
+        let handle = self.reload.as_ref().ok_or_else(|| {
+            Box::new(json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "this process serves no config file, so there is nothing to reload or change"}),
+            ))
+        })?;
+        Ok((caller, handle))
+    }
+
+    /// `POST /v1/reload`: runs a reload through the reload task and answers its outcome.
+    async fn reload(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        if req.method() != Method::POST {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "/v1/reload answers POST only"}),
+            );
+        }
+        let (caller, handle) = match self.control(req.headers()) {
+            Ok(ok) => ok,
+            Err(resp) => return *resp,
+        };
+        info!(caller = %caller, %peer, "reload requested through the admin API");
+        let (tx, rx) = oneshot::channel();
+        if handle.trigger.send(Trigger::Admin(tx)).await.is_err() {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "the reload task is not running"}),
+            );
+        }
+        match rx.await {
+            Ok(outcome) => {
+                let status = match outcome {
+                    Outcome::Applied { .. } | Outcome::Unchanged { .. } => StatusCode::OK,
+                    Outcome::Error { .. } | Outcome::Refused { .. } => {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
+                };
+                json_response(
+                    status,
+                    serde_json::to_value(&outcome).unwrap_or(Value::Null),
+                )
+            }
+            Err(_) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "the reload task stopped before answering"}),
+            ),
+        }
+    }
+
+    /// `PUT /v1/experiments/{name}/weights`, `POST …/promote`, `POST …/reset`.
+    async fn experiment_action(
+        &self,
+        req: Request<Incoming>,
+        rest: &str,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let Some((name, action)) = rest.split_once('/') else {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "use /v1/experiments/{name}/weights, /promote or /reset"}),
+            );
+        };
+        let expected = match action {
+            "weights" => Method::PUT,
+            "promote" | "reset" => Method::POST,
+            _ => {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("no action {action:?}: use weights, promote or reset")}),
+                )
+            }
+        };
+        if req.method() != expected {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": format!("/v1/experiments/{{name}}/{action} answers {expected} only")}),
+            );
+        }
+        let (caller, handle) = match self.control(req.headers()) {
+            Ok(ok) => ok,
+            Err(resp) => return *resp,
+        };
+        let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return json_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    json!({"error": format!("cannot read the body: {e}")}),
+                )
+            }
+        };
+        let change = match action {
+            "weights" => {
+                match serde_json::from_slice::<std::collections::BTreeMap<String, f64>>(&body) {
+                    Ok(w) => RuntimeChange::Weights(w),
+                    Err(e) => {
+                        return json_response(
+                            StatusCode::BAD_REQUEST,
+                            json!({"error": format!("expected a JSON object of weights, e.g. {{\"rf\": 90, \"lr\": 10}}: {e}")}),
+                        )
+                    }
+                }
+            }
+            "promote" => match serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["variant"].as_str().map(str::to_owned))
+            {
+                Some(v) => RuntimeChange::Promote(v),
+                None => {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": "expected {\"variant\": NAME}"}),
+                    )
+                }
+            },
+            _ => RuntimeChange::Reset,
+        };
+        let who = format!("{caller} from {peer}");
+        let reloader = handle.reloader.clone();
+        let name = name.to_owned();
+        let result =
+            tokio::task::spawn_blocking(move || reloader.change_runtime(&name, change, &who)).await;
+        match result {
+            Ok(Ok(outcome)) => {
+                let status = match outcome.outcome {
+                    Outcome::Applied { .. } | Outcome::Unchanged { .. } => StatusCode::OK,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                json_response(
+                    status,
+                    serde_json::to_value(&outcome).unwrap_or(Value::Null),
+                )
+            }
+            Ok(Err(RuntimeError::UnknownExperiment(m))) => {
+                json_response(StatusCode::NOT_FOUND, json!({"error": m}))
+            }
+            Ok(Err(RuntimeError::Invalid(m))) => {
+                json_response(StatusCode::BAD_REQUEST, json!({"error": m}))
+            }
+            Ok(Err(RuntimeError::Persist(m))) => {
+                json_response(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": m}))
+            }
+            Err(e) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": format!("the change failed: {e}")}),
+            ),
+        }
+    }
+
+    /// `POST /v1/conversions` (scope `conversions`).
+    async fn conversions(&self, req: Request<Incoming>) -> Response<Body> {
+        if req.method() != Method::POST {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "/v1/conversions answers POST only"}),
+            );
+        }
+        if let Err(denied) = self.auth.check(req.headers(), Scope::Conversions) {
+            return denied_response(denied);
+        }
+        let Some(log) = self.proxy.event_log().cloned() else {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "this process records no events"}),
+            );
+        };
+        cohort_proxy::conversions::receive(
+            req.into_body(),
+            self.proxy.routes(),
+            log,
+            self.proxy.metrics().clone(),
+        )
+        .await
+    }
+
+    /// `GET /v1/experiments/{name}/report` (JSON, as `cohort report --format json`) and
+    /// `…/report.html`; also refreshes the `cohort_experiment_*` gauges.
+    async fn report(&self, name: &str, html: bool) -> Response<Body> {
+        let Some(counts) = self.counts.clone() else {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "this process keeps no event log"}),
+            );
+        };
+        let serving = self.proxy.routes();
+        let Some(exp) = serving.routes.experiment(name).cloned() else {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no experiment named {name:?}")}),
+            );
+        };
+        let dir = serving.routes.file.events.dir.clone();
+        let metrics = self.proxy.metrics().clone();
+        let report = tokio::task::spawn_blocking(move || {
+            let r = counts.report(&exp, &dir);
+            crate::gauges::publish(&metrics, &r);
+            r
+        })
+        .await;
+        let Ok(report) = report else {
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "the analysis failed"}),
+            );
+        };
+        if html {
+            let mut resp = text(StatusCode::OK, cohort_report::html::page(&[report]));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            return resp;
+        }
+        match serde_json::to_value(&report) {
+            Ok(v) => json_response(StatusCode::OK, v),
+            Err(e) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": format!("cannot serialize the report: {e}")}),
+            ),
+        }
+    }
+
+    /// `GET /v1/experiments/{name}/counts`.
+    fn counts(&self, name: &str) -> Response<Body> {
+        let Some(counts) = &self.counts else {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "this process keeps no event log"}),
+            );
+        };
+        if self.proxy.routes().routes.experiment(name).is_none() {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no experiment named {name:?}")}),
+            );
+        }
+        let c = counts.experiment(name).unwrap_or_default();
+        json_response(
+            StatusCode::OK,
+            json!({"experiment": name, "counts": c, "latency_ms_bucket_bounds": cohort_analysis::counts::LATENCY_BUCKETS_MS}),
+        )
+    }
+
+    /// `GET /v1/config`.
+    fn config(&self) -> Response<Body> {
+        let serving = self.proxy.routes();
+        let r = &serving.routes;
+        let body = match &self.reload {
+            Some(h) => serde_json::to_value(h.reloader.status()).unwrap_or(Value::Null),
+            None => json!({
+                "file": r.source.file,
+                "version": r.version,
+                "source_hash": r.source.hash,
+                "last_result": null,
+                "last_error": null,
+                "pending": null,
+            }),
+        };
+        json_response(StatusCode::OK, body)
+    }
+
+    /// `GET /v1/experiments`.
+    fn experiments(&self) -> Response<Body> {
+        let serving = self.proxy.routes();
+        let layers = self.reload.as_ref().map(|h| h.reloader.layers());
+        let list: Vec<Value> = serving
+            .routes
+            .experiments
+            .iter()
+            .map(|e| {
+                let file_exp = layers
+                    .as_ref()
+                    .and_then(|(file, _)| file.experiments.iter().find(|f| f.name == e.name));
+                let runtime = layers
+                    .as_ref()
+                    .and_then(|(_, rt)| rt.experiments.get(&e.name));
+                json!({
+                    "name": e.name,
+                    "control": e.variants[e.control].name,
+                    "salt": e.salt,
+                    "runtime": runtime.map(|o| json!({"set_by": o.set_by, "set_at": o.set_at})),
+                    "variants": e.variants.iter().map(|v| json!({
+                        "name": v.name,
+                        "file_weight": file_exp
+                            .and_then(|f| f.variants.iter().find(|fv| fv.name == v.name))
+                            .map_or(v.weight, |fv| fv.weight),
+                        "runtime_weight": runtime.and_then(|o| o.weights.get(&v.name)),
+                        "share": f64::from(v.buckets) / f64::from(cohort_assign::BUCKETS),
+                        "upstream": v.upstream.url,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json_response(
+            StatusCode::OK,
+            json!({"version": serving.routes.version, "experiments": list}),
+        )
+    }
+
+    fn assign(&self, query: &str) -> Response<Body> {
+        let (Some(experiment), Some(unit)) =
+            (query_param(query, "experiment"), query_param(query, "unit"))
+        else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "both query parameters are required: /v1/assign?experiment=E&unit=U"}),
+            );
+        };
+        let serving = self.proxy.routes();
+        let Some(exp) = serving.routes.experiment(&experiment) else {
+            let known: Vec<&str> = serving
+                .routes
+                .experiments
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect();
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no experiment named {experiment:?}"), "experiments": known}),
+            );
+        };
+        let a = assign(exp, &unit);
+        json_response(
+            StatusCode::OK,
+            json!({
+                "experiment": exp.name,
+                "unit": unit,
+                "variant": exp.variants[a.variant].name,
+                "bucket": a.bucket,
+                "config_version": serving.routes.version,
+            }),
+        )
+    }
+}
+
+fn denied_response(denied: Denied) -> Response<Body> {
+    match denied {
+        Denied::Unauthorized(m) => json_response(StatusCode::UNAUTHORIZED, json!({"error": m})),
+        Denied::Forbidden(m) => json_response(StatusCode::FORBIDDEN, json!({"error": m})),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| -> BoxError { match never {} })
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response<Body> {
+    cohort_proxy::json_response(status, &body)
+}

@@ -1,0 +1,13 @@
+//! The control plane: what changes the routing table in force, and the admin API.
+//!
+//! * [`reload`]: hot reload (file watch, SIGHUP, admin), refusing bad files and reshuffles;
+//! * [`overrides`]: runtime weights, persisted in the state file;
+//! * [`admin`]: probes, metrics, the read API, and the token-protected control calls;
+//! * [`gauges`]: the live report's gauges on /metrics.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod gauges;
+pub mod overrides;
+pub mod reload;

@@ -1,0 +1,675 @@
+//! Hot reload: three ways in (file change, SIGHUP, `POST /v1/reload`), one path.
+//!
+//! Every trigger goes through one task ([`Reloader::run`]), which serialises them:
+//! read → parse → validate → compile → compare → swap. A file change is noticed by watching
+//! the file's *directory* (editors replace files by rename; kubelet swaps the `..data`
+//! symlink of a ConfigMap volume), reacting only to events that name the file, `..data` or
+//! `..data_tmp`, debounced by [`DEBOUNCE`]; a 30 s poll is the safety net. The file is
+//! re-read through its symlinks and only a changed content hash is acted on.
+//!
+//! All or nothing: on any error the whole old table keeps serving, the error is logged,
+//! counted (`cohort_config_reloads_total{result="error"}`) and shown by `GET /v1/config`.
+//! A change that would reshuffle units ([`cohort_config::compare`]) without `allow_reshuffle` or a
+//! new salt is refused like an invalid file (`result="refused"`), and so is one that only a
+//! restart can apply (listener addresses, limits, tokens). While the file on disk is not
+//! the table in force, `cohort_config_pending{reason}` is 1: a replica that starts now would
+//! load the file as it is.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+use crate::overrides::{permanent_change, ExperimentOverride, RuntimeState};
+use cohort_config::compare::{compare, pct, Comparison};
+use cohort_config::{self as config, FileConfig, Problem, Routes};
+use cohort_proxy::Proxy;
+
+/// How long file events are gathered before one reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(150);
+/// The safety-net poll.
+pub const POLL: Duration = Duration::from_secs(30);
+
+/// What asked for a reload.
+#[derive(Debug)]
+pub enum Trigger {
+    File,
+    Poll,
+    Signal,
+    /// `POST /v1/reload`: the outcome is sent back.
+    Admin(oneshot::Sender<Outcome>),
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The file's content is the one in force (or the one last refused).
+    Unchanged { version: String },
+    /// The new table serves every request from now on.
+    Applied {
+        version: String,
+        /// "iris-model: rf → lr 10.000%", one per move.
+        moves: Vec<String>,
+    },
+    /// The file is invalid; the old table keeps serving.
+    Error { errors: Vec<Problem> },
+    /// The file is valid but was not applied.
+    Refused {
+        reason: Refusal,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        comparison: Option<Comparison>,
+    },
+}
+
+/// Why a file or a change is not in force.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// The file does not validate.
+    Invalid,
+    /// It would move units between variants unacknowledged.
+    Reshuffle,
+    /// It changes keys only a restart applies.
+    RestartRequired,
+}
+
+impl Refusal {
+    /// As written in the API and the `reason` label of `cohort_config_pending`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Invalid => "invalid",
+            Refusal::Reshuffle => "reshuffle",
+            Refusal::RestartRequired => "restart_required",
+        }
+    }
+}
+
+/// A change of runtime weights.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeChange {
+    /// Set these variants' weights (the others keep theirs).
+    Weights(BTreeMap<String, f64>),
+    /// All traffic to one variant.
+    Promote(String),
+    /// Back to the file's weights.
+    Reset,
+}
+
+/// What a runtime change did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeOutcome {
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// The runtime weights now in force for the experiment (none after a reset).
+    pub runtime_weights: Option<BTreeMap<String, f64>>,
+    /// The routes.yaml edit that would make this permanent.
+    pub permanent_change: Vec<String>,
+}
+
+/// Why a runtime change was not applied.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    UnknownExperiment(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Persist(String),
+}
+
+/// The file on disk differs from the table in force because it was not applied.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Pending {
+    pub reason: Refusal,
+    pub message: String,
+    pub file_hash: String,
+    pub since: String,
+}
+
+/// What `GET /v1/config` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub file: String,
+    /// Hash of the effective table in force.
+    pub version: String,
+    pub loaded_at: String,
+    /// Hash of the file bytes the table in force came from.
+    pub source_hash: String,
+    pub last_result: Option<Outcome>,
+    pub last_attempt_at: Option<String>,
+    pub last_error: Option<Vec<Problem>>,
+    pub pending: Option<Pending>,
+}
+
+/// Serialises every reload of one config file, and every runtime weight change.
+pub struct Reloader {
+    path: PathBuf,
+    proxy: Arc<Proxy>,
+    status: Mutex<Status>,
+    /// Held for the whole of a reload or a runtime change: one at a time.
+    serial: Mutex<()>,
+    /// The file's own config behind the table in force (before runtime weights).
+    file: Mutex<FileConfig>,
+    /// Runtime weights in force, and where they are persisted.
+    runtime: Mutex<RuntimeState>,
+    state_path: PathBuf,
+    /// Where `config-versions.jsonl` is appended on every swap (None: not recorded).
+    versions_dir: Option<PathBuf>,
+    /// Hash of the last file content acted on (applied, refused or rejected), so that the
+    /// poll and repeated file events do not redo (and recount) the same work.
+    last_seen: Mutex<String>,
+}
+
+impl Reloader {
+    /// A reloader for `path`, whose current content `proxy` is serving, with no runtime
+    /// weights (state is not persisted).
+    pub fn new(path: PathBuf, proxy: Arc<Proxy>) -> Self {
+        let file = proxy.routes().routes.file.clone();
+        let state_path = file.admin.state_file.clone();
+        Self::with_runtime(path, proxy, file, RuntimeState::default(), state_path)
+    }
+
+    /// A reloader whose `proxy` serves `file` with `runtime` weights laid over it.
+    pub fn with_runtime(
+        path: PathBuf,
+        proxy: Arc<Proxy>,
+        file: FileConfig,
+        runtime: RuntimeState,
+        state_path: PathBuf,
+    ) -> Self {
+        let serving = proxy.routes();
+        let r = &serving.routes;
+        let status = Status {
+            file: path.display().to_string(),
+            version: r.version.clone(),
+            loaded_at: cohort_events::clock::now(),
+            source_hash: r.source.hash.clone(),
+            last_result: None,
+            last_attempt_at: None,
+            last_error: None,
+            pending: None,
+        };
+        let last_seen = Mutex::new(r.source.hash.clone());
+        proxy
+            .metrics()
+            .config_last_reload_success
+            .set(cohort_events::clock::unix_seconds(SystemTime::now()));
+        Self {
+            path,
+            proxy,
+            status: Mutex::new(status),
+            serial: Mutex::new(()),
+            file: Mutex::new(file),
+            runtime: Mutex::new(runtime),
+            state_path,
+            versions_dir: None,
+            last_seen,
+        }
+    }
+
+    /// Appends every table that takes effect to `dir/config-versions.jsonl`.
+    pub fn recording_versions_in(mut self, dir: PathBuf) -> Self {
+        self.versions_dir = Some(dir);
+        self
+    }
+
+    fn record_version(&self) {
+        if let Some(dir) = &self.versions_dir {
+            if let Err(e) =
+                cohort_events::writer::record_config_version(dir, &self.proxy.routes().routes)
+            {
+                error!(error = %e, "cannot append to config-versions.jsonl");
+            }
+        }
+    }
+
+    /// The file's own config behind the table in force, and the runtime weights over it.
+    pub fn layers(&self) -> (FileConfig, RuntimeState) {
+        (
+            self.file.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            self.runtime
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+
+    /// The current status (for `GET /v1/config`).
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Handles triggers one at a time until every sender is gone. Each reload runs on the
+    /// blocking pool: reading, parsing and compiling a file is milliseconds of CPU that
+    /// must not stall the requests of the runtime it was triggered on (with one worker,
+    /// every request; bench/run.sh measures reloads under load).
+    pub async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Trigger>) {
+        while let Some(trigger) = rx.recv().await {
+            match trigger {
+                Trigger::File => {
+                    // Gather the burst of events one save makes (rename, write, chmod…).
+                    let until = tokio::time::Instant::now() + DEBOUNCE;
+                    let mut deferred = Vec::new();
+                    loop {
+                        match tokio::time::timeout_at(until, rx.recv()).await {
+                            Ok(Some(Trigger::File)) => {}
+                            Ok(Some(other)) => deferred.push(other),
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                    self.off_thread(Trigger::File).await;
+                    for t in deferred {
+                        self.off_thread(t).await;
+                    }
+                }
+                other => self.off_thread(other).await,
+            }
+        }
+    }
+
+    /// [`Reloader::handle`] on the blocking pool, awaited (triggers stay serialised).
+    async fn off_thread(self: &Arc<Self>, trigger: Trigger) {
+        let me = self.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || me.handle(trigger)).await {
+            error!(error = %e, "the reload task failed");
+        }
+    }
+
+    fn handle(&self, trigger: Trigger) {
+        match trigger {
+            Trigger::File | Trigger::Poll => {
+                self.reload(false);
+            }
+            Trigger::Signal => {
+                info!("SIGHUP: reloading {}", self.path.display());
+                self.reload(true);
+            }
+            Trigger::Admin(reply) => {
+                let outcome = self.reload(true);
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    /// One pass of read → parse → validate → compile → compare → swap. `explicit` (SIGHUP,
+    /// admin) re-evaluates a file even if its content was already acted on.
+    pub fn reload(&self, explicit: bool) -> Outcome {
+        let _one_at_a_time = self.serial.lock().unwrap_or_else(|p| p.into_inner());
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) => {
+                let problem = Problem {
+                    file: self.path.display().to_string(),
+                    position: None,
+                    path: String::new(),
+                    reason: format!("cannot read the config file: {e}"),
+                };
+                return self.finish(
+                    Outcome::Error {
+                        errors: vec![problem],
+                    },
+                    None,
+                );
+            }
+        };
+        let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+        let serving = self.proxy.routes();
+        let active = &serving.routes;
+        if hash == active.source.hash {
+            debug!(file = %self.path.display(), "config unchanged");
+            let mut st = self.lock();
+            if st.pending.take().is_some() {
+                info!("the config file is back to the version in force; nothing pending");
+                self.proxy.metrics().config_pending.reset();
+            }
+            *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = hash;
+            return Outcome::Unchanged {
+                version: active.version.clone(),
+            };
+        }
+        if !explicit && *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) == hash {
+            debug!(file = %self.path.display(), "config content already handled");
+            return Outcome::Unchanged {
+                version: active.version.clone(),
+            };
+        }
+        *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = hash.clone();
+
+        let from_file = match config::parse(&self.path.display().to_string(), &text) {
+            Ok(r) => r,
+            Err(e) => return self.finish(Outcome::Error { errors: e.problems }, Some(hash)),
+        };
+        // Runtime weights stay in force over a reloaded file until they are reset.
+        let runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let new = if runtime.experiments.is_empty() {
+            from_file.clone()
+        } else {
+            let (effective, ignored) = runtime.overlay(&from_file.file);
+            for i in ignored {
+                warn!("ignoring {i}");
+            }
+            match config::compile_file(effective, from_file.source.clone()) {
+                Ok(r) => r,
+                Err(e) => return self.finish(Outcome::Error { errors: e.problems }, Some(hash)),
+            }
+        };
+        if let Some(message) = restart_required(active, &new) {
+            let outcome = Outcome::Refused {
+                reason: Refusal::RestartRequired,
+                message,
+                comparison: None,
+            };
+            return self.finish(outcome, Some(hash));
+        }
+        let comparison = compare(active, &new);
+        let refused = comparison.unacknowledged();
+        if !refused.is_empty() {
+            let mut message = format!(
+                "refused: the change reshuffles units in {} (set `allow_reshuffle: true` or a new salt to accept it)",
+                refused.join(", ")
+            );
+            for name in &refused {
+                let change = &comparison.experiments[*name];
+                for r in &change.reasons {
+                    message.push_str(&format!("\n  {name}: {r}"));
+                }
+                for m in &change.moves {
+                    message.push_str(&format!(
+                        "\n  {name}: {} → {} {}",
+                        m.from,
+                        m.to,
+                        pct(m.share)
+                    ));
+                }
+            }
+            let outcome = Outcome::Refused {
+                reason: Refusal::Reshuffle,
+                message,
+                comparison: Some(comparison),
+            };
+            return self.finish(outcome, Some(hash));
+        }
+        let version = new.version.clone();
+        let moves = describe_moves(&comparison, &new);
+        if let Err(e) = self.proxy.install(new) {
+            return self.finish(Outcome::Error { errors: e.problems }, Some(hash));
+        }
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = from_file.file;
+        for m in &moves {
+            info!("{m}");
+        }
+        for (name, change) in &comparison.experiments {
+            if change.reshuffle && change.acknowledged {
+                warn!(experiment = %name, reasons = ?change.reasons, "accepted a reshuffle (allow_reshuffle or a new salt): a new phase");
+            }
+        }
+        self.finish(Outcome::Applied { version, moves }, Some(hash))
+    }
+
+    /// Applies a runtime weight change to `experiment`: the same validation, comparison and
+    /// swap as a file reload, then persisted to `admin.state_file` and logged for audit.
+    pub fn change_runtime(
+        &self,
+        experiment: &str,
+        change: RuntimeChange,
+        caller: &str,
+    ) -> Result<RuntimeOutcome, RuntimeError> {
+        let _one_at_a_time = self.serial.lock().unwrap_or_else(|p| p.into_inner());
+        let file = self.file.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(exp) = file.experiments.iter().find(|e| e.name == experiment) else {
+            return Err(RuntimeError::UnknownExperiment(format!(
+                "no experiment named {experiment:?} (experiments: {})",
+                file.experiments
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        let known: Vec<&str> = exp.variants.iter().map(|v| v.name.as_str()).collect();
+        let mut state = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let weights = match &change {
+            RuntimeChange::Weights(w) => {
+                if w.is_empty() {
+                    return Err(RuntimeError::Invalid(
+                        "give at least one weight, e.g. {\"rf\": 90, \"lr\": 10}".into(),
+                    ));
+                }
+                for (name, weight) in w {
+                    if !known.contains(&name.as_str()) {
+                        return Err(RuntimeError::Invalid(format!(
+                            "{name:?} is not a variant of {experiment} (variants: {})",
+                            known.join(", ")
+                        )));
+                    }
+                    if !weight.is_finite() || *weight < 0.0 {
+                        return Err(RuntimeError::Invalid(format!(
+                            "the weight of {name} must be a number ≥ 0 (got {weight})"
+                        )));
+                    }
+                }
+                Some(w.clone())
+            }
+            RuntimeChange::Promote(variant) => {
+                if !known.contains(&variant.as_str()) {
+                    return Err(RuntimeError::Invalid(format!(
+                        "{variant:?} is not a variant of {experiment} (variants: {})",
+                        known.join(", ")
+                    )));
+                }
+                Some(
+                    known
+                        .iter()
+                        .map(|n| ((*n).to_owned(), if n == variant { 100.0 } else { 0.0 }))
+                        .collect(),
+                )
+            }
+            RuntimeChange::Reset => None,
+        };
+        match &weights {
+            Some(w) => {
+                state.experiments.insert(
+                    experiment.to_owned(),
+                    ExperimentOverride {
+                        weights: w.clone(),
+                        set_by: caller.to_owned(),
+                        set_at: cohort_events::clock::now(),
+                    },
+                );
+            }
+            None => {
+                state.experiments.remove(experiment);
+            }
+        }
+        let serving = self.proxy.routes();
+        let active = &serving.routes;
+        let (effective, _) = state.overlay(&file);
+        let new = config::compile_file(effective, active.source.clone())
+            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        let comparison = compare(active, &new);
+        if let Some(name) = comparison.unacknowledged().first() {
+            let change = &comparison.experiments[*name];
+            return Ok(RuntimeOutcome {
+                outcome: Outcome::Refused {
+                    reason: Refusal::Reshuffle,
+                    message: format!(
+                        "refused: this change reshuffles units in {name} ({}); set `allow_reshuffle: true` in the file to accept it",
+                        change.reasons.join("; ")
+                    ),
+                    comparison: Some(comparison.clone()),
+                },
+                runtime_weights: None,
+                permanent_change: Vec::new(),
+            });
+        }
+        state.save(&self.state_path).map_err(|e| {
+            RuntimeError::Persist(format!(
+                "cannot write {}: {e}; nothing changed",
+                self.state_path.display()
+            ))
+        })?;
+        let version = new.version.clone();
+        let moves = describe_moves(&comparison, &new);
+        if let Err(e) = self.proxy.install(new) {
+            return Err(RuntimeError::Invalid(e.to_string()));
+        }
+        *self.runtime.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        self.record_version();
+        info!(target: "cohort::audit", caller = %caller, experiment = %experiment, change = ?change, version = %version, "runtime weights changed");
+        for m in &moves {
+            info!("{m}");
+        }
+        let permanent_change = match &weights {
+            Some(w) => permanent_change(&file, experiment, w),
+            None => Vec::new(),
+        };
+        let mut st = self.lock();
+        st.version = version.clone();
+        st.loaded_at = cohort_events::clock::now();
+        drop(st);
+        Ok(RuntimeOutcome {
+            outcome: Outcome::Applied { version, moves },
+            runtime_weights: weights,
+            permanent_change,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an outcome: status, metrics, logs.
+    fn finish(&self, outcome: Outcome, file_hash: Option<String>) -> Outcome {
+        let m = self.proxy.metrics();
+        let mut st = self.lock();
+        let now = cohort_events::clock::now();
+        st.last_attempt_at = Some(now.clone());
+        st.last_result = Some(outcome.clone());
+        let pending = |reason: Refusal, message: String| Pending {
+            reason,
+            message,
+            file_hash: file_hash.clone().unwrap_or_default(),
+            since: now.clone(),
+        };
+        match &outcome {
+            Outcome::Applied { version, .. } => {
+                m.config_reloads.with_label_values(&["success"]).inc();
+                m.config_last_reload_success
+                    .set(cohort_events::clock::unix_seconds(SystemTime::now()));
+                let serving = self.proxy.routes();
+                st.version = version.clone();
+                st.source_hash = serving.routes.source.hash.clone();
+                st.loaded_at = now.clone();
+                st.last_error = None;
+                st.pending = None;
+                info!(version = %version, "config reloaded");
+                self.record_version();
+            }
+            Outcome::Error { errors } => {
+                m.config_reloads.with_label_values(&["error"]).inc();
+                for p in errors {
+                    error!("config not reloaded, the old one keeps serving: {p}");
+                }
+                st.last_error = Some(errors.clone());
+                st.pending = Some(pending(
+                    Refusal::Invalid,
+                    errors
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                ));
+            }
+            Outcome::Refused {
+                reason, message, ..
+            } => {
+                m.config_reloads.with_label_values(&["refused"]).inc();
+                error!("config not reloaded, the old one keeps serving: {message}");
+                st.pending = Some(pending(*reason, message.clone()));
+            }
+            Outcome::Unchanged { .. } => {}
+        }
+        m.config_pending.reset();
+        if let Some(p) = &st.pending {
+            m.config_pending
+                .with_label_values(&[p.reason.label()])
+                .set(1);
+        }
+        outcome
+    }
+}
+
+/// Why `new` cannot be applied without a restart, if it cannot.
+fn restart_required(old: &Routes, new: &Routes) -> Option<String> {
+    let changed = old.process.changed(&new.process);
+    (!changed.is_empty()).then(|| {
+        format!(
+            "refused: {} cannot change while serving; restart cohort to apply this file",
+            changed.join(", ")
+        )
+    })
+}
+
+/// One line per move, e.g. "iris-model: rf → lr 10.000%".
+fn describe_moves(c: &Comparison, new: &Routes) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, change) in &c.experiments {
+        for m in &change.moves {
+            out.push(format!("{name}: {} → {} {}", m.from, m.to, pct(m.share)));
+        }
+        if new.experiment(name).is_some()
+            && change.moves.is_empty()
+            && change.status == cohort_config::compare::Status::Added
+        {
+            out.push(format!("{name}: new experiment"));
+        }
+    }
+    out
+}
+
+/// Watches `path`'s directory and sends [`Trigger::File`] for events that concern it.
+/// Keep the returned watcher alive for as long as events are wanted.
+pub fn watch(path: &Path, tx: mpsc::Sender<Trigger>) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        let concerns_us = event.paths.iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| n == name.as_os_str() || n == "..data" || n == "..data_tmp")
+        });
+        if concerns_us {
+            // Full channel: a reload is already queued, which is what this event wants.
+            let _ = tx.try_send(Trigger::File);
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}

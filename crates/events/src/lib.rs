@@ -1,0 +1,22 @@
+//! The outcome log: exposures and conversions as JSON Lines (event schema v1).
+//!
+//! ```text
+//! handler ──record()──▶ bounded channel ──▶ writer thread ──▶ EventSink (segment files)
+//!            (never blocks: full → counted in cohort_events_dropped_total)
+//! ```
+//!
+//! * [`schema`]: the event types, the public contract (README, "Outcomes and the event log");
+//! * [`writer`]: the writer thread, batching, fsync modes, write errors, and the
+//!   [`writer::EventSink`] interface with the local segment log as its embedded default;
+//! * [`reader`]: reading a directory back, skipping and counting malformed lines.
+
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod reader;
+pub mod scan;
+pub mod schema;
+pub mod writer;
+
+pub use schema::{Conversion, Event, EventRef, Exposure, ExposureRef};
+pub use writer::{EventLog, EventSink, LazyEvent, Observer, SegmentLog, WriterOptions};

@@ -1,0 +1,171 @@
+//! The serving state every connection shares, and a request's run through the phases.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+
+use crate::body::{Body, BoxError};
+use crate::errors::{is_grpc, ProxyError};
+use crate::idle::IdleTimeoutBody;
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::phases::{record, respond, rewrite, route, send, upgrade, Exchange};
+use crate::pool::UpstreamBody;
+use crate::server::{serve_http, Connections, Shutdown};
+use crate::serving::Serving;
+use crate::upstream::Clients;
+use crate::workers::Workers;
+use cohort_config::{ConfigError, Routes};
+use cohort_events::EventLog;
+
+/// The serving state shared by every connection.
+pub struct Proxy {
+    live: Live<Serving>,
+    clients: Clients,
+    metrics: Arc<Metrics>,
+    /// The outcome log; None when the process records no events (tests, demo).
+    events: Option<EventLog>,
+    /// The threads that serve connections.
+    workers: Workers,
+}
+
+impl Proxy {
+    /// A proxy serving `routes`; fails if an upstream cannot be set up (e.g. a CA file).
+    pub fn new(routes: Routes, metrics: Arc<Metrics>) -> Result<Self, ConfigError> {
+        Self::served_by(routes, metrics, Workers::here())
+    }
+
+    /// A proxy whose connections are served by `workers` ([`crate::workers`]).
+    pub fn served_by(
+        routes: Routes,
+        metrics: Arc<Metrics>,
+        workers: Workers,
+    ) -> Result<Self, ConfigError> {
+        let clients = Clients::for_workers(workers.len());
+        let serving = Serving::build(routes, &clients, &metrics)?;
+        Ok(Self {
+            live: Live::new(serving),
+            clients,
+            metrics,
+            events: None,
+            workers,
+        })
+    }
+
+    /// Records an exposure event for every request that runs an experiment.
+    pub fn with_events(mut self, log: EventLog) -> Self {
+        self.events = Some(log);
+        self
+    }
+
+    /// Puts a new table in force for every request that starts from now on. Clients of
+    /// unchanged upstream settings are reused, with their warm connections.
+    pub fn install(&self, routes: Routes) -> Result<(), ConfigError> {
+        let serving = Serving::build(routes, &self.clients, &self.metrics)?;
+        self.live.swap(serving);
+        Ok(())
+    }
+
+    /// The routing table in force.
+    pub fn routes(&self) -> Arc<Serving> {
+        self.live.load()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The outcome log, if this process records events.
+    pub fn event_log(&self) -> Option<&EventLog> {
+        self.events.as_ref()
+    }
+
+    /// Serves `listener` until the task is dropped, with the config's limits.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let max = self.routes().routes.file.limits.max_connections;
+        self.serve_with(listener, Connections::new(max), Shutdown::new())
+            .await
+    }
+
+    /// Serves `listener` until `shutdown` begins, counting connections in `connections`.
+    pub async fn serve_with(
+        self: Arc<Self>,
+        listener: TcpListener,
+        connections: Connections,
+        shutdown: Shutdown,
+    ) {
+        let limits = self.routes().routes.file.limits.clone();
+        serve_http(
+            listener,
+            "public",
+            limits,
+            connections,
+            shutdown,
+            self.workers.clone(),
+            move |req, peer| {
+                let proxy = self.clone();
+                async move { proxy.handle(req, peer).await }
+            },
+        )
+        .await
+    }
+
+    /// One request, start to finish: the phases in order, then the record phase with
+    /// whatever answer they came to.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let serving = self.live.load();
+        if let Some(public) = &serving.routes.file.conversions.public_path {
+            if req.uri().path() == public {
+                return self.public_conversions(req, serving).await;
+            }
+        }
+        let mut ex = Exchange::new(serving, peer, is_grpc(req.headers()));
+        let resp = forward(&mut ex, req)
+            .await
+            .map_err(|err| err.into_response(ex.grpc));
+        record::record(ex, resp, self.events.as_ref())
+    }
+
+    /// `conversions.public_path`: conversions from browsers.
+    async fn public_conversions(
+        &self,
+        req: Request<Incoming>,
+        serving: Arc<Serving>,
+    ) -> Response<Body> {
+        if req.method() != Method::POST {
+            return ProxyError::new(StatusCode::METHOD_NOT_ALLOWED, "conversions are POSTed")
+                .into_response(false);
+        }
+        let Some(log) = self.events.clone() else {
+            return ProxyError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this process records no events",
+            )
+            .into_response(false);
+        };
+        crate::conversions::receive(req.into_body(), serving, log, self.metrics.clone()).await
+    }
+}
+
+/// The phases from route to respond; the upstream's body stays unboxed until the record
+/// phase wraps it.
+async fn forward(
+    ex: &mut Exchange,
+    mut req: Request<Incoming>,
+) -> Result<Response<IdleTimeoutBody<UpstreamBody>>, ProxyError> {
+    let client_upgrade = upgrade::client_half(&mut req);
+    let (mut parts, body) = req.into_parts();
+    let version = parts.version;
+    route::route(ex, &parts)?;
+    rewrite::rewrite(ex, &mut parts, client_upgrade.is_some())?;
+    let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+    let mut resp = send::send(ex, upstream_req, client_upgrade.is_some()).await?;
+    ex.head = Some(ex.start.elapsed());
+    upgrade::join(ex, &mut resp, client_upgrade);
+    respond::respond(ex, resp, version)
+}

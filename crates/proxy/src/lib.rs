@@ -1,0 +1,43 @@
+//! The data plane: the accept loop, a request's life as named phases, upstream clients and
+//! pools, header hygiene, metrics.
+//!
+//! ```text
+//! accept (server) → route → rewrite → send → upgrade → respond → record (phases)
+//! ```
+//!
+//! One [`Proxy`] serves a listener; every request loads the serving table once from
+//! [`live::Live`] and keeps it to the end, so a reload never changes a request midway.
+//! Bodies stream both ways (hyper's `Incoming` is passed through, never collected); the one
+//! place to observe their bytes is a [`tap::Tap`].
+//!
+//! Modules: [`server`] (accept loop, limits, graceful shutdown), [`workers`] (one runtime
+//! per serving thread), [`handler`] (the shared state and the run through the phases),
+//! [`phases`], [`serving`] (the table plus per-variant clients and metric handles),
+//! [`upstream`] and [`pool`] (clients), [`headers`] (hop-by-hop hygiene), [`errors`] (JSON and
+//! gRPC error responses), [`idle`] (the mid-stream idle timeout), [`metrics`] (every
+//! Prometheus family), [`request_id`], [`conversions`] (reported conversions).
+
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod conversions;
+pub mod errors;
+pub mod handler;
+pub mod headers;
+pub mod idle;
+pub mod live;
+pub mod metrics;
+pub mod phases;
+pub mod pool;
+pub mod request_id;
+pub mod server;
+pub mod serving;
+pub mod tap;
+pub mod upstream;
+pub mod workers;
+
+pub use body::{json_response, Body, BoxError};
+pub use handler::Proxy;
+pub use phases::respond::{
+    X_COHORT_EXPERIMENT, X_COHORT_REQUEST_ID, X_COHORT_UNIT, X_COHORT_VARIANT,
+};

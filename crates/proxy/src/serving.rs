@@ -1,0 +1,113 @@
+//! The serving table: a compiled [`Routes`] plus what the data plane attaches to it.
+//!
+//! Built once per config (at start, on every reload), never on the hot path: for each
+//! route and each variant of its experiment, the upstream client and pre-resolved metric
+//! handles. Indices follow the routes' match order and the experiment's variant order, so
+//! the handler goes from a matched route and an assignment to its handles by indexing.
+
+use std::sync::Arc;
+
+use crate::metrics::{Metrics, RequestMetrics, VariantMetrics};
+use crate::pool::{H1Pool, WorkerPools};
+use crate::upstream::{Clients, HttpClient, WorkerClients};
+use cohort_config::{ConfigError, Problem, Routes};
+
+/// A routing table with its per-variant runtime handles.
+pub struct Serving {
+    pub routes: Routes,
+    /// `[route index][variant index]`.
+    pub by_route: Vec<Vec<VariantRuntime>>,
+    /// Requests that matched no route.
+    pub unrouted: RequestMetrics,
+}
+
+/// What one variant needs to serve one route.
+pub struct VariantRuntime {
+    /// One client per worker thread.
+    pub clients: WorkerClients,
+    /// Plain-HTTP/1.1 upstreams: one lean pool per worker thread ([`super::pool`]).
+    pub pools: Option<WorkerPools>,
+    pub requests: RequestMetrics,
+    pub metrics: Arc<VariantMetrics>,
+    /// What every request id minted for this variant starts with
+    /// ([`crate::request_id::prefix`]).
+    pub request_id_prefix: String,
+}
+
+impl VariantRuntime {
+    /// The client of the worker thread this runs on.
+    #[inline]
+    pub fn client(&self) -> Option<&HttpClient> {
+        crate::workers::pick(&self.clients)
+    }
+
+    /// The lean pool of the worker thread this runs on, for plain-HTTP/1.1 upstreams.
+    #[inline]
+    pub fn pool(&self) -> Option<&Arc<H1Pool>> {
+        crate::workers::pick(self.pools.as_deref()?)
+    }
+}
+
+impl Serving {
+    /// Attaches clients and metric handles to `routes`.
+    pub fn build(
+        routes: Routes,
+        clients: &Clients,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let mut by_route = Vec::with_capacity(routes.routes.len());
+        for route in &routes.routes {
+            let exp = &routes.experiments[route.experiment];
+            let mut variants = Vec::with_capacity(exp.variants.len());
+            for v in &exp.variants {
+                match clients.get(v, route.connect_timeout) {
+                    Ok(worker_clients) => variants.push(VariantRuntime {
+                        clients: worker_clients,
+                        pools: clients.pools(v, route.connect_timeout),
+                        requests: metrics.request_handles(&route.name, &exp.name, &v.name),
+                        metrics: Arc::new(metrics.variant_handles(
+                            &exp.name,
+                            &v.name,
+                            f64::from(v.buckets) / f64::from(cohort_assign::BUCKETS),
+                        )),
+                        request_id_prefix: crate::request_id::prefix(
+                            &exp.name,
+                            &v.name,
+                            &routes.version,
+                        ),
+                    }),
+                    Err(reason) => {
+                        let path = format!(
+                            "experiments[{}].variants[{}].tls.ca_file",
+                            route.experiment,
+                            exp.variant_index(&v.name).unwrap_or(0)
+                        );
+                        if !problems.iter().any(|p: &Problem| p.path == path) {
+                            problems.push(Problem {
+                                file: routes.source.file.clone(),
+                                position: None,
+                                path,
+                                reason,
+                            });
+                        }
+                    }
+                }
+            }
+            by_route.push(variants);
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        metrics.config_info.reset();
+        metrics
+            .config_info
+            .with_label_values(&[&routes.version])
+            .set(1);
+        Ok(Serving {
+            unrouted: metrics.request_handles("", "", ""),
+            routes,
+            by_route,
+        })
+    }
+}

@@ -1,0 +1,110 @@
+//! The one place to observe a body as it streams: a [`Tap`] sees each data frame as it
+//! passes and, once, how the stream ended. Bodies are never buffered for it.
+//!
+//! The record phase taps the response body to write the exposure when the response ends
+//! ([`crate::phases::record`]); features that need the bytes of a request or a response
+//! (a shadow copy, payload samples) add a tap in the rewrite phase (request body) or the
+//! respond phase (response body), the same way.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+/// How a body's stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The last frame was delivered (or the end was signalled).
+    Complete,
+    /// The body failed: nothing more will come.
+    Failed,
+    /// The body was dropped before its end (the peer went away, the connection broke).
+    Dropped,
+}
+
+/// An observer of one body.
+pub trait Tap: Send + 'static {
+    /// A data frame passing through, before the next reader sees it.
+    #[inline]
+    fn data(&mut self, _chunk: &Bytes) {}
+    /// The stream ended; called exactly once.
+    fn end(self, how: Ending);
+}
+
+/// `inner`, observed by a tap.
+pub struct Tapped<B, T: Tap> {
+    inner: B,
+    tap: Option<T>,
+}
+
+impl<B: HttpBody, T: Tap> Tapped<B, T> {
+    pub fn new(inner: B, tap: T) -> Self {
+        let mut this = Self {
+            inner,
+            tap: Some(tap),
+        };
+        // An empty body (a 204, a 101 upgrade) ends before anyone polls it.
+        if this.inner.is_end_stream() {
+            this.end(Ending::Complete);
+        }
+        this
+    }
+}
+
+impl<B, T: Tap> Tapped<B, T> {
+    fn end(&mut self, how: Ending) {
+        if let Some(tap) = self.tap.take() {
+            tap.end(how);
+        }
+    }
+}
+
+impl<B, T: Tap> Drop for Tapped<B, T> {
+    fn drop(&mut self) {
+        self.end(Ending::Dropped);
+    }
+}
+
+impl<B, T> HttpBody for Tapped<B, T>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    T: Tap + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(tap)) = (&polled, self.tap.as_mut()) {
+            if let Some(chunk) = frame.data_ref() {
+                tap.data(chunk);
+            }
+        }
+        if let Some(how) = ending(&polled, &self.inner) {
+            self.end(how);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether `polled` (a poll of `body`) ended the stream, and how.
+pub fn ending<B: HttpBody, U, E>(polled: &Poll<Option<Result<U, E>>>, body: &B) -> Option<Ending> {
+    match polled {
+        Poll::Ready(None) => Some(Ending::Complete),
+        Poll::Ready(Some(Err(_))) => Some(Ending::Failed),
+        Poll::Ready(Some(Ok(_))) if body.is_end_stream() => Some(Ending::Complete),
+        _ => None,
+    }
+}

@@ -1,0 +1,209 @@
+//! One self-contained HTML page (no network: inline CSS and SVG) for one or more reports.
+
+use std::fmt::Write;
+
+use super::svg::{escape, Chart, Series, COLORS};
+use super::{headline, pct, pval, signed_pct};
+use cohort_analysis::Report;
+use cohort_stats::decision::Status;
+use cohort_stats::proportions::wilson;
+use cohort_stats::relative::{relative_lift, sequential_relative_lift};
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:1000px;color:#222}\
+table{border-collapse:collapse;margin:1em 0}td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}\
+td:first-child,th:first-child{text-align:left}.box{padding:12px 16px;border-radius:6px;margin:1em 0}\
+.winner,.control_wins{background:#e6f4ea}.continue,.no_difference{background:#eef2f7}.invalid{background:#fde8e8}\
+.ok{background:#f3f6f3}.bad{background:#fde8e8}svg{display:block;margin:1em 0}";
+
+/// The page.
+pub fn page(reports: &[Report]) -> String {
+    let mut out = format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>cohort report</title><style>{STYLE}</style></head><body>"
+    );
+    for r in reports {
+        section(&mut out, r);
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+fn section(out: &mut String, r: &Report) {
+    let status = r.decision.status.as_str();
+    let _ = write!(
+        out,
+        "<section><h1>Experiment {}</h1><div class=\"box {status}\"><strong>{}</strong><br>decision: <code>{status}</code>{}</div>",
+        escape(&r.experiment),
+        escape(&headline(r)),
+        if r.decision.roll_back.is_empty() {
+            String::new()
+        } else {
+            format!(" · roll back: {}", escape(&r.decision.roll_back.join(", ")))
+        }
+    );
+    let srm_class = if r.srm.ok == Some(false) { "bad" } else { "ok" };
+    let _ = write!(
+        out,
+        "<div class=\"box {srm_class}\">Sample ratio: χ² = {}, p = {}, {}</div>",
+        r.srm.chi2.map_or("—".into(), |c| format!("{c:.3}")),
+        r.srm.p_value.map_or("—".into(), pval),
+        match r.srm.ok {
+            Some(true) => "split as configured",
+            Some(false) => "MISMATCH: the data cannot be trusted",
+            None => "too few units to judge",
+        }
+    );
+    out.push_str("<table><tr><th>variant</th><th>share</th><th>units</th><th>converted</th><th>rate</th><th>CI</th><th>value/unit</th><th>crossovers</th></tr>");
+    for v in &r.variants {
+        let _ = write!(
+            out,
+            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&v.name),
+            if v.name == r.control { " (control)" } else { "" },
+            pct(v.share),
+            v.units,
+            v.conversions,
+            v.rate.map_or("—".into(), pct),
+            v.rate_ci.map_or("—".into(), |[a, b]| format!("{} – {}", pct(a), pct(b))),
+            v.value_mean.map_or("—".into(), |x| format!("{x:.3}")),
+            v.crossovers
+        );
+    }
+    out.push_str("</table>");
+    if !r.comparisons.is_empty() {
+        out.push_str("<table><tr><th>vs control</th><th>abs diff</th><th>rel lift</th><th>CI</th><th>seq CI</th><th>p</th><th>p seq (Holm)</th><th>P(beat)</th><th>exp. loss</th><th>value p</th></tr>");
+        for c in &r.comparisons {
+            let ci = |x: Option<[f64; 2]>| {
+                x.map_or("—".into(), |[a, b]| {
+                    format!("{} – {}", signed_pct(a), signed_pct(b))
+                })
+            };
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&c.variant),
+                c.abs_diff.map_or("—".into(), |x| format!("{:+.3} pp", 100.0 * x)),
+                c.rel_lift.map_or("—".into(), signed_pct),
+                ci(c.rel_lift_ci),
+                ci(c.seq_ci),
+                c.p_value.map_or("—".into(), pval),
+                c.seq_p_value_holm.map_or("—".into(), pval),
+                c.prob_beat_control.map_or("—".into(), |p| format!("{p:.3}")),
+                c.expected_loss.map_or("—".into(), pct),
+                c.value_p_value.map_or("—".into(), pval),
+            );
+        }
+        out.push_str("</table>");
+    }
+    for chart in charts(r) {
+        out.push_str(&chart);
+    }
+    if !r.notes.is_empty() {
+        out.push_str("<h3>Notes</h3><ul>");
+        for n in &r.notes {
+            let _ = write!(out, "<li>{}</li>", escape(n));
+        }
+        out.push_str("</ul>");
+    }
+    if r.decision.status == Status::Invalid {
+        out.push_str("<p><strong>The numbers above are shown for diagnosis only.</strong></p>");
+    }
+    let _ = write!(
+        out,
+        "<p><small>computed at {}</small></p></section>",
+        escape(&r.computed_at)
+    );
+}
+
+fn charts(r: &Report) -> Vec<String> {
+    let pts = &r.timeline.points;
+    let Some(first) = pts.first() else {
+        return Vec::new();
+    };
+    let x = |ts: i64| (ts - first.ts) as f64 / 1e9;
+    let control = r
+        .variants
+        .iter()
+        .position(|v| v.name == r.control)
+        .unwrap_or(0);
+    let n = r.variants.len().min(first.units.len());
+    let mut rate = Vec::new();
+    let mut units = Vec::new();
+    let mut lift = Vec::new();
+    for i in 0..n {
+        let name = r.variants[i].name.clone();
+        let color = COLORS[i % COLORS.len()];
+        let (mut rp, mut band, mut up) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut lp, mut lband) = (Vec::new(), Vec::new());
+        for p in pts {
+            let (c, u) = (p.converted[i], p.units[i]);
+            up.push((x(p.ts), u as f64));
+            if let Some(w) = wilson(c, u, r.alpha) {
+                rp.push((x(p.ts), c as f64 / u as f64));
+                band.push((x(p.ts), w.low, w.high));
+            }
+            if i != control {
+                let (cc, nc) = (p.converted[control], p.units[control]);
+                if let (Ok(l), Ok((ci, _))) = (
+                    relative_lift(c, u, cc, nc, r.alpha),
+                    sequential_relative_lift(c, u, cc, nc, r.alpha, r.timeline.n_star),
+                ) {
+                    lp.push((x(p.ts), l.estimate));
+                    lband.push((x(p.ts), ci.low, ci.high));
+                }
+            }
+        }
+        rate.push(Series {
+            name: name.clone(),
+            color,
+            points: rp,
+            band,
+        });
+        units.push(Series {
+            name: name.clone(),
+            color,
+            points: up,
+            band: Vec::new(),
+        });
+        if i != control {
+            lift.push(Series {
+                name,
+                color,
+                points: lp,
+                band: lband,
+            });
+        }
+    }
+    let ci = format!("{}%", (100.0 * (1.0 - r.alpha)).round());
+    vec![
+        Chart {
+            title: &format!("Cumulative conversion rate ({ci} Wilson bands)"),
+            y_label: "conversion rate",
+            series: rate,
+            y_format: pct,
+            reference: None,
+            bounds: (0.0, 1.0),
+        }
+        .render(),
+        Chart {
+            title: "Units per variant (the split)",
+            y_label: "units",
+            series: units,
+            y_format: |y| format!("{y:.0}"),
+            reference: None,
+            bounds: (0.0, f64::INFINITY),
+        }
+        .render(),
+        Chart {
+            title: &format!(
+                "Relative lift over {} ({ci} always-valid interval)",
+                r.control
+            ),
+            y_label: "relative lift",
+            series: lift,
+            y_format: signed_pct,
+            reference: Some(0.0),
+            bounds: (-1.0, f64::INFINITY),
+        }
+        .render(),
+    ]
+}

@@ -1,0 +1,26 @@
+//! The statistics of an experiment: pure functions, no I/O.
+//!
+//! Both `cohort report` and the live admin view call these on the same counts, so they
+//! always agree. Every function is checked against an independent implementation
+//! (statsmodels, scipy, exact rational arithmetic) through fixtures committed with the
+//! script that made them (tests/fixtures/stats/).
+//!
+//! * [`proportions`]: Wilson and Newcombe intervals, the pooled two-proportion z test,
+//!   Fisher's exact test, Holm's adjustment;
+//! * [`tables`]: the omnibus chi-square test across variants and the sample-ratio-mismatch
+//!   goodness of fit;
+//! * [`bayes`]: Beta posteriors, P(beat control), expected loss, P(best), by quadrature;
+//! * [`decision`]: the rule that turns the numbers into winner / roll back / keep running;
+//! * [`power`]: the units per variant a fixed-horizon test needs;
+//! * [`relative`]: the relative lift with GrowthBook's fixed and sequential intervals;
+//! * [`welch`]: value per unit, Welch's t-test on running moments.
+
+#![forbid(unsafe_code)]
+
+pub mod bayes;
+pub mod decision;
+pub mod power;
+pub mod proportions;
+pub mod relative;
+pub mod tables;
+pub mod welch;
