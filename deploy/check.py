@@ -72,7 +72,11 @@ def docker_context():
     for m in re.finditer(r'^\s*path\s*=\s*"([^"]+)"', (root / "Cargo.toml").read_text(), re.M):
         if not inside(m.group(1)):
             fail(f"Cargo.toml target {m.group(1)} is not copied into the build stage of deploy/Dockerfile")
-    for f in glob.glob(str(root / "src" / "**" / "*.rs"), recursive=True):
+    sources = glob.glob(str(root / "src" / "**" / "*.rs"), recursive=True)
+    sources += glob.glob(str(root / "crates" / "*" / "src" / "**" / "*.rs"), recursive=True)
+    if not inside("crates"):
+        fail("deploy/Dockerfile: the workspace's crates/ is not copied into the build stage")
+    for f in sources:
         for m in re.finditer(r'include_(?:str|bytes)!\(\s*"([^"]+)"', pathlib.Path(f).read_text()):
             rel = str((pathlib.Path(f).parent / m.group(1)).resolve().relative_to(root))
             if not inside(rel) or ignored(rel):

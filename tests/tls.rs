@@ -1,6 +1,7 @@
 //! https upstreams: a test CA (made here with rcgen), a rustls server on 127.0.0.1:0, and
 //! cohort trusting the CA through `tls.ca_file` or `SSL_CERT_FILE`.
 
+#[path = "integration/common/mod.rs"]
 mod common;
 
 use std::convert::Infallible;

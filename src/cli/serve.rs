@@ -26,7 +26,7 @@ use cohort_analysis::LiveCounts;
 use cohort_config as config;
 use cohort_control::admin::auth::AdminAuth;
 use cohort_control::admin::{Admin, ReloadHandle};
-use cohort_control::overrides::RuntimeState;
+use cohort_control::overrides::Overrides;
 use cohort_control::reload::{self, Reloader, Trigger};
 use cohort_events::writer::record_config_version;
 use cohort_events::SegmentLog;
@@ -45,17 +45,17 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
     };
     // Runtime weights set through the admin API survive a restart of this process.
     let state_path = from_file.file.admin.state_file.clone();
-    let runtime_state = match RuntimeState::load(&state_path) {
+    let overrides = match Overrides::load(&state_path) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}; starting with the file's weights");
-            RuntimeState::default()
+            Overrides::default()
         }
     };
-    let routes = if runtime_state.experiments.is_empty() {
+    let routes = if overrides.experiments.is_empty() {
         from_file.clone()
     } else {
-        let (effective, ignored) = runtime_state.overlay(&from_file.file);
+        let (effective, ignored) = overrides.overlay(&from_file.file);
         for i in ignored {
             tracing::warn!("ignoring {i}");
         }
@@ -164,7 +164,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         };
 
         // One reload task; file events, SIGHUP, the poll and the admin API feed it.
-        let mut reloader = Reloader::with_runtime(path.clone(), proxy.clone(), from_file.file.clone(), runtime_state, state_path);
+        let mut reloader = Reloader::with_overrides(path.clone(), proxy.clone(), from_file.file.clone(), overrides, state_path);
         if events_cfg.enabled {
             reloader = reloader.recording_versions_in(events_cfg.dir.clone());
         }

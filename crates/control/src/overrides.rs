@@ -28,7 +28,7 @@ pub struct ExperimentOverride {
 
 /// Everything in `admin.state_file`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RuntimeState {
+pub struct Overrides {
     /// Format version of the file.
     #[serde(default = "one")]
     pub v: u32,
@@ -40,7 +40,7 @@ fn one() -> u32 {
     1
 }
 
-impl RuntimeState {
+impl Overrides {
     /// Reads the state file; a missing file is an empty state.
     pub fn load(path: &Path) -> Result<Self, String> {
         match std::fs::read(path) {
@@ -140,7 +140,7 @@ mod tests {
     fn save_then_load_round_trips_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/state.json");
-        let mut state = RuntimeState::default();
+        let mut state = Overrides::default();
         state.experiments.insert(
             "e".into(),
             ExperimentOverride {
@@ -150,18 +150,18 @@ mod tests {
             },
         );
         state.save(&path).unwrap();
-        assert_eq!(RuntimeState::load(&path).unwrap(), state);
+        assert_eq!(Overrides::load(&path).unwrap(), state);
         let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["state.json"]);
         assert_eq!(
-            RuntimeState::load(&dir.path().join("none.json")).unwrap(),
-            RuntimeState::default()
+            Overrides::load(&dir.path().join("none.json")).unwrap(),
+            Overrides::default()
         );
         std::fs::write(&path, "not json").unwrap();
-        assert!(RuntimeState::load(&path)
+        assert!(Overrides::load(&path)
             .unwrap_err()
             .contains("not a cohort state file"));
     }

@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::overrides::{permanent_change, ExperimentOverride, RuntimeState};
+use crate::overrides::{permanent_change, ExperimentOverride, Overrides};
 use cohort_config::compare::{compare, pct, Comparison};
 use cohort_config::{self as config, FileConfig, Problem, Routes};
 use cohort_proxy::Proxy;
@@ -92,7 +92,7 @@ impl Refusal {
 
 /// A change of runtime weights.
 #[derive(Debug, Clone, PartialEq)]
-pub enum RuntimeChange {
+pub enum WeightChange {
     /// Set these variants' weights (the others keep theirs).
     Weights(BTreeMap<String, f64>),
     /// All traffic to one variant.
@@ -103,7 +103,7 @@ pub enum RuntimeChange {
 
 /// What a runtime change did.
 #[derive(Debug, Clone, Serialize)]
-pub struct RuntimeOutcome {
+pub struct WeightOutcome {
     #[serde(flatten)]
     pub outcome: Outcome,
     /// The runtime weights now in force for the experiment (none after a reset).
@@ -114,7 +114,7 @@ pub struct RuntimeOutcome {
 
 /// Why a runtime change was not applied.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum RuntimeError {
+pub enum WeightError {
     #[error("{0}")]
     UnknownExperiment(String),
     #[error("{0}")]
@@ -157,7 +157,7 @@ pub struct Reloader {
     /// The file's own config behind the table in force (before runtime weights).
     file: Mutex<FileConfig>,
     /// Runtime weights in force, and where they are persisted.
-    runtime: Mutex<RuntimeState>,
+    overrides: Mutex<Overrides>,
     state_path: PathBuf,
     /// Where `config-versions.jsonl` is appended on every swap (None: not recorded).
     versions_dir: Option<PathBuf>,
@@ -172,15 +172,15 @@ impl Reloader {
     pub fn new(path: PathBuf, proxy: Arc<Proxy>) -> Self {
         let file = proxy.routes().routes.file.clone();
         let state_path = file.admin.state_file.clone();
-        Self::with_runtime(path, proxy, file, RuntimeState::default(), state_path)
+        Self::with_overrides(path, proxy, file, Overrides::default(), state_path)
     }
 
-    /// A reloader whose `proxy` serves `file` with `runtime` weights laid over it.
-    pub fn with_runtime(
+    /// A reloader whose `proxy` serves `file` with `overrides` (runtime weights) laid over it.
+    pub fn with_overrides(
         path: PathBuf,
         proxy: Arc<Proxy>,
         file: FileConfig,
-        runtime: RuntimeState,
+        overrides: Overrides,
         state_path: PathBuf,
     ) -> Self {
         let serving = proxy.routes();
@@ -206,7 +206,7 @@ impl Reloader {
             status: Mutex::new(status),
             serial: Mutex::new(()),
             file: Mutex::new(file),
-            runtime: Mutex::new(runtime),
+            overrides: Mutex::new(overrides),
             state_path,
             versions_dir: None,
             last_seen,
@@ -230,10 +230,10 @@ impl Reloader {
     }
 
     /// The file's own config behind the table in force, and the runtime weights over it.
-    pub fn layers(&self) -> (FileConfig, RuntimeState) {
+    pub fn layers(&self) -> (FileConfig, Overrides) {
         (
             self.file.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            self.runtime
+            self.overrides
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
@@ -349,15 +349,15 @@ impl Reloader {
             Err(e) => return self.finish(Outcome::Error { errors: e.problems }, Some(hash)),
         };
         // Runtime weights stay in force over a reloaded file until they are reset.
-        let runtime = self
-            .runtime
+        let overrides = self
+            .overrides
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let new = if runtime.experiments.is_empty() {
+        let new = if overrides.experiments.is_empty() {
             from_file.clone()
         } else {
-            let (effective, ignored) = runtime.overlay(&from_file.file);
+            let (effective, ignored) = overrides.overlay(&from_file.file);
             for i in ignored {
                 warn!("ignoring {i}");
             }
@@ -421,16 +421,16 @@ impl Reloader {
 
     /// Applies a runtime weight change to `experiment`: the same validation, comparison and
     /// swap as a file reload, then persisted to `admin.state_file` and logged for audit.
-    pub fn change_runtime(
+    pub fn change_weights(
         &self,
         experiment: &str,
-        change: RuntimeChange,
+        change: WeightChange,
         caller: &str,
-    ) -> Result<RuntimeOutcome, RuntimeError> {
+    ) -> Result<WeightOutcome, WeightError> {
         let _one_at_a_time = self.serial.lock().unwrap_or_else(|p| p.into_inner());
         let file = self.file.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(exp) = file.experiments.iter().find(|e| e.name == experiment) else {
-            return Err(RuntimeError::UnknownExperiment(format!(
+            return Err(WeightError::UnknownExperiment(format!(
                 "no experiment named {experiment:?} (experiments: {})",
                 file.experiments
                     .iter()
@@ -441,35 +441,35 @@ impl Reloader {
         };
         let known: Vec<&str> = exp.variants.iter().map(|v| v.name.as_str()).collect();
         let mut state = self
-            .runtime
+            .overrides
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let weights = match &change {
-            RuntimeChange::Weights(w) => {
+            WeightChange::Weights(w) => {
                 if w.is_empty() {
-                    return Err(RuntimeError::Invalid(
+                    return Err(WeightError::Invalid(
                         "give at least one weight, e.g. {\"rf\": 90, \"lr\": 10}".into(),
                     ));
                 }
                 for (name, weight) in w {
                     if !known.contains(&name.as_str()) {
-                        return Err(RuntimeError::Invalid(format!(
+                        return Err(WeightError::Invalid(format!(
                             "{name:?} is not a variant of {experiment} (variants: {})",
                             known.join(", ")
                         )));
                     }
                     if !weight.is_finite() || *weight < 0.0 {
-                        return Err(RuntimeError::Invalid(format!(
+                        return Err(WeightError::Invalid(format!(
                             "the weight of {name} must be a number ≥ 0 (got {weight})"
                         )));
                     }
                 }
                 Some(w.clone())
             }
-            RuntimeChange::Promote(variant) => {
+            WeightChange::Promote(variant) => {
                 if !known.contains(&variant.as_str()) {
-                    return Err(RuntimeError::Invalid(format!(
+                    return Err(WeightError::Invalid(format!(
                         "{variant:?} is not a variant of {experiment} (variants: {})",
                         known.join(", ")
                     )));
@@ -481,7 +481,7 @@ impl Reloader {
                         .collect(),
                 )
             }
-            RuntimeChange::Reset => None,
+            WeightChange::Reset => None,
         };
         match &weights {
             Some(w) => {
@@ -502,11 +502,11 @@ impl Reloader {
         let active = &serving.routes;
         let (effective, _) = state.overlay(&file);
         let new = config::compile_file(effective, active.source.clone())
-            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+            .map_err(|e| WeightError::Invalid(e.to_string()))?;
         let comparison = compare(active, &new);
         if let Some(name) = comparison.unacknowledged().first() {
             let change = &comparison.experiments[*name];
-            return Ok(RuntimeOutcome {
+            return Ok(WeightOutcome {
                 outcome: Outcome::Refused {
                     reason: Refusal::Reshuffle,
                     message: format!(
@@ -520,7 +520,7 @@ impl Reloader {
             });
         }
         state.save(&self.state_path).map_err(|e| {
-            RuntimeError::Persist(format!(
+            WeightError::Persist(format!(
                 "cannot write {}: {e}; nothing changed",
                 self.state_path.display()
             ))
@@ -528,9 +528,9 @@ impl Reloader {
         let version = new.version.clone();
         let moves = describe_moves(&comparison, &new);
         if let Err(e) = self.proxy.install(new) {
-            return Err(RuntimeError::Invalid(e.to_string()));
+            return Err(WeightError::Invalid(e.to_string()));
         }
-        *self.runtime.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        *self.overrides.lock().unwrap_or_else(|p| p.into_inner()) = state;
         self.record_version();
         info!(target: "cohort::audit", caller = %caller, experiment = %experiment, change = ?change, version = %version, "runtime weights changed");
         for m in &moves {
@@ -544,7 +544,7 @@ impl Reloader {
         st.version = version.clone();
         st.loaded_at = cohort_events::clock::now();
         drop(st);
-        Ok(RuntimeOutcome {
+        Ok(WeightOutcome {
             outcome: Outcome::Applied { version, moves },
             runtime_weights: weights,
             permanent_change,

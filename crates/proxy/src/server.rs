@@ -35,7 +35,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use crate::body::{Body, BoxError};
@@ -148,89 +148,135 @@ pub async fn serve_http<H, Fut>(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let (handler, builder, mut stop) = (handler.clone(), builder.clone(), closed_rx.clone());
-        let connection = move |stream: TcpStream| async move {
-            let _permit = permit;
-            let activity = Arc::new(Activity::new());
-            let service = {
-                let activity = activity.clone();
-                service_fn(move |req| {
-                    activity.start();
-                    let response = handler(req, peer);
-                    let activity = activity.clone();
-                    async move {
-                        let resp = response.await;
-                        Ok::<_, Infallible>(resp.map(|body| Tracked {
-                            inner: body,
-                            activity: Some(activity),
-                        }))
-                    }
-                })
-            };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            // What ends a connection from the side: shutdown, or idleness. Polled only when
-            // its own timer or signal fired, not on each of the connection's wake-ups.
-            let mut closing = *stop.borrow();
-            let side = async {
-                tokio::select! {
-                    _ = stop.changed() => false,
-                    () = activity.idle_for(idle_timeout) => true,
-                }
-            };
-            tokio::pin!(side);
-            let side_waker = Arc::new(SideWaker::default());
-            let waker = Waker::from(side_waker.clone());
-            if closing {
-                conn.as_mut().graceful_shutdown();
-            }
-            let ended = std::future::poll_fn(|cx| {
-                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
-                    return Poll::Ready(res);
-                }
-                if !closing && side_waker.take(cx.waker()) {
-                    if let Poll::Ready(idle) = side.as_mut().poll(&mut Context::from_waker(&waker))
-                    {
-                        if idle {
-                            debug!(listener = what, %peer, "idle connection closed");
-                        }
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                        // The connection acts on it when polled again.
-                        cx.waker().wake_by_ref();
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            if let Err(e) = ended {
-                debug!(listener = what, %peer, error = %e, "connection ended with an error");
-            }
+        let connection = Connection {
+            permit,
+            peer,
+            what,
+            handler: handler.clone(),
+            builder: builder.clone(),
+            closed: closed_rx.clone(),
+            idle_timeout,
         };
-        // Served where it was accepted, or handed to the next worker thread's runtime
-        // (the stream moves to that runtime's reactor).
-        match workers.next() {
-            None => {
-                tokio::spawn(connection(stream));
-            }
-            Some(worker) => match stream.into_std() {
-                Ok(std_stream) => {
-                    worker.spawn(async move {
-                        match TcpStream::from_std(std_stream) {
-                            Ok(stream) => connection(stream).await,
-                            Err(e) => warn!(listener = what, %peer, error = %e, "cannot move a connection to its worker"),
-                        }
-                    });
-                }
-                Err(e) => {
-                    warn!(listener = what, %peer, error = %e, "cannot move a connection to its worker")
-                }
-            },
-        }
+        dispatch(&workers, stream, connection);
     }
     // New connections are refused from here on; then the open ones are asked to finish.
     drop(listener);
     closed_tx.send_replace(true);
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection<H> {
+    /// Returned when the connection ends: one of the listener's `max_connections`.
+    permit: OwnedSemaphorePermit,
+    peer: SocketAddr,
+    what: &'static str,
+    handler: H,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Turns true once the listener is closed: the connection then finishes gracefully.
+    closed: watch::Receiver<bool>,
+    idle_timeout: Duration,
+}
+
+/// Serves `connection` where it was accepted, or hands it to the next worker thread's
+/// runtime (the stream moves to that runtime's reactor).
+fn dispatch<H, Fut>(workers: &Workers, stream: TcpStream, connection: Connection<H>)
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let (what, peer) = (connection.what, connection.peer);
+    match workers.next() {
+        None => {
+            tokio::spawn(connection.serve(stream));
+        }
+        Some(worker) => match stream.into_std() {
+            Ok(std_stream) => {
+                worker.spawn(async move {
+                    match TcpStream::from_std(std_stream) {
+                        Ok(stream) => connection.serve(stream).await,
+                        Err(e) => warn!(listener = what, %peer, error = %e, "cannot move a connection to its worker"),
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(listener = what, %peer, error = %e, "cannot move a connection to its worker")
+            }
+        },
+    }
+}
+
+impl<H, Fut> Connection<H>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    /// Serves the connection to its end: HTTP/1.1 or HTTP/2, closed gracefully once the
+    /// listener closes or after `idle_timeout` with no request in flight.
+    async fn serve(self, stream: TcpStream) {
+        let Connection {
+            permit: _permit,
+            peer,
+            what,
+            handler,
+            builder,
+            closed: mut stop,
+            idle_timeout,
+        } = self;
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let activity = activity.clone();
+            service_fn(move |req| {
+                activity.start();
+                let response = handler(req, peer);
+                let activity = activity.clone();
+                async move {
+                    let resp = response.await;
+                    Ok::<_, Infallible>(resp.map(|body| Tracked {
+                        inner: body,
+                        activity: Some(activity),
+                    }))
+                }
+            })
+        };
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        // What ends a connection from the side: shutdown, or idleness. Polled only when
+        // its own timer or signal fired, not on each of the connection's wake-ups.
+        let mut closing = *stop.borrow();
+        let side = async {
+            tokio::select! {
+                _ = stop.changed() => false,
+                () = activity.idle_for(idle_timeout) => true,
+            }
+        };
+        tokio::pin!(side);
+        let side_waker = Arc::new(SideWaker::default());
+        let waker = Waker::from(side_waker.clone());
+        if closing {
+            conn.as_mut().graceful_shutdown();
+        }
+        let ended = std::future::poll_fn(|cx| {
+            if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                return Poll::Ready(res);
+            }
+            if !closing && side_waker.take(cx.waker()) {
+                if let Poll::Ready(idle) = side.as_mut().poll(&mut Context::from_waker(&waker)) {
+                    if idle {
+                        debug!(listener = what, %peer, "idle connection closed");
+                    }
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                    // The connection acts on it when polled again.
+                    cx.waker().wake_by_ref();
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        if let Err(e) = ended {
+            debug!(listener = what, %peer, error = %e, "connection ended with an error");
+        }
+    }
 }
 
 fn builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {

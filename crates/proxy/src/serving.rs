@@ -16,13 +16,13 @@ use cohort_config::{ConfigError, Problem, Routes};
 pub struct Serving {
     pub routes: Routes,
     /// `[route index][variant index]`.
-    pub by_route: Vec<Vec<VariantRuntime>>,
+    pub by_route: Vec<Vec<VariantHandles>>,
     /// Requests that matched no route.
     pub unrouted: RequestMetrics,
 }
 
 /// What one variant needs to serve one route.
-pub struct VariantRuntime {
+pub struct VariantHandles {
     /// One client per worker thread.
     pub clients: WorkerClients,
     /// Plain-HTTP/1.1 upstreams: one lean pool per worker thread ([`super::pool`]).
@@ -34,7 +34,7 @@ pub struct VariantRuntime {
     pub request_id_prefix: String,
 }
 
-impl VariantRuntime {
+impl VariantHandles {
     /// The client of the worker thread this runs on.
     #[inline]
     pub fn client(&self) -> Option<&HttpClient> {
@@ -62,7 +62,7 @@ impl Serving {
             let mut variants = Vec::with_capacity(exp.variants.len());
             for v in &exp.variants {
                 match clients.get(v, route.connect_timeout) {
-                    Ok(worker_clients) => variants.push(VariantRuntime {
+                    Ok(worker_clients) => variants.push(VariantHandles {
                         clients: worker_clients,
                         pools: clients.pools(v, route.connect_timeout),
                         requests: metrics.request_handles(&route.name, &exp.name, &v.name),

@@ -35,7 +35,7 @@ pub mod auth;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
-use crate::reload::{Outcome, Reloader, RuntimeChange, RuntimeError, Trigger};
+use crate::reload::{Outcome, Reloader, Trigger, WeightChange, WeightError};
 use auth::{AdminAuth, Caller, Denied};
 use cohort_analysis::LiveCounts;
 use cohort_assign::unit::query_param;
@@ -265,7 +265,7 @@ impl Admin {
         let change = match action {
             "weights" => {
                 match serde_json::from_slice::<std::collections::BTreeMap<String, f64>>(&body) {
-                    Ok(w) => RuntimeChange::Weights(w),
+                    Ok(w) => WeightChange::Weights(w),
                     Err(e) => {
                         return json_response(
                             StatusCode::BAD_REQUEST,
@@ -278,7 +278,7 @@ impl Admin {
                 .ok()
                 .and_then(|v| v["variant"].as_str().map(str::to_owned))
             {
-                Some(v) => RuntimeChange::Promote(v),
+                Some(v) => WeightChange::Promote(v),
                 None => {
                     return json_response(
                         StatusCode::BAD_REQUEST,
@@ -286,13 +286,13 @@ impl Admin {
                     )
                 }
             },
-            _ => RuntimeChange::Reset,
+            _ => WeightChange::Reset,
         };
         let who = format!("{caller} from {peer}");
         let reloader = handle.reloader.clone();
         let name = name.to_owned();
         let result =
-            tokio::task::spawn_blocking(move || reloader.change_runtime(&name, change, &who)).await;
+            tokio::task::spawn_blocking(move || reloader.change_weights(&name, change, &who)).await;
         match result {
             Ok(Ok(outcome)) => {
                 let status = match outcome.outcome {
@@ -304,13 +304,13 @@ impl Admin {
                     serde_json::to_value(&outcome).unwrap_or(Value::Null),
                 )
             }
-            Ok(Err(RuntimeError::UnknownExperiment(m))) => {
+            Ok(Err(WeightError::UnknownExperiment(m))) => {
                 json_response(StatusCode::NOT_FOUND, json!({"error": m}))
             }
-            Ok(Err(RuntimeError::Invalid(m))) => {
+            Ok(Err(WeightError::Invalid(m))) => {
                 json_response(StatusCode::BAD_REQUEST, json!({"error": m}))
             }
-            Ok(Err(RuntimeError::Persist(m))) => {
+            Ok(Err(WeightError::Persist(m))) => {
                 json_response(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": m}))
             }
             Err(e) => json_response(

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderValue, StatusCode};
 
 use crate::errors::ProxyError;
-use crate::serving::{Serving, VariantRuntime};
+use crate::serving::{Serving, VariantHandles};
 use cohort_config::{Experiment, Route, Variant};
 
 /// What one request carries through its phases.
@@ -73,7 +73,7 @@ pub struct Target<'a> {
     pub route: &'a Route,
     pub experiment: &'a Experiment,
     pub variant: &'a Variant,
-    pub runtime: &'a VariantRuntime,
+    pub handles: &'a VariantHandles,
     pub pick: &'a Pick,
 }
 
@@ -102,7 +102,7 @@ impl Exchange {
             route,
             experiment,
             variant: &experiment.variants[pick.variant],
-            runtime: &self.serving.by_route[r][pick.variant],
+            handles: &self.serving.by_route[r][pick.variant],
             pick,
         })
     }

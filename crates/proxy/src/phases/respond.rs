@@ -66,6 +66,6 @@ pub fn respond(
             h.insert(&H_UNIT, v);
         }
     }
-    let body = IdleTimeoutBody::new(body, t.route.idle_timeout, t.runtime.metrics.clone());
+    let body = IdleTimeoutBody::new(body, t.route.idle_timeout, t.handles.metrics.clone());
     Ok(Response::from_parts(parts, body))
 }

@@ -24,9 +24,9 @@ pub async fn send(
     let Some(t) = ex.target() else {
         return Err(ex.fail(StatusCode::INTERNAL_SERVER_ERROR, "send before route"));
     };
-    let pooled = if upgrade { None } else { t.runtime.pool() };
+    let pooled = if upgrade { None } else { t.handles.pool() };
     // `Clients` makes one client per worker, so there always is one.
-    let Some(general) = t.runtime.client() else {
+    let Some(general) = t.handles.client() else {
         return Err(ex.fail(
             StatusCode::INTERNAL_SERVER_ERROR,
             "no upstream client on this worker thread (a cohort bug: please report it)",
@@ -60,7 +60,7 @@ pub async fn send(
     {
         Ok(Ok(resp)) => Ok(resp),
         Err(_) => {
-            t.runtime.metrics.upstream_error(UpstreamErrorKind::Timeout);
+            t.handles.metrics.upstream_error(UpstreamErrorKind::Timeout);
             Err(ex.fail(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
@@ -71,7 +71,7 @@ pub async fn send(
             ))
         }
         Ok(Err(e)) => {
-            t.runtime.metrics.upstream_error(if e.is_connect() {
+            t.handles.metrics.upstream_error(if e.is_connect() {
                 UpstreamErrorKind::Connect
             } else {
                 UpstreamErrorKind::Reset

@@ -1,6 +1,6 @@
 //! WebSocket (HTTP/1.1 Upgrade) passes through cohort to the assigned variant.
 
-mod common;
+use crate::common;
 
 use common::net::{routes, start_proxy};
 use futures_util::{SinkExt, StreamExt};

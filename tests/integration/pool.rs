@@ -1,7 +1,7 @@
 //! The lean upstream pool (src/proxy/pool.rs) over real sockets: connections are reused,
 //! and an upstream that closes its keep-alive connections loses no request.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

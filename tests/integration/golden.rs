@@ -9,9 +9,9 @@ use serde_json::Value;
 
 #[test]
 fn buckets_and_variants_match_the_independent_reference() {
-    let fixture: Value =
-        serde_json::from_str(include_str!("fixtures/golden_buckets.json")).expect("fixture parses");
-    let routes = config::parse("golden.yaml", include_str!("fixtures/golden.yaml"))
+    let fixture: Value = serde_json::from_str(include_str!("../fixtures/golden_buckets.json"))
+        .expect("fixture parses");
+    let routes = config::parse("golden.yaml", include_str!("../fixtures/golden.yaml"))
         .expect("golden.yaml compiles");
     let exp = routes.experiment("golden").expect("experiment golden");
     let vectors = fixture["vectors"].as_array().expect("vectors");
@@ -48,7 +48,7 @@ fn buckets_and_variants_match_the_independent_reference() {
 #[test]
 fn the_fixture_covers_every_variant() {
     let fixture: Value =
-        serde_json::from_str(include_str!("fixtures/golden_buckets.json")).unwrap();
+        serde_json::from_str(include_str!("../fixtures/golden_buckets.json")).unwrap();
     let mut seen: Vec<&str> = fixture["vectors"]
         .as_array()
         .unwrap()

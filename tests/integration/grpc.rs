@@ -3,7 +3,7 @@
 //! cohort's own errors shaped as gRPC. grpcio rejects requests without `te: trailers`,
 //! so these fail if cohort drops it. Needs `pip install grpcio` (.ci/run does it).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! Config semantics beyond the CLI: defaults, versions, route matching, overrides, lanes.
 
-mod common;
+use crate::common;
 
 use cohort_assign::{unit::find_unit, BUCKETS};
 use cohort_config::{self as config, schema::OnMissingUnit};
@@ -235,4 +235,124 @@ fn three_treatments_without_lanes_get_equal_lanes_in_name_order() {
         &[v("ctl", 50.0), v("a", 40.0), v("b", 5.0), v("c", 5.0)],
     ));
     assert!(p.reason.contains("equal lanes of 1/3"), "{}", p.reason);
+}
+
+/// README's "Configuration reference" names every key the schema has, with the schema's
+/// default: a key added, renamed or given a new default fails here until the table says so.
+#[test]
+fn the_readme_reference_lists_every_key_with_its_default() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("## Configuration reference")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Configuration reference section");
+    // `| `key` | default | meaning | …`
+    let documented: std::collections::BTreeMap<String, String> = section
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split(" | ").collect();
+            let key = cells.first()?.strip_prefix("| `")?.strip_suffix('`')?;
+            Some((
+                key.to_owned(),
+                cells.get(1)?.trim().trim_matches('`').to_owned(),
+            ))
+        })
+        .collect();
+    // A minimal file: every key not written here takes its default.
+    let minimal = "routes: [{name: r, match: {path_prefix: /}, experiment: e}]\n\
+         experiments: [{name: e, control: a, variants: [{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}]}]\n";
+    let compiled = config::parse("t.yaml", minimal).unwrap();
+    let file = serde_json::to_value(&compiled.file).unwrap();
+    let mut leaves = Vec::new();
+    flatten("", &file, &mut leaves);
+    // Absent in the file means the default source list, applied when compiling.
+    let sources: Vec<String> = compiled.experiments[0]
+        .unit_from
+        .iter()
+        .map(|s| {
+            let (kind, name) = s
+                .to_string()
+                .split_once(' ')
+                .map(|(k, n)| (k.to_owned(), n.to_owned()))
+                .unwrap();
+            format!("{{{kind}: {name}}}")
+        })
+        .collect();
+    for (key, value) in &mut leaves {
+        if key == "experiments[].unit_from" && value.is_null() {
+            *value = serde_json::Value::String(format!("[{}]", sources.join(", ")));
+        }
+    }
+    let written = [
+        "routes[].name",
+        "routes[].match.path_prefix",
+        "routes[].experiment",
+        "experiments[].name",
+        "experiments[].control",
+        "experiments[].salt",
+        "experiments[].variants[].name",
+        "experiments[].variants[].weight",
+        "experiments[].variants[].upstream",
+    ];
+    let mut wrong = Vec::new();
+    for (key, value) in &leaves {
+        let Some(doc) = documented.get(key) else {
+            wrong.push(format!("{key}: not in the table (default {value})"));
+            continue;
+        };
+        if written.contains(&key.as_str())
+            || value.is_array() && !value.as_array().unwrap().is_empty()
+        {
+            continue;
+        }
+        let shown = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let same = match (doc.parse::<f64>(), shown.parse::<f64>()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => *doc == shown,
+        };
+        if !same {
+            wrong.push(format!("{key}: the table says {doc}, the schema {shown}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "README's config reference is out of step:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// `a.b` paths of every leaf (arrays of objects as `[]` of their first element).
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match v {
+        serde_json::Value::Object(m) if !m.is_empty() => {
+            for (k, child) in m {
+                match child {
+                    serde_json::Value::Array(a)
+                        if a.first().is_some_and(|f| f.is_object() && is_section(f)) =>
+                    {
+                        flatten(&format!("{}[]", join(k)), &a[0], out)
+                    }
+                    _ => flatten(&join(k), child, out),
+                }
+            }
+        }
+        _ => out.push((prefix.to_owned(), v.clone())),
+    }
+}
+
+/// Routes, experiments and variants are sections of keys; `unit_from` entries are values.
+fn is_section(v: &serde_json::Value) -> bool {
+    v.get("name").is_some()
 }

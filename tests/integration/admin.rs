@@ -1,6 +1,6 @@
 //! The admin listener and the metrics, over real sockets, parsed as Prometheus text.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

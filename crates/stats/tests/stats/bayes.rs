@@ -4,7 +4,11 @@ use cohort_stats::bayes::{expected_loss, prob_beat_control, prob_best, Posterior
 use serde_json::Value;
 
 fn fixture() -> Value {
-    serde_json::from_str(include_str!("fixtures/stats/bayes.json")).unwrap()
+    serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/stats/bayes.json"
+    )))
+    .unwrap()
 }
 
 fn u(v: &Value) -> u64 {

@@ -14,7 +14,11 @@ fn close(got: f64, want: f64, what: &str) {
 
 #[test]
 fn relative_lift_matches_gbstats() {
-    let fx: Value = serde_json::from_str(include_str!("fixtures/stats/relative.json")).unwrap();
+    let fx: Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/stats/relative.json"
+    )))
+    .unwrap();
     let cases = fx["cases"].as_array().unwrap();
     let mut computed = 0;
     for case in cases {
@@ -62,7 +66,11 @@ fn relative_lift_matches_gbstats() {
 #[test]
 fn the_sequential_interval_and_p_match_gbstats() {
     use cohort_stats::relative::sequential_relative_lift;
-    let fx: Value = serde_json::from_str(include_str!("fixtures/stats/relative.json")).unwrap();
+    let fx: Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/stats/relative.json"
+    )))
+    .unwrap();
     let mut computed = 0;
     for case in fx["sequential"].as_array().unwrap() {
         let g = |k: &str| case[k].as_u64().unwrap();
@@ -99,7 +107,11 @@ fn the_sequential_interval_and_p_match_gbstats() {
 
 #[test]
 fn t_quantiles_match_scipy_at_every_df() {
-    let fx: Value = serde_json::from_str(include_str!("fixtures/stats/t_quantile.json")).unwrap();
+    let fx: Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/stats/t_quantile.json"
+    )))
+    .unwrap();
     for case in fx["cases"].as_array().unwrap() {
         let (p, df, want) = (
             case["p"].as_f64().unwrap(),

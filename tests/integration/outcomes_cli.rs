@@ -1,7 +1,7 @@
 //! Exposures and conversions end to end through the real binary: the log holds exactly
 //! what was served and reported, live counts agree with it, and a restart replays them.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! Split accuracy: 100 000 units land in each variant in proportion to its share.
 
-mod common;
+use crate::common;
 
 use cohort_config::assign;
 use common::{compile, experiment_yaml, v};

@@ -6,7 +6,7 @@
 //! read-only while a file on it is open for writing (EBUSY), and cohort always has its
 //! segment open; the EROFS path is covered through a fault-injecting sink in events.rs.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

@@ -13,7 +13,11 @@ fn close(got: f64, want: f64, what: &str) {
 
 #[test]
 fn welch_matches_scipy_ttest_ind() {
-    let fx: Value = serde_json::from_str(include_str!("fixtures/stats/welch.json")).unwrap();
+    let fx: Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/stats/welch.json"
+    )))
+    .unwrap();
     let values = |v: &Value| -> Vec<f64> {
         v.as_array()
             .unwrap()

@@ -2,7 +2,7 @@
 //! `..data` symlink swap, SIGHUP and `POST /v1/reload`, each seen as a changed split; bad
 //! files and reshuffles refused while the old table keeps serving; token scopes.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

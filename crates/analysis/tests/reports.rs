@@ -84,7 +84,11 @@ fn report_of(s: &Value) -> Report {
 
 #[test]
 fn every_scenario_matches_the_independent_computation() {
-    let fx: Value = serde_json::from_str(include_str!("fixtures/stats/reports.json")).unwrap();
+    let fx: Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/stats/reports.json"
+    )))
+    .unwrap();
     let scenarios = fx["scenarios"].as_array().unwrap();
     assert!(scenarios.len() >= 10);
     let mut statuses = std::collections::BTreeSet::new();

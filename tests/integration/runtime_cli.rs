@@ -1,7 +1,7 @@
 //! Runtime weights through the admin API of the real binary: set, promote, reset, scopes,
 //! persistence across a restart, divergence across replicas, and file reloads on top.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -10,7 +10,7 @@
 //!
 //! `compare` (behind `cohort check --against`) must agree with the brute-force tally.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -13,7 +13,11 @@ fn close(got: f64, want: f64, what: &str) {
 }
 
 fn fixture() -> Value {
-    serde_json::from_str(include_str!("fixtures/stats/tables.json")).unwrap()
+    serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/stats/tables.json"
+    )))
+    .unwrap()
 }
 
 #[test]

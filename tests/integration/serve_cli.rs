@@ -1,7 +1,7 @@
 //! `cohort serve` as a real process: users keep their variant across a restart (onto a
 //! one-worker, current-thread process), the admin listener answers, SIGTERM exits 0.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 

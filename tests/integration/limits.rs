@@ -1,7 +1,7 @@
 //! Streaming limits: a 100 MB upload passes with flat memory; an upstream that goes quiet
 //! mid-stream is cut off after `idle_timeout_ms` and counted.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};

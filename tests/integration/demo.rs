@@ -1,6 +1,6 @@
 //! `cohort demo`: the built-in backends, the real proxy and the simulated users.
 
-mod common;
+use crate::common;
 
 use common::process::cohort_stdout;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The data plane over real sockets: model backends on 127.0.0.1:0, cohort in front,
 //! a real HTTP client.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The outcome log: every answered request has its exposure; the writer rotates, counts
 //! what it cannot write, and the reader skips damage.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io;

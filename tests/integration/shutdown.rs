@@ -1,6 +1,6 @@
 //! Graceful shutdown of the real binary, and the limits that keep the proxy alive.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -14,7 +14,11 @@ fn close(got: f64, want: f64, what: &str) {
 
 #[test]
 fn every_statistic_matches_its_reference() {
-    let fx: Value = serde_json::from_str(include_str!("fixtures/stats/proportions.json")).unwrap();
+    let fx: Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/stats/proportions.json"
+    )))
+    .unwrap();
     let alpha = fx["alpha"].as_f64().unwrap();
     let cases = fx["cases"].as_array().unwrap();
     assert!(cases.len() >= 12);
@@ -78,7 +82,11 @@ fn every_statistic_matches_its_reference() {
 
 #[test]
 fn holm_matches_statsmodels() {
-    let fx: Value = serde_json::from_str(include_str!("fixtures/stats/proportions.json")).unwrap();
+    let fx: Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/stats/proportions.json"
+    )))
+    .unwrap();
     let p: Vec<f64> = fx["holm"]["p"]
         .as_array()
         .unwrap()

@@ -1,7 +1,7 @@
 //! Reloads under traffic: no request fails or is mis-routed, long-lived streams and
 //! HTTP/2 connections keep flowing, and a ramp moves only the control's units.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

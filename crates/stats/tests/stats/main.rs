@@ -1,0 +1,11 @@
+//! The statistics against independent implementations (fixtures made by the scripts in
+//! tests/fixtures/stats/ at the repository root, each with its versions and command), their
+//! properties, and an A/A simulation of the decision rule. One test binary.
+
+mod bayes;
+mod decision_aa;
+mod properties;
+mod proportions;
+mod relative;
+mod tables;
+mod welch;
