@@ -164,7 +164,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         };
 
         // One reload task; file events, SIGHUP, the poll and the admin API feed it.
-        let mut reloader = Reloader::with_overrides(path.clone(), proxy.clone(), from_file.file.clone(), overrides, state_path);
+        let mut reloader = Reloader::with_overrides(path.clone(), &proxy, from_file.clone(), overrides, state_path);
         if events_cfg.enabled {
             reloader = reloader.recording_versions_in(events_cfg.dir.clone());
         }

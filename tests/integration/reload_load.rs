@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 /// A reloader for `path` driving `proxy`, and a function that reloads through its task.
 fn reload_task(path: std::path::PathBuf, proxy: Arc<cohort_proxy::Proxy>) -> mpsc::Sender<Trigger> {
-    let reloader = Arc::new(Reloader::new(path, proxy));
+    let reloader = Arc::new(Reloader::new(path, &proxy));
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(reloader.run(rx));
     tx

@@ -1,7 +1,11 @@
 //! Hot reload: three ways in (file change, SIGHUP, `POST /v1/reload`), one path.
 //!
 //! Every trigger goes through one task ([`Reloader::run`]), which serialises them:
-//! read → parse → validate → compile → compare → swap. A file change is noticed by watching
+//! read → parse → validate → compile → compare → swap. A file reload and a runtime weight
+//! change take the same path: the file's table with the runtime weights over it is
+//! planned (compiled, checked for restart-only keys and reshuffles, compared with the
+//! table in force) and then installed through the proxy's [`Installer`]; one lock
+//! serialises them and guards everything the control plane knows. A file change is noticed by watching
 //! the file's *directory* (editors replace files by rename; kubelet swaps the `..data`
 //! symlink of a ConfigMap volume), reacting only to events that name the file, `..data` or
 //! `..data_tmp`, debounced by [`DEBOUNCE`]; a 30 s poll is the safety net. The file is
@@ -26,8 +30,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::overrides::{permanent_change, ExperimentOverride, Overrides};
 use cohort_config::compare::{compare, pct, Comparison};
-use cohort_config::{self as config, FileConfig, Problem, Routes};
-use cohort_proxy::Proxy;
+use cohort_config::{self as config, ConfigError, FileConfig, Problem, Routes};
+use cohort_proxy::{Installer, Proxy};
 
 /// How long file events are gathered before one reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -150,40 +154,62 @@ pub struct Status {
 /// Serialises every reload of one config file, and every runtime weight change.
 pub struct Reloader {
     path: PathBuf,
-    proxy: Arc<Proxy>,
-    status: Mutex<Status>,
-    /// Held for the whole of a reload or a runtime change: one at a time.
-    serial: Mutex<()>,
-    /// The file's own config behind the table in force (before runtime weights).
-    file: Mutex<FileConfig>,
-    /// Runtime weights in force, and where they are persisted.
-    overrides: Mutex<Overrides>,
+    tables: Installer,
+    /// Held for the whole of a reload or a runtime change (one at a time), and by readers
+    /// of the status: the one lock of the control plane.
+    state: Mutex<State>,
     state_path: PathBuf,
     /// Where `config-versions.jsonl` is appended on every swap (None: not recorded).
     versions_dir: Option<PathBuf>,
+}
+
+/// What the control plane knows besides the table in force.
+struct State {
+    status: Status,
+    /// The file's own table behind the one in force (before runtime weights).
+    file: Routes,
+    /// Runtime weights in force, persisted in `state_path`.
+    overrides: Overrides,
     /// Hash of the last file content acted on (applied, refused or rejected), so that the
     /// poll and repeated file events do not redo (and recount) the same work.
-    last_seen: Mutex<String>,
+    last_seen: String,
+}
+
+/// A table that may go into force, and what it does to units.
+struct Plan {
+    routes: Routes,
+    comparison: Comparison,
+}
+
+/// Why a planned table may not go into force.
+enum Blocked {
+    Invalid(ConfigError),
+    /// The keys only a restart can change.
+    RestartRequired(Vec<String>),
+    /// The experiments whose units would move unacknowledged.
+    Reshuffle(Vec<String>, Comparison),
 }
 
 impl Reloader {
     /// A reloader for `path`, whose current content `proxy` is serving, with no runtime
     /// weights (state is not persisted).
-    pub fn new(path: PathBuf, proxy: Arc<Proxy>) -> Self {
-        let file = proxy.routes().routes.file.clone();
-        let state_path = file.admin.state_file.clone();
+    pub fn new(path: PathBuf, proxy: &Proxy) -> Self {
+        let file = proxy.routes().routes.clone();
+        let state_path = file.file.admin.state_file.clone();
         Self::with_overrides(path, proxy, file, Overrides::default(), state_path)
     }
 
-    /// A reloader whose `proxy` serves `file` with `overrides` (runtime weights) laid over it.
+    /// A reloader whose `proxy` serves the table of `file` with `overrides` (runtime
+    /// weights) laid over it.
     pub fn with_overrides(
         path: PathBuf,
-        proxy: Arc<Proxy>,
-        file: FileConfig,
+        proxy: &Proxy,
+        file: Routes,
         overrides: Overrides,
         state_path: PathBuf,
     ) -> Self {
-        let serving = proxy.routes();
+        let tables = proxy.installer();
+        let serving = tables.routes();
         let r = &serving.routes;
         let status = Status {
             file: path.display().to_string(),
@@ -195,21 +221,22 @@ impl Reloader {
             last_error: None,
             pending: None,
         };
-        let last_seen = Mutex::new(r.source.hash.clone());
-        proxy
+        let last_seen = r.source.hash.clone();
+        tables
             .metrics()
             .config_last_reload_success
             .set(cohort_events::clock::unix_seconds(SystemTime::now()));
         Self {
             path,
-            proxy,
-            status: Mutex::new(status),
-            serial: Mutex::new(()),
-            file: Mutex::new(file),
-            overrides: Mutex::new(overrides),
+            tables,
+            state: Mutex::new(State {
+                status,
+                file,
+                overrides,
+                last_seen,
+            }),
             state_path,
             versions_dir: None,
-            last_seen,
         }
     }
 
@@ -222,30 +249,26 @@ impl Reloader {
     fn record_version(&self) {
         if let Some(dir) = &self.versions_dir {
             if let Err(e) =
-                cohort_events::writer::record_config_version(dir, &self.proxy.routes().routes)
+                cohort_events::writer::record_config_version(dir, &self.tables.routes().routes)
             {
                 error!(error = %e, "cannot append to config-versions.jsonl");
             }
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The file's own config behind the table in force, and the runtime weights over it.
     pub fn layers(&self) -> (FileConfig, Overrides) {
-        (
-            self.file.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            self.overrides
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        let st = self.lock();
+        (st.file.file.clone(), st.overrides.clone())
     }
 
     /// The current status (for `GET /v1/config`).
     pub fn status(&self) -> Status {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock().status.clone()
     }
 
     /// Handles triggers one at a time until every sender is gone. Each reload runs on the
@@ -300,10 +323,58 @@ impl Reloader {
         }
     }
 
+    /// The one path by which a table is checked before it may go into force: the file's
+    /// table with `overrides` laid over it, compared with the table in force. Changes
+    /// nothing.
+    fn plan(&self, file: &Routes, overrides: &Overrides) -> Result<Plan, Blocked> {
+        let routes = if overrides.experiments.is_empty() {
+            file.clone()
+        } else {
+            let (effective, ignored) = overrides.overlay(&file.file);
+            for i in ignored {
+                warn!("ignoring {i}");
+            }
+            config::compile_file(effective, file.source.clone()).map_err(Blocked::Invalid)?
+        };
+        let serving = self.tables.routes();
+        let active = &serving.routes;
+        let changed = active.process.changed(&routes.process);
+        if !changed.is_empty() {
+            return Err(Blocked::RestartRequired(changed));
+        }
+        let comparison = compare(active, &routes);
+        let refused: Vec<String> = comparison
+            .unacknowledged()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if !refused.is_empty() {
+            return Err(Blocked::Reshuffle(refused, comparison));
+        }
+        Ok(Plan { routes, comparison })
+    }
+
+    /// Puts a planned table in force: the version and the moves it made.
+    fn install(&self, plan: Plan) -> Result<(String, Vec<String>), ConfigError> {
+        let version = plan.routes.version.clone();
+        let moves = describe_moves(&plan.comparison, &plan.routes);
+        self.tables.install(plan.routes)?;
+        for m in &moves {
+            info!("{m}");
+        }
+        for (name, change) in &plan.comparison.experiments {
+            if change.reshuffle && change.acknowledged {
+                warn!(experiment = %name, reasons = ?change.reasons, "accepted a reshuffle (allow_reshuffle or a new salt): a new phase");
+            }
+        }
+        self.record_version();
+        Ok((version, moves))
+    }
+
     /// One pass of read → parse → validate → compile → compare → swap. `explicit` (SIGHUP,
     /// admin) re-evaluates a file even if its content was already acted on.
     pub fn reload(&self, explicit: bool) -> Outcome {
-        let _one_at_a_time = self.serial.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) => {
@@ -313,122 +384,65 @@ impl Reloader {
                     path: String::new(),
                     reason: format!("cannot read the config file: {e}"),
                 };
-                return self.finish(
-                    Outcome::Error {
-                        errors: vec![problem],
-                    },
-                    None,
-                );
+                let outcome = Outcome::Error {
+                    errors: vec![problem],
+                };
+                return self.finish(&mut st, outcome, None);
             }
         };
         let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
-        let serving = self.proxy.routes();
+        let serving = self.tables.routes();
         let active = &serving.routes;
         if hash == active.source.hash {
             debug!(file = %self.path.display(), "config unchanged");
-            let mut st = self.lock();
-            if st.pending.take().is_some() {
+            if st.status.pending.take().is_some() {
                 info!("the config file is back to the version in force; nothing pending");
-                self.proxy.metrics().config_pending.reset();
+                self.tables.metrics().config_pending.reset();
             }
-            *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = hash;
+            st.last_seen = hash;
             return Outcome::Unchanged {
                 version: active.version.clone(),
             };
         }
-        if !explicit && *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) == hash {
+        if !explicit && st.last_seen == hash {
             debug!(file = %self.path.display(), "config content already handled");
             return Outcome::Unchanged {
                 version: active.version.clone(),
             };
         }
-        *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = hash.clone();
-
+        st.last_seen = hash.clone();
         let from_file = match config::parse(&self.path.display().to_string(), &text) {
             Ok(r) => r,
-            Err(e) => return self.finish(Outcome::Error { errors: e.problems }, Some(hash)),
+            Err(e) => {
+                let outcome = Outcome::Error { errors: e.problems };
+                return self.finish(&mut st, outcome, Some(hash));
+            }
         };
         // Runtime weights stay in force over a reloaded file until they are reset.
-        let overrides = self
-            .overrides
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let new = if overrides.experiments.is_empty() {
-            from_file.clone()
-        } else {
-            let (effective, ignored) = overrides.overlay(&from_file.file);
-            for i in ignored {
-                warn!("ignoring {i}");
-            }
-            match config::compile_file(effective, from_file.source.clone()) {
-                Ok(r) => r,
-                Err(e) => return self.finish(Outcome::Error { errors: e.problems }, Some(hash)),
-            }
+        let outcome = match self.plan(&from_file, &st.overrides) {
+            Ok(plan) => match self.install(plan) {
+                Ok((version, moves)) => {
+                    st.file = from_file;
+                    Outcome::Applied { version, moves }
+                }
+                Err(e) => Outcome::Error { errors: e.problems },
+            },
+            Err(blocked) => refused_reload(blocked),
         };
-        if let Some(message) = restart_required(active, &new) {
-            let outcome = Outcome::Refused {
-                reason: Refusal::RestartRequired,
-                message,
-                comparison: None,
-            };
-            return self.finish(outcome, Some(hash));
-        }
-        let comparison = compare(active, &new);
-        let refused = comparison.unacknowledged();
-        if !refused.is_empty() {
-            let mut message = format!(
-                "refused: the change reshuffles units in {} (set `allow_reshuffle: true` or a new salt to accept it)",
-                refused.join(", ")
-            );
-            for name in &refused {
-                let change = &comparison.experiments[*name];
-                for r in &change.reasons {
-                    message.push_str(&format!("\n  {name}: {r}"));
-                }
-                for m in &change.moves {
-                    message.push_str(&format!(
-                        "\n  {name}: {} → {} {}",
-                        m.from,
-                        m.to,
-                        pct(m.share)
-                    ));
-                }
-            }
-            let outcome = Outcome::Refused {
-                reason: Refusal::Reshuffle,
-                message,
-                comparison: Some(comparison),
-            };
-            return self.finish(outcome, Some(hash));
-        }
-        let version = new.version.clone();
-        let moves = describe_moves(&comparison, &new);
-        if let Err(e) = self.proxy.install(new) {
-            return self.finish(Outcome::Error { errors: e.problems }, Some(hash));
-        }
-        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = from_file.file;
-        for m in &moves {
-            info!("{m}");
-        }
-        for (name, change) in &comparison.experiments {
-            if change.reshuffle && change.acknowledged {
-                warn!(experiment = %name, reasons = ?change.reasons, "accepted a reshuffle (allow_reshuffle or a new salt): a new phase");
-            }
-        }
-        self.finish(Outcome::Applied { version, moves }, Some(hash))
+        self.finish(&mut st, outcome, Some(hash))
     }
 
-    /// Applies a runtime weight change to `experiment`: the same validation, comparison and
-    /// swap as a file reload, then persisted to `admin.state_file` and logged for audit.
+    /// Applies a runtime weight change to `experiment`: the same plan and install as a
+    /// file reload, persisted to `admin.state_file` before it goes into force, and logged
+    /// for audit.
     pub fn change_weights(
         &self,
         experiment: &str,
         change: WeightChange,
         caller: &str,
     ) -> Result<WeightOutcome, WeightError> {
-        let _one_at_a_time = self.serial.lock().unwrap_or_else(|p| p.into_inner());
-        let file = self.file.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut st = self.lock();
+        let file = &st.file.file;
         let Some(exp) = file.experiments.iter().find(|e| e.name == experiment) else {
             return Err(WeightError::UnknownExperiment(format!(
                 "no experiment named {experiment:?} (experiments: {})",
@@ -440,52 +454,11 @@ impl Reloader {
             )));
         };
         let known: Vec<&str> = exp.variants.iter().map(|v| v.name.as_str()).collect();
-        let mut state = self
-            .overrides
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let weights = match &change {
-            WeightChange::Weights(w) => {
-                if w.is_empty() {
-                    return Err(WeightError::Invalid(
-                        "give at least one weight, e.g. {\"rf\": 90, \"lr\": 10}".into(),
-                    ));
-                }
-                for (name, weight) in w {
-                    if !known.contains(&name.as_str()) {
-                        return Err(WeightError::Invalid(format!(
-                            "{name:?} is not a variant of {experiment} (variants: {})",
-                            known.join(", ")
-                        )));
-                    }
-                    if !weight.is_finite() || *weight < 0.0 {
-                        return Err(WeightError::Invalid(format!(
-                            "the weight of {name} must be a number ≥ 0 (got {weight})"
-                        )));
-                    }
-                }
-                Some(w.clone())
-            }
-            WeightChange::Promote(variant) => {
-                if !known.contains(&variant.as_str()) {
-                    return Err(WeightError::Invalid(format!(
-                        "{variant:?} is not a variant of {experiment} (variants: {})",
-                        known.join(", ")
-                    )));
-                }
-                Some(
-                    known
-                        .iter()
-                        .map(|n| ((*n).to_owned(), if n == variant { 100.0 } else { 0.0 }))
-                        .collect(),
-                )
-            }
-            WeightChange::Reset => None,
-        };
+        let weights = new_weights(experiment, &known, &change)?;
+        let mut overrides = st.overrides.clone();
         match &weights {
             Some(w) => {
-                state.experiments.insert(
+                overrides.experiments.insert(
                     experiment.to_owned(),
                     ExperimentOverride {
                         weights: w.clone(),
@@ -495,55 +468,52 @@ impl Reloader {
                 );
             }
             None => {
-                state.experiments.remove(experiment);
+                overrides.experiments.remove(experiment);
             }
         }
-        let serving = self.proxy.routes();
-        let active = &serving.routes;
-        let (effective, _) = state.overlay(&file);
-        let new = config::compile_file(effective, active.source.clone())
-            .map_err(|e| WeightError::Invalid(e.to_string()))?;
-        let comparison = compare(active, &new);
-        if let Some(name) = comparison.unacknowledged().first() {
-            let change = &comparison.experiments[*name];
-            return Ok(WeightOutcome {
-                outcome: Outcome::Refused {
-                    reason: Refusal::Reshuffle,
-                    message: format!(
-                        "refused: this change reshuffles units in {name} ({}); set `allow_reshuffle: true` in the file to accept it",
-                        change.reasons.join("; ")
-                    ),
-                    comparison: Some(comparison.clone()),
-                },
-                runtime_weights: None,
-                permanent_change: Vec::new(),
-            });
-        }
-        state.save(&self.state_path).map_err(|e| {
+        let plan = match self.plan(&st.file, &overrides) {
+            Ok(plan) => plan,
+            Err(Blocked::Reshuffle(names, comparison)) => {
+                let name = &names[0];
+                let change = &comparison.experiments[name.as_str()];
+                return Ok(WeightOutcome {
+                    outcome: Outcome::Refused {
+                        reason: Refusal::Reshuffle,
+                        message: format!(
+                            "refused: this change reshuffles units in {name} ({}); set `allow_reshuffle: true` in the file to accept it",
+                            change.reasons.join("; ")
+                        ),
+                        comparison: Some(comparison.clone()),
+                    },
+                    runtime_weights: None,
+                    permanent_change: Vec::new(),
+                });
+            }
+            Err(Blocked::Invalid(e)) => return Err(WeightError::Invalid(e.to_string())),
+            Err(Blocked::RestartRequired(keys)) => {
+                return Err(WeightError::Invalid(format!(
+                    "{} differ from the table in force; reload the file first",
+                    keys.join(", ")
+                )))
+            }
+        };
+        overrides.save(&self.state_path).map_err(|e| {
             WeightError::Persist(format!(
                 "cannot write {}: {e}; nothing changed",
                 self.state_path.display()
             ))
         })?;
-        let version = new.version.clone();
-        let moves = describe_moves(&comparison, &new);
-        if let Err(e) = self.proxy.install(new) {
-            return Err(WeightError::Invalid(e.to_string()));
-        }
-        *self.overrides.lock().unwrap_or_else(|p| p.into_inner()) = state;
-        self.record_version();
+        let (version, moves) = self
+            .install(plan)
+            .map_err(|e| WeightError::Invalid(e.to_string()))?;
+        st.overrides = overrides;
         info!(target: "cohort::audit", caller = %caller, experiment = %experiment, change = ?change, version = %version, "runtime weights changed");
-        for m in &moves {
-            info!("{m}");
-        }
         let permanent_change = match &weights {
-            Some(w) => permanent_change(&file, experiment, w),
+            Some(w) => permanent_change(&st.file.file, experiment, w),
             None => Vec::new(),
         };
-        let mut st = self.lock();
-        st.version = version.clone();
-        st.loaded_at = cohort_events::clock::now();
-        drop(st);
+        st.status.version = version.clone();
+        st.status.loaded_at = cohort_events::clock::now();
         Ok(WeightOutcome {
             outcome: Outcome::Applied { version, moves },
             runtime_weights: weights,
@@ -551,14 +521,10 @@ impl Reloader {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
-        self.status.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Records an outcome: status, metrics, logs.
-    fn finish(&self, outcome: Outcome, file_hash: Option<String>) -> Outcome {
-        let m = self.proxy.metrics();
-        let mut st = self.lock();
+    fn finish(&self, st: &mut State, outcome: Outcome, file_hash: Option<String>) -> Outcome {
+        let m = self.tables.metrics();
+        let st = &mut st.status;
         let now = cohort_events::clock::now();
         st.last_attempt_at = Some(now.clone());
         st.last_result = Some(outcome.clone());
@@ -573,14 +539,13 @@ impl Reloader {
                 m.config_reloads.with_label_values(&["success"]).inc();
                 m.config_last_reload_success
                     .set(cohort_events::clock::unix_seconds(SystemTime::now()));
-                let serving = self.proxy.routes();
+                let serving = self.tables.routes();
                 st.version = version.clone();
                 st.source_hash = serving.routes.source.hash.clone();
                 st.loaded_at = now.clone();
                 st.last_error = None;
                 st.pending = None;
                 info!(version = %version, "config reloaded");
-                self.record_version();
             }
             Outcome::Error { errors } => {
                 m.config_reloads.with_label_values(&["error"]).inc();
@@ -616,15 +581,91 @@ impl Reloader {
     }
 }
 
-/// Why `new` cannot be applied without a restart, if it cannot.
-fn restart_required(old: &Routes, new: &Routes) -> Option<String> {
-    let changed = old.process.changed(&new.process);
-    (!changed.is_empty()).then(|| {
-        format!(
-            "refused: {} cannot change while serving; restart cohort to apply this file",
-            changed.join(", ")
-        )
-    })
+/// What a reload that may not go into force answers.
+fn refused_reload(blocked: Blocked) -> Outcome {
+    match blocked {
+        Blocked::Invalid(e) => Outcome::Error { errors: e.problems },
+        Blocked::RestartRequired(changed) => Outcome::Refused {
+            reason: Refusal::RestartRequired,
+            message: format!(
+                "refused: {} cannot change while serving; restart cohort to apply this file",
+                changed.join(", ")
+            ),
+            comparison: None,
+        },
+        Blocked::Reshuffle(refused, comparison) => {
+            let mut message = format!(
+                "refused: the change reshuffles units in {} (set `allow_reshuffle: true` or a new salt to accept it)",
+                refused.join(", ")
+            );
+            for name in &refused {
+                let change = &comparison.experiments[name.as_str()];
+                for r in &change.reasons {
+                    message.push_str(&format!("\n  {name}: {r}"));
+                }
+                for m in &change.moves {
+                    message.push_str(&format!(
+                        "\n  {name}: {} → {} {}",
+                        m.from,
+                        m.to,
+                        pct(m.share)
+                    ));
+                }
+            }
+            Outcome::Refused {
+                reason: Refusal::Reshuffle,
+                message,
+                comparison: Some(comparison),
+            }
+        }
+    }
+}
+
+/// The weights a change sets (None: back to the file's), validated against the
+/// experiment's variants.
+fn new_weights(
+    experiment: &str,
+    known: &[&str],
+    change: &WeightChange,
+) -> Result<Option<BTreeMap<String, f64>>, WeightError> {
+    match change {
+        WeightChange::Weights(w) => {
+            if w.is_empty() {
+                return Err(WeightError::Invalid(
+                    "give at least one weight, e.g. {\"rf\": 90, \"lr\": 10}".into(),
+                ));
+            }
+            for (name, weight) in w {
+                if !known.contains(&name.as_str()) {
+                    return Err(WeightError::Invalid(format!(
+                        "{name:?} is not a variant of {experiment} (variants: {})",
+                        known.join(", ")
+                    )));
+                }
+                if !weight.is_finite() || *weight < 0.0 {
+                    return Err(WeightError::Invalid(format!(
+                        "the weight of {name} must be a number ≥ 0 (got {weight})"
+                    )));
+                }
+            }
+            Ok(Some(w.clone()))
+        }
+        WeightChange::Promote(variant) => {
+            if !known.contains(&variant.as_str()) {
+                return Err(WeightError::Invalid(format!(
+                    "{variant:?} is not a variant of {experiment} (variants: {})",
+                    known.join(", ")
+                )));
+            }
+            Ok(Some(
+                known
+                    .iter()
+                    .map(|n| ((*n).to_owned(), if n == variant { 100.0 } else { 0.0 }))
+                    .collect(),
+            ))
+        }
+        WeightChange::Reset => Ok(None),
+    }
 }
 
 /// One line per move, e.g. "iris-model: rf → lr 10.000%".

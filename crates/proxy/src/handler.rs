@@ -24,13 +24,45 @@ use cohort_events::EventLog;
 
 /// The serving state shared by every connection.
 pub struct Proxy {
-    live: Live<Serving>,
-    clients: Clients,
-    metrics: Arc<Metrics>,
+    tables: Installer,
     /// The outcome log; None when the process records no events (tests, demo).
     events: Option<EventLog>,
     /// The threads that serve connections.
     workers: Workers,
+}
+
+/// The handle that puts routing tables in force: what the control plane holds, rather than
+/// the whole proxy. Cloning is cheap.
+#[derive(Clone)]
+pub struct Installer {
+    shared: Arc<Tables>,
+}
+
+struct Tables {
+    live: Live<Serving>,
+    clients: Clients,
+    metrics: Arc<Metrics>,
+}
+
+impl Installer {
+    /// Puts a new table in force for every request that starts from now on. Clients of
+    /// unchanged upstream settings are reused, with their warm connections.
+    pub fn install(&self, routes: Routes) -> Result<(), ConfigError> {
+        let t = &self.shared;
+        let serving = Serving::build(routes, &t.clients, &t.metrics)?;
+        t.live.swap(serving);
+        Ok(())
+    }
+
+    /// The routing table in force.
+    pub fn routes(&self) -> Arc<Serving> {
+        self.shared.live.load()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
 }
 
 impl Proxy {
@@ -47,10 +79,13 @@ impl Proxy {
     ) -> Result<Self, ConfigError> {
         let clients = Clients::for_workers(workers.len());
         let serving = Serving::build(routes, &clients, &metrics)?;
-        Ok(Self {
+        let shared = Arc::new(Tables {
             live: Live::new(serving),
             clients,
             metrics,
+        });
+        Ok(Self {
+            tables: Installer { shared },
             events: None,
             workers,
         })
@@ -62,22 +97,24 @@ impl Proxy {
         self
     }
 
-    /// Puts a new table in force for every request that starts from now on. Clients of
-    /// unchanged upstream settings are reused, with their warm connections.
+    /// Puts a new table in force ([`Installer::install`]).
     pub fn install(&self, routes: Routes) -> Result<(), ConfigError> {
-        let serving = Serving::build(routes, &self.clients, &self.metrics)?;
-        self.live.swap(serving);
-        Ok(())
+        self.tables.install(routes)
+    }
+
+    /// The handle that puts tables in force, for the control plane.
+    pub fn installer(&self) -> Installer {
+        self.tables.clone()
     }
 
     /// The routing table in force.
     pub fn routes(&self) -> Arc<Serving> {
-        self.live.load()
+        self.tables.routes()
     }
 
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        self.tables.metrics()
     }
 
     /// The outcome log, if this process records events.
@@ -118,7 +155,7 @@ impl Proxy {
     /// One request, start to finish: the phases in order, then the record phase with
     /// whatever answer they came to.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let serving = self.live.load();
+        let serving = self.tables.routes();
         if let Some(public) = &serving.routes.file.conversions.public_path {
             if req.uri().path() == public {
                 return self.public_conversions(req, serving).await;
@@ -148,7 +185,7 @@ impl Proxy {
             )
             .into_response(false);
         };
-        crate::conversions::receive(req.into_body(), serving, log, self.metrics.clone()).await
+        crate::conversions::receive(req.into_body(), serving, log, self.metrics().clone()).await
     }
 }
 

@@ -37,7 +37,7 @@ pub mod upstream;
 pub mod workers;
 
 pub use body::{json_response, Body, BoxError};
-pub use handler::Proxy;
+pub use handler::{Installer, Proxy};
 pub use phases::respond::{
     X_COHORT_EXPERIMENT, X_COHORT_REQUEST_ID, X_COHORT_UNIT, X_COHORT_VARIANT,
 };
