@@ -1,6 +1,8 @@
 //! The `cohort` command line: argument parsing only; each subcommand's body lives in
 //! `cohort::cli`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

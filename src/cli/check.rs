@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{exit, Format};
 use cohort_assign::BUCKETS;
-use cohort_config::compare::{compare, pct, Comparison, Status};
+use cohort_config::compare::{compare, pct, ChangeKind, Comparison};
 use cohort_config::schema::yaml_name;
 use cohort_config::{self as config, ConfigError, Routes};
 
@@ -244,13 +244,13 @@ pub fn comparison_text(c: &Comparison, old_file: &str) -> String {
     let _ = writeln!(s, "\nchanges against {old_file}:");
     for (name, ch) in &c.experiments {
         let status = match ch.status {
-            Status::Added => "added",
-            Status::Removed => "removed",
-            Status::Changed => "changed",
-            Status::Unchanged => "unchanged",
+            ChangeKind::Added => "added",
+            ChangeKind::Removed => "removed",
+            ChangeKind::Changed => "changed",
+            ChangeKind::Unchanged => "unchanged",
         };
         let _ = writeln!(s, "  experiment {name}: {status}");
-        if ch.status == Status::Unchanged {
+        if ch.status == ChangeKind::Unchanged {
             continue;
         }
         for sc in &ch.share_changes {
@@ -264,7 +264,7 @@ pub fn comparison_text(c: &Comparison, old_file: &str) -> String {
                 );
             }
         }
-        if ch.moves.is_empty() && ch.status == Status::Changed {
+        if ch.moves.is_empty() && ch.status == ChangeKind::Changed {
             let _ = writeln!(s, "    moves  none: every unit keeps its variant");
         }
         for m in &ch.moves {

@@ -280,7 +280,7 @@ impl cohort_events::Observer for LiveCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cohort_events::schema::{Conversion, Exposure};
+    use cohort_events::{Conversion, Exposure};
 
     fn exp(unit: &str, variant: &str) -> Event {
         Event::Exposure(Exposure {

@@ -20,15 +20,18 @@
 //! * [`counts`]: the live per-variant counts the event writer keeps, and the live report.
 
 #![forbid(unsafe_code)]
+// The crate doc is the code map and names private modules too: read it with
+// `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod analyze;
 pub mod counts;
-pub mod population;
+mod population;
 pub mod read;
 pub mod report;
 pub mod tally;
-pub mod versions;
-pub mod walk;
+mod versions;
+mod walk;
 
 pub use analyze::{analyze, count, Counted, Setup};
 pub use counts::LiveCounts;

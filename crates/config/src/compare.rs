@@ -41,7 +41,7 @@ impl Comparison {
 /// What happens to one experiment.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ExperimentChange {
-    pub status: Status,
+    pub status: ChangeKind,
     /// Shares (0–1) of all of the experiment's units that change variant, by (from, to).
     pub moves: Vec<Move>,
     pub reshuffle: bool,
@@ -57,7 +57,7 @@ pub struct ExperimentChange {
 /// Added, removed, changed or unchanged.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub enum ChangeKind {
     Added,
     Removed,
     Changed,
@@ -89,25 +89,25 @@ pub fn compare(old: &Routes, new: &Routes) -> Comparison {
     for n in &new.experiments {
         let change = match old.experiment(&n.name) {
             Some(o) => compare_experiment(o, n),
-            None => one_sided(n, Status::Added),
+            None => one_sided(n, ChangeKind::Added),
         };
         experiments.insert(n.name.clone(), change);
     }
     for o in &old.experiments {
         if new.experiment(&o.name).is_none() {
-            experiments.insert(o.name.clone(), one_sided(o, Status::Removed));
+            experiments.insert(o.name.clone(), one_sided(o, ChangeKind::Removed));
         }
     }
     Comparison { experiments }
 }
 
-fn one_sided(e: &Experiment, status: Status) -> ExperimentChange {
+fn one_sided(e: &Experiment, status: ChangeKind) -> ExperimentChange {
     let share_changes = e
         .variants
         .iter()
         .map(|v| {
             let (old, new) = match status {
-                Status::Added => ((None, 0.0), (Some(v.weight), bucket_share(v.buckets))),
+                ChangeKind::Added => ((None, 0.0), (Some(v.weight), bucket_share(v.buckets))),
                 _ => ((Some(v.weight), bucket_share(v.buckets)), (None, 0.0)),
             };
             ShareChange {
@@ -297,9 +297,9 @@ fn compare_experiment(old: &Experiment, new: &Experiment) -> ExperimentChange {
             .all(|c| c.old_weight == c.new_weight && c.old_share == c.new_share);
     ExperimentChange {
         status: if unchanged {
-            Status::Unchanged
+            ChangeKind::Unchanged
         } else {
-            Status::Changed
+            ChangeKind::Changed
         },
         moves,
         reshuffle,

@@ -11,15 +11,18 @@
 //! Nothing here does I/O except [`load`] reading the file.
 
 #![forbid(unsafe_code)]
+// The crate doc is the code map and names private modules too: read it with
+// `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod assignment;
 pub mod compare;
 mod compile;
-pub mod error;
-pub mod positions;
+mod error;
+mod positions;
 mod process;
 pub mod schema;
-pub mod table;
+mod table;
 
 use std::path::Path;
 

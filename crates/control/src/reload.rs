@@ -138,7 +138,7 @@ pub struct Pending {
 
 /// What `GET /v1/config` shows.
 #[derive(Debug, Clone, Serialize)]
-pub struct Status {
+pub struct ConfigStatus {
     pub file: String,
     /// Hash of the effective table in force.
     pub version: String,
@@ -165,7 +165,7 @@ pub struct Reloader {
 
 /// What the control plane knows besides the table in force.
 struct State {
-    status: Status,
+    status: ConfigStatus,
     /// The file's own table behind the one in force (before runtime weights).
     file: Routes,
     /// Runtime weights in force, persisted in `state_path`.
@@ -211,7 +211,7 @@ impl Reloader {
         let tables = proxy.installer();
         let serving = tables.routes();
         let r = &serving.routes;
-        let status = Status {
+        let status = ConfigStatus {
             file: path.display().to_string(),
             version: r.version.clone(),
             loaded_at: cohort_events::clock::now(),
@@ -267,7 +267,7 @@ impl Reloader {
     }
 
     /// The current status (for `GET /v1/config`).
-    pub fn status(&self) -> Status {
+    pub fn status(&self) -> ConfigStatus {
         self.lock().status.clone()
     }
 
@@ -677,7 +677,7 @@ fn describe_moves(c: &Comparison, new: &Routes) -> Vec<String> {
         }
         if new.experiment(name).is_some()
             && change.moves.is_empty()
-            && change.status == cohort_config::compare::Status::Added
+            && change.status == cohort_config::compare::ChangeKind::Added
         {
             out.push(format!("{name}: new experiment"));
         }

@@ -18,22 +18,25 @@
 //! Prometheus family), [`request_id`], [`conversions`] (reported conversions).
 
 #![forbid(unsafe_code)]
+// The crate doc is the code map and names private modules too: read it with
+// `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod body;
 pub mod conversions;
-pub mod errors;
-pub mod handler;
-pub mod headers;
-pub mod idle;
-pub mod live;
+mod errors;
+mod handler;
+mod headers;
+mod idle;
+mod live;
 pub mod metrics;
-pub mod phases;
-pub mod pool;
+mod phases;
+mod pool;
 pub mod request_id;
 pub mod server;
-pub mod serving;
-pub mod tap;
-pub mod upstream;
+mod serving;
+mod tap;
+mod upstream;
 pub mod workers;
 
 pub use body::{json_response, Body, BoxError};
@@ -41,3 +44,4 @@ pub use handler::{Installer, Proxy};
 pub use phases::respond::{
     X_COHORT_EXPERIMENT, X_COHORT_REQUEST_ID, X_COHORT_UNIT, X_COHORT_VARIANT,
 };
+pub use serving::{Serving, VariantHandles};
