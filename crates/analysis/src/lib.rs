@@ -17,6 +17,7 @@
 //!   expectations, time series);
 //! * [`report`]: every statistic, in the report JSON's shape (the math is in
 //!   [`cohort_stats`]);
+//! * [`series`]: the report's charts as numbers (renderers only draw them);
 //! * [`counts`]: the live per-variant counts the event writer keeps, and the live report.
 
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod counts;
 mod population;
 pub mod read;
 pub mod report;
+pub mod series;
 pub mod tally;
 mod versions;
 mod walk;

@@ -1,8 +1,11 @@
-//! The report: every number of the analysis issue, in the JSON contract's shape.
+//! The report: every number of an experiment's analysis, in the JSON contract's shape.
 //!
 //! A number that is undefined is `None` (JSON null) with the reason in `notes`: never NaN.
 
 use serde::Serialize;
+
+/// The decision's types, as renderers name them.
+pub use cohort_stats::decision::{Decision, Status};
 
 use super::population::Population;
 use super::versions::ShareTable;
@@ -10,7 +13,7 @@ use super::walk::{self, Plan, TimePoint, Walk};
 use super::Setup;
 use cohort_stats::bayes::{self, Posterior};
 use cohort_stats::decision::{
-    self, decide, fixed_p, holm_some, Arm, Decision, Judgement, Look, Method, Rule, Test,
+    self, decide, fixed_p, holm_some, Arm, Judgement, Look, Method, Rule, Test,
 };
 use cohort_stats::proportions::{newcombe, pooled_z, wilson};
 use cohort_stats::relative::{relative_lift, sequential_relative_lift};

@@ -4,10 +4,8 @@ use std::fmt::Write;
 
 use super::svg::{escape, Chart, Series, COLORS};
 use super::{headline, pct, pval, signed_pct};
+use cohort_analysis::report::Status;
 use cohort_analysis::Report;
-use cohort_stats::decision::Status;
-use cohort_stats::proportions::wilson;
-use cohort_stats::relative::{relative_lift, sequential_relative_lift};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:1000px;color:#222}\
 table{border-collapse:collapse;margin:1em 0}td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}\
@@ -115,64 +113,22 @@ fn section(out: &mut String, r: &Report) {
 }
 
 fn charts(r: &Report) -> Vec<String> {
-    let pts = &r.timeline.points;
-    let Some(first) = pts.first() else {
+    let c = cohort_analysis::series::charts(r);
+    if c.units.is_empty() {
         return Vec::new();
-    };
-    let x = |ts: i64| (ts - first.ts) as f64 / 1e9;
-    let control = r
-        .variants
-        .iter()
-        .position(|v| v.name == r.control)
-        .unwrap_or(0);
-    let n = r.variants.len().min(first.units.len());
-    let mut rate = Vec::new();
-    let mut units = Vec::new();
-    let mut lift = Vec::new();
-    for i in 0..n {
-        let name = r.variants[i].name.clone();
-        let color = COLORS[i % COLORS.len()];
-        let (mut rp, mut band, mut up) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut lp, mut lband) = (Vec::new(), Vec::new());
-        for p in pts {
-            let (c, u) = (p.converted[i], p.units[i]);
-            up.push((x(p.ts), u as f64));
-            if let Some(w) = wilson(c, u, r.alpha) {
-                rp.push((x(p.ts), c as f64 / u as f64));
-                band.push((x(p.ts), w.low, w.high));
-            }
-            if i != control {
-                let (cc, nc) = (p.converted[control], p.units[control]);
-                if let (Ok(l), Ok((ci, _))) = (
-                    relative_lift(c, u, cc, nc, r.alpha),
-                    sequential_relative_lift(c, u, cc, nc, r.alpha, r.timeline.n_star),
-                ) {
-                    lp.push((x(p.ts), l.estimate));
-                    lband.push((x(p.ts), ci.low, ci.high));
-                }
-            }
-        }
-        rate.push(Series {
-            name: name.clone(),
-            color,
-            points: rp,
-            band,
-        });
-        units.push(Series {
-            name: name.clone(),
-            color,
-            points: up,
-            band: Vec::new(),
-        });
-        if i != control {
-            lift.push(Series {
-                name,
-                color,
-                points: lp,
-                band: lband,
-            });
-        }
     }
+    let drawn = |series: Vec<cohort_analysis::series::Series>| -> Vec<Series> {
+        series
+            .into_iter()
+            .map(|s| Series {
+                name: s.name,
+                color: COLORS[s.variant % COLORS.len()],
+                points: s.points,
+                band: s.band,
+            })
+            .collect()
+    };
+    let (rate, units, lift) = (drawn(c.rate), drawn(c.units), drawn(c.lift));
     let ci = format!("{}%", (100.0 * (1.0 - r.alpha)).round());
     vec![
         Chart {

@@ -12,8 +12,8 @@ pub mod svg;
 
 use std::fmt::Write;
 
+use cohort_analysis::report::Status;
 use cohort_analysis::Report;
-use cohort_stats::decision::Status;
 
 /// `12.34%`.
 pub fn pct(x: f64) -> String {
