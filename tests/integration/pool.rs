@@ -101,3 +101,99 @@ async fn an_upstream_closing_its_idle_connections_loses_no_request() {
     // lost (a closed idle connection is noticed, or the unsent request retried).
     assert_eq!(accepted.load(Ordering::SeqCst), n);
 }
+
+/// A hand-written HTTP/1.1 upstream that answers each request as soon as its head has
+/// arrived, before reading its body (as an upstream does on 401, 404 or 413), then reads
+/// the body and serves the next request on the same connection.
+async fn eager_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let body = br#"{"predictions": [0]}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if conn.write_all(resp.as_bytes()).await.is_err()
+                        || conn.write_all(body).await.is_err()
+                    {
+                        return;
+                    }
+                    while buf.len() < head_end + len {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + len);
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A client uploading slowly to an upstream that answered early must not hold the upstream
+/// connection another user's request is sent on: the connection goes back to the pool only
+/// once the upload is complete, so the next request takes a new one.
+#[tokio::test]
+async fn a_slow_upload_does_not_hold_up_the_next_users_request() {
+    let up = eager_upstream().await;
+    // Both variants name the same upstream: one pool. The route's timeout is 300 ms.
+    let proxy = start_proxy(routes(&two_arm(up, up, ""))).await;
+    let mut alice = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    alice
+        .write_all(b"POST /invocations HTTP/1.1\r\nhost: t\r\nx-user-id: alice\r\ncontent-length: 4000\r\n\r\n")
+        .await
+        .unwrap();
+    alice.write_all(&[b'x'; 100]).await.unwrap();
+    // Alice's answer comes while her upload has 3 900 bytes to go.
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = alice.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the proxy closed alice's connection");
+        head.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // The rest of the upload: 100 bytes every 50 ms, about 2 s.
+    let upload = tokio::spawn(async move {
+        for _ in 1..40 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if alice.write_all(&[b'x'; 100]).await.is_err() {
+                break;
+            }
+        }
+    });
+    let bob = send(&client(), proxy, "/invocations", &[("x-user-id", "bob")]).await;
+    assert_eq!(
+        bob.status, 200,
+        "bob waited behind alice's upload: {:?}",
+        bob.body
+    );
+    upload.await.unwrap();
+}

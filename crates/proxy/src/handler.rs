@@ -4,11 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use crate::body::{Body, BoxError};
+use crate::body::Body;
 use crate::errors::{is_grpc, ProxyError};
 use crate::idle::IdleTimeoutBody;
 use crate::live::Live;
@@ -200,8 +199,7 @@ async fn forward(
     let version = parts.version;
     route::route(ex, &parts)?;
     rewrite::rewrite(ex, &mut parts, client_upgrade.is_some())?;
-    let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
-    let mut resp = send::send(ex, upstream_req, client_upgrade.is_some()).await?;
+    let mut resp = send::send(ex, parts, body, client_upgrade.is_some()).await?;
     ex.head = Some(ex.start.elapsed());
     upgrade::join(ex, &mut resp, client_upgrade);
     respond::respond(ex, resp, version)

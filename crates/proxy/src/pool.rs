@@ -17,6 +17,7 @@
 //! connections older than [`IDLE_TIMEOUT`] are not reused; at most [`MAX_IDLE`] are kept.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -69,9 +70,12 @@ impl H1Pool {
     }
 
     /// Sends `req` (its URI is put in origin form) on an idle connection or a new one.
+    /// `sent`, for a request whose body was still to come, turns true once the body went
+    /// out whole; until then the connection is not given back (see [`PooledBody`]).
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<Body>,
+        sent: Option<Arc<AtomicBool>>,
     ) -> Result<Response<PooledBody>, PoolError> {
         let pq = req
             .uri()
@@ -99,6 +103,7 @@ impl H1Pool {
                     let mut resp = resp.map(|inner| PooledBody {
                         inner,
                         back: Some((sender, self.clone())),
+                        sent,
                     });
                     if resp.body().inner.is_end_stream() {
                         resp.body_mut().give_back();
@@ -161,16 +166,23 @@ impl H1Pool {
 }
 
 /// A response body from a pooled connection: the connection goes back to its pool when
-/// the body has been read to its end (dropped earlier, the connection closes).
+/// the body has been read to its end and the request's own body went out whole. An
+/// upstream may answer before it has read the upload (a 401, a 413): a connection still
+/// carrying a client's slow upload would make the next request wait behind it, so it is
+/// closed instead (dropped earlier, likewise).
 pub struct PooledBody {
     inner: Incoming,
     back: Option<(SendRequest<Body>, Arc<H1Pool>)>,
+    /// None when the request had no body left to send.
+    sent: Option<Arc<AtomicBool>>,
 }
 
 impl PooledBody {
     fn give_back(&mut self) {
         if let Some((sender, pool)) = self.back.take() {
-            pool.give_back(sender);
+            if self.sent.as_ref().is_none_or(|s| s.load(Ordering::Acquire)) {
+                pool.give_back(sender);
+            }
         }
     }
 }

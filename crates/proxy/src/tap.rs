@@ -7,6 +7,8 @@
 //! respond phase (response body), the same way.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -96,6 +98,18 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Sets its flag when the body it taps went out whole: the upstream pool gives a
+/// connection back only once the request it carried was sent to its end.
+pub struct Completion(pub Arc<AtomicBool>);
+
+impl Tap for Completion {
+    fn end(self, how: Ending) {
+        if how == Ending::Complete {
+            self.0.store(true, Ordering::Release);
+        }
     }
 }
 

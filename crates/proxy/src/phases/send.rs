@@ -6,25 +6,45 @@
 //! the general client. A failure is counted against the variant
 //! (`cohort_upstream_errors_total`) and becomes 502 or 504.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use http::request::Parts;
 use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use tracing::{warn, Instrument};
 
 use super::Exchange;
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 use crate::errors::ProxyError;
 use crate::metrics::UpstreamErrorKind;
 use crate::pool::{UpstreamBody, UpstreamFailure};
+use crate::tap::{Completion, Tapped};
 
-/// Sends `req` to the target's upstream within the route's `timeout_ms` (to the head).
+/// Sends the rewritten head and the client's body, streamed, to the target's upstream
+/// within the route's `timeout_ms` (to the head).
 pub async fn send(
     ex: &Exchange,
-    req: Request<Body>,
+    head: Parts,
+    body: Incoming,
     upgrade: bool,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     let Some(t) = ex.target() else {
         return Err(ex.fail(StatusCode::INTERNAL_SERVER_ERROR, "send before route"));
     };
     let pooled = if upgrade { None } else { t.handles.pool() };
+    // A pooled connection must know when the upload is done (see `PooledBody`).
+    let (body, sent): (Body, _) = match pooled {
+        Some(_) if !body.is_end_stream() => {
+            let flag = Arc::new(AtomicBool::new(false));
+            let tapped = Tapped::new(body, Completion(flag.clone()));
+            (tapped.map_err(BoxError::from).boxed(), Some(flag))
+        }
+        _ => (body.map_err(BoxError::from).boxed(), None),
+    };
+    let req = Request::from_parts(head, body);
     // `Clients` makes one client per worker, so there always is one.
     let Some(general) = t.handles.client() else {
         return Err(ex.fail(
@@ -35,7 +55,7 @@ pub async fn send(
     let call = async {
         match pooled {
             Some(pool) => pool
-                .send(req)
+                .send(req, sent)
                 .await
                 .map(|r| r.map(UpstreamBody::Pooled))
                 .map_err(UpstreamFailure::from),
