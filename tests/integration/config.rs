@@ -356,3 +356,13 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_jso
 fn is_section(v: &serde_json::Value) -> bool {
     v.get("name").is_some()
 }
+
+/// Weights are bounded: two weights of 1.7e308 add up to infinity, and the file was
+/// reported as "all weights are 0".
+#[test]
+fn a_huge_weight_is_named_as_too_large() {
+    let text = experiment_yaml("rf", "s", false, &[v("rf", 1.7e308), v("lr", 1.7e308)]);
+    let p = problem(&text);
+    assert!(p.path.ends_with(".weight"), "{p}");
+    assert!(p.reason.contains("at most 1000000000000"), "{p}");
+}

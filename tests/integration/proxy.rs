@@ -430,3 +430,49 @@ async fn upstream_connections_survive_a_table_swap() {
         "one upstream connection, kept across the swap"
     );
 }
+
+/// The status line of one raw HTTP/1.1 exchange with `proxy`.
+async fn raw_status(proxy: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        let n = conn.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    head.lines().next().unwrap_or_default().to_owned()
+}
+
+/// HTTP/1.1 needs exactly one Host: without one, or with two (which one would cohort route
+/// by, which one would the upstream see?), the request is refused, not forwarded.
+#[tokio::test]
+async fn an_http11_request_needs_exactly_one_host() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let proxy = start_proxy(routes(&two_arm(rf, lr, ""))).await;
+    let none = raw_status(proxy, b"GET /invocations HTTP/1.1\r\nx-user-id: a\r\n\r\n").await;
+    assert!(none.starts_with("HTTP/1.1 400"), "no Host: {none}");
+    let two = raw_status(
+        proxy,
+        b"GET /invocations HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\nx-user-id: a\r\n\r\n",
+    )
+    .await;
+    assert!(two.starts_with("HTTP/1.1 400"), "two Hosts: {two}");
+    let one = raw_status(
+        proxy,
+        b"GET /invocations HTTP/1.1\r\nhost: a.example\r\nx-user-id: a\r\n\r\n",
+    )
+    .await;
+    assert!(one.starts_with("HTTP/1.1 200"), "one Host: {one}");
+    // HTTP/1.0 has no Host requirement.
+    let old = raw_status(proxy, b"GET /invocations HTTP/1.0\r\nx-user-id: a\r\n\r\n").await;
+    assert!(
+        old.starts_with("HTTP/1.0 200") || old.starts_with("HTTP/1.1 200"),
+        "HTTP/1.0: {old}"
+    );
+}

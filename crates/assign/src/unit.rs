@@ -64,21 +64,23 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         })
 }
 
-/// The first non-empty value of query parameter `name` (`+` and `%XX` decoded).
+/// The first non-empty value of query parameter `name` (`+` and `%XX` decoded). A value
+/// whose decoding is not UTF-8 is no value: decoded lossily, different ids would collide.
 pub fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if decode(k) != name || v.is_empty() {
+        if decode(k).as_deref() != Some(name) || v.is_empty() {
             return None;
         }
-        Some(decode(v)).filter(|v| !v.is_empty())
+        decode(v).filter(|v| !v.is_empty())
     })
 }
 
 /// `application/x-www-form-urlencoded` decoding; invalid escapes are kept as written.
-fn decode(s: &str) -> Cow<'_, str> {
+/// None when the decoded bytes are not UTF-8.
+fn decode(s: &str) -> Option<Cow<'_, str>> {
     if !s.contains(['%', '+']) {
-        return Cow::Borrowed(s);
+        return Some(Cow::Borrowed(s));
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -97,7 +99,7 @@ fn decode(s: &str) -> Cow<'_, str> {
         }
         i += 1;
     }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -164,9 +166,18 @@ mod tests {
 
     #[test]
     fn decoding_keeps_invalid_escapes() {
-        assert_eq!(decode("a%2"), "a%2");
-        assert_eq!(decode("a%zz"), "a%zz");
-        assert_eq!(decode("%41%42"), "AB");
-        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("a%2").as_deref(), Some("a%2"));
+        assert_eq!(decode("a%zz").as_deref(), Some("a%zz"));
+        assert_eq!(decode("%41%42").as_deref(), Some("AB"));
+        assert_eq!(decode("100%").as_deref(), Some("100%"));
+    }
+
+    #[test]
+    fn a_query_value_that_is_not_utf8_once_decoded_is_no_unit() {
+        // Decoded lossily, both would be U+FFFD: two clients, one unit.
+        assert_eq!(query_param("u=%FF", "u"), None);
+        assert_eq!(query_param("u=%FE&u=bob", "u").as_deref(), Some("bob"));
+        assert_eq!(query_param("u=%C3%A9", "u").as_deref(), Some("é"));
+        assert_eq!(query_param("u=a%2", "u").as_deref(), Some("a%2"));
     }
 }

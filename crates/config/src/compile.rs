@@ -245,6 +245,10 @@ pub(crate) fn compile(
 
 /// The hash of the effective config: two files that differ only in comments, layout or
 /// spelled-out defaults have the same version.
+/// The largest weight a variant may have: weights are relative, and a bound keeps their sum
+/// finite (two weights of 1.7e308 would add up to infinity).
+pub const MAX_WEIGHT: f64 = 1e12;
+
 fn version_of(file: &FileConfig) -> String {
     // Serializing plain data to JSON cannot fail; an empty string would still be a valid
     // (if uninformative) version, so no panic path is needed.
@@ -416,6 +420,14 @@ fn compile_experiment(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> 
             c.error(
                 &format!("{vpath}.weight"),
                 format!("must be a number ≥ 0 (got {})", v.weight),
+            );
+        } else if v.weight > MAX_WEIGHT {
+            c.error(
+                &format!("{vpath}.weight"),
+                format!(
+                    "must be at most {MAX_WEIGHT} (got {}): weights are relative, e.g. 90 and 10",
+                    v.weight
+                ),
             );
         }
     }

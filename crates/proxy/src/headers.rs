@@ -55,7 +55,8 @@ pub fn peer_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
 
 /// Removes hop-by-hop headers: the fixed set, plus any header named in `Connection`.
 /// `keep_te_trailers` keeps `TE: trailers` (gRPC needs it end to end); `keep_upgrade`
-/// keeps `Upgrade` and `Connection: upgrade` for a protocol switch that cohort passes through.
+/// keeps `Upgrade` and `Connection: upgrade` for the WebSocket switch cohort passes through
+/// (requests: as `Upgrade: websocket` only, whatever else the client offered).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_upgrade: bool) {
     // Most messages carry none or one of them (`Connection: keep-alive`): one pass over
     // the names finds which, and only those are removed.
@@ -87,7 +88,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_up
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     let upgrade = if keep_upgrade && present[AT_UPGRADE] {
-        headers.get(UPGRADE).cloned()
+        let offered = headers.get(UPGRADE).cloned();
+        // A client's offer names only the protocol cohort passes through.
+        if offered
+            .as_ref()
+            .is_some_and(|v| v.as_bytes().contains(&b','))
+        {
+            Some(HeaderValue::from_static("websocket"))
+        } else {
+            offered
+        }
     } else {
         None
     };

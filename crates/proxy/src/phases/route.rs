@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use http::header::{HeaderValue, HOST};
 use http::request::Parts;
-use http::StatusCode;
+use http::{StatusCode, Version};
 
 use super::respond::H_VARIANT;
 use super::{Exchange, Pick};
@@ -23,7 +23,19 @@ pub fn route(ex: &mut Exchange, parts: &Parts) -> Result<(), ProxyError> {
     // Kept as a header value: it is forwarded as it came (X-Forwarded-Host, `preserve`).
     ex.host = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => parts.headers.get(HOST).cloned(),
+        None => {
+            let mut hosts = parts.headers.get_all(HOST).into_iter();
+            let (first, more) = (hosts.next(), hosts.next().is_some());
+            // RFC 9112 §3.2: exactly one Host in HTTP/1.1. Routing by the first of two
+            // would let a client pick what cohort sees apart from what the upstream sees.
+            if parts.version == Version::HTTP_11 && (first.is_none() || more) {
+                return Err(ex.fail(
+                    StatusCode::BAD_REQUEST,
+                    "an HTTP/1.1 request needs exactly one Host header",
+                ));
+            }
+            first.cloned()
+        }
     };
     let host = ex.host.as_ref().and_then(|h| h.to_str().ok());
     let matched = ex

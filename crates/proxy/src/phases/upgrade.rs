@@ -12,15 +12,22 @@ use tracing::{debug, warn, Instrument};
 use super::Exchange;
 use crate::pool::UpstreamBody;
 
-/// Whether a request asks for an HTTP/1.1 protocol upgrade (WebSocket).
+/// Whether a request asks for a WebSocket upgrade (`Upgrade: websocket` with
+/// `Connection: upgrade`), the one protocol switch cohort passes through. Any other
+/// (`h2c`, `TLS/1.2`) is dropped with the other hop-by-hop headers and the request is
+/// forwarded as plain HTTP/1.1: a tunnel would carry requests cohort never routed, counted
+/// or recorded.
 pub fn is_upgrade(headers: &http::HeaderMap) -> bool {
-    headers.contains_key(http::header::UPGRADE)
-        && headers
-            .get_all(http::header::CONNECTION)
-            .iter()
+    let tokens = |name| {
+        headers
+            .get_all(name)
+            .into_iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            .map(str::trim)
+    };
+    tokens(http::header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"))
+        && tokens(http::header::UPGRADE).any(|t| t.eq_ignore_ascii_case("websocket"))
 }
 
 /// The client's half of the upgrade it asks for, if it asks for one.
