@@ -57,7 +57,8 @@ async fn call(
 ) -> (StatusCode, Value) {
     let mut req = Request::builder()
         .method(method)
-        .uri(format!("http://{admin}{path}"));
+        .uri(format!("http://{admin}{path}"))
+        .header("content-type", "application/json");
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
@@ -329,4 +330,98 @@ async fn runtime_changes_need_the_control_scope() {
         .as_str()
         .unwrap()
         .starts_with("token ops"));
+}
+
+/// The status line of a raw request to `admin` (a browser's request, as a web page makes it).
+async fn raw(admin: SocketAddr, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(admin).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        let n = conn.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Without tokens, a loopback admin takes changes from local programs only: a web page
+/// (a cross-site form, or a name of the attacker's rebound to 127.0.0.1) cannot promote a
+/// variant, however it words the request.
+#[tokio::test]
+async fn a_web_page_cannot_change_weights_on_a_tokenless_loopback_admin() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let dir = tempfile::tempdir().unwrap();
+    let i = Instance::new();
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(
+        &config,
+        i.yaml(rf, lr, &dir.path().join("state.json"), "", 50),
+    )
+    .unwrap();
+    let _cohort = CohortProcess::start(&config, &[]);
+    let body = r#"{"variant": "lr"}"#;
+    let promote = |host: &str, origin: Option<&str>, content_type: &str| {
+        let origin = origin
+            .map(|o| format!("origin: {o}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "POST /v1/experiments/iris-model/promote HTTP/1.1\r\nhost: {host}\r\n{origin}content-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let local = format!("127.0.0.1:{}", i.admin);
+    for (what, head) in [
+        (
+            "the attack as reported",
+            promote(
+                "rebind.evil.example",
+                Some("http://evil.example"),
+                "text/plain",
+            ),
+        ),
+        (
+            "a rebound name",
+            promote("rebind.evil.example", None, "application/json"),
+        ),
+        (
+            "a foreign origin",
+            promote(&local, Some("http://evil.example"), "application/json"),
+        ),
+        (
+            "a form's content type",
+            promote(&local, None, "application/x-www-form-urlencoded"),
+        ),
+        ("text/plain", promote(&local, None, "text/plain")),
+    ] {
+        let status = raw(i.admin(), &head).await;
+        assert!(status.starts_with("HTTP/1.1 403"), "{what}: {status}");
+    }
+    let (_, exps) = admin_call(i.admin(), "GET", "/v1/experiments", None).await;
+    assert!(variant(&exps, "lr")["runtime_weight"].is_null(), "{exps}");
+    // A local program's call is taken.
+    let ok = raw(
+        i.admin(),
+        &promote(
+            &format!("localhost:{}", i.admin),
+            Some(&format!("http://localhost:{}", i.admin)),
+            "application/json",
+        ),
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "a local call: {ok}");
+    let (_, exps) = admin_call(i.admin(), "GET", "/v1/experiments", None).await;
+    assert_eq!(
+        variant(&exps, "lr")["runtime_weight"].as_f64(),
+        Some(100.0),
+        "{exps}"
+    );
 }

@@ -134,10 +134,13 @@ pub fn parse_batch(body: &[u8], routes: &Routes) -> Result<Vec<Conversion>, Vec<
         }]);
     }
     let now = cohort_events::clock::now();
+    let latest = cohort_events::clock::parse_nanos(&now)
+        .unwrap_or(i64::MAX)
+        .saturating_add(MAX_FUTURE_SKEW.as_nanos() as i64);
     let mut out = Vec::with_capacity(entries.len());
     let mut errors = Vec::new();
     for (line, raw) in entries {
-        match one(raw, routes, &now) {
+        match one(raw, routes, &now, latest) {
             Ok(c) => out.push(c),
             Err(reason) => errors.push(LineError { line, reason }),
         }
@@ -149,7 +152,16 @@ pub fn parse_batch(body: &[u8], routes: &Routes) -> Result<Vec<Conversion>, Vec<
     }
 }
 
-fn one(raw: &str, routes: &Routes, now: &str) -> Result<Conversion, String> {
+/// How far ahead of cohort's clock a conversion's `ts` may be: clocks disagree by
+/// seconds, and a time further ahead is a mistake the report would skip later.
+pub const MAX_FUTURE_SKEW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The largest `value` a conversion may carry: any price, and sums that stay finite.
+pub const MAX_VALUE: f64 = 1e12;
+
+/// One entry, validated as the report will read it: whatever is acknowledged here is
+/// counted there. `latest`: the latest `ts` accepted, in nanoseconds since the epoch.
+fn one(raw: &str, routes: &Routes, now: &str, latest: i64) -> Result<Conversion, String> {
     let r: Reported = serde_json::from_str(raw).map_err(|e| format!("not a conversion: {e}"))?;
     let Some(exp) = routes.experiment(&r.experiment) else {
         let known: Vec<&str> = routes.experiments.iter().map(|e| e.name.as_str()).collect();
@@ -160,10 +172,29 @@ fn one(raw: &str, routes: &Routes, now: &str) -> Result<Conversion, String> {
         ));
     };
     if let Some(v) = r.value {
-        if !v.is_finite() {
-            return Err(format!("value must be a finite number (got {v})"));
+        if !v.is_finite() || !(0.0..=MAX_VALUE).contains(&v) {
+            return Err(format!(
+                "value must be a number from 0 to {MAX_VALUE} (got {v})"
+            ));
         }
     }
+    let ts = match r.ts {
+        None => now.to_owned(),
+        Some(ts) => match cohort_events::clock::parse_nanos(&ts) {
+            None => {
+                return Err(format!(
+                    "ts {ts:?} is not an RFC 3339 time with an offset (e.g. 2026-12-02T14:10:00Z)"
+                ))
+            }
+            Some(ns) if ns > latest => {
+                return Err(format!(
+                    "ts {ts:?} is in the future (more than {} s ahead of this server's clock)",
+                    MAX_FUTURE_SKEW.as_secs()
+                ))
+            }
+            Some(_) => ts,
+        },
+    };
     let decoded = r
         .request_id
         .as_deref()
@@ -200,7 +231,7 @@ fn one(raw: &str, routes: &Routes, now: &str) -> Result<Conversion, String> {
     };
     Ok(Conversion {
         v: Some(1),
-        ts: r.ts.unwrap_or_else(|| now.to_owned()),
+        ts,
         experiment: exp.name.clone(),
         unit,
         variant,
@@ -266,5 +297,33 @@ mod tests {
         let bad =
             parse_batch(b"{\"experiment\":\"e\",\"request_id\":\"client-made\"}", &r).unwrap_err();
         assert!(bad[0].reason.contains("not a cohort request id"));
+    }
+
+    #[test]
+    fn times_and_values_the_report_could_not_read_are_refused_with_their_lines() {
+        let r = routes("user");
+        let body = [
+            r#"{"experiment":"e","unit":"a","ts":"9999-12-31T23:59:59Z"}"#,
+            r#"{"experiment":"e","unit":"b","ts":"2026-12-02 14:10:00"}"#,
+            r#"{"experiment":"e","unit":"c","ts":"2026-12-02T14:10:00"}"#,
+            r#"{"experiment":"e","unit":"d","ts":"yesterday"}"#,
+            r#"{"experiment":"e","unit":"e","value":1e308}"#,
+            r#"{"experiment":"e","unit":"f","value":-1}"#,
+            r#"{"experiment":"e","unit":"g","ts":"2026-12-02T14:10:00+01:00","value":2.5}"#,
+        ]
+        .join("\n");
+        let errors = parse_batch(body.as_bytes(), &r).unwrap_err();
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![1, 2, 3, 4, 5, 6], "{errors:?}");
+        // The same entries one by one: the last is good.
+        let good = parse_batch(body.lines().last().unwrap().as_bytes(), &r).unwrap();
+        assert_eq!(good[0].ts, "2026-12-02T14:10:00+01:00");
+        // Within the clock skew is not the future.
+        let soon = cohort_events::clock::from_nanos(
+            cohort_events::clock::parse_nanos(&cohort_events::clock::now()).unwrap()
+                + 60_000_000_000,
+        );
+        let near = format!(r#"{{"experiment":"e","unit":"h","ts":"{soon}"}}"#);
+        assert!(parse_batch(near.as_bytes(), &r).is_ok());
     }
 }

@@ -7,8 +7,18 @@
 //! bound to loopback (then only local processes reach it); otherwise they are 403 with a
 //! message saying how to enable them. Secrets never appear in logs or answers: only the
 //! token's name does.
+//!
+//! Browsers attach no bearer token by themselves, so tokens protect a configured admin from
+//! web pages; the tokenless loopback mode needs its own defence, since any page a local
+//! browser opens can send requests to 127.0.0.1 (CSRF) or rebind a name of its own to it
+//! (DNS rebinding). There a mutating call must carry a `Host` that is an IP literal or
+//! `localhost`, no `Origin` but a local one, and, when it has a body or a `Content-Type`,
+//! a JSON one (`application/json`; NDJSON for conversions): the kinds of request a page can
+//! send without a CORS preflight are refused.
 
-use http::header::{HeaderMap, AUTHORIZATION};
+use http::header::{
+    HeaderMap, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, TRANSFER_ENCODING,
+};
 
 use cohort_config::schema::{AdminConfig, Scope};
 
@@ -82,7 +92,7 @@ impl AdminAuth {
         let scope_name = cohort_config::schema::yaml_name(&scope);
         if self.tokens.is_empty() {
             return if self.loopback {
-                Ok(Caller::Loopback)
+                from_a_local_program(headers, scope).map(|()| Caller::Loopback)
             } else {
                 Err(Denied::Forbidden(
                     "mutating admin calls are disabled: the admin listener is not bound to loopback \
@@ -118,6 +128,86 @@ impl AdminAuth {
                 token.name
             )))
         }
+    }
+}
+
+/// Whether a tokenless call to a loopback admin came from a program on this machine rather
+/// than from a web page (see the module's doc).
+fn from_a_local_program(headers: &HeaderMap, scope: Scope) -> Result<(), Denied> {
+    let refuse = |why: String| {
+        Err(Denied::Forbidden(format!(
+            "{why}: without admin.tokens, mutating calls are taken only from local programs, not web pages"
+        )))
+    };
+    let host = headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !local_host(host) {
+        return refuse(format!(
+            "Host {host:?} is neither an IP address nor localhost"
+        ));
+    }
+    if let Some(origin) = headers.get(ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let name = host_name(origin.split_once("://").map_or("", |(_, h)| h));
+        let loopback = name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return refuse(format!("Origin {origin:?} is not a local one"));
+        }
+    }
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let has_body = headers
+        .get(CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || headers.contains_key(TRANSFER_ENCODING);
+    let json = match scope {
+        Scope::Conversions => &[
+            "application/json",
+            "application/x-ndjson",
+            "application/jsonl",
+        ][..],
+        Scope::Control => &["application/json"][..],
+    };
+    match content_type {
+        Some(ct) if json.contains(&ct.as_str()) => Ok(()),
+        None if !has_body => Ok(()),
+        other => refuse(format!(
+            "Content-Type {:?} is not {}",
+            other.unwrap_or_default(),
+            json.join(" or ")
+        )),
+    }
+}
+
+/// `localhost`, or an IP literal, with or without a port.
+fn local_host(host: &str) -> bool {
+    let name = host_name(host);
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// The name of `host[:port]`, without the port and an IPv6 literal's brackets.
+fn host_name(host: &str) -> &str {
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6.split_once(']').map_or(v6, |(name, _)| name);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
     }
 }
 
