@@ -139,11 +139,10 @@ fn from_a_local_program(headers: &HeaderMap, scope: Scope) -> Result<(), Denied>
             "{why}: without admin.tokens, mutating calls are taken only from local programs, not web pages"
         )))
     };
-    let host = headers
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !local_host(host) {
+    // Browsers always send a Host over cleartext HTTP (they speak HTTP/2 only over TLS); a
+    // request without one (HTTP/1.0, or HTTP/2 with its authority in the URI) is no page's.
+    let host = headers.get(HOST).map(|v| v.to_str().unwrap_or("?"));
+    if let Some(host) = host.filter(|h| !local_host(h)) {
         return refuse(format!(
             "Host {host:?} is neither an IP address nor localhost"
         ));
@@ -279,6 +278,14 @@ mod tests {
             local.check(&HeaderMap::new(), Scope::Control),
             Ok(Caller::Loopback)
         );
+        let mut page = HeaderMap::new();
+        page.insert(HOST, HeaderValue::from_static("rebind.evil.example"));
+        assert!(matches!(
+            local.check(&page, Scope::Control),
+            Err(Denied::Forbidden(m)) if m.contains("neither an IP address nor localhost")
+        ));
+        page.insert(HOST, HeaderValue::from_static("[::1]:9901"));
+        assert_eq!(local.check(&page, Scope::Control), Ok(Caller::Loopback));
         let open = AdminAuth::from_config(&admin("0.0.0.0:9901", vec![]), |_| None).unwrap();
         assert!(
             matches!(open.check(&HeaderMap::new(), Scope::Control), Err(Denied::Forbidden(m)) if m.contains("add a token"))
