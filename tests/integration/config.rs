@@ -366,3 +366,26 @@ fn a_huge_weight_is_named_as_too_large() {
     assert!(p.path.ends_with(".weight"), "{p}");
     assert!(p.reason.contains("at most 1000000000000"), "{p}");
 }
+
+/// A crafted file nested thousands of levels deep took the YAML parser close to a minute
+/// (and held back the next good reload): depth and size are bounded before parsing.
+#[test]
+fn deep_or_huge_files_are_refused_before_parsing() {
+    let deep = format!("listen: {}{}\n", "[".repeat(50_000), "]".repeat(50_000));
+    let p = problem(&deep);
+    assert!(p.reason.contains("nested more than 32 levels"), "{p}");
+    let block = format!(
+        "listen: 127.0.0.1:1\ntrusted_proxies: {}{}\n",
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    assert!(problem(&block)
+        .reason
+        .contains("nested more than 32 levels"));
+    let huge = format!("routes: []\n#{}\n", "x".repeat(config::MAX_FILE_BYTES));
+    assert!(problem(&huge).reason.contains("at most 1048576 bytes"));
+    // The repository's own routes.yaml is well within both.
+    let ours =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/routes.yaml")).unwrap();
+    assert!(config::parse("routes.yaml", &ours).is_ok());
+}

@@ -47,8 +47,17 @@ pub fn load(path: &Path) -> Result<Routes, ConfigError> {
     parse(&file, &text)
 }
 
+/// The largest config file cohort reads: hundreds of routes and experiments fit in a
+/// fraction of it.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
+/// The deepest nesting of mappings and sequences a config may have (routes.yaml's own
+/// schema needs 6). Parsers slow down with depth, quadratically on a crafted file.
+pub const MAX_DEPTH: usize = 32;
+
 /// Parses and compiles config `text`; `file` names it in errors.
 pub fn parse(file: &str, text: &str) -> Result<Routes, ConfigError> {
+    bounded(file, text)?;
     let parsed: FileConfig = match serde_yaml::from_str(text) {
         Ok(parsed) => parsed,
         // An empty file is an empty config (every default, no routes), not an error.
@@ -63,6 +72,62 @@ pub fn parse(file: &str, text: &str) -> Result<Routes, ConfigError> {
         hash: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes())),
     };
     compile::compile(parsed, source, &positions)
+}
+
+/// Refuses a text over [`MAX_FILE_BYTES`] or nested deeper than [`MAX_DEPTH`], before any
+/// parser that slows down on it sees it. The depth is measured by a streaming YAML
+/// parser that stops at the first node too deep.
+fn bounded(file: &str, text: &str) -> Result<(), ConfigError> {
+    let problem = |position: Option<Position>, reason: String| {
+        Err(ConfigError::single(Problem {
+            file: file.to_owned(),
+            position,
+            path: String::new(),
+            reason,
+        }))
+    };
+    if text.len() > MAX_FILE_BYTES {
+        return problem(
+            None,
+            format!(
+                "the file is {} bytes; a config may be at most {MAX_FILE_BYTES} bytes",
+                text.len()
+            ),
+        );
+    }
+    let too_deep = |line, column| {
+        problem(
+            Some(Position { line, column }),
+            format!("nested more than {MAX_DEPTH} levels deep; routes.yaml needs at most 6"),
+        )
+    };
+    let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        let (event, mark) = match parser.next_token() {
+            Ok(e) => e,
+            // The scanner's own bound on flow nesting (it scans ahead of the events).
+            Err(e) if e.info().contains("recursion limit") => {
+                return too_deep(e.marker().line(), e.marker().col() + 1)
+            }
+            // A syntax error is reported by the full parse, with its own position.
+            Err(_) => return Ok(()),
+        };
+        match event {
+            yaml_rust2::parser::Event::SequenceStart(..)
+            | yaml_rust2::parser::Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return too_deep(mark.line(), mark.col() + 1);
+                }
+            }
+            yaml_rust2::parser::Event::SequenceEnd | yaml_rust2::parser::Event::MappingEnd => {
+                depth = depth.saturating_sub(1);
+            }
+            yaml_rust2::parser::Event::StreamEnd => return Ok(()),
+            _ => {}
+        }
+    }
 }
 
 /// Compiles an already parsed config (e.g. one changed at runtime). Errors carry paths but
