@@ -389,3 +389,14 @@ fn deep_or_huge_files_are_refused_before_parsing() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/routes.yaml")).unwrap();
     assert!(config::parse("routes.yaml", &ours).is_ok());
 }
+
+/// Segments under 1 MiB made the writer rotate and fsync every few events (~800 events/s
+/// at 4 KiB), and a crash then lost most of what had been answered.
+#[test]
+fn tiny_segments_are_refused() {
+    let text = "events: { segment_max_bytes: 4096 }\n";
+    let p = problem(text);
+    assert_eq!(p.path, "events.segment_max_bytes");
+    assert!(p.reason.contains("at least 1048576"), "{p}");
+    assert!(config::parse("t.yaml", "events: { segment_max_bytes: 1048576 }\n").is_ok());
+}

@@ -254,3 +254,64 @@ fn the_reader_skips_and_counts_malformed_lines_anywhere() {
         "a bad line, a line missing fields, and a torn last line"
     );
 }
+
+/// The writer's backlog is visible: while it is held up, what waits behind it shows in
+/// `cohort_events_queue_depth` and stays in its high-water mark.
+#[test]
+fn the_queue_depth_and_its_high_water_mark_show_the_backlog() {
+    use prometheus::IntGauge;
+    use std::sync::mpsc;
+    /// A sink that reports every batch's size, and whose first append waits for a signal.
+    struct HeldUp {
+        release: Option<mpsc::Receiver<()>>,
+        appended: mpsc::Sender<usize>,
+    }
+    impl EventSink for HeldUp {
+        fn append(&mut self, _: &[u8], n: usize) -> std::io::Result<()> {
+            if let Some(release) = self.release.take() {
+                let _ = self.appended.send(n);
+                let _ = release.recv();
+            } else {
+                let _ = self.appended.send(n);
+            }
+            Ok(())
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (go, release) = mpsc::channel();
+    let (appended, batches) = mpsc::channel();
+    let (written, dropped) = counters();
+    let depth = IntGauge::new("depth", "d").unwrap();
+    let max = IntGauge::new("max", "m").unwrap();
+    let opts = WriterOptions::plain(
+        1024,
+        FsyncMode::Never,
+        Duration::from_millis(50),
+        written.clone(),
+        dropped,
+    )
+    .with_queue_gauges(depth.clone(), max.clone());
+    let sink = HeldUp {
+        release: Some(release),
+        appended,
+    };
+    let (log, writer) = start(Box::new(sink), opts);
+    log.record(exposure(0));
+    let first = batches.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(first, 1, "the writer holds the first event");
+    for i in 1..=100 {
+        log.record(exposure(i));
+    }
+    go.send(()).unwrap();
+    let mut total = first;
+    while total < 101 {
+        total += batches.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    // Sampled at the wake-up after the held batch: 99 were waiting behind the one taken.
+    assert_eq!(max.get(), 99);
+    writer.finish();
+    assert_eq!(written.get(), 101);
+    assert_eq!(depth.get(), 0, "drained at the end");
+}

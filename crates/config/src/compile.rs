@@ -245,6 +245,9 @@ pub(crate) fn compile(
 
 /// The hash of the effective config: two files that differ only in comments, layout or
 /// spelled-out defaults have the same version.
+/// The smallest `events.segment_max_bytes`: at 4 KiB the writer managed ~800 events/s.
+pub const MIN_SEGMENT_BYTES: u64 = 1 << 20;
+
 /// The largest weight a variant may have: weights are relative, and a bound keeps their sum
 /// finite (two weights of 1.7e308 would add up to infinity).
 pub const MAX_WEIGHT: f64 = 1e12;
@@ -315,8 +318,13 @@ fn check_settings(c: &mut Checker<'_>, f: &FileConfig) {
         c.error("limits.max_header_bytes", "must be at least 1024");
     }
     c.positive("events.fsync_interval_ms", f.events.fsync_interval_ms);
-    if f.events.segment_max_bytes < 4096 {
-        c.error("events.segment_max_bytes", "must be at least 4096");
+    if f.events.segment_max_bytes < MIN_SEGMENT_BYTES {
+        c.error(
+            "events.segment_max_bytes",
+            format!(
+                "must be at least {MIN_SEGMENT_BYTES} (1 MiB): smaller segments make the writer open, fsync and rotate files every few events, and a backlog builds that a crash loses"
+            ),
+        );
     }
     let age = f.events.segment_max_age_s;
     if !(age.is_finite() && age > 0.0) {

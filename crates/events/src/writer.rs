@@ -20,12 +20,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
 use std::sync::Arc;
 
-use prometheus::IntCounter;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use prometheus::{IntCounter, IntGauge};
 use tracing::{error, info, warn};
 
 use super::schema::{Event, EventRef};
@@ -199,7 +199,7 @@ enum Msg {
 /// The request path's handle on the log. Cloning is cheap.
 #[derive(Clone)]
 pub struct EventLog {
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
     dropped: IntCounter,
 }
 
@@ -235,7 +235,7 @@ impl EventLog {
 /// The writer thread.
 pub struct Writer {
     handle: std::thread::JoinHandle<()>,
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
 }
 
 impl Writer {
@@ -259,6 +259,11 @@ pub struct WriterOptions {
     pub dropped: IntCounter,
     /// Told about every batch once it is written (live counts, per-variant metrics).
     pub observers: Vec<Arc<dyn Observer>>,
+    /// `cohort_events_queue_depth` and its high-water mark `cohort_events_queue_depth_max`:
+    /// events handed over and not yet taken by the writer, which a SIGKILL loses. Sampled
+    /// by the writer at every wake-up, so the request path pays nothing for them.
+    pub queue_depth: IntGauge,
+    pub queue_depth_max: IntGauge,
 }
 
 /// Something that follows exactly what was written: called on the writer thread with
@@ -277,6 +282,13 @@ impl WriterOptions {
             written,
             dropped,
         )
+    }
+
+    /// Reports the channel's depth in these gauges (see [`WriterOptions::queue_depth`]).
+    pub fn with_queue_gauges(mut self, depth: IntGauge, max: IntGauge) -> Self {
+        self.queue_depth = depth;
+        self.queue_depth_max = max;
+        self
     }
 
     /// Adds an observer of every written batch.
@@ -300,13 +312,19 @@ impl WriterOptions {
             written,
             dropped,
             observers: Vec::new(),
+            queue_depth: unregistered_gauge(),
+            queue_depth_max: unregistered_gauge(),
         }
     }
 }
 
+fn unregistered_gauge() -> IntGauge {
+    IntGauge::new("unregistered", "not exported").expect("a valid metric name")
+}
+
 /// Starts the writer thread over `sink`; returns the handle for handlers and the thread.
 pub fn start(sink: Box<dyn EventSink>, opts: WriterOptions) -> (EventLog, Writer) {
-    let (tx, rx) = sync_channel(opts.capacity.max(1));
+    let (tx, rx) = bounded(opts.capacity.max(1));
     let dropped = opts.dropped.clone();
     let log = EventLog {
         tx: tx.clone(),
@@ -358,6 +376,12 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
             }
             Err(RecvTimeoutError::Timeout) => None,
         };
+        // What waits behind this wake-up: the backlog a SIGKILL now would lose.
+        let waiting = i64::try_from(rx.len()).unwrap_or(i64::MAX);
+        opts.queue_depth.set(waiting);
+        if waiting > opts.queue_depth_max.get() {
+            opts.queue_depth_max.set(waiting);
+        }
         buf.clear();
         batch.clear();
         if let Some(e) = first {

@@ -14,8 +14,8 @@
 use cohort_events::WriterOptions;
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Status codes whose counters are pre-resolved (index = position).
@@ -73,6 +73,8 @@ pub struct Metrics {
     pub config_pending: IntGaugeVec,
     pub events_written: IntCounter,
     pub events_dropped: IntCounter,
+    pub events_queue_depth: IntGauge,
+    pub events_queue_depth_max: IntGauge,
     pub experiment_units: IntGaugeVec,
     pub experiment_conversion_rate: GaugeVec,
     pub experiment_p_value: GaugeVec,
@@ -161,6 +163,16 @@ impl Metrics {
                 "Events that could not be written (channel full or write error).",
             )
             .expect("valid metric"),
+            events_queue_depth: IntGauge::new(
+                "cohort_events_queue_depth",
+                "Events handed to the event writer and not yet taken by it (what a SIGKILL would lose), sampled at each of its wake-ups.",
+            )
+            .expect("valid metric"),
+            events_queue_depth_max: IntGauge::new(
+                "cohort_events_queue_depth_max",
+                "The highest cohort_events_queue_depth since the process started.",
+            )
+            .expect("valid metric"),
             experiment_units: IntGaugeVec::new(
                 Opts::new("cohort_experiment_units", "Distinct exposed units per variant."),
                 &ev,
@@ -215,6 +227,8 @@ impl Metrics {
             Box::new(self.config_pending.clone()),
             Box::new(self.events_written.clone()),
             Box::new(self.events_dropped.clone()),
+            Box::new(self.events_queue_depth.clone()),
+            Box::new(self.events_queue_depth_max.clone()),
             Box::new(self.experiment_units.clone()),
             Box::new(self.experiment_conversion_rate.clone()),
             Box::new(self.experiment_p_value.clone()),
@@ -334,8 +348,8 @@ impl VariantMetrics {
 
 impl Metrics {
     /// The event writer's options for the config's `events` section, counting into
-    /// `cohort_events_written_total`, `cohort_events_dropped_total` and, per written
-    /// exposure, `cohort_exposures_total`.
+    /// `cohort_events_written_total`, `cohort_events_dropped_total`, the queue depth gauges
+    /// and, per written exposure, `cohort_exposures_total`.
     pub fn event_writer_options(&self, cfg: &cohort_config::schema::EventsConfig) -> WriterOptions {
         WriterOptions::from_config(
             cfg,
@@ -343,6 +357,10 @@ impl Metrics {
             self.events_dropped.clone(),
         )
         .observed_by(std::sync::Arc::new(ExposureCounter(self.exposures.clone())))
+        .with_queue_gauges(
+            self.events_queue_depth.clone(),
+            self.events_queue_depth_max.clone(),
+        )
     }
 }
 
