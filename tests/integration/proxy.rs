@@ -130,6 +130,15 @@ async fn a_dead_variant_answers_502_while_the_other_keeps_serving() {
             assert_eq!(ans.body["variant"], "lr");
             assert_eq!(ans.body["experiment"], "iris-model");
             assert!(request_id::parse(ans.body["request_id"].as_str().unwrap()).is_some());
+            // What a client needs, not the upstream's address or the OS error (those are
+            // in the log); and the same identifying headers a proxied response has.
+            assert_eq!(ans.body["error"], "variant lr is unavailable");
+            assert_eq!(ans.headers["x-cohort-variant"], "lr");
+            assert_eq!(ans.headers["x-cohort-experiment"], "iris-model");
+            assert_eq!(
+                ans.headers["x-cohort-request-id"].to_str().unwrap(),
+                ans.body["request_id"].as_str().unwrap()
+            );
             bad += 1;
         } else {
             assert_eq!(ans.status, StatusCode::OK);

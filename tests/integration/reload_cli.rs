@@ -347,9 +347,28 @@ async fn reload_needs_a_token_with_the_control_scope() {
     );
     let (status, body) = admin_call(s.admin(), "POST", "/v1/reload", Some("ops-secret")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    // Reads stay open.
-    assert_eq!(
-        admin_call(s.admin(), "GET", "/v1/config", None).await.0,
-        StatusCode::OK
-    );
+    // With tokens configured, reads need one too (any scope): experiment names, weights
+    // and upstream addresses are not for whoever reaches the port. Probes and /metrics
+    // stay open for kubelet and Prometheus.
+    for path in [
+        "/v1/config",
+        "/v1/experiments",
+        "/v1/assign?experiment=iris-model&unit=a",
+    ] {
+        let (status, _) = admin_call(s.admin(), "GET", path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} without a token");
+        let (status, _) = admin_call(s.admin(), "GET", path, Some("shop-secret")).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{path} with a token of another scope"
+        );
+    }
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            admin_call(s.admin(), "GET", path, None).await.0,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
 }

@@ -325,7 +325,8 @@ async fn runtime_changes_need_the_control_scope() {
     );
     let (status, body) = call(i.admin(), "PUT", path, Some("o"), json!({"lr": 10})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (_, exps) = admin_call(i.admin(), "GET", "/v1/experiments", None).await;
+    // With tokens configured, reading needs one too.
+    let (_, exps) = admin_call(i.admin(), "GET", "/v1/experiments", Some("o")).await;
     assert!(exps["experiments"][0]["runtime"]["set_by"]
         .as_str()
         .unwrap()

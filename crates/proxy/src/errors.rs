@@ -42,7 +42,9 @@ impl ProxyError {
             "variant": self.variant,
             "request_id": self.request_id,
         });
-        json_response(self.status, &body)
+        let mut resp = json_response(self.status, &body);
+        self.identify(resp.headers_mut());
+        resp
     }
 }
 
@@ -73,6 +75,14 @@ impl ProxyError {
         if let Ok(v) = HeaderValue::from_str(&percent_encode(&self.message)) {
             h.insert("grpc-message", v);
         }
+        self.identify(h);
+        resp
+    }
+
+    /// The `x-cohort-experiment`, `x-cohort-variant` and `x-cohort-request-id` headers a
+    /// proxied response carries, as far as they are known: cohort's own answers carry them
+    /// too.
+    fn identify(&self, h: &mut http::HeaderMap) {
         for (name, value) in [
             ("x-cohort-experiment", &self.experiment),
             ("x-cohort-variant", &self.variant),
@@ -82,7 +92,6 @@ impl ProxyError {
                 h.insert(name, v);
             }
         }
-        resp
     }
 }
 

@@ -102,6 +102,30 @@ impl AdminAuth {
                 ))
             };
         }
+        let token = self.token(headers)?;
+        if token.scopes.contains(&scope) {
+            Ok(Caller::Token(token.name.clone()))
+        } else {
+            Err(Denied::Forbidden(format!(
+                "token {} lacks the scope {scope_name} needed here",
+                token.name
+            )))
+        }
+    }
+
+    /// Whether a request may read the admin API beyond the probes and `/metrics`: with
+    /// tokens configured, any of them, whatever its scopes (experiment names, weights and
+    /// upstream addresses are not for whoever reaches the port); without, anyone who
+    /// reaches the listener.
+    pub fn check_read(&self, headers: &HeaderMap) -> Result<(), Denied> {
+        if self.tokens.is_empty() {
+            return Ok(());
+        }
+        self.token(headers).map(|_| ())
+    }
+
+    /// The configured token a request presents.
+    fn token(&self, headers: &HeaderMap) -> Result<&Token, Denied> {
         let presented = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -115,19 +139,10 @@ impl AdminAuth {
                     "an `Authorization: Bearer TOKEN` header is required".to_owned(),
                 )
             })?;
-        let token = self
-            .tokens
+        self.tokens
             .iter()
             .find(|t| constant_time_eq(&t.secret, presented.as_bytes()))
-            .ok_or_else(|| Denied::Unauthorized("unknown token".to_owned()))?;
-        if token.scopes.contains(&scope) {
-            Ok(Caller::Token(token.name.clone()))
-        } else {
-            Err(Denied::Forbidden(format!(
-                "token {} lacks the scope {scope_name} needed here",
-                token.name
-            )))
-        }
+            .ok_or_else(|| Denied::Unauthorized("unknown token".to_owned()))
     }
 }
 

@@ -95,6 +95,13 @@ impl Admin {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let path = path.as_str();
+        // The probes and /metrics stay open for kubelet and Prometheus; with tokens
+        // configured, everything else needs one.
+        if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+            if let Err(denied) = self.auth.check_read(req.headers()) {
+                return denied_response(denied);
+            }
+        }
         if path == "/v1/reload" {
             return self.reload(&req, peer).await;
         }

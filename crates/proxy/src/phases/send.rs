@@ -81,13 +81,12 @@ pub async fn send(
         Ok(Ok(resp)) => Ok(resp),
         Err(_) => {
             t.handles.metrics.upstream_error(UpstreamErrorKind::Timeout);
+            let ms = t.route.timeout.as_millis();
+            ex.span().in_scope(|| warn!(upstream = %up.url, timeout_ms = ms as u64, "upstream sent no response head in time"));
+            // The client learns which variant and why; the address stays in the log.
             Err(ex.fail(
                 StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "upstream {} sent no response head within {} ms",
-                    up.url,
-                    t.route.timeout.as_millis()
-                ),
+                format!("variant {} sent no response within {ms} ms", t.variant.name),
             ))
         }
         Ok(Err(e)) => {
@@ -96,11 +95,13 @@ pub async fn send(
             } else {
                 UpstreamErrorKind::Reset
             });
+            let reason = describe(&e);
             ex.span()
-                .in_scope(|| warn!(error = %e, upstream = %up.url, "upstream failed"));
+                .in_scope(|| warn!(error = %reason, upstream = %up.url, "upstream failed"));
+            // The client learns which variant; the address and the OS error stay in the log.
             Err(ex.fail(
                 StatusCode::BAD_GATEWAY,
-                format!("upstream {} failed: {}", up.url, describe(&e)),
+                format!("variant {} is unavailable", t.variant.name),
             ))
         }
     }
