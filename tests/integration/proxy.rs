@@ -485,3 +485,76 @@ async fn an_http11_request_needs_exactly_one_host() {
         "HTTP/1.0: {old}"
     );
 }
+
+/// A model backend that reads the whole request body before it answers.
+async fn reading_backend() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let answer = format!("{{\"read\": {}}}", body.len());
+                        Ok::<_, hyper::Error>(http::Response::new(Full::new(Bytes::from(answer))))
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The sum of a metric family's samples in Prometheus text, where a line matches `filter`.
+fn metric_sum(text: &str, family: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(family) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A client whose upload breaks off, or whose chunked framing is malformed, is answered 400
+/// and counted as a client error: never as the variant's upstream failure or 5xx, which
+/// anyone could otherwise push up for a treatment until an alert says "roll back".
+#[tokio::test]
+async fn a_clients_broken_upload_is_not_blamed_on_the_model() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = reading_backend().await;
+    let (proxy, state) = common::net::start_proxy_with(routes(&two_arm(up, up, ""))).await;
+    let requests: [&[u8]; 2] = [
+        // Closes after 10 of 1 000 announced bytes.
+        b"POST /invocations HTTP/1.1\r\nhost: t\r\nx-user-id: u1\r\ncontent-length: 1000\r\n\r\n0123456789",
+        // A chunk size that is not hexadecimal.
+        b"POST /invocations HTTP/1.1\r\nhost: t\r\nx-user-id: u2\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n",
+    ];
+    for request in requests {
+        let mut conn = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        conn.write_all(request).await.unwrap();
+        conn.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        // 400, or a closed connection: never a 5xx.
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+            "{answer}"
+        );
+    }
+    let text = state.metrics().render();
+    assert_eq!(
+        metric_sum(&text, "cohort_client_errors_total", "kind=\"body\""),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(metric_sum(&text, "cohort_upstream_errors_total", ""), 0.0);
+    assert_eq!(
+        metric_sum(&text, "cohort_requests_total", "code=\"502\""),
+        0.0
+    );
+    // A whole upload still goes through.
+    let ok = send(&client(), proxy, "/invocations", &[("x-user-id", "u3")]).await;
+    assert_eq!(ok.status, StatusCode::OK);
+}

@@ -64,6 +64,9 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
+    /// `cohort_client_errors_total{kind}`: requests that failed on the client's side, kept
+    /// out of every variant's figures.
+    pub client_errors: IntCounterVec,
     pub exposures: IntCounterVec,
     pub conversions: IntCounterVec,
     pub variant_weight: GaugeVec,
@@ -113,6 +116,14 @@ impl Metrics {
                     "Upstream failures by kind: connect, timeout, reset, idle_timeout, aborted.",
                 ),
                 &["experiment", "variant", "kind"],
+            )
+            .expect("valid metric"),
+            client_errors: IntCounterVec::new(
+                Opts::new(
+                    "cohort_client_errors_total",
+                    "Requests that failed on the client's side (kind body: the upload broke off or was malformed); never counted against a variant.",
+                ),
+                &["kind"],
             )
             .expect("valid metric"),
             exposures: IntCounterVec::new(
@@ -218,6 +229,7 @@ impl Metrics {
             Box::new(self.requests.clone()),
             Box::new(self.request_duration.clone()),
             Box::new(self.upstream_errors.clone()),
+            Box::new(self.client_errors.clone()),
             Box::new(self.exposures.clone()),
             Box::new(self.conversions.clone()),
             Box::new(self.variant_weight.clone()),

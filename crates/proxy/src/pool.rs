@@ -17,7 +17,6 @@
 //! connections older than [`IDLE_TIMEOUT`] are not reused; at most [`MAX_IDLE`] are kept.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -31,7 +30,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 use crate::body::Body;
-use crate::tap::{ending, Ending};
+use crate::tap::{ending, Ending, Upload};
 
 /// Idle connections older than this are closed instead of reused (the general client's
 /// default too).
@@ -75,7 +74,7 @@ impl H1Pool {
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<Body>,
-        sent: Option<Arc<AtomicBool>>,
+        sent: Option<Upload>,
     ) -> Result<Response<PooledBody>, PoolError> {
         let pq = req
             .uri()
@@ -174,13 +173,13 @@ pub struct PooledBody {
     inner: Incoming,
     back: Option<(SendRequest<Body>, Arc<H1Pool>)>,
     /// None when the request had no body left to send.
-    sent: Option<Arc<AtomicBool>>,
+    sent: Option<Upload>,
 }
 
 impl PooledBody {
     fn give_back(&mut self) {
         if let Some((sender, pool)) = self.back.take() {
-            if self.sent.as_ref().is_none_or(|s| s.load(Ordering::Acquire)) {
+            if self.sent.as_ref().is_none_or(Upload::complete) {
                 pool.give_back(sender);
             }
         }

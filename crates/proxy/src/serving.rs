@@ -19,6 +19,8 @@ pub struct Serving {
     pub by_route: Vec<Vec<VariantHandles>>,
     /// Requests that matched no route.
     pub unrouted: RequestMetrics,
+    /// `cohort_client_errors_total{kind="body"}`.
+    pub client_body_errors: prometheus::IntCounter,
 }
 
 /// What one variant needs to serve one route.
@@ -106,6 +108,7 @@ impl Serving {
             .set(1);
         Ok(Serving {
             unrouted: metrics.request_handles("", "", ""),
+            client_body_errors: metrics.client_errors.with_label_values(&["body"]),
             routes,
             by_route,
         })

@@ -7,7 +7,7 @@
 //! respond phase (response body), the same way.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -101,14 +101,35 @@ where
     }
 }
 
-/// Sets its flag when the body it taps went out whole: the upstream pool gives a
-/// connection back only once the request it carried was sent to its end.
-pub struct Completion(pub Arc<AtomicBool>);
+/// How a request's body went upstream: still going, sent whole, or broken off by the
+/// client. The pool gives a connection back only once the request it carried went out
+/// whole; a body the client broke off makes the request the client's failure, not the
+/// model's. Cloning shares the state.
+#[derive(Clone, Default)]
+pub struct Upload(Arc<AtomicU8>);
 
-impl Tap for Completion {
+const COMPLETE: u8 = 1;
+const FAILED: u8 = 2;
+
+impl Upload {
+    /// The body went out to its end.
+    pub fn complete(&self) -> bool {
+        self.0.load(Ordering::Acquire) == COMPLETE
+    }
+
+    /// The client's side of the body failed: cut short, or malformed framing.
+    pub fn failed(&self) -> bool {
+        self.0.load(Ordering::Acquire) == FAILED
+    }
+}
+
+impl Tap for Upload {
     fn end(self, how: Ending) {
-        if how == Ending::Complete {
-            self.0.store(true, Ordering::Release);
+        match how {
+            Ending::Complete => self.0.store(COMPLETE, Ordering::Release),
+            Ending::Failed => self.0.store(FAILED, Ordering::Release),
+            // Dropped by the client connection to the upstream: neither.
+            Ending::Dropped => {}
         }
     }
 }

@@ -6,9 +6,6 @@
 //! the general client. A failure is counted against the variant
 //! (`cohort_upstream_errors_total`) and becomes 502 or 504.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
@@ -21,7 +18,7 @@ use crate::body::{Body, BoxError};
 use crate::errors::ProxyError;
 use crate::metrics::UpstreamErrorKind;
 use crate::pool::{UpstreamBody, UpstreamFailure};
-use crate::tap::{Completion, Tapped};
+use crate::tap::{Tapped, Upload};
 
 /// Sends the rewritten head and the client's body, streamed, to the target's upstream
 /// within the route's `timeout_ms` (to the head).
@@ -35,14 +32,14 @@ pub async fn send(
         return Err(ex.fail(StatusCode::INTERNAL_SERVER_ERROR, "send before route"));
     };
     let pooled = if upgrade { None } else { t.handles.pool() };
-    // A pooled connection must know when the upload is done (see `PooledBody`).
-    let (body, sent): (Body, _) = match pooled {
-        Some(_) if !body.is_end_stream() => {
-            let flag = Arc::new(AtomicBool::new(false));
-            let tapped = Tapped::new(body, Completion(flag.clone()));
-            (tapped.map_err(BoxError::from).boxed(), Some(flag))
-        }
-        _ => (body.map_err(BoxError::from).boxed(), None),
+    // How the upload goes: a pooled connection is given back only once it is complete, and
+    // a failure the client caused is not the model's.
+    let (body, upload): (Body, _) = if body.is_end_stream() {
+        (body.map_err(BoxError::from).boxed(), None)
+    } else {
+        let upload = Upload::default();
+        let tapped = Tapped::new(body, upload.clone());
+        (tapped.map_err(BoxError::from).boxed(), Some(upload))
     };
     let req = Request::from_parts(head, body);
     // `Clients` makes one client per worker, so there always is one.
@@ -55,7 +52,7 @@ pub async fn send(
     let call = async {
         match pooled {
             Some(pool) => pool
-                .send(req, sent)
+                .send(req, upload.clone())
                 .await
                 .map(|r| r.map(UpstreamBody::Pooled))
                 .map_err(UpstreamFailure::from),
@@ -87,6 +84,14 @@ pub async fn send(
             Err(ex.fail(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("variant {} sent no response within {ms} ms", t.variant.name),
+            ))
+        }
+        Ok(Err(_)) if upload.as_ref().is_some_and(Upload::failed) => {
+            // The client's upload broke off or was malformed: its failure, not the model's.
+            ex.serving.client_body_errors.inc();
+            Err(ex.fail(
+                StatusCode::BAD_REQUEST,
+                "the request body was cut short or malformed",
             ))
         }
         Ok(Err(e)) => {
