@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{exit, Format};
 use cohort_assign::BUCKETS;
-use cohort_config::compare::{compare, pct, ChangeKind, Comparison};
+use cohort_config::compare::{compare, pct, unacknowledged_removals, ChangeKind, Comparison};
 use cohort_config::schema::yaml_name;
 use cohort_config::{self as config, ConfigError, Routes};
 
@@ -26,8 +26,12 @@ pub fn run(file: &Path, against: Option<&Path>, format: Format) -> u8 {
         Err(err) => return invalid(&err, format),
     };
     let comparison = old.as_ref().map(|old| compare(old, &new));
+    let removals = old
+        .as_ref()
+        .map(|old| unacknowledged_removals(old, &new))
+        .unwrap_or_default();
     let code = match &comparison {
-        Some(c) if !c.unacknowledged().is_empty() => exit::RESHUFFLE,
+        Some(c) if !c.unacknowledged().is_empty() || !removals.is_empty() => exit::RESHUFFLE,
         _ => exit::OK,
     };
     match format {
@@ -40,6 +44,7 @@ pub fn run(file: &Path, against: Option<&Path>, format: Format) -> u8 {
                     "against": old.source.file,
                     "against_version": old.version,
                     "experiments": c.experiments,
+                    "removals": removals,
                     "exit_code": code,
                 }),
                 _ => plan_json(&new),
@@ -51,9 +56,26 @@ pub fn run(file: &Path, against: Option<&Path>, format: Format) -> u8 {
             if let (Some(c), Some(old)) = (&comparison, &old) {
                 print!("{}", comparison_text(c, &old.source.file));
             }
+            for r in &removals {
+                println!(
+                    "removes {r} without naming it in `allow_remove`: a running replica refuses this while it serves traffic"
+                );
+            }
         }
     }
     code
+}
+
+/// The problem of a file without routes: every request would get 404, so `serve` does not
+/// start on it (an emptied or truncated file, most likely). `check` warns, and with
+/// `--against` a file that removes every route exits 3.
+pub fn no_routes(routes: &Routes) -> cohort_config::Problem {
+    cohort_config::Problem {
+        file: routes.source.file.clone(),
+        position: None,
+        path: "routes".into(),
+        reason: "no routes: every request would get 404, so `cohort serve` refuses this file (is it empty or truncated?)".into(),
+    }
 }
 
 fn invalid(err: &ConfigError, format: Format) -> u8 {

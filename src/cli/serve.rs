@@ -37,6 +37,10 @@ use cohort_proxy::Proxy;
 
 pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
     let from_file = match config::load(config_path) {
+        Ok(r) if r.routes.is_empty() => {
+            eprintln!("{}", super::check::no_routes(&r));
+            return exit::INVALID;
+        }
         Ok(r) => r,
         Err(err) => {
             eprintln!("{err}");

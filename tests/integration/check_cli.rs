@@ -421,3 +421,48 @@ fn version_is_printed() {
         format!("cohort {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// An emptied file removes every route: `check --against` says so and exits 3 (as for an
+/// unacknowledged reshuffle), `allow_remove` acknowledges it, and `serve` does not start on
+/// a file with no routes.
+#[test]
+fn removals_gate_check_against_and_serve_refuses_no_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = repo("routes.yaml");
+    let empty = dir.path().join("empty.yaml");
+    std::fs::write(&empty, "").unwrap();
+    let out = run(&[
+        "check",
+        empty.to_str().unwrap(),
+        "--against",
+        old.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("removes route iris"), "{text}");
+    assert!(text.contains("removes experiment iris-model"), "{text}");
+    let out = run(&[
+        "check",
+        empty.to_str().unwrap(),
+        "--against",
+        old.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(json(&out)["removals"][0], "route iris");
+    let acknowledged = dir.path().join("ack.yaml");
+    std::fs::write(&acknowledged, "allow_remove: [iris, iris-model]\n").unwrap();
+    let out = run(&[
+        "check",
+        acknowledged.to_str().unwrap(),
+        "--against",
+        old.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = run(&["serve", "--config", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no routes"),
+        "{out:?}"
+    );
+}

@@ -238,3 +238,86 @@ async fn an_sse_stream_and_an_http2_connection_keep_flowing_across_50_reloads() 
     }
     assert_eq!((received, h2_ok), (50, 50));
 }
+
+/// An emptied or truncated routes.yaml, or one that drops a route that is serving, is
+/// refused like a reshuffle: the old table keeps serving. Naming what goes in
+/// `allow_remove` accepts it, and a route that served nothing since the last reload may go.
+#[tokio::test]
+async fn removing_what_serves_traffic_needs_allow_remove() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let two_routes = |extra: &str| {
+        format!(
+            "{extra}{}",
+            two_arm_weights(rf, lr, 50, 50, "").replacen(
+                "routes:\n",
+                "routes:\n  - name: spare\n    match: { path_prefix: /spare }\n    experiment: iris-model\n",
+                1
+            )
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.yaml");
+    std::fs::write(&path, two_routes("")).unwrap();
+    let (proxy, handle) = start_proxy_with(routes(&two_routes(""))).await;
+    let tx = reload_task(path.clone(), handle.clone());
+    let c = client();
+    let served = send(&c, proxy, "/invocations", &[("x-user-id", "alice")]).await;
+    assert_eq!(served.status, StatusCode::OK);
+
+    // An emptied file (a truncated ConfigMap, a half-written save).
+    std::fs::write(&path, "").unwrap();
+    match reload(&tx).await {
+        Outcome::Refused {
+            reason, message, ..
+        } => {
+            assert_eq!(serde_json::to_value(reason).unwrap(), "removal");
+            assert!(
+                message.contains("route iris") && message.contains("route spare"),
+                "{message}"
+            );
+        }
+        other => panic!("an empty file was not refused: {other:?}"),
+    }
+    assert_eq!(
+        send(&c, proxy, "/invocations", &[("x-user-id", "bob")])
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // Dropping the route that served alice: refused. `spare` served nothing: it could go.
+    let only_spare = two_routes("").replace(
+        "  - name: iris\n    match: { path_prefix: /invocations }\n    experiment: iris-model\n    timeout_ms: 300\n",
+        "",
+    );
+    assert!(!only_spare.contains("name: iris\n"), "{only_spare}");
+    std::fs::write(&path, &only_spare).unwrap();
+    match reload(&tx).await {
+        Outcome::Refused { message, .. } => {
+            assert!(
+                message.contains("route iris") && !message.contains("spare"),
+                "{message}"
+            )
+        }
+        other => panic!("removing a serving route was not refused: {other:?}"),
+    }
+    // Acknowledged: applied.
+    std::fs::write(&path, format!("allow_remove: [iris]\n{only_spare}")).unwrap();
+    assert!(matches!(reload(&tx).await, Outcome::Applied { .. }));
+    assert_eq!(
+        send(&c, proxy, "/invocations", &[("x-user-id", "carol")])
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // Back to both routes, then drop `spare`, which has served nothing: no acknowledgment
+    // needed.
+    std::fs::write(&path, two_routes("")).unwrap();
+    assert!(matches!(reload(&tx).await, Outcome::Applied { .. }));
+    let without_spare = two_arm_weights(rf, lr, 50, 50, "");
+    std::fs::write(&path, &without_spare).unwrap();
+    assert!(
+        matches!(reload(&tx).await, Outcome::Applied { .. }),
+        "an idle route can go"
+    );
+}

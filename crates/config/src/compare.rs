@@ -314,3 +314,21 @@ fn compare_experiment(old: &Experiment, new: &Experiment) -> ExperimentChange {
 pub fn pct(share: f64) -> String {
     format!("{:.3}%", share * 100.0)
 }
+/// Routes and experiments of `old` that `new` drops without naming them in its
+/// `allow_remove` ("route iris", "experiment iris-model"). A running replica refuses such a
+/// reload only for what served requests, or when no route is left; offline, every removal
+/// counts.
+pub fn unacknowledged_removals(old: &Routes, new: &Routes) -> Vec<String> {
+    let acknowledged = |name: &str| new.file.allow_remove.iter().any(|a| a == name);
+    let routes = old
+        .routes
+        .iter()
+        .filter(|r| !new.routes.iter().any(|n| n.name == r.name) && !acknowledged(&r.name))
+        .map(|r| format!("route {}", r.name));
+    let experiments = old
+        .experiments
+        .iter()
+        .filter(|e| new.experiment(&e.name).is_none() && !acknowledged(&e.name))
+        .map(|e| format!("experiment {}", e.name));
+    routes.chain(experiments).collect()
+}

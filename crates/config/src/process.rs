@@ -34,6 +34,8 @@ impl ProcessSettings {
             events,
             // Read per request from the table in force.
             conversions: _,
+            // Read by each reload.
+            allow_remove: _,
             routes: _,
             experiments: _,
         } = file;

@@ -36,6 +36,11 @@ pub struct FileConfig {
     pub events: EventsConfig,
     #[serde(default)]
     pub conversions: ConversionsConfig,
+    /// Routes and experiments this file knowingly removes: a reload that would remove one
+    /// that served requests since the last reload, or leave no route at all, is refused
+    /// unless its name is here.
+    #[serde(default)]
+    pub allow_remove: Vec<String>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     #[serde(default)]

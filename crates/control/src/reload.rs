@@ -31,7 +31,7 @@ use tracing::{debug, error, info, warn};
 use crate::overrides::{permanent_change, ExperimentOverride, Overrides};
 use cohort_config::compare::{compare, pct, Comparison};
 use cohort_config::{self as config, ConfigError, FileConfig, Problem, Routes};
-use cohort_proxy::{Installer, Proxy};
+use cohort_proxy::{Installer, Proxy, Serving};
 
 /// How long file events are gathered before one reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -81,6 +81,8 @@ pub enum Refusal {
     Reshuffle,
     /// It changes keys only a restart applies.
     RestartRequired,
+    /// It removes routes or experiments that serve traffic, or every route, unacknowledged.
+    Removal,
 }
 
 impl Refusal {
@@ -90,6 +92,7 @@ impl Refusal {
             Refusal::Invalid => "invalid",
             Refusal::Reshuffle => "reshuffle",
             Refusal::RestartRequired => "restart_required",
+            Refusal::Removal => "removal",
         }
     }
 }
@@ -188,6 +191,8 @@ enum Blocked {
     RestartRequired(Vec<String>),
     /// The experiments whose units would move unacknowledged.
     Reshuffle(Vec<String>, Comparison),
+    /// What it would remove unacknowledged ("route iris", "experiment iris-model").
+    Removal(Vec<String>),
 }
 
 impl Reloader {
@@ -342,6 +347,10 @@ impl Reloader {
         if !changed.is_empty() {
             return Err(Blocked::RestartRequired(changed));
         }
+        let removed = removals(&serving, &routes);
+        if !removed.is_empty() {
+            return Err(Blocked::Removal(removed));
+        }
         let comparison = compare(active, &routes);
         let refused: Vec<String> = comparison
             .unacknowledged()
@@ -490,6 +499,12 @@ impl Reloader {
                 });
             }
             Err(Blocked::Invalid(e)) => return Err(WeightError::Invalid(e.to_string())),
+            Err(Blocked::Removal(what)) => {
+                return Err(WeightError::Invalid(format!(
+                    "{} would be removed; reload the file first",
+                    what.join(", ")
+                )))
+            }
             Err(Blocked::RestartRequired(keys)) => {
                 return Err(WeightError::Invalid(format!(
                     "{} differ from the table in force; reload the file first",
@@ -581,9 +596,44 @@ impl Reloader {
     }
 }
 
+/// Routes and experiments of the table in force that `new` drops without naming them in
+/// `allow_remove`: those that answered requests since that table went into force, and, when
+/// `new` has no route at all (an emptied or truncated file), every route.
+fn removals(serving: &Serving, new: &Routes) -> Vec<String> {
+    let active = &serving.routes;
+    let acknowledged = |name: &str| new.file.allow_remove.iter().any(|a| a == name);
+    let no_routes_left = new.routes.is_empty();
+    let mut out = Vec::new();
+    for (i, r) in active.routes.iter().enumerate() {
+        let kept = new.routes.iter().any(|n| n.name == r.name);
+        if !kept && !acknowledged(&r.name) && (no_routes_left || serving.served_since_install(i)) {
+            out.push(format!("route {}", r.name));
+        }
+    }
+    for (e, exp) in active.experiments.iter().enumerate() {
+        let served = active
+            .routes
+            .iter()
+            .enumerate()
+            .any(|(i, r)| r.experiment == e && serving.served_since_install(i));
+        if new.experiment(&exp.name).is_none() && !acknowledged(&exp.name) && served {
+            out.push(format!("experiment {}", exp.name));
+        }
+    }
+    out
+}
+
 /// What a reload that may not go into force answers.
 fn refused_reload(blocked: Blocked) -> Outcome {
     match blocked {
+        Blocked::Removal(what) => Outcome::Refused {
+            reason: Refusal::Removal,
+            message: format!(
+                "refused: the change removes {}, which served requests since the last reload (or leaves no route at all); name them in `allow_remove` to accept it",
+                what.join(", ")
+            ),
+            comparison: None,
+        },
         Blocked::Invalid(e) => Outcome::Error { errors: e.problems },
         Blocked::RestartRequired(changed) => Outcome::Refused {
             reason: Refusal::RestartRequired,

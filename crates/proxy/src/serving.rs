@@ -21,6 +21,8 @@ pub struct Serving {
     pub unrouted: RequestMetrics,
     /// `cohort_client_errors_total{kind="body"}`.
     pub client_body_errors: prometheus::IntCounter,
+    /// Per route, the requests its variants had answered when this table went into force.
+    served_before: Vec<u64>,
 }
 
 /// What one variant needs to serve one route.
@@ -106,11 +108,31 @@ impl Serving {
             .config_info
             .with_label_values(&[&routes.version])
             .set(1);
+        let served_before = by_route.iter().map(|v| served(v)).collect();
         Ok(Serving {
+            served_before,
             unrouted: metrics.request_handles("", "", ""),
             client_body_errors: metrics.client_errors.with_label_values(&["body"]),
             routes,
             by_route,
         })
     }
+}
+
+impl Serving {
+    /// Whether route `index` answered any request since this table went into force (read
+    /// from the request histograms, which count every answer: nothing is added per request).
+    pub fn served_since_install(&self, index: usize) -> bool {
+        self.by_route
+            .get(index)
+            .is_some_and(|v| served(v) > self.served_before[index])
+    }
+}
+
+/// Requests answered by the variants of one route, as their histograms count them.
+fn served(variants: &[VariantHandles]) -> u64 {
+    variants
+        .iter()
+        .map(|v| v.requests.duration.get_sample_count())
+        .sum()
 }
