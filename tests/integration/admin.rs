@@ -5,6 +5,7 @@ use crate::common;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use cohort_config::assign;
@@ -229,4 +230,42 @@ async fn probes_and_the_assign_endpoint() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("iris-model"));
     assert_eq!(get(admin, "/elsewhere").await.0, StatusCode::NOT_FOUND);
+}
+
+/// Connections that send nothing are closed after the header-read timeout counted from the
+/// accept (hyper's own starts at the first byte), on the public listener and, within a
+/// second, on the admin listener; a flood of them leaves the probes answerable.
+#[tokio::test]
+async fn silent_connections_are_closed_and_probes_answer_under_a_flood() {
+    use tokio::io::AsyncReadExt;
+    let rf = backend("rf").await;
+    let cfg = routes(&format!(
+        "limits: {{ header_read_timeout_ms: 300 }}\n{}",
+        two_arm(rf, rf, "")
+    ));
+    let (proxy_addr, proxy) = start_proxy_with(cfg).await;
+    let (admin, _) = start_admin(proxy, true).await;
+    for (listener, bound) in [
+        (proxy_addr, Duration::from_secs(2)),
+        (admin, Duration::from_secs(3)),
+    ] {
+        let mut silent = tokio::net::TcpStream::connect(listener).await.unwrap();
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(bound, silent.read(&mut byte)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "{listener}: a silent connection is still open after {bound:?}"
+        );
+    }
+    // 300 silent connections to the admin port (the probe of the report timed out with 260).
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        flood.push(tokio::net::TcpStream::connect(admin).await.unwrap());
+    }
+    let probe = tokio::time::timeout(Duration::from_secs(1), get(admin, "/readyz")).await;
+    assert_eq!(
+        probe.expect("/readyz answered within 1 s").0,
+        StatusCode::OK
+    );
+    drop(flood);
 }

@@ -123,6 +123,7 @@ pub async fn serve_http<H, Fut>(
     let (closed_tx, closed_rx) = watch::channel(false);
     let builder = Arc::new(builder(&limits));
     let idle_timeout = Duration::from_millis(limits.h2_idle_timeout_ms);
+    let first_request_timeout = Duration::from_millis(limits.header_read_timeout_ms);
     loop {
         if *stop.borrow() {
             break;
@@ -156,6 +157,7 @@ pub async fn serve_http<H, Fut>(
             builder: builder.clone(),
             closed: closed_rx.clone(),
             idle_timeout,
+            first_request_timeout,
         };
         dispatch(&workers, stream, connection);
     }
@@ -175,6 +177,8 @@ struct Connection<H> {
     /// Turns true once the listener is closed: the connection then finishes gracefully.
     closed: watch::Receiver<bool>,
     idle_timeout: Duration,
+    /// From accept to the first request's complete head.
+    first_request_timeout: Duration,
 }
 
 /// Serves `connection` where it was accepted, or hands it to the next worker thread's
@@ -221,6 +225,7 @@ where
             builder,
             closed: mut stop,
             idle_timeout,
+            first_request_timeout,
         } = self;
         let activity = Arc::new(Activity::new());
         let service = {
@@ -240,13 +245,15 @@ where
         };
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
-        // What ends a connection from the side: shutdown, or idleness. Polled only when
-        // its own timer or signal fired, not on each of the connection's wake-ups.
+        // What ends a connection from the side: shutdown, idleness, or silence before a
+        // first request. Polled only when its own timer or signal fired, not on each of the
+        // connection's wake-ups.
         let mut closing = *stop.borrow();
         let side = async {
             tokio::select! {
-                _ = stop.changed() => false,
-                () = activity.idle_for(idle_timeout) => true,
+                _ = stop.changed() => Side::Shutdown,
+                () = activity.idle_for(idle_timeout) => Side::Idle,
+                () = activity.silent_for(first_request_timeout) => Side::Silent,
             }
         };
         tokio::pin!(side);
@@ -260,8 +267,13 @@ where
                 return Poll::Ready(res);
             }
             if !closing && side_waker.take(cx.waker()) {
-                if let Poll::Ready(idle) = side.as_mut().poll(&mut Context::from_waker(&waker)) {
-                    if idle {
+                if let Poll::Ready(why) = side.as_mut().poll(&mut Context::from_waker(&waker)) {
+                    if why == Side::Silent {
+                        // Nothing to finish gracefully: the slot goes back now.
+                        debug!(listener = what, %peer, "connection closed: no request head in time");
+                        return Poll::Ready(Ok(()));
+                    }
+                    if why == Side::Idle {
                         debug!(listener = what, %peer, "idle connection closed");
                     }
                     closing = true;
@@ -292,6 +304,15 @@ fn builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// Why a connection is closed from the side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Shutdown,
+    Idle,
+    /// No request head within the first-request timeout of the accept.
+    Silent,
+}
+
 /// Requests in flight on one connection, and when it last did anything.
 ///
 /// Requests only store a time and bump a counter: nothing wakes the connection's task or
@@ -299,6 +320,8 @@ fn builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
 /// connection could have been idle for the timeout, and is re-armed from what it finds.
 struct Activity {
     born: Instant,
+    /// A request has begun (its head was read).
+    spoke: AtomicBool,
     inflight: AtomicUsize,
     /// Milliseconds since `born` of the last response end.
     last_ms: AtomicU64,
@@ -308,6 +331,7 @@ impl Activity {
     fn new() -> Self {
         Self {
             born: Instant::now(),
+            spoke: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
         }
@@ -322,6 +346,17 @@ impl Activity {
         // No clock read: idleness is judged only with nothing in flight, and then the
         // last end is later than every start.
         self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.spoke.store(true, Ordering::Relaxed);
+    }
+
+    /// Completes if no request head has arrived within `timeout` of the accept: hyper's own
+    /// header timeout starts only at the first byte, so a connection that sends nothing
+    /// would otherwise hold its slot until the idle timeout.
+    async fn silent_for(&self, timeout: Duration) {
+        tokio::time::sleep_until((self.born + timeout).into()).await;
+        if self.spoke.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
     }
 
     fn end(&self) {

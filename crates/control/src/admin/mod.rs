@@ -43,6 +43,13 @@ use cohort_config::assign;
 use cohort_config::schema::Scope;
 use cohort_proxy::{Body, BoxError, Proxy};
 
+/// Connections the admin listener holds at once.
+pub const ADMIN_CONNECTIONS: u32 = 1024;
+
+/// How long an admin connection may take to send a request head (probes send theirs at
+/// once); the public listener uses `limits.header_read_timeout_ms`.
+pub const ADMIN_FIRST_REQUEST: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the admin endpoints read.
 pub struct Admin {
     pub proxy: Arc<Proxy>,
@@ -69,14 +76,20 @@ impl Admin {
             .await
     }
 
-    /// Serves `listener` until `shutdown` begins (at most 256 admin connections).
+    /// Serves `listener` until `shutdown` begins, with at most [`ADMIN_CONNECTIONS`]
+    /// connections, each closed unless it sends a request head within
+    /// [`ADMIN_FIRST_REQUEST`]: kubelet's probes must be answered even while something
+    /// floods the port with connections that say nothing.
     pub async fn serve_with(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: cohort_proxy::server::Shutdown,
     ) {
-        let limits = self.proxy.routes().routes.file.limits.clone();
-        let connections = cohort_proxy::server::Connections::new(256);
+        let mut limits = self.proxy.routes().routes.file.limits.clone();
+        limits.header_read_timeout_ms = limits
+            .header_read_timeout_ms
+            .min(ADMIN_FIRST_REQUEST.as_millis() as u64);
+        let connections = cohort_proxy::server::Connections::new(ADMIN_CONNECTIONS);
         cohort_proxy::server::serve_http(
             listener,
             "admin",
