@@ -36,6 +36,10 @@ enum Command {
         /// The config currently in force: print the moves from it to FILE.
         #[arg(long, value_name = "OLD")]
         against: Option<PathBuf>,
+        /// The runtime weights (admin.state_file) a replica would start FILE with: say what
+        /// no longer fits (exit 3).
+        #[arg(long, value_name = "STATE")]
+        state: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -90,8 +94,9 @@ fn main() -> ExitCode {
         Command::Check {
             file,
             against,
+            state,
             format,
-        } => cli::check::run(&file, against.as_deref(), format),
+        } => cli::check::run(&file, against.as_deref(), state.as_deref(), format),
         Command::Assign {
             config,
             experiment,

@@ -16,7 +16,7 @@ use cohort_config::compare::{compare, pct, unacknowledged_removals, ChangeKind, 
 use cohort_config::schema::yaml_name;
 use cohort_config::{self as config, ConfigError, Routes};
 
-pub fn run(file: &Path, against: Option<&Path>, format: Format) -> u8 {
+pub fn run(file: &Path, against: Option<&Path>, state: Option<&Path>, format: Format) -> u8 {
     let new = match config::load(file) {
         Ok(routes) => routes,
         Err(err) => return invalid(&err, format),
@@ -30,7 +30,12 @@ pub fn run(file: &Path, against: Option<&Path>, format: Format) -> u8 {
         .as_ref()
         .map(|old| unacknowledged_removals(old, &new))
         .unwrap_or_default();
+    // What a replica starting on FILE with these runtime weights would have to change.
+    let state_notices = state
+        .map(|s| cohort_control::overrides::at_startup(s, &new).notices)
+        .unwrap_or_default();
     let code = match &comparison {
+        _ if !state_notices.is_empty() => exit::RESHUFFLE,
         Some(c) if !c.unacknowledged().is_empty() || !removals.is_empty() => exit::RESHUFFLE,
         _ => exit::OK,
     };
@@ -45,6 +50,7 @@ pub fn run(file: &Path, against: Option<&Path>, format: Format) -> u8 {
                     "against_version": old.version,
                     "experiments": c.experiments,
                     "removals": removals,
+                    "state": state_notices,
                     "exit_code": code,
                 }),
                 _ => plan_json(&new),
@@ -55,6 +61,9 @@ pub fn run(file: &Path, against: Option<&Path>, format: Format) -> u8 {
             print!("{}", plan_text(&new));
             if let (Some(c), Some(old)) = (&comparison, &old) {
                 print!("{}", comparison_text(c, &old.source.file));
+            }
+            for n in &state_notices {
+                println!("on restart with the runtime weights: {n}");
             }
             for r in &removals {
                 println!(

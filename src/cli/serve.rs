@@ -26,7 +26,7 @@ use cohort_analysis::LiveCounts;
 use cohort_config as config;
 use cohort_control::admin::auth::AdminAuth;
 use cohort_control::admin::{Admin, ReloadHandle};
-use cohort_control::overrides::Overrides;
+use cohort_control::overrides::at_startup;
 use cohort_control::reload::{self, Reloader, Trigger};
 use cohort_events::writer::record_config_version;
 use cohort_events::SegmentLog;
@@ -49,34 +49,14 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
     };
     // Runtime weights set through the admin API survive a restart of this process.
     let state_path = from_file.file.admin.state_file.clone();
-    let overrides = match Overrides::load(&state_path) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{e}; starting with the file's weights");
-            Overrides::default()
-        }
-    };
-    let routes = if overrides.experiments.is_empty() {
-        from_file.clone()
-    } else {
-        let (effective, ignored) = overrides.overlay(&from_file.file);
-        for i in ignored {
-            tracing::warn!("ignoring {i}");
-        }
-        match config::compile_file(effective, from_file.source.clone()) {
-            Ok(r) => {
-                tracing::info!(state = %state_path.display(), "runtime weights restored");
-                r
-            }
-            Err(e) => {
-                eprintln!(
-                    "{}: the runtime weights no longer fit the file: {e}",
-                    state_path.display()
-                );
-                return exit::INVALID;
-            }
-        }
-    };
+    let start = at_startup(&state_path, &from_file);
+    for n in &start.notices {
+        tracing::error!("{n}");
+    }
+    if !start.overrides.experiments.is_empty() {
+        tracing::info!(state = %state_path.display(), "runtime weights in force");
+    }
+    let (overrides, routes) = (start.overrides, start.routes);
     for w in &routes.warnings {
         tracing::warn!("{w}");
     }

@@ -466,3 +466,28 @@ fn removals_gate_check_against_and_serve_refuses_no_routes() {
         "{out:?}"
     );
 }
+
+/// `check --state` says what a replica starting on the file with those runtime weights
+/// would have to do instead, and exits 3.
+#[test]
+fn check_with_a_state_file_says_what_a_restart_would_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = repo("routes.yaml");
+    let garbage = dir.path().join("state.json");
+    std::fs::write(&garbage, "{\"v\": 1, \"experi").unwrap();
+    let out = run(&[
+        "check",
+        file.to_str().unwrap(),
+        "--state",
+        garbage.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all traffic on its control"));
+    let out = run(&[
+        "check",
+        file.to_str().unwrap(),
+        "--state",
+        dir.path().join("none.json").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use cohort_config::FileConfig;
+use cohort_config::{FileConfig, Routes};
 
 /// Runtime weights of one experiment, with who set them and when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +102,124 @@ impl Overrides {
     }
 }
 
+/// What a process starts with: the file's table with the runtime weights laid over it.
+pub struct Startup {
+    /// The runtime weights in force (for the reloader and the admin API).
+    pub overrides: Overrides,
+    pub routes: Routes,
+    /// What could not be applied as it was, and what was done instead (logged as errors).
+    pub notices: Vec<String>,
+}
+
+/// The startup rule: runtime weights that fit the file apply. An experiment whose runtime
+/// weights no longer fit it (a variant it no longer has, a share beyond a lane's
+/// `max_weight`) starts with all its traffic on the control, and an unreadable state file
+/// (empty, truncated, not JSON) does the same for every experiment: a rollback made at
+/// runtime is never silently undone, and the process starts instead of crash-looping with
+/// the API that could fix it down. A missing file is no runtime weights.
+pub fn at_startup(state_path: &Path, file: &Routes) -> Startup {
+    let mut notices = Vec::new();
+    let mut overrides = match Overrides::load(state_path) {
+        Ok(o) => o,
+        Err(e) => {
+            notices.push(format!(
+                "{e}: every experiment starts with all traffic on its control; set or reset weights through the admin API to change that"
+            ));
+            let mut all = Overrides::default();
+            for exp in &file.file.experiments {
+                all.experiments
+                    .insert(exp.name.clone(), on_control(exp, "cohort at startup"));
+            }
+            return finish(all, file, notices);
+        }
+    };
+    let names: Vec<String> = overrides.experiments.keys().cloned().collect();
+    for name in names {
+        let Some(exp) = file.file.experiments.iter().find(|e| e.name == name) else {
+            overrides.experiments.remove(&name);
+            notices.push(format!(
+                "runtime weights for experiment {name:?}, which the file no longer has: dropped"
+            ));
+            continue;
+        };
+        let own = &overrides.experiments[&name];
+        let unknown: Vec<&str> = own
+            .weights
+            .keys()
+            .filter(|v| !exp.variants.iter().any(|x| &x.name == *v))
+            .map(String::as_str)
+            .collect();
+        let alone = Overrides {
+            v: 1,
+            experiments: BTreeMap::from([(name.clone(), own.clone())]),
+        };
+        let why = if !unknown.is_empty() {
+            Some(format!(
+                "they name {}, which it no longer has",
+                unknown.join(", ")
+            ))
+        } else {
+            cohort_config::compile_file(alone.overlay(&file.file).0, file.source.clone())
+                .err()
+                .map(|e| e.to_string())
+        };
+        if let Some(why) = why {
+            notices.push(format!(
+                "the runtime weights of experiment {name} (set by {} at {}) no longer fit the file ({why}): it starts with all traffic on its control {}; set or reset its weights through the admin API",
+                own.set_by, own.set_at, exp.control
+            ));
+            overrides
+                .experiments
+                .insert(name.clone(), on_control(exp, "cohort at startup"));
+        }
+    }
+    finish(overrides, file, notices)
+}
+
+fn finish(overrides: Overrides, file: &Routes, mut notices: Vec<String>) -> Startup {
+    if overrides.experiments.is_empty() {
+        return Startup {
+            overrides,
+            routes: file.clone(),
+            notices,
+        };
+    }
+    match cohort_config::compile_file(overrides.overlay(&file.file).0, file.source.clone()) {
+        Ok(routes) => Startup {
+            overrides,
+            routes,
+            notices,
+        },
+        // Each fits alone; together they cannot fail, but if they did, the file is safe.
+        Err(e) => {
+            notices.push(format!(
+                "the runtime weights together do not fit the file ({e}): starting with the file's weights"
+            ));
+            Startup {
+                overrides: Overrides::default(),
+                routes: file.clone(),
+                notices,
+            }
+        }
+    }
+}
+
+/// All of `exp`'s traffic on its control.
+fn on_control(exp: &cohort_config::schema::ExperimentConfig, by: &str) -> ExperimentOverride {
+    ExperimentOverride {
+        weights: exp
+            .variants
+            .iter()
+            .map(|v| {
+                let w = if v.name == exp.control { 100.0 } else { 0.0 };
+                (v.name.clone(), w)
+            })
+            .collect(),
+        set_by: by.to_owned(),
+        set_at: cohort_events::clock::now(),
+    }
+}
+
 /// The routes.yaml edit that would make `weights` permanent, one line per variant
 /// (e.g. `experiments[0].variants[1].weight: 50 → 90`).
 pub fn permanent_change(
@@ -164,5 +282,84 @@ mod tests {
         assert!(Overrides::load(&path)
             .unwrap_err()
             .contains("not a cohort state file"));
+    }
+}
+
+#[cfg(test)]
+mod startup_tests {
+    use super::*;
+
+    /// rf (control) and lr, lr in a lane capped at `cap`.
+    fn file(cap: f64) -> Routes {
+        cohort_config::parse(
+            "t.yaml",
+            &format!(
+                "routes: [{{ name: r, match: {{ path_prefix: / }}, experiment: e }}]\n\
+                 experiments:\n  - name: e\n    control: rf\n    variants:\n      \
+                 - {{ name: rf, weight: 90, upstream: \"http://h:1\" }}\n      \
+                 - {{ name: lr, weight: 10, upstream: \"http://h:2\", lane: {{ start: 0, max_weight: {cap} }} }}\n"
+            ),
+        )
+        .unwrap()
+    }
+
+    fn state(dir: &Path, text: &str) -> std::path::PathBuf {
+        let path = dir.join("state.json");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn lr_weight(s: &Startup) -> f64 {
+        let e = &s.routes.file.experiments[0];
+        e.variants.iter().find(|v| v.name == "lr").unwrap().weight
+    }
+
+    const EIGHTY_TWENTY: &str = r#"{"v": 1, "experiments": {"e": {"weights": {"rf": 80, "lr": 20}, "set_by": "ops", "set_at": "2026-12-01T00:00:00Z"}}}"#;
+
+    #[test]
+    fn weights_that_fit_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = at_startup(&state(dir.path(), EIGHTY_TWENTY), &file(0.5));
+        assert!(s.notices.is_empty(), "{:?}", s.notices);
+        assert_eq!(lr_weight(&s), 20.0);
+    }
+
+    /// The file now caps lr below the runtime share: it starts (no crash loop) with lr at 0.
+    #[test]
+    fn weights_beyond_a_new_lane_put_the_experiment_on_its_control() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = at_startup(&state(dir.path(), EIGHTY_TWENTY), &file(0.1));
+        assert_eq!(lr_weight(&s), 0.0);
+        assert!(s.notices[0].contains("no longer fit"), "{:?}", s.notices);
+        assert_eq!(s.overrides.experiments["e"].weights["rf"], 100.0);
+    }
+
+    /// An empty, truncated or garbage state file must not undo a runtime rollback.
+    #[test]
+    fn an_unreadable_state_file_puts_every_experiment_on_its_control() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["", "{\"v\": 1, \"experiments\": {\"e\": {", "garbage"] {
+            let s = at_startup(&state(dir.path(), bad), &file(0.5));
+            assert_eq!(lr_weight(&s), 0.0, "state {bad:?}");
+            assert!(
+                s.notices[0].contains("all traffic on its control"),
+                "{:?}",
+                s.notices
+            );
+        }
+        // A missing file is no runtime weights: the file's own.
+        let s = at_startup(&dir.path().join("missing.json"), &file(0.5));
+        assert!(s.notices.is_empty());
+        assert_eq!(lr_weight(&s), 10.0);
+    }
+
+    /// A state naming a variant the file lacks is not applied in part.
+    #[test]
+    fn a_state_naming_an_unknown_variant_is_not_applied_in_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"{"v": 1, "experiments": {"e": {"weights": {"lr": 40, "xgb": 60}, "set_by": "ops", "set_at": "2026-12-01T00:00:00Z"}}}"#;
+        let s = at_startup(&state(dir.path(), text), &file(0.5));
+        assert_eq!(lr_weight(&s), 0.0);
+        assert!(s.notices[0].contains("xgb"), "{:?}", s.notices);
     }
 }
