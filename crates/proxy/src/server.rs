@@ -124,6 +124,7 @@ pub async fn serve_http<H, Fut>(
     let builder = Arc::new(builder(&limits));
     let idle_timeout = Duration::from_millis(limits.h2_idle_timeout_ms);
     let first_request_timeout = Duration::from_millis(limits.header_read_timeout_ms);
+    let mut accept_warnings = Throttle::new(Duration::from_secs(1));
     loop {
         if *stop.borrow() {
             break;
@@ -140,8 +141,11 @@ pub async fn serve_http<H, Fut>(
             r = listener.accept() => match r {
                 Ok(conn) => conn,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(listener = what, error = %e, "accept failed");
+                    // Out of file descriptors and the like: back off instead of spinning,
+                    // and say so once a second, not once per failure.
+                    if let Some(suppressed) = accept_warnings.allow(Instant::now()) {
+                        warn!(listener = what, error = %e, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -302,6 +306,38 @@ fn builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(limits.max_header_bytes);
     b
+}
+
+/// At most one log line per `every`: a failure that repeats thousands of times a second
+/// (file descriptors exhausted) must not flood the log it is reported in.
+struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log now; if so, how many were left out since the last line.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now < last + self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
 }
 
 /// Why a connection is closed from the side.
@@ -471,5 +507,22 @@ impl HttpBody for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_lets_one_line_a_period_through_and_counts_the_rest() {
+        let mut t = Throttle::new(Duration::from_secs(1));
+        let start = Instant::now();
+        assert_eq!(t.allow(start), Some(0));
+        for i in 1..1000 {
+            assert_eq!(t.allow(start + Duration::from_micros(i)), None);
+        }
+        assert_eq!(t.allow(start + Duration::from_secs(1)), Some(999));
+        assert_eq!(t.allow(start + Duration::from_millis(1500)), None);
     }
 }
