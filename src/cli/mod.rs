@@ -33,8 +33,11 @@ pub enum LogFormat {
 
 /// Logs to standard error, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing(format: LogFormat) {
+    // The h2 library warns once per connection it closes for a flood of stream resets; a
+    // flood of such connections would flood the log. cohort reports them itself, at most
+    // once a second (the accept loop's connections).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

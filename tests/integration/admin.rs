@@ -269,3 +269,26 @@ async fn silent_connections_are_closed_and_probes_answer_under_a_flood() {
     );
     drop(flood);
 }
+
+/// A flood of silent connections on the public listener, beyond `max_connections`, leaves
+/// the admin listener's probes answerable: its connections are counted apart.
+#[tokio::test]
+async fn probes_answer_while_the_public_listener_is_flooded() {
+    let rf = backend("rf").await;
+    let cfg = routes(&format!(
+        "limits: {{ max_connections: 50 }}\n{}",
+        two_arm(rf, rf, "")
+    ));
+    let (proxy_addr, proxy) = start_proxy_with(cfg).await;
+    let (admin, _) = start_admin(proxy, true).await;
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        flood.push(tokio::net::TcpStream::connect(proxy_addr).await.unwrap());
+    }
+    let probe = tokio::time::timeout(Duration::from_secs(1), get(admin, "/readyz")).await;
+    assert_eq!(
+        probe.expect("/readyz answered within 1 s").0,
+        StatusCode::OK
+    );
+    drop(flood);
+}

@@ -125,6 +125,7 @@ pub async fn serve_http<H, Fut>(
     let idle_timeout = Duration::from_millis(limits.h2_idle_timeout_ms);
     let first_request_timeout = Duration::from_millis(limits.header_read_timeout_ms);
     let mut accept_warnings = Throttle::new(Duration::from_secs(1));
+    let reset_floods = Arc::new(Mutex::new(Throttle::new(Duration::from_secs(1))));
     loop {
         if *stop.borrow() {
             break;
@@ -157,6 +158,7 @@ pub async fn serve_http<H, Fut>(
             permit,
             peer,
             what,
+            reset_floods: reset_floods.clone(),
             handler: handler.clone(),
             builder: builder.clone(),
             closed: closed_rx.clone(),
@@ -176,6 +178,8 @@ struct Connection<H> {
     permit: OwnedSemaphorePermit,
     peer: SocketAddr,
     what: &'static str,
+    /// One warning a second for connections closed for too many stream resets.
+    reset_floods: Arc<Mutex<Throttle>>,
     handler: H,
     builder: Arc<auto::Builder<TokioExecutor>>,
     /// Turns true once the listener is closed: the connection then finishes gracefully.
@@ -225,6 +229,7 @@ where
             permit: _permit,
             peer,
             what,
+            reset_floods,
             handler,
             builder,
             closed: mut stop,
@@ -256,8 +261,7 @@ where
         let side = async {
             tokio::select! {
                 _ = stop.changed() => Side::Shutdown,
-                () = activity.idle_for(idle_timeout) => Side::Idle,
-                () = activity.silent_for(first_request_timeout) => Side::Silent,
+                why = activity.ends(idle_timeout, first_request_timeout) => why,
             }
         };
         tokio::pin!(side);
@@ -290,7 +294,14 @@ where
         })
         .await;
         if let Err(e) = ended {
-            debug!(listener = what, %peer, error = %e, "connection ended with an error");
+            if is_reset_flood(&*e) {
+                let mut t = reset_floods.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(suppressed) = t.allow(Instant::now()) {
+                    warn!(listener = what, %peer, suppressed, "HTTP/2 connection closed: too many stream resets (a rapid-reset flood?)");
+                }
+            } else {
+                debug!(listener = what, %peer, error = %e, "connection ended with an error");
+            }
         }
     }
 }
@@ -306,6 +317,19 @@ fn builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(limits.max_header_bytes);
     b
+}
+
+/// Whether a connection ended because its peer reset streams faster than allowed: h2 then
+/// sends GOAWAY with `ENHANCE_YOUR_CALM` (the rapid-reset defence).
+fn is_reset_flood(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// At most one log line per `every`: a failure that repeats thousands of times a second
@@ -385,37 +409,37 @@ impl Activity {
         self.spoke.store(true, Ordering::Relaxed);
     }
 
-    /// Completes if no request head has arrived within `timeout` of the accept: hyper's own
-    /// header timeout starts only at the first byte, so a connection that sends nothing
-    /// would otherwise hold its slot until the idle timeout.
-    async fn silent_for(&self, timeout: Duration) {
-        tokio::time::sleep_until((self.born + timeout).into()).await;
-        if self.spoke.load(Ordering::Relaxed) {
-            std::future::pending::<()>().await;
-        }
-    }
-
     fn end(&self) {
         self.inflight.fetch_sub(1, Ordering::AcqRel);
         self.touch();
     }
 
-    /// Completes once nothing has been in flight for `timeout` (checked when the timer
-    /// fires: a connection busy at that moment is checked again `timeout` later).
-    async fn idle_for(&self, timeout: Duration) {
-        let mut deadline = Instant::now() + timeout;
+    /// Completes when the connection should be closed, with one timer: `Silent` if no
+    /// request head arrived within `first` of the accept (hyper's own header timeout starts
+    /// only at the first byte, so a connection that sends nothing would hold its slot until
+    /// the idle timeout), `Idle` once nothing has been in flight for `idle` (checked when
+    /// the timer fires: a connection busy then is checked again `idle` later).
+    async fn ends(&self, idle: Duration, first: Duration) -> Side {
+        let mut deadline = self.born + first.min(idle);
         loop {
             tokio::time::sleep_until(deadline.into()).await;
             let now = Instant::now();
+            if !self.spoke.load(Ordering::Relaxed) {
+                return if now >= self.born + first {
+                    Side::Silent
+                } else {
+                    Side::Idle
+                };
+            }
             if self.inflight.load(Ordering::Acquire) > 0 {
-                deadline = now + timeout;
+                deadline = now + idle;
                 continue;
             }
             let last = self.born + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            if now >= last + timeout {
-                return;
+            if now >= last + idle {
+                return Side::Idle;
             }
-            deadline = last + timeout;
+            deadline = last + idle;
         }
     }
 }
