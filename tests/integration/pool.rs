@@ -11,6 +11,31 @@ use common::net::{client, routes, send, start_proxy, two_arm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// Reads one request head into `buf` (which may hold bytes already): where it ends and its
+/// Content-Length. None when the peer closes first.
+async fn request_head(
+    conn: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(usize, usize)> {
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    Some((head_end, len))
+}
+
 /// A hand-written HTTP/1.1 upstream that counts the connections it accepts. With
 /// `close_after_each`, it closes every connection right after its first response, without
 /// saying so (no `Connection: close`): the client finds out only from the socket.
@@ -30,21 +55,9 @@ async fn upstream(close_after_each: bool) -> (SocketAddr, Arc<AtomicUsize>) {
                 let mut chunk = [0u8; 4096];
                 loop {
                     // One request: the head, then Content-Length bytes of body.
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+                    let Some((head_end, len)) = request_head(&mut conn, &mut buf).await else {
+                        return;
                     };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
                     while buf.len() < head_end + len {
                         match conn.read(&mut chunk).await {
                             Ok(0) | Err(_) => return,
@@ -114,21 +127,9 @@ async fn eager_upstream() -> SocketAddr {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+                    let Some((head_end, len)) = request_head(&mut conn, &mut buf).await else {
+                        return;
                     };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
                     let body = br#"{"predictions": [0]}"#;
                     let resp = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
@@ -168,13 +169,7 @@ async fn a_slow_upload_does_not_hold_up_the_next_users_request() {
         .unwrap();
     alice.write_all(&[b'x'; 100]).await.unwrap();
     // Alice's answer comes while her upload has 3 900 bytes to go.
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = alice.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "the proxy closed alice's connection");
-        head.extend_from_slice(&chunk[..n]);
-    }
+    let head = common::net::read_head(&mut alice).await;
     assert!(
         head.starts_with(b"HTTP/1.1 200"),
         "{}",

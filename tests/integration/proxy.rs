@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cohort_config::assign;
 use cohort_proxy::request_id;
-use common::net::{backend, client, dead_port, routes, send, start_proxy, two_arm};
+use common::net::{backend, client, dead_port, raw_status, routes, send, start_proxy, two_arm};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -438,24 +438,6 @@ async fn upstream_connections_survive_a_table_swap() {
         1,
         "one upstream connection, kept across the swap"
     );
-}
-
-/// The status line of one raw HTTP/1.1 exchange with `proxy`.
-async fn raw_status(proxy: std::net::SocketAddr, request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    conn.write_all(request).await.unwrap();
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !head.windows(2).any(|w| w == b"\r\n") {
-        let n = conn.read(&mut chunk).await.unwrap();
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&chunk[..n]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    head.lines().next().unwrap_or_default().to_owned()
 }
 
 /// HTTP/1.1 needs exactly one Host: without one, or with two (which one would cohort route

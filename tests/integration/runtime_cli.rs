@@ -333,27 +333,6 @@ async fn runtime_changes_need_the_control_scope() {
         .starts_with("token ops"));
 }
 
-/// The status line of a raw request to `admin` (a browser's request, as a web page makes it).
-async fn raw(admin: SocketAddr, head: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(admin).await.unwrap();
-    conn.write_all(head.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !got.windows(2).any(|w| w == b"\r\n") {
-        let n = conn.read(&mut chunk).await.unwrap();
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&chunk[..n]);
-    }
-    String::from_utf8_lossy(&got)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// Without tokens, a loopback admin takes changes from local programs only: a web page
 /// (a cross-site form, or a name of the attacker's rebound to 127.0.0.1) cannot promote a
 /// variant, however it words the request.
@@ -403,19 +382,20 @@ async fn a_web_page_cannot_change_weights_on_a_tokenless_loopback_admin() {
         ),
         ("text/plain", promote(&local, None, "text/plain")),
     ] {
-        let status = raw(i.admin(), &head).await;
+        let status = common::net::raw_status(i.admin(), head.as_bytes()).await;
         assert!(status.starts_with("HTTP/1.1 403"), "{what}: {status}");
     }
     let (_, exps) = admin_call(i.admin(), "GET", "/v1/experiments", None).await;
     assert!(variant(&exps, "lr")["runtime_weight"].is_null(), "{exps}");
     // A local program's call is taken.
-    let ok = raw(
+    let ok = common::net::raw_status(
         i.admin(),
-        &promote(
+        promote(
             &format!("localhost:{}", i.admin),
             Some(&format!("http://localhost:{}", i.admin)),
             "application/json",
-        ),
+        )
+        .as_bytes(),
     )
     .await;
     assert!(ok.starts_with("HTTP/1.1 200"), "a local call: {ok}");

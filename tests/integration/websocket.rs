@@ -106,7 +106,7 @@ async fn switching_upstream() -> (
 /// request, so the connection never becomes a tunnel for requests cohort did not see.
 #[tokio::test]
 async fn an_h2c_upgrade_is_forwarded_as_plain_http() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let (up, mut seen) = switching_upstream().await;
     let proxy = start_proxy(routes(&common::net::two_arm(up, up, ""))).await;
     let mut conn = tokio::net::TcpStream::connect(proxy).await.unwrap();
@@ -115,13 +115,7 @@ async fn an_h2c_upgrade_is_forwarded_as_plain_http() {
     )
     .await
     .unwrap();
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = conn.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "the proxy closed the connection");
-        head.extend_from_slice(&chunk[..n]);
-    }
+    let head = common::net::read_head(&mut conn).await;
     let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(

@@ -153,3 +153,29 @@ pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
+
+/// Reads from `conn` until a message head is complete (`\r\n\r\n`) or the peer closes:
+/// the bytes read so far.
+pub async fn read_head(conn: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    head
+}
+
+/// Sends `request` as it is on a new connection to `addr` and returns the answer's status
+/// line (empty if the connection closed without one).
+pub async fn raw_status(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    let head = read_head(&mut conn).await;
+    let head = String::from_utf8_lossy(&head);
+    head.lines().next().unwrap_or_default().to_owned()
+}
