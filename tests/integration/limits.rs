@@ -205,3 +205,136 @@ async fn over_http2_an_aborted_response_resets_only_its_stream() {
         .expect("the HTTP/2 connection is still usable");
     assert_eq!(resp.status(), 200);
 }
+
+/// One HTTP/2 frame: length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A rapid-reset flood on one connection, written in one go (so every reset arrives before
+/// its stream is accepted): the error code of the GOAWAY the server answers with, if any.
+async fn rapid_reset(proxy: std::net::SocketAddr, streams: u32) -> Option<u32> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // HPACK, literals without indexing: :method GET, :scheme http, :path /invocations,
+    // :authority t, x-user-id u.
+    let mut block = vec![0x82, 0x86, 0x04, 12];
+    block.extend_from_slice(b"/invocations");
+    block.extend_from_slice(&[0x01, 1, b't', 0x00, 9]);
+    block.extend_from_slice(b"x-user-id");
+    block.extend_from_slice(&[1, b'u']);
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(4, 0, 0, &[]));
+    for i in 0..streams {
+        let id = 2 * i + 1;
+        out.extend(h2_frame(1, 0x5, id, &block)); // HEADERS, END_STREAM | END_HEADERS
+        out.extend(h2_frame(3, 0, id, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+    }
+    let mut conn = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let _ = conn.write_all(&out).await;
+    // Frames from the server until GOAWAY (type 7) or the end.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            if buf[3] == 7 && len >= 8 {
+                let code = &buf[9 + 4..9 + 8];
+                return Some(u32::from_be_bytes([code[0], code[1], code[2], code[3]]));
+            }
+            buf.drain(..9 + len);
+        }
+        match tokio::time::timeout(Duration::from_secs(10), conn.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// HTTP/2 rapid reset: a client that opens and resets streams faster than they are served
+/// has its connection closed (GOAWAY ENHANCE_YOUR_CALM), and a flood of such connections
+/// is logged once a second by cohort, not once per connection by the h2 library.
+#[tokio::test]
+async fn a_rapid_reset_flood_is_closed_and_logged_once_a_second() {
+    use common::process::free_port;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = common::net::backend("rf").await;
+    let (port, admin) = (free_port(), free_port());
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nevents: {{ enabled: false }}\n{}",
+            common::net::two_arm(backend, backend, "").replace("path_prefix: /invocations", "path_prefix: /")
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--workers",
+            "1",
+        ])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let admin_addr = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+    let mut up = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(admin_addr).await.is_ok()
+            && common::net::raw_status(admin_addr, b"GET /readyz HTTP/1.1\r\nhost: t\r\n\r\n")
+                .await
+                .starts_with("HTTP/1.1 200")
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        up,
+        "cohort did not start: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let start = Instant::now();
+    let mut goaways = Vec::new();
+    for _ in 0..5 {
+        goaways.push(rapid_reset(proxy, 500).await);
+    }
+    let seconds = start.elapsed().as_secs() + 1;
+    // The service goes on serving.
+    let ok = common::net::raw_status(
+        proxy,
+        b"GET /invocations HTTP/1.1\r\nhost: t\r\nx-user-id: u\r\n\r\n",
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    // ENHANCE_YOUR_CALM is 0xb.
+    assert_eq!(goaways, vec![Some(0xb); 5], "{text}");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let ours = text.matches("too many stream resets").count() as u64;
+    assert!(
+        ours >= 1 && ours <= seconds,
+        "{ours} lines in {seconds} s:\n{text}"
+    );
+    assert!(
+        !text.contains("reached limit"),
+        "h2's own warnings are in the log:\n{text}"
+    );
+}

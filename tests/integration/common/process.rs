@@ -16,13 +16,21 @@ pub struct CohortProcess {
     child: Child,
 }
 
-/// A loopback port nothing listens on right now.
+/// A loopback port nothing listens on right now, for a cohort process to bind. Taken below
+/// the kernel's ephemeral range (32768 and up on Linux) and never twice in one test run, so
+/// that neither another test's outgoing connection nor another call takes it before cohort
+/// binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (base.wrapping_add(n) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl CohortProcess {
