@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use prometheus_parse::{Scrape, Value};
 use tokio::net::TcpListener;
 
-const FAMILIES: [&str; 17] = [
+const FAMILIES: [&str; 23] = [
     "cohort_requests_total",
     "cohort_request_duration_seconds",
     "cohort_upstream_errors_total",
@@ -34,6 +34,12 @@ const FAMILIES: [&str; 17] = [
     "cohort_experiment_p_value",
     "cohort_experiment_prob_beat_control",
     "cohort_srm_p_value",
+    "cohort_client_errors_total",
+    "cohort_events_queue_depth",
+    "cohort_events_queue_depth_max",
+    "cohort_build_info",
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
 ];
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (StatusCode, String) {

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub experiment_p_value: GaugeVec,
     pub experiment_prob_beat_control: GaugeVec,
     pub srm_p_value: GaugeVec,
+    /// `cohort_build_info{version,commit}`: 1.
+    pub build_info: IntGaugeVec,
 }
 
 /// Latency buckets (seconds): 1 ms … ~33 s, for model calls from trivial to LLM-sized.
@@ -212,6 +214,14 @@ impl Metrics {
                 &["experiment"],
             )
             .expect("valid metric"),
+            build_info: IntGaugeVec::new(
+                Opts::new(
+                    "cohort_build_info",
+                    "1, labelled with the version and the git commit cohort was built from.",
+                ),
+                &["version", "commit"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in m.collectors() {
@@ -221,6 +231,14 @@ impl Metrics {
         for result in ["success", "error", "refused"] {
             m.config_reloads.with_label_values(&[result]);
         }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("COHORT_COMMIT")])
+            .set(1);
+        // process_cpu_seconds_total, process_resident_memory_bytes, open file descriptors…
+        #[cfg(target_os = "linux")]
+        let _ = m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         m
     }
 
@@ -246,6 +264,7 @@ impl Metrics {
             Box::new(self.experiment_p_value.clone()),
             Box::new(self.experiment_prob_beat_control.clone()),
             Box::new(self.srm_p_value.clone()),
+            Box::new(self.build_info.clone()),
         ]
     }
 
