@@ -31,8 +31,12 @@ enum Command {
     /// Validate a routes.yaml and print its compiled plan; with --against, show what the
     /// change does to units (exit 1: invalid, exit 3: unacknowledged reshuffle).
     Check {
+        /// The config to check (or give it as --config, like `serve` and `assign`).
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
         /// The config to check.
-        file: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// The config currently in force: print the moves from it to FILE.
         #[arg(long, value_name = "OLD")]
         against: Option<PathBuf>,
@@ -40,6 +44,7 @@ enum Command {
         /// no longer fits (exit 3).
         #[arg(long, value_name = "STATE")]
         state: Option<PathBuf>,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -61,6 +66,7 @@ enum Command {
         /// Read unit ids, one per line, from FILE ("-" for standard input).
         #[arg(long, value_name = "FILE", conflicts_with = "units")]
         units_from: Option<PathBuf>,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -93,10 +99,14 @@ fn main() -> ExitCode {
     let code = match args.command {
         Command::Check {
             file,
+            config,
             against,
             state,
             format,
-        } => cli::check::run(&file, against.as_deref(), state.as_deref(), format),
+        } => match file.or(config) {
+            Some(file) => cli::check::run(&file, against.as_deref(), state.as_deref(), format),
+            None => cli::exit::USAGE,
+        },
         Command::Assign {
             config,
             experiment,

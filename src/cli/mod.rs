@@ -11,7 +11,9 @@ pub mod serve;
 /// Output format of the commands that serve both people and scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// For people.
     Text,
+    /// One JSON document, for scripts (the shape README documents).
     Json,
 }
 
@@ -19,6 +21,8 @@ pub enum Format {
 pub mod exit {
     pub const OK: u8 = 0;
     pub const INVALID: u8 = 1;
+    /// A command line clap cannot catch (2, as clap exits on its own errors).
+    pub const USAGE: u8 = 2;
     pub const RESHUFFLE: u8 = 3;
 }
 

@@ -16,9 +16,13 @@ use cohort_config::schema::{DecisionConfig, UnitKind};
 /// Output formats of `cohort report`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportFormat {
+    /// For a terminal.
     Text,
+    /// The report JSON README documents, for scripts.
     Json,
+    /// For a pull request or a wiki page.
     Markdown,
+    /// One self-contained page with charts.
     Html,
 }
 
@@ -34,6 +38,7 @@ pub struct Args {
     /// Only this experiment (default: every experiment in the log; JSON: an array).
     #[arg(long)]
     pub experiment: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
     /// Write here instead of standard output.

@@ -491,3 +491,16 @@ fn check_with_a_state_file_says_what_a_restart_would_change() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
+
+/// `check` takes its file as `--config` too, like `serve` and `assign`; not both at once.
+#[test]
+fn check_takes_the_file_as_config_too() {
+    let file = repo("routes.yaml");
+    let file = file.to_str().unwrap();
+    assert_eq!(run(&["check", "--config", file]).status.code(), Some(0));
+    assert_eq!(
+        run(&["check", file, "--config", file]).status.code(),
+        Some(2)
+    );
+    assert_eq!(run(&["check"]).status.code(), Some(2));
+}
