@@ -79,6 +79,8 @@ pub enum ReportError {
     Baseline(f64),
     #[error("cannot read the events: {0}")]
     Read(std::io::Error),
+    #[error("no event files in {0}: cohort report reads every *.jsonl below each --events directory (config-versions.jsonl apart); is it the `events.dir` of routes.yaml?")]
+    NoEvents(String),
     #[error("no experiment named {name:?} in the log or the config (in the log: {known})")]
     Unknown { name: String, known: String },
     #[error("experiment {experiment}: name its control with --control (or pass --config); variants in the log: {variants}")]
@@ -164,6 +166,14 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
         threads: 0,
     };
     let read = read_dirs(&args.events, &opts).map_err(ReportError::Read)?;
+    if read.files == 0 {
+        let dirs: Vec<String> = args
+            .events
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        return Err(ReportError::NoEvents(dirs.join(", ")));
+    }
     let versions = Arc::new(read.versions);
     let mut names: Vec<String> = match &args.experiment {
         Some(e) => vec![e.clone()],

@@ -340,3 +340,25 @@ fn bad_arguments_are_refused_with_the_reason() {
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/dir"), "{err}");
 }
+
+/// A directory with no event files is an error that says what was looked for, not an empty
+/// report with exit 0.
+#[test]
+fn a_directory_without_event_files_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args([
+            "report",
+            "--events",
+            dir.path().to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no event files"),
+        "{out:?}"
+    );
+}
