@@ -208,6 +208,16 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
                 known: known.join(", "),
             });
         }
+        let mut notes = base_notes.clone();
+        if tally.is_none() {
+            // Configured, but the log has no event of it: say so rather than show zeros.
+            let mut known: Vec<&str> = read.tally.experiments.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            notes.push(format!(
+                "the log has no events of experiment {name} (it has: {}); are these the right --events directories?",
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            ));
+        }
         let tally = tally.unwrap_or(&empty);
         let mut setup = match configured {
             Some(e) => Setup::of(e, versions.clone()),
@@ -234,7 +244,6 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
                 }
             }
         };
-        let mut notes = base_notes.clone();
         if configured.is_none() && weights.is_none() {
             notes.push("no --config and no --weights: equal weights assumed".to_owned());
         }

@@ -362,3 +362,33 @@ fn a_directory_without_event_files_is_an_error() {
         "{out:?}"
     );
 }
+
+/// An experiment the config has but the log does not: the report says so in a note,
+/// naming what the log does have, instead of showing zeros silently.
+#[test]
+fn a_configured_experiment_without_events_is_named_in_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path());
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(
+        &config,
+        "experiments:\n  - name: other\n    control: a\n    variants:\n      - { name: a, weight: 1, upstream: \"http://h:1\" }\n      - { name: b, weight: 1, upstream: \"http://h:2\" }\n",
+    )
+    .unwrap();
+    let root = dir.path().to_str().unwrap();
+    let r = json_report(&[
+        "report",
+        "--events",
+        root,
+        "--config",
+        config.to_str().unwrap(),
+        "--experiment",
+        "other",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        has_note(&r, "no events of experiment other (it has: e)"),
+        "{r}"
+    );
+}
