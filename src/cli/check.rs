@@ -26,10 +26,13 @@ pub fn run(file: &Path, against: Option<&Path>, state: Option<&Path>, format: Fo
         Err(err) => return invalid(&err, format),
     };
     let comparison = old.as_ref().map(|old| compare(old, &new));
-    let removals = old
+    let removals: Vec<String> = old
         .as_ref()
         .map(|old| unacknowledged_removals(old, &new))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     // What a replica starting on FILE with these runtime weights would have to change.
     let state_notices = state
         .map(|s| cohort_control::overrides::at_startup(s, &new).notices)

@@ -36,6 +36,16 @@ async fn request_head(
     Some((head_end, len))
 }
 
+/// Writes a small JSON 200 response; false when the connection is gone.
+async fn answer(conn: &mut tokio::net::TcpStream) -> bool {
+    let body = br#"{"predictions": [0]}"#;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.is_ok() && conn.write_all(body).await.is_ok()
+}
+
 /// A hand-written HTTP/1.1 upstream that counts the connections it accepts. With
 /// `close_after_each`, it closes every connection right after its first response, without
 /// saying so (no `Connection: close`): the client finds out only from the socket.
@@ -65,14 +75,7 @@ async fn upstream(close_after_each: bool) -> (SocketAddr, Arc<AtomicUsize>) {
                         }
                     }
                     buf.drain(..head_end + len);
-                    let body = br#"{"predictions": [0]}"#;
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    if conn.write_all(resp.as_bytes()).await.is_err()
-                        || conn.write_all(body).await.is_err()
-                    {
+                    if !answer(&mut conn).await {
                         return;
                     }
                     if close_after_each {
@@ -130,14 +133,7 @@ async fn eager_upstream() -> SocketAddr {
                     let Some((head_end, len)) = request_head(&mut conn, &mut buf).await else {
                         return;
                     };
-                    let body = br#"{"predictions": [0]}"#;
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    if conn.write_all(resp.as_bytes()).await.is_err()
-                        || conn.write_all(body).await.is_err()
-                    {
+                    if !answer(&mut conn).await {
                         return;
                     }
                     while buf.len() < head_end + len {

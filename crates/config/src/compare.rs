@@ -314,21 +314,40 @@ fn compare_experiment(old: &Experiment, new: &Experiment) -> ExperimentChange {
 pub fn pct(share: f64) -> String {
     format!("{:.3}%", share * 100.0)
 }
+/// A route or an experiment of the old table that the new one drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removed {
+    /// Index into the old table's routes.
+    Route(usize, String),
+    /// Index into the old table's experiments.
+    Experiment(usize, String),
+}
+
+impl std::fmt::Display for Removed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Removed::Route(_, name) => write!(f, "route {name}"),
+            Removed::Experiment(_, name) => write!(f, "experiment {name}"),
+        }
+    }
+}
+
 /// Routes and experiments of `old` that `new` drops without naming them in its
-/// `allow_remove` ("route iris", "experiment iris-model"). A running replica refuses such a
-/// reload only for what served requests, or when no route is left; offline, every removal
-/// counts.
-pub fn unacknowledged_removals(old: &Routes, new: &Routes) -> Vec<String> {
+/// `allow_remove`. A running replica refuses such a reload only for what served requests,
+/// or when no route is left; offline, every removal counts.
+pub fn unacknowledged_removals(old: &Routes, new: &Routes) -> Vec<Removed> {
     let acknowledged = |name: &str| new.file.allow_remove.iter().any(|a| a == name);
     let routes = old
         .routes
         .iter()
-        .filter(|r| !new.routes.iter().any(|n| n.name == r.name) && !acknowledged(&r.name))
-        .map(|r| format!("route {}", r.name));
+        .enumerate()
+        .filter(|(_, r)| !new.routes.iter().any(|n| n.name == r.name) && !acknowledged(&r.name))
+        .map(|(i, r)| Removed::Route(i, r.name.clone()));
     let experiments = old
         .experiments
         .iter()
-        .filter(|e| new.experiment(&e.name).is_none() && !acknowledged(&e.name))
-        .map(|e| format!("experiment {}", e.name));
+        .enumerate()
+        .filter(|(_, e)| new.experiment(&e.name).is_none() && !acknowledged(&e.name))
+        .map(|(i, e)| Removed::Experiment(i, e.name.clone()));
     routes.chain(experiments).collect()
 }

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::overrides::{permanent_change, ExperimentOverride, Overrides};
-use cohort_config::compare::{compare, pct, Comparison};
+use cohort_config::compare::{compare, pct, unacknowledged_removals, Comparison, Removed};
 use cohort_config::{self as config, ConfigError, FileConfig, Problem, Routes};
 use cohort_proxy::{Installer, Proxy, Serving};
 
@@ -596,31 +596,26 @@ impl Reloader {
     }
 }
 
-/// Routes and experiments of the table in force that `new` drops without naming them in
-/// `allow_remove`: those that answered requests since that table went into force, and, when
+/// Of what `new` drops unacknowledged, what a running replica refuses to drop: routes and
+/// experiments that answered requests since the table in force went into force, and, when
 /// `new` has no route at all (an emptied or truncated file), every route.
 fn removals(serving: &Serving, new: &Routes) -> Vec<String> {
     let active = &serving.routes;
-    let acknowledged = |name: &str| new.file.allow_remove.iter().any(|a| a == name);
-    let no_routes_left = new.routes.is_empty();
-    let mut out = Vec::new();
-    for (i, r) in active.routes.iter().enumerate() {
-        let kept = new.routes.iter().any(|n| n.name == r.name);
-        if !kept && !acknowledged(&r.name) && (no_routes_left || serving.served_since_install(i)) {
-            out.push(format!("route {}", r.name));
-        }
-    }
-    for (e, exp) in active.experiments.iter().enumerate() {
-        let served = active
+    let served_experiment = |e: usize| {
+        active
             .routes
             .iter()
             .enumerate()
-            .any(|(i, r)| r.experiment == e && serving.served_since_install(i));
-        if new.experiment(&exp.name).is_none() && !acknowledged(&exp.name) && served {
-            out.push(format!("experiment {}", exp.name));
-        }
-    }
-    out
+            .any(|(i, r)| r.experiment == e && serving.served_since_install(i))
+    };
+    unacknowledged_removals(active, new)
+        .into_iter()
+        .filter(|removed| match removed {
+            Removed::Route(i, _) => new.routes.is_empty() || serving.served_since_install(*i),
+            Removed::Experiment(e, _) => served_experiment(*e),
+        })
+        .map(|removed| removed.to_string())
+        .collect()
 }
 
 /// What a reload that may not go into force answers.

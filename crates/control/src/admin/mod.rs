@@ -23,9 +23,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -41,7 +40,7 @@ use cohort_analysis::LiveCounts;
 use cohort_assign::unit::query_param;
 use cohort_config::assign;
 use cohort_config::schema::Scope;
-use cohort_proxy::{Body, BoxError, Proxy};
+use cohort_proxy::{Body, Proxy};
 
 /// Connections the admin listener holds at once.
 pub const ADMIN_CONNECTIONS: u32 = 1024;
@@ -534,11 +533,7 @@ fn denied_response(denied: Denied) -> Response<Body> {
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| -> BoxError { match never {} })
-            .boxed(),
-    );
+    let mut resp = Response::new(cohort_proxy::body::full(body));
     *resp.status_mut() = status;
     resp
 }
