@@ -27,3 +27,24 @@ mod shutdown;
 mod split;
 mod streaming;
 mod websocket;
+
+/// Without the `external-tests` feature, says which suites were left out and how to run
+/// them; the list must name suites that exist.
+#[cfg(not(feature = "external-tests"))]
+#[test]
+fn external_suites_left_out() {
+    use std::io::Write;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let suites = [(
+        "tests/integration/grpc/interop.rs",
+        "gRPC interop with Python grpcio",
+    )];
+    let mut notice = String::from("\nleft out (they need more than Rust):\n");
+    for (file, what) in suites {
+        assert!(root.join(file).is_file(), "{file} is listed but missing");
+        notice += &format!("  {what} ({file})\n");
+    }
+    notice += "run every suite with: scripts/test\n\n";
+    // Straight to stderr: the test harness captures only the print macros.
+    let _ = std::io::stderr().write_all(notice.as_bytes());
+}

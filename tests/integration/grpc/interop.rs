@@ -1,7 +1,6 @@
-//! gRPC through cohort against a real gRPC C-core server (Python grpcio), with a real
-//! grpcio client: unary, server streaming, an error status with details in trailers, and
-//! cohort's own errors shaped as gRPC. grpcio rejects requests without `te: trailers`,
-//! so these fail if cohort drops it. Needs `pip install grpcio` (.ci/run does it).
+//! Interop: the same calls as the tonic tests, against a real gRPC C-core server (Python
+//! grpcio) with a real grpcio client. Behind the `external-tests` feature; scripts/test
+//! installs grpcio.
 
 use crate::common;
 
@@ -10,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use super::config;
 use common::net::{dead_port, routes, start_proxy};
 use serde_json::Value;
 
@@ -28,7 +28,7 @@ fn require_grpcio() {
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "these tests need Python grpcio: pip install grpcio (.ci/run installs it)"
+        "these tests need Python grpcio: pip install grpcio (scripts/test installs it)"
     );
 }
 
@@ -86,12 +86,6 @@ async fn call(target: SocketAddr, method: &str, request: &str, user: &str) -> Va
             String::from_utf8_lossy(&out.stderr)
         )
     })
-}
-
-fn config(rf: SocketAddr, lr: SocketAddr, protocol_lr: &str, timeout_ms: u32) -> String {
-    format!(
-        "routes:\n  - {{ name: grpc, match: {{ path_prefix: /cohort.test.Echo }}, experiment: e, timeout_ms: {timeout_ms} }}\nexperiments:\n  - name: e\n    control: rf\n    variants:\n      - {{ name: rf, weight: 50, upstream: \"http://{rf}\", protocol: h2c }}\n      - {{ name: lr, weight: 50, upstream: \"http://{lr}\", protocol: {protocol_lr} }}\n"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
