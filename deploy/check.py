@@ -3,6 +3,7 @@
 exits non-zero with a `FAIL:` line on the first problem it finds.
 
   docker-context                    deploy/Dockerfile's COPY sources are in the build context
+  placeholders DIR                  no env file or secretGenerator under DIR holds a placeholder secret
   validate-warnings LOG             kubernetes-validate's WARN lines: only the Operator's kinds pass
   k8s BUILD OVERLAY_DIR BIN OUTDIR  the deploy invariants of one built overlay (see check.sh)
   monitoring BUILD OUTDIR RULES     ServiceMonitor/PrometheusRule structure; writes the rule groups
@@ -12,6 +13,7 @@ exits non-zero with a `FAIL:` line on the first problem it finds.
   metric-names METRICS RULES... --dashboard DASHBOARD   every metric name used exists on /metrics
 """
 import json
+import math
 import pathlib
 import re
 import subprocess
@@ -84,6 +86,71 @@ def docker_context():
     ok(f"COPY sources {copied} exist, none ignored; Cargo.toml targets and include_str!/include_bytes! files are inside them")
 
 
+# ---------------------------------------------------------------- placeholder secrets
+# A value that is a stand-in for a secret: applied as is, it would be a guessable admin token.
+PLACEHOLDER = re.compile(
+    r"(?i)replace[-_ ]?me|change[-_ ]?(me|it)|placeholder|fill[-_ ]?in|your[-_ ]?(token|secret|password)"
+    r"|^<.*>$|^\$\{.*\}$|^x{3,}$|^\*+$|^(todo|fixme|tbd|secret|password|token|dummy|example|test|default)$"
+)
+
+
+def env_lines(text):
+    """KEY=VALUE pairs of an env file (kustomize's `envs` format: comments and blank lines skipped)."""
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            yield n, key.strip(), value.strip().strip("\"'")
+
+
+def placeholders(top):
+    """Secrets are created in the cluster (deploy/README.md), never committed: fail on an env
+    file anywhere under TOP, or a secretGenerator source, whose value is empty or a placeholder."""
+    top = pathlib.Path(top)
+    sources = {}   # path -> how it is used
+    for f in sorted(top.rglob("*")):
+        if f.is_file() and (f.suffix == ".env" or f.name.startswith(".env")):
+            sources[f] = "env file"
+    literals = []
+    generators = 0
+    for k in sorted(top.rglob("*")):
+        if k.name not in ("kustomization.yaml", "kustomization.yml", "Kustomization"):
+            continue
+        doc = yaml.safe_load(k.read_text()) or {}
+        for g in doc.get("secretGenerator") or []:
+            generators += 1
+            where = f"{k.relative_to(top)}: secretGenerator {g.get('name')}"
+            for e in (g.get("envs") or []) + ([g["env"]] if g.get("env") else []):
+                sources[k.parent / e] = f"{where} (envs)"
+            for f in g.get("files") or []:
+                sources[k.parent / f.split("=", 1)[-1]] = f"{where} (files)"
+            for lit in g.get("literals") or []:
+                key, _, value = lit.partition("=")
+                literals.append((where, key, value))
+    bad = []
+    for path, used in sources.items():
+        rel = path.relative_to(top) if path.is_relative_to(top) else path
+        if not path.is_file():
+            bad.append(f"{rel}: named by {used}, but missing")
+            continue
+        text = path.read_text(errors="replace")
+        if "(files)" in used:
+            value = text.strip()
+            if not value or PLACEHOLDER.search(value):
+                bad.append(f"{rel} ({used}): empty or a placeholder")
+            continue
+        for n, key, value in env_lines(text):
+            if not value or PLACEHOLDER.search(value):
+                bad.append(f"{rel}:{n} ({used}): {key} is empty or a placeholder ({value!r})")
+    for where, key, value in literals:
+        if not value or PLACEHOLDER.search(value):
+            bad.append(f"{where} (literals): {key} is empty or a placeholder ({value!r})")
+    if bad:
+        fail("placeholder secrets under " + str(top) + " (create the Secret in the cluster instead, "
+             "see deploy/README.md):\n  " + "\n  ".join(bad))
+    ok(f"{len(sources)} env/secret source files and {generators} secretGenerators under {top}: no placeholder value")
+
+
 # ---------------------------------------------------------------- kubernetes-validate output
 def validate_warnings(log):
     allowed = re.compile(
@@ -104,6 +171,84 @@ def validate_warnings(log):
 # ---------------------------------------------------------------- deploy invariants
 def find(docs, kind, name=None):
     return [d for d in docs if d.get("kind") == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def cpu_cores(q):
+    """A CPU quantity ("250m", "1", "1.5") in cores; None if it is not one."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)(m?)\s*", str(q))
+    if not m:
+        return None
+    return float(m.group(1)) / (1000 if m.group(2) else 1)
+
+
+def selects(selector, labels):
+    """A LabelSelector (matchLabels and matchExpressions) against a label map; {} selects all."""
+    if not label_match(selector, labels):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        k, op, vals = e["key"], e["operator"], e.get("values") or []
+        if not {"In": k in labels and labels[k] in vals,
+                "NotIn": k not in labels or labels[k] not in vals,
+                "Exists": k in labels,
+                "DoesNotExist": k not in labels}[op]:
+            return False
+    return True
+
+
+def admits_port(rule, number, name):
+    """Whether a NetworkPolicy ingress rule admits the TCP port `number`, named `name` in the
+    container (no `ports`: every port)."""
+    ports = rule.get("ports")
+    if not ports:
+        return True
+    for p in ports:
+        if p.get("protocol", "TCP") != "TCP":
+            continue
+        port, end = p.get("port"), p.get("endPort")
+        if port in (None, number, name) or (isinstance(port, int) and end and port <= number <= end):
+            return True
+    return False
+
+
+def open_peer(peer):
+    """A `from` peer that admits every address, or pods of every namespace (whatever their pod
+    labels: anyone who may create a pod somewhere can give it those)."""
+    if "ipBlock" in peer:
+        return str(peer["ipBlock"].get("cidr", "")).endswith("/0")
+    ns = peer.get("namespaceSelector")
+    return ns is not None and not ns.get("matchLabels") and not ns.get("matchExpressions")
+
+
+def check_network_policy(docs, overlay, w, c):
+    """The admin port is admitted only from chosen peers, the public port is admitted at all."""
+    where = f"{overlay}: {w['kind']}/{w['metadata']['name']}"
+    ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+    if "admin" not in ports or "http" not in ports:
+        fail(f"{where}: the cohort container has no ports named http and admin ({ports})")
+    pod_labels = w["spec"]["template"]["metadata"].get("labels", {})
+    ns = w["metadata"].get("namespace")
+    pols = [n for n in find(docs, "NetworkPolicy")
+            if n["metadata"].get("namespace") == ns
+            and selects(n["spec"].get("podSelector") or {}, pod_labels)
+            and "Ingress" in (n["spec"].get("policyTypes") or ["Ingress"])]
+    if not pols:
+        fail(f"{where}: no NetworkPolicy selects the cohort pods for Ingress: the admin port "
+             f"{ports['admin']} is open to every namespace (deploy/kubernetes/base/networkpolicy.yaml)")
+    rules = [r for n in pols for r in n["spec"].get("ingress") or []]
+    admin_rules = [r for r in rules if admits_port(r, ports["admin"], "admin")]
+    if not admin_rules:
+        fail(f"{where}: the NetworkPolicy admits nothing to the admin port {ports['admin']}: "
+             f"Prometheus could not scrape /metrics")
+    sources = []
+    for r in admin_rules:
+        peers = r.get("from") or []
+        if not peers or any(open_peer(p) for p in peers):
+            fail(f"{where}: a NetworkPolicy rule admits the admin port {ports['admin']} from "
+                 f"everywhere ({r}); admit only the monitoring namespace and chosen clients")
+        sources += peers
+    if not any(admits_port(r, ports["http"], "http") for r in rules):
+        fail(f"{where}: the NetworkPolicy admits nothing to the public port {ports['http']}")
+    return f"NetworkPolicy {[n['metadata']['name'] for n in pols]}: admin port {ports['admin']} only from {sources}"
 
 
 def k8s(build, overlay, binary, outdir):
@@ -173,6 +318,24 @@ def k8s(build, overlay, binary, outdir):
         missing = [e for e in token_envs if e not in env]
         if missing:
             fail(f"{where}: admin.tokens read {missing}, which the cohort container does not set")
+        # The Secret is created in the cluster, not rendered: a rendered one would replace it on
+        # apply (or, hashed, take the pods' references away from it).
+        for e in c.get("env", []):
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            if ref and ref.get("name") != "cohort-admin-tokens":
+                fail(f"{where}: {e['name']} reads the Secret {ref.get('name')}, not cohort-admin-tokens")
+        # Worker threads: without a CPU limit there is no CPU quota, and cohort's default would
+        # be one worker per node core; COHORT_WORKERS carries the CPU request instead.
+        cpu = cpu_cores((c.get("resources", {}).get("requests") or {}).get("cpu", ""))
+        if not cpu:
+            fail(f"{where}: the cohort container has no CPU request (resources.requests.cpu): "
+                 f"COHORT_WORKERS would be 0 and cohort would start one worker per node core")
+        workers = [e for e in c.get("env", []) if e["name"] == "COHORT_WORKERS"]
+        rf = (workers[0].get("valueFrom") or {}).get("resourceFieldRef") if len(workers) == 1 else None
+        if (not rf or "value" in workers[0] or rf.get("resource") != "requests.cpu"
+                or rf.get("containerName", "cohort") != "cohort" or str(rf.get("divisor", "1")) != "1"):
+            fail(f"{where}: the cohort container does not set COHORT_WORKERS exactly once from the downward "
+                 f"API (resourceFieldRef: containerName cohort, resource requests.cpu, divisor \"1\"): {workers}")
         data_dirs = [routes.get("events", {}).get("dir", "./data/events"),
                      (routes.get("admin") or {}).get("state_file", "./data/state.json")]
         mounts = [m["mountPath"].rstrip("/") + "/" for m in c.get("volumeMounts", []) if not m.get("readOnly")]
@@ -182,6 +345,14 @@ def k8s(build, overlay, binary, outdir):
         ok(f"{w['kind']}/{w['metadata']['name']}: --config /etc/cohort/routes.yaml, directory mount, "
            f"no subPath, grace {tgps} s >= {need_s:g} s, probes, non-root, read-only root, "
            f"tokens {token_envs} from env, data on a volume")
+        ok(f"{w['kind']}/{w['metadata']['name']}: CPU request {cpu:g} cores -> COHORT_WORKERS="
+           f"{math.ceil(cpu)} (downward API, requests.cpu)")
+        ok(check_network_policy(docs, overlay, w, c))
+    secrets = [d["metadata"]["name"] for d in find(docs, "Secret")
+               if d["metadata"]["name"].startswith("cohort-admin-tokens")]
+    if secrets:
+        fail(f"{overlay}: renders the Secret {secrets}: cohort-admin-tokens is created in the cluster "
+             f"(deploy/README.md), never generated from committed values")
     svc = find(docs, "Service", "cohort")
     if not svc or svc[0]["spec"]["ports"][0]["targetPort"] not in ("http", 8080):
         fail(f"{overlay}: the Service cohort does not target cohort's public port")
@@ -380,6 +551,8 @@ def main(argv):
     cmd, args = argv[0], argv[1:]
     if cmd == "docker-context":
         docker_context()
+    elif cmd == "placeholders":
+        placeholders(*args)
     elif cmd == "validate-warnings":
         validate_warnings(*args)
     elif cmd == "k8s":

@@ -93,6 +93,9 @@ python3 -m json.tool deploy/grafana/cohort.json > /dev/null || fail "deploy/graf
 "${CHECK[@]}" dashboard-rules deploy/grafana/cohort.json "$WORK/dashboard.rules.yaml" || fail "dashboard"
 check_rules "$WORK/dashboard.rules.yaml"
 
+step "secrets: no placeholder value in an env file or secretGenerator under deploy/"
+"${CHECK[@]}" placeholders deploy || fail "placeholder secrets under deploy/"
+
 OVERLAYS=(deploy/kubernetes/overlays/*/)
 [ "${#OVERLAYS[@]}" -ge 3 ] || fail "expected at least 3 overlays, found ${OVERLAYS[*]}"
 for dir in "${OVERLAYS[@]}"; do
@@ -109,7 +112,7 @@ for dir in "${OVERLAYS[@]}"; do
   cat "$out/validate.log"
   "${CHECK[@]}" validate-warnings "$out/validate.log" || fail "overlay $name: a kind without a schema"
 
-  step "overlay $name: deploy invariants (ConfigMap, mounts, grace period, probes, cohort check)"
+  step "overlay $name: deploy invariants (ConfigMap, mounts, grace period, probes, workers, NetworkPolicy, cohort check)"
   "${CHECK[@]}" k8s "$out/build.yaml" "$name" "$BIN" "$out" || fail "overlay $name: deploy invariants"
 
   step "overlay $name: Prometheus Operator objects (structure; PrometheusRule groups through promtool)"
@@ -135,7 +138,8 @@ print(*[s.getsockname()[1] for s in ss])')
 mkdir -p "$WORK/run"
 "${CHECK[@]}" test-config deploy/kubernetes/base/routes.yaml "$WORK/run/routes.yaml" "$PUB" "$ADM" "$WORK/run" \
   || fail "test config"
-"$BIN" serve --config "$WORK/run/routes.yaml" > "$WORK/run/cohort.log" 2>&1 &
+# COHORT_WORKERS as the downward API sets it for the manifests' CPU request (250m -> 1).
+COHORT_WORKERS=1 "$BIN" serve --config "$WORK/run/routes.yaml" > "$WORK/run/cohort.log" 2>&1 &
 COHORT_PID=$!
 ready=""
 for _ in $(seq 1 100); do   # at most about 10 s

@@ -77,7 +77,8 @@ enum Command {
         /// The routes.yaml to serve.
         #[arg(long, value_name = "FILE", default_value = "routes.yaml")]
         config: PathBuf,
-        /// Serving threads, each with its own single-threaded runtime (default: one per core).
+        /// Serving threads, each with its own single-threaded runtime (default: the
+        /// environment's COHORT_WORKERS, else one per core; 0 means the default).
         #[arg(long)]
         workers: Option<usize>,
     },

@@ -35,6 +35,26 @@ use cohort_proxy::server::{Connections, Shutdown};
 use cohort_proxy::workers::Workers;
 use cohort_proxy::Proxy;
 
+/// The number of serving threads: `--workers`, else the environment's `COHORT_WORKERS` (in
+/// Kubernetes, the pod's CPU request through the downward API); a positive number sets it,
+/// 0 or neither means one per core this process may use (`available_parallelism` honours a
+/// cgroup CPU quota, not a CPU request, hence the variable).
+pub fn worker_count(flag: Option<usize>, env: Option<&str>) -> Result<usize, String> {
+    let asked = match (flag, env.map(str::trim)) {
+        (Some(n), _) => n,
+        (None, None | Some("")) => 0,
+        (None, Some(v)) => v.parse::<usize>().map_err(|_| {
+            format!(
+                "COHORT_WORKERS must be a whole number of worker threads (0 or unset: one per core), got {v:?}"
+            )
+        })?,
+    };
+    Ok(match asked {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    })
+}
+
 pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
     let from_file = match config::load(config_path) {
         Ok(r) if r.routes.is_empty() => {
@@ -69,10 +89,14 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
     };
     // Worker threads, each with a current-thread runtime (src/workers.rs says why); the
     // main thread's runtime is worker 0 and also runs the reload task, the admin listener
-    // and the signal handlers. Default: one worker per core.
-    let workers = workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    // and the signal handlers.
+    let workers = match worker_count(workers, std::env::var("COHORT_WORKERS").ok().as_deref()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("cohort serve: {e}");
+            return exit::USAGE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -102,6 +126,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 return exit::INVALID;
             }
         };
+        let worker_threads = workers;
         let workers = match Workers::start(workers) {
             Ok(w) => w,
             Err(e) => {
@@ -188,7 +213,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         // Handlers first, then the log line that says we serve: a signal sent as soon as
         // that line appears must find them registered.
         let mut signals = signals();
-        tracing::info!(%listen, admin = %admin_listen, %version, "serving");
+        tracing::info!(%listen, admin = %admin_listen, %version, workers = worker_threads, "serving");
         signals.recv().await;
         // From here on, a second signal means "now".
         tokio::spawn(async move {
@@ -340,4 +365,25 @@ fn signals() -> mpsc::Receiver<()> {
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_count;
+
+    #[test]
+    fn workers_come_from_the_flag_then_cohort_workers_then_the_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(worker_count(Some(3), Some("7")), Ok(3));
+        assert_eq!(worker_count(None, Some("7")), Ok(7));
+        assert_eq!(worker_count(None, Some(" 2\n")), Ok(2));
+        assert_eq!(worker_count(None, Some("0")), Ok(cores));
+        assert_eq!(worker_count(None, Some("")), Ok(cores));
+        assert_eq!(worker_count(None, None), Ok(cores));
+        assert_eq!(worker_count(Some(0), None), Ok(cores));
+        for bad in ["250m", "-1", "1.5", "two"] {
+            let e = worker_count(None, Some(bad)).unwrap_err();
+            assert!(e.contains("COHORT_WORKERS") && e.contains(bad), "{e}");
+        }
+    }
 }

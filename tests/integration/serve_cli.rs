@@ -61,3 +61,39 @@ async fn users_keep_their_variant_across_a_restart() {
     assert!(before.iter().any(|v| v == "rf") && before.iter().any(|v| v == "lr"));
     assert_eq!(second.terminate(), Some(0));
 }
+
+/// Without `--workers`, `COHORT_WORKERS` (the pod's CPU request in Kubernetes) sets the
+/// serving threads; 0 means one per core; anything else stops the start with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cohort_workers_sets_the_serving_threads() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 50 }}\n{}",
+        two_arm(rf, lr, "")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    for (env, want) in [("3", 3), ("0", cores)] {
+        let mut p = CohortProcess::start_with(&config, &[("COHORT_WORKERS", env)], &[]);
+        assert_eq!(p.serving["fields"]["workers"], want, "COHORT_WORKERS={env}");
+        assert_eq!(p.terminate(), Some(0));
+    }
+    // --workers wins over the variable.
+    let mut p = CohortProcess::start_with(&config, &[("COHORT_WORKERS", "3")], &["--workers", "1"]);
+    assert_eq!(p.serving["fields"]["workers"], 1);
+    assert_eq!(p.terminate(), Some(0));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("COHORT_WORKERS", "250m")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("COHORT_WORKERS must be a whole number") && err.contains("\"250m\""),
+        "{err}"
+    );
+}

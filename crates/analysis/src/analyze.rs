@@ -113,7 +113,13 @@ pub fn count(tally: &ExperimentTally, setup: &Setup, mut notes: Vec<String>) -> 
         ));
     }
     let names: Vec<String> = setup.variants.iter().map(|v| v.0.clone()).collect();
-    let pop = Population::count(tally, phase, &names, setup.decision.attribution_window_s);
+    let pop = Population::count(
+        tally,
+        phase,
+        &names,
+        setup.decision.attribution_window_s,
+        setup.decision.maturity_s().0,
+    );
     if tally.excluded_exposures > 0 {
         notes.push(format!(
             "{} exposures forced by override or without a unit id are not counted",

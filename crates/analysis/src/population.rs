@@ -8,7 +8,9 @@
 //!   numbers (counted per its first variant);
 //! * a conversion counts once per unit, only at or after the unit's first exposure and,
 //!   with `attribution_window_s`, within that many seconds of it; values sum per unit;
-//! * a conversion for a unit never exposed (in this phase) is unattributed.
+//! * a conversion for a unit never exposed (in this phase) is unattributed;
+//! * for the estimated baseline a unit counts only once it has **matured**: its first
+//!   exposure is the maturity delay old (see [`Ripening`]).
 
 use super::tally::{ExperimentTally, PhaseTally, NEVER};
 use cohort_stats::welch::Moments;
@@ -34,6 +36,17 @@ pub struct Milestone {
     pub converted: bool,
 }
 
+/// When a unit, or a unit's conversion, starts counting toward the estimated baseline:
+/// a unit at its first exposure plus the maturity delay, its conversion at that moment or
+/// when it converted, whichever is later. Crossovers never count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ripening {
+    pub ts: i64,
+    /// Index into [`Population::names`].
+    pub variant: u16,
+    pub conversion: bool,
+}
+
 /// The counted population of one phase, in report variant order.
 #[derive(Debug, Clone, Default)]
 pub struct Population {
@@ -50,6 +63,8 @@ pub struct Population {
     pub outside_window: u64,
     /// Milestones sorted by (ts, step, variant).
     pub milestones: Vec<Milestone>,
+    /// Sorted by `ts`.
+    pub ripenings: Vec<Ripening>,
 }
 
 impl Population {
@@ -59,6 +74,7 @@ impl Population {
         phase: &PhaseTally,
         names: &[String],
         window_s: Option<f64>,
+        maturity_s: f64,
     ) -> Population {
         let mut names = names.to_vec();
         let map: Vec<u16> = tally
@@ -83,6 +99,7 @@ impl Population {
             ..Population::default()
         };
         let window_ns = window_s.map(|s| (s * 1e9) as i64);
+        let maturity_ns = (maturity_s * 1e9) as i64;
         // Per unit: (earliest counted conversion, value sum).
         // Floating-point sums depend on order: sum in a canonical one, so that the live
         // view and the CLI (which read the same events in different orders) agree exactly.
@@ -131,6 +148,19 @@ impl Population {
                 pop.crossovers[v as usize] += 1;
                 continue;
             }
+            let ripe = s.first.saturating_add(maturity_ns);
+            pop.ripenings.push(Ripening {
+                ts: ripe,
+                variant: v,
+                conversion: false,
+            });
+            if conv_ts != NEVER {
+                pop.ripenings.push(Ripening {
+                    ts: ripe.max(conv_ts),
+                    variant: v,
+                    conversion: true,
+                });
+            }
             let v = v as usize;
             pop.units[v] += 1;
             if conv_ts != NEVER {
@@ -154,6 +184,7 @@ impl Population {
             }
         }
         pop.milestones.sort_unstable();
+        pop.ripenings.sort_unstable();
         pop
     }
 }

@@ -225,11 +225,14 @@ pub fn build(
     }
 
     // Power and N*.
+    let (delay, delay_key) = d.maturity_s();
+    let matured =
+        format!("the control's units exposed at least {delay} s earlier (decision.{delay_key})");
     let (baseline, source) = match (d.baseline_rate, w.baseline) {
         (Some(b), _) => (Some(b), Some("configured")),
         (None, Some((b, ts))) => {
             notes.push(format!(
-                "baseline rate {b:.6} estimated from the control when it reached {} conversions ({}), then frozen",
+                "baseline rate {b:.6} estimated from {matured} when they reached {} conversions ({}), then frozen",
                 d.min_conversions,
                 cohort_events::clock::from_nanos(ts)
             ));
@@ -237,7 +240,7 @@ pub fn build(
         }
         (None, None) => {
             notes.push(format!(
-                "no baseline yet: it is estimated once the control has {} conversions",
+                "no baseline yet: it is estimated once {matured} have {} conversions",
                 d.min_conversions
             ));
             (None, None)
@@ -323,10 +326,19 @@ pub fn build(
                 cmp.rel_lift = finite(r.estimate);
                 cmp.rel_lift_ci = pair(r.ci.low, r.ci.high);
             }
-            Err(e) => notes.push(format!(
-                "{name}: rel_lift, its interval and the sequential test are null: {}",
-                e.reason()
-            )),
+            Err(e) => {
+                // The point estimate is defined whenever the control converts (a treatment
+                // with no conversions is −100%); only the interval needs a variance.
+                if cc > 0 {
+                    cmp.rel_lift = finite((ct as f64 / nt as f64) / (cc as f64 / nc as f64) - 1.0);
+                }
+                let what = if cmp.rel_lift.is_some() {
+                    "rel_lift's interval and the sequential test are null"
+                } else {
+                    "rel_lift, its interval and the sequential test are null"
+                };
+                notes.push(format!("{name}: {what}: {}", e.reason()))
+            }
         }
         if let Ok((ci, p)) = sequential_relative_lift(ct, nt, cc, nc, alpha, n_star) {
             cmp.seq_ci = pair(ci.low, ci.high);
@@ -400,6 +412,11 @@ pub fn build(
     } else {
         decision::decision_p(&arms, c, Method::Sequential { n_star }, alpha)
     };
+    let fixed_p: Vec<Option<f64>> = if fixed {
+        Vec::new()
+    } else {
+        decision::decision_p(&arms, c, Method::Fixed, alpha)
+    };
     let frozen = w.fixed.as_ref().map(|f| &f.0);
     if let Some((_, ts)) = &w.fixed {
         notes.push(format!(
@@ -411,6 +428,7 @@ pub fn build(
         arms: &arms,
         control: c,
         p: &p,
+        fixed_p: &fixed_p,
         rule,
         required,
         invalid: invalid_reason.as_deref(),

@@ -2,8 +2,10 @@
 //!
 //! Three things depend on *when*, not just on the final counts, and all three are fixed by
 //! the log alone (so the CLI and the live view agree):
-//! * the **estimated baseline**: the control's rate at the moment (end of the first `ts`
-//!   at which) it reached `min_conversions` conversions, then frozen;
+//! * the **estimated baseline**: the control's rate over its *matured* units (exposed at
+//!   least the maturity delay earlier) at the first moment those hold `min_conversions`
+//!   conversions, then frozen. Young units have not had the time to convert yet, so
+//!   counting them biases the rate low when conversions arrive late;
 //! * the **fixed-method decision**, made once when every weighted arm first reaches the
 //!   planned sample, then frozen;
 //! * the **expected counts** for the sample-ratio check: each unit adds the shares in
@@ -67,6 +69,37 @@ pub struct Walk {
     pub series: Vec<TimePoint>,
 }
 
+/// The estimated baseline and when it froze: the control's rate over its matured units at
+/// the first moment (up to `end`, the log's last event) they hold `min_conversions`
+/// conversions.
+fn matured_baseline(
+    pop: &Population,
+    control: usize,
+    min_conversions: u64,
+    end: i64,
+) -> Option<(f64, i64)> {
+    let (mut units, mut converted) = (0u64, 0u64);
+    let r = &pop.ripenings;
+    let mut i = 0;
+    while i < r.len() && r[i].ts <= end {
+        let ts = r[i].ts;
+        while i < r.len() && r[i].ts == ts {
+            if r[i].variant as usize == control {
+                if r[i].conversion {
+                    converted += 1;
+                } else {
+                    units += 1;
+                }
+            }
+            i += 1;
+        }
+        if converted >= min_conversions && units > 0 {
+            return Some((converted as f64 / units as f64, ts));
+        }
+    }
+    None
+}
+
 /// Replays `pop` under `plan`.
 pub fn walk(pop: &Population, plan: &Plan) -> Walk {
     let k = pop.names.len();
@@ -78,6 +111,11 @@ pub fn walk(pop: &Population, plan: &Plan) -> Walk {
     let ms = &pop.milestones;
     let (Some(first), Some(last)) = (ms.first(), ms.last()) else {
         return out;
+    };
+    let matured = if plan.baseline_rate.is_none() {
+        matured_baseline(pop, plan.control, plan.rule.min_conversions, last.ts)
+    } else {
+        None
     };
     let span = (last.ts - first.ts).max(1);
     let step_ns = span / plan.samples.max(1) as i64;
@@ -110,12 +148,8 @@ pub fn walk(pop: &Population, plan: &Plan) -> Walk {
             i += 1;
         }
         let c = plan.control;
-        if out.baseline.is_none()
-            && plan.baseline_rate.is_none()
-            && converted[c] >= plan.rule.min_conversions
-            && units[c] > 0
-        {
-            out.baseline = Some((converted[c] as f64 / units[c] as f64, ts));
+        if out.baseline.is_none() {
+            out.baseline = matured.filter(|b| b.1 <= ts);
         }
         if plan.fixed && out.fixed.is_none() {
             let baseline = plan.baseline_rate.or(out.baseline.map(|b| b.0));
@@ -125,6 +159,7 @@ pub fn walk(pop: &Population, plan: &Plan) -> Walk {
                     arms: &arms,
                     control: c,
                     p: &[],
+                    fixed_p: &[],
                     rule: plan.rule,
                     required: Some(required),
                     invalid: None,

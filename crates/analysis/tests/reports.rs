@@ -130,6 +130,22 @@ fn every_scenario_matches_the_independent_computation() {
                 &what("newcombe"),
             );
             close(got.z, &want["z"], 1e-9, &what("z"));
+            // The point lift is defined whenever the control converts, the interval is
+            // not (a treatment with no conversions is −100% with a null interval).
+            let arm = |v: &str| r.variants.iter().find(|a| a.name == v).unwrap();
+            let (t, c) = (arm(&got.variant), arm(&got.control));
+            let lift = (c.conversions > 0 && t.units > 0).then(|| {
+                (t.conversions as f64 / t.units as f64) / (c.conversions as f64 / c.units as f64)
+                    - 1.0
+            });
+            assert_eq!(got.rel_lift.is_some(), lift.is_some(), "{}", what("lift"));
+            if let (Some(g), Some(l)) = (got.rel_lift, lift) {
+                assert!((g - l).abs() < 1e-12, "{}: {g} vs {l}", what("lift"));
+            }
+            if t.units > 0 && t.conversions == 0 && c.conversions > 0 {
+                assert_eq!(got.rel_lift, Some(-1.0), "{}", what("lift"));
+                assert_eq!(got.rel_lift_ci, None, "{}", what("lift"));
+            }
             close(got.p_value, &want["p_value"], 1e-8, &what("p"));
             assert_eq!(
                 got.test.map(|t| serde_json::to_value(t).unwrap()),

@@ -694,6 +694,15 @@ fn check_decision(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) {
             );
         }
     }
+    if !(d.conversion_delay_s.is_finite() && d.conversion_delay_s >= 0.0) {
+        c.error(
+            &p("conversion_delay_s"),
+            format!(
+                "must be a number of seconds, 0 or more (got {})",
+                d.conversion_delay_s
+            ),
+        );
+    }
 }
 
 /// Gives every treatment its lane (declared or default). Returns whether lanes were declared.

@@ -462,6 +462,22 @@ pub struct DecisionConfig {
     pub sequential_n_star: Option<u64>,
     #[serde(default)]
     pub attribution_window_s: Option<f64>,
+    /// How long after its first exposure a control unit's conversions are taken as all in,
+    /// for the estimated baseline, when no attribution window is set (the window is the
+    /// delay when it is). Counting units too young to have converted biases it low.
+    #[serde(default = "defaults::conversion_delay_s")]
+    pub conversion_delay_s: f64,
+}
+
+impl DecisionConfig {
+    /// Seconds after exposure at which a unit counts toward the estimated baseline, and
+    /// the key that set them.
+    pub fn maturity_s(&self) -> (f64, &'static str) {
+        match self.attribution_window_s {
+            Some(w) => (w, "attribution_window_s"),
+            None => (self.conversion_delay_s, "conversion_delay_s"),
+        }
+    }
 }
 
 impl Default for DecisionConfig {
@@ -476,6 +492,7 @@ impl Default for DecisionConfig {
             min_conversions: defaults::min_conversions(),
             sequential_n_star: None,
             attribution_window_s: None,
+            conversion_delay_s: defaults::conversion_delay_s(),
         }
     }
 }
@@ -579,6 +596,9 @@ pub mod defaults {
     }
     pub fn min_conversions() -> u64 {
         30
+    }
+    pub fn conversion_delay_s() -> f64 {
+        86_400.0
     }
 }
 

@@ -110,6 +110,10 @@ pub struct Look<'a> {
     pub control: usize,
     /// The decision p per arm (None for the control and where the test is undefined).
     pub p: &'a [Option<f64>],
+    /// Under the sequential method, the fixed-horizon p per arm, for the wording only: a
+    /// fixed p below alpha while the sequential one is not must not read as "no
+    /// difference". Empty under the fixed method.
+    pub fixed_p: &'a [Option<f64>],
     pub rule: Rule,
     /// Units per variant the plan needs (None: unknown yet).
     pub required: Option<f64>,
@@ -294,7 +298,30 @@ fn continue_reason(look: &Look, guarded: &[usize], gated: bool) -> String {
             None => "fixed-horizon test: the planned sample is not known yet".to_owned(),
         };
     }
-    "no significant difference yet".to_owned()
+    let naive: Vec<String> = look
+        .fixed_p
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.filter(|&p| p < look.rule.alpha).map(|p| (i, p)))
+        .map(|(i, p)| format!("{} ({})", fmt_p(p), look.arms[i].name))
+        .collect();
+    if naive.is_empty() {
+        "not yet significant under the sequential test (peeking-safe)".to_owned()
+    } else {
+        format!(
+            "not yet significant under the sequential test (peeking-safe); the fixed-horizon p of {} is not valid while the experiment is watched continuously",
+            naive.join(", ")
+        )
+    }
+}
+
+/// A p-value as people read it: three decimals, or scientific notation when smaller.
+fn fmt_p(p: f64) -> String {
+    if p >= 0.001 {
+        format!("{p:.3}")
+    } else {
+        format!("{p:.1e}")
+    }
 }
 
 /// The test behind a fixed-horizon p.
@@ -396,6 +423,7 @@ mod tests {
             arms,
             control: 0,
             p,
+            fixed_p: &[],
             rule: RULE,
             required: Some(5000.0),
             invalid: None,
@@ -433,6 +461,27 @@ mod tests {
         assert_eq!(
             (d.status, d.roll_back.len(), d.variant),
             (Status::Invalid, 0, None)
+        );
+    }
+
+    #[test]
+    fn a_naive_fixed_p_is_named_as_invalid_while_sequential_is_not_significant() {
+        let arms = [arm("a", 2000, 200), arm("b", 2000, 250)];
+        let fixed = [None, Some(0.006)];
+        let mut l = look(&arms, &[None, Some(0.2)]);
+        l.required = Some(50_000.0);
+        l.fixed_p = &fixed;
+        let d = decide(&l);
+        assert_eq!(d.status, Status::Continue);
+        assert_eq!(
+            d.reason,
+            "not yet significant under the sequential test (peeking-safe); the fixed-horizon p of 0.006 (b) is not valid while the experiment is watched continuously"
+        );
+        l.fixed_p = &[None, Some(0.3)];
+        let d = decide(&l);
+        assert_eq!(
+            d.reason,
+            "not yet significant under the sequential test (peeking-safe)"
         );
     }
 

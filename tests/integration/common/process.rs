@@ -14,6 +14,8 @@ use serde_json::Value;
 /// A running `cohort serve`, killed if the test ends before it does.
 pub struct CohortProcess {
     child: Child,
+    /// The "serving" log line (JSON): its fields say what the process started with.
+    pub serving: Value,
 }
 
 /// A loopback port nothing listens on right now, for a cohort process to bind. Taken below
@@ -43,18 +45,17 @@ impl CohortProcess {
 
     /// [`CohortProcess::start`] with `--workers N` (1 runs a current-thread runtime).
     pub fn start_with_workers(config: &Path, env: &[(&str, &str)], workers: &str) -> CohortProcess {
+        Self::start_with(config, env, &["--workers", workers])
+    }
+
+    /// [`CohortProcess::start`] with these arguments after `serve --config CONFIG`.
+    pub fn start_with(config: &Path, env: &[(&str, &str)], args: &[&str]) -> CohortProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cohort"));
-        cmd.args([
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--workers",
-            workers,
-            "--log-format",
-            "json",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        cmd.args(["serve", "--config", config.to_str().unwrap()])
+            .args(args)
+            .args(["--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         if let Some(dir) = config.parent() {
             cmd.current_dir(dir);
         }
@@ -63,19 +64,19 @@ impl CohortProcess {
         }
         let mut child = cmd.spawn().unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        loop {
+        let serving = loop {
             let line = match lines.next() {
                 Some(Ok(l)) => l,
                 _ => panic!("cohort serve exited before serving: {:?}", child.wait()),
             };
             let json: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
             if json["fields"]["message"] == "serving" {
-                break;
+                break json;
             }
-        }
+        };
         // Keep draining stderr so the child never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        CohortProcess { child }
+        CohortProcess { child, serving }
     }
 
     pub fn signal(&self, name: &str) {

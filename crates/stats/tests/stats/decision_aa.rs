@@ -28,6 +28,7 @@ fn positive(arms: &[Arm], p: &[Option<f64>], required: Option<f64>) -> bool {
         arms,
         control: 0,
         p,
+        fixed_p: &[],
         rule: RULE,
         required,
         invalid: None,
