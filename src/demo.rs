@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,9 +67,13 @@ pub fn models() -> [(&'static str, Model); 2] {
     ]
 }
 
-/// Starts a model backend on 127.0.0.1:0.
-pub async fn start_model(name: &'static str, model: Model) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+/// Starts a model backend on `addr` (port 0: any free port).
+pub async fn start_model(
+    name: &'static str,
+    model: Model,
+    addr: SocketAddr,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -96,6 +101,22 @@ pub async fn start_model(name: &'static str, model: Model) -> std::io::Result<So
     Ok(addr)
 }
 
+/// Where the built-in routes.yaml sends each variant (the ports `--serve` binds).
+pub fn documented_upstreams() -> Result<HashMap<String, SocketAddr>, String> {
+    let base =
+        config::parse("routes.yaml (built in)", DEFAULT_ROUTES).map_err(|e| e.to_string())?;
+    let mut out = HashMap::new();
+    for v in base.file.experiments.iter().flat_map(|e| &e.variants) {
+        let addr = v
+            .upstream
+            .strip_prefix("http://")
+            .and_then(|a| a.trim_end_matches('/').parse().ok())
+            .ok_or_else(|| format!("the built-in upstream {} is not http://IP:PORT", v.upstream))?;
+        out.insert(v.name.clone(), addr);
+    }
+    Ok(out)
+}
+
 /// The built-in routes.yaml with the variants' upstreams pointed at `upstreams`.
 pub fn demo_routes(upstreams: &HashMap<&str, SocketAddr>) -> Result<Routes, ConfigError> {
     let base = config::parse("routes.yaml (built in)", DEFAULT_ROUTES)?;
@@ -104,6 +125,9 @@ pub fn demo_routes(upstreams: &HashMap<&str, SocketAddr>) -> Result<Routes, Conf
         // A demo of a few thousand users plans for a large effect; routes.yaml's own
         // default (mde 0.10) needs tens of thousands of users per variant.
         exp.decision.mde = DEMO_MDE;
+        // Each simulated user's conversion is reported right after their last request, so
+        // the estimated baseline need not wait for late ones.
+        exp.decision.conversion_delay_s = 0.0;
         for v in &mut exp.variants {
             if let Some(addr) = upstreams.get(v.name.as_str()) {
                 v.upstream = format!("http://{addr}");
@@ -144,14 +168,39 @@ pub struct Outcome {
     pub report: Option<cohort_analysis::Report>,
 }
 
-/// Runs the demo: backends, proxy, `users` simulated users (1–5 requests each, 32 at a
-/// time), stopping early at `max_duration`.
-pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<Outcome, String> {
+/// How the demo runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Simulated users (1–5 requests each, 32 at a time).
+    pub users: u32,
+    /// Stop sending after this long, even if users remain.
+    pub max_duration: Duration,
+    /// Show a progress bar on standard error.
+    pub progress: bool,
+    /// Bind the model backends on the ports the built-in routes.yaml names (they outlive
+    /// the run while the runtime does), instead of any free ports.
+    pub documented_ports: bool,
+    /// Write the event log here and keep it; None: a scratch directory removed at the end.
+    pub events_dir: Option<PathBuf>,
+}
+
+/// Runs the demo: backends, proxy, simulated users, then `cohort report` on its log.
+pub async fn run(opts: &Options) -> Result<Outcome, String> {
+    let (users, max_duration, progress) = (opts.users, opts.max_duration, opts.progress);
+    let documented = if opts.documented_ports {
+        Some(documented_upstreams()?)
+    } else {
+        None
+    };
     let mut upstreams = HashMap::new();
     for (name, model) in models() {
-        let addr = start_model(name, model)
+        let at = documented
+            .as_ref()
+            .and_then(|d| d.get(name).copied())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let addr = start_model(name, model, at)
             .await
-            .map_err(|e| format!("cannot start the {name} backend: {e}"))?;
+            .map_err(|e| format!("cannot start the {name} model backend on {at}: {e}"))?;
         upstreams.insert(name, addr);
     }
     let routes = demo_routes(&upstreams).map_err(|e| e.to_string())?;
@@ -159,14 +208,16 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
         .await
         .map_err(|e| format!("cannot bind the demo proxy: {e}"))?;
     let proxy_addr = listener.local_addr().map_err(|e| e.to_string())?;
-    // The real outcome log, in a scratch directory removed at the end.
-    let scratch = std::env::temp_dir().join(format!(
-        "cohort-demo-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
+    // The real outcome log, kept where asked, else in a scratch directory removed at the end.
+    let scratch = opts.events_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "cohort-demo-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ))
+    });
     let events_cfg = cohort_config::schema::EventsConfig {
         dir: scratch.clone(),
         fsync: cohort_config::schema::FsyncMode::Never,
@@ -174,8 +225,15 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
     };
     let metrics = Arc::new(Metrics::new());
     let counts = Arc::new(cohort_analysis::LiveCounts::new());
-    let sink = cohort_events::SegmentLog::open(&events_cfg)
-        .map_err(|e| format!("cannot open the demo event log: {e}"))?;
+    let sink = cohort_events::SegmentLog::open(&events_cfg).map_err(|e| {
+        format!(
+            "cannot open the demo event log in {}: {e}",
+            scratch.display()
+        )
+    })?;
+    // As `cohort serve` does: the report then knows the weights in force without a config.
+    cohort_events::writer::record_config_version(&scratch, &routes)
+        .map_err(|e| format!("cannot write to {}: {e}", scratch.display()))?;
     let (event_log, writer) = cohort_events::writer::start(
         Box::new(sink),
         metrics
@@ -361,7 +419,9 @@ pub async fn run(users: u32, max_duration: Duration, progress: bool) -> Result<O
         let tally = read.tally.experiments.get(&exp.name).unwrap_or(&empty);
         cohort_analysis::analyze(tally, &setup, cohort_events::clock::now(), Vec::new())
     });
-    let _ = std::fs::remove_dir_all(&scratch);
+    if opts.events_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
     Ok(Outcome {
         routes,
         per_variant,

@@ -49,6 +49,7 @@ enum Command {
         format: Format,
     },
     /// Print the variant (and bucket) of each unit, as the proxy would assign it.
+    #[command(group(clap::ArgGroup::new("unit_ids").required(true).args(["units", "units_from"])))]
     Assign {
         /// The routes.yaml to read.
         #[arg(long, value_name = "FILE")]
@@ -57,11 +58,7 @@ enum Command {
         #[arg(long)]
         experiment: String,
         /// A unit id (repeatable).
-        #[arg(
-            long = "unit",
-            value_name = "UNIT",
-            required_unless_present = "units_from"
-        )]
+        #[arg(long = "unit", value_name = "UNIT")]
         units: Vec<String>,
         /// Read unit ids, one per line, from FILE ("-" for standard input).
         #[arg(long, value_name = "FILE", conflicts_with = "units")]
@@ -83,14 +80,7 @@ enum Command {
         workers: Option<usize>,
     },
     /// Show cohort at work on its built-in default config, with nothing else to set up.
-    Demo {
-        /// Simulated users (each sends 1 to 5 requests).
-        #[arg(long, default_value_t = 4_000)]
-        users: u32,
-        /// Stop sending after this many seconds, even if users remain.
-        #[arg(long, default_value_t = 45.0)]
-        duration: f64,
-    },
+    Demo(cli::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -117,7 +107,7 @@ fn main() -> ExitCode {
         } => cli::assign::run(&config, &experiment, &units, units_from.as_deref(), format),
         Command::Report(args) => cli::report::run(&args),
         Command::Serve { config, workers } => cli::serve::run(&config, workers),
-        Command::Demo { users, duration } => cli::demo::run(users, duration),
+        Command::Demo(args) => cli::demo::run(&args),
     };
     ExitCode::from(code)
 }

@@ -35,7 +35,7 @@ pub struct Args {
     /// The routes.yaml: control, weights, salt and `decision` settings.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Only this experiment (default: every experiment in the log; JSON: an array).
+    /// Only this experiment (default: every experiment in the log; JSON is an array either way).
     #[arg(long)]
     pub experiment: Option<String>,
     /// Output format.
@@ -277,16 +277,12 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
     Ok(out)
 }
 
-/// The reports rendered in `format`.
-pub fn render(reports: &[Report], format: ReportFormat, single: bool) -> String {
+/// The reports rendered in `format`. JSON is always an array, one report per experiment
+/// (one with `--experiment`), so scripts read one shape.
+pub fn render(reports: &[Report], format: ReportFormat) -> String {
     match format {
         ReportFormat::Json => {
-            let v = if single && reports.len() == 1 {
-                serde_json::to_value(&reports[0])
-            } else {
-                serde_json::to_value(reports)
-            };
-            let mut s = v.map_or_else(
+            let mut s = serde_json::to_value(reports).map_or_else(
                 |e| format!("{{\"error\": \"{e}\"}}"),
                 |v| serde_json::to_string_pretty(&v).unwrap_or_default(),
             );
@@ -309,7 +305,7 @@ pub fn render(reports: &[Report], format: ReportFormat, single: bool) -> String 
 
 fn report(args: &Args) -> Result<(), ReportError> {
     let reports = reports(args, true)?;
-    let text = render(&reports, args.format, args.experiment.is_some());
+    let text = render(&reports, args.format);
     write_out(args.out.as_deref(), &text)
 }
 

@@ -504,3 +504,27 @@ fn check_takes_the_file_as_config_too() {
     );
     assert_eq!(run(&["check"]).status.code(), Some(2));
 }
+
+/// Every flag of every command says what it is, and `assign`'s usage shows that either
+/// `--unit` or `--units-from` is needed.
+#[test]
+fn every_flag_has_help_text() {
+    for command in ["check", "assign", "report", "serve", "demo"] {
+        let out = run(&[command, "-h"]);
+        let help = String::from_utf8(out.stdout).unwrap();
+        let options = help.split("Options:").nth(1).expect("an Options section");
+        for line in options.lines().filter(|l| l.trim_start().starts_with('-')) {
+            // "  -h, --help   Print help": the flag, two spaces or more, then its text.
+            let text = line.trim_start().split_once("  ").map(|(_, t)| t.trim());
+            assert!(
+                text.is_some_and(|t| !t.is_empty()),
+                "cohort {command}: no help text on {line:?}"
+            );
+        }
+    }
+    let usage = String::from_utf8(run(&["assign", "-h"]).stdout).unwrap();
+    assert!(
+        usage.contains("<--unit <UNIT>|--units-from <FILE>>"),
+        "{usage}"
+    );
+}

@@ -7,9 +7,15 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulation_is_sticky_and_splits_by_the_built_in_weights() {
-    let o = cohort::demo::run(400, Duration::from_secs(30), false)
-        .await
-        .unwrap();
+    let o = cohort::demo::run(&cohort::demo::Options {
+        users: 400,
+        max_duration: Duration::from_secs(30),
+        progress: false,
+        documented_ports: false,
+        events_dir: None,
+    })
+    .await
+    .unwrap();
     assert_eq!(o.users, 400);
     assert_eq!(o.unsticky_users, 0);
     let requests: u64 = o.per_variant.iter().map(|(_, _, s)| s.requests).sum();
@@ -69,4 +75,45 @@ fn the_default_demo_finds_the_built_in_effect() {
     let text = cohort_stdout(&["demo"]);
     assert!(text.contains("lr beats rf: +"), "{text}");
     assert!(text.contains("roll out lr"), "{text}");
+}
+
+/// `--keep DIR` leaves a log and config that `cohort report` reads as the demo did;
+/// `--format json` is one object for scripts; a second run into the same DIR is refused.
+#[test]
+fn the_demo_keeps_its_log_and_config_and_speaks_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("run");
+    let out = common::process::cohort_stdout(&[
+        "demo",
+        "--users",
+        "150",
+        "--keep",
+        keep.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let demo: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(demo["users"], 150);
+    assert_eq!(demo["sticky"], true);
+    assert_eq!(demo["variants"].as_array().map(Vec::len), Some(2));
+    assert_eq!(demo["ramp_preview"]["reshuffle"], false);
+    let config = demo["kept"]["config"].as_str().unwrap();
+    let events = demo["kept"]["events"].as_str().unwrap();
+    let report = common::process::cohort_stdout(&[
+        "report", "--events", events, "--config", config, "--format", "json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    // The kept config gives the same analysis the demo ran (its mde, its weights).
+    assert_eq!(report[0]["variants"], demo["report"]["variants"]);
+    assert_eq!(report[0]["power"]["mde"], demo["report"]["power"]["mde"]);
+
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["demo", "--users", "10", "--keep", keep.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds an event log"),
+        "{again:?}"
+    );
 }

@@ -18,6 +18,8 @@ mod outcomes_cli;
 mod pool;
 mod proxy;
 mod ramps;
+#[cfg(feature = "external-tests")]
+mod readme;
 mod reload_cli;
 mod reload_load;
 mod report_cli;
@@ -35,10 +37,16 @@ mod websocket;
 fn external_suites_left_out() {
     use std::io::Write;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let suites = [(
-        "tests/integration/grpc/interop.rs",
-        "gRPC interop with Python grpcio",
-    )];
+    let suites = [
+        (
+            "tests/integration/grpc/interop.rs",
+            "gRPC interop with Python grpcio",
+        ),
+        (
+            "tests/integration/readme.rs",
+            "README's first steps in order, with curl on the documented ports",
+        ),
+    ];
     let mut notice = String::from("\nleft out (they need more than Rust):\n");
     for (file, what) in suites {
         assert!(root.join(file).is_file(), "{file} is listed but missing");

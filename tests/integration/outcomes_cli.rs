@@ -104,7 +104,8 @@ fn report_cli(events: &std::path::Path, config: &std::path::Path) -> Value {
         "--format",
         "json",
     ]);
-    serde_json::from_str(&out).unwrap()
+    let all: Value = serde_json::from_str(&out).unwrap();
+    all[0].clone()
 }
 
 fn without_time(report: &Value) -> Value {

@@ -65,10 +65,20 @@ fn cohort(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `cohort report --format json`: always an array, one report per experiment.
 fn json_report(args: &[&str]) -> Value {
     let (code, out, err) = cohort(args);
     assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(v.is_array(), "not an array: {out}");
+    v
+}
+
+/// The one report of a `--experiment` run.
+fn one_report(args: &[&str]) -> Value {
+    let v = json_report(args);
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    v[0].clone()
 }
 
 /// `cohort report --format json` of experiment e with `config`, plus `extra` flags.
@@ -85,7 +95,7 @@ fn config_report(root: &str, config: &Path, extra: &[&str]) -> Value {
         "json",
     ];
     args.extend(extra);
-    json_report(&args)
+    one_report(&args)
 }
 
 /// `cohort report --format json` of experiment e with control a, plus `extra` flags.
@@ -102,7 +112,7 @@ fn report_e(root: &str, extra: &[&str]) -> Value {
         "json",
     ];
     args.extend(extra);
-    json_report(&args)
+    one_report(&args)
 }
 
 fn variant<'a>(r: &'a Value, name: &str) -> &'a Value {
@@ -169,7 +179,7 @@ fn counting_rules_across_merged_replica_directories() {
     );
     assert_eq!(r["decision"]["status"], "continue");
     // The same directories given one by one merge to the same numbers.
-    let two = json_report(&[
+    let two = one_report(&[
         "report",
         "--events",
         &format!("{root}/replica-a"),
@@ -376,7 +386,7 @@ fn a_configured_experiment_without_events_is_named_in_a_note() {
     )
     .unwrap();
     let root = dir.path().to_str().unwrap();
-    let r = json_report(&[
+    let r = one_report(&[
         "report",
         "--events",
         root,
