@@ -4,6 +4,7 @@
 use crate::common;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use common::net::{backend, client, send, two_arm};
 use common::process::{free_port, CohortProcess};
@@ -96,4 +97,102 @@ async fn cohort_workers_sets_the_serving_threads() {
         err.contains("COHORT_WORKERS must be a whole number") && err.contains("\"250m\""),
         "{err}"
     );
+}
+
+/// At start (and after each reload) every variant's upstream is probed once: one that does
+/// not listen is named in the log, and `cohort_upstream_up` says which are up; requests
+/// keep the gauge current afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_upstreams_are_named_at_start_and_tracked() {
+    let rf = backend("rf").await;
+    let lr_port = free_port();
+    let lr: SocketAddr = format!("127.0.0.1:{lr_port}").parse().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 50 }}\n{}",
+        two_arm(rf, lr, "")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut p = CohortProcess::start(&config, &[]);
+    let warned = p
+        .wait_log(
+            "upstream does not accept connections: its users get 502 until it does",
+            Duration::from_secs(10),
+        )
+        .expect("the dead upstream is named");
+    assert_eq!(warned["fields"]["variant"], "lr", "{warned}");
+    assert_eq!(warned["level"], "WARN");
+    let probed = p
+        .wait_log("upstreams probed", Duration::from_secs(10))
+        .expect("the probe ends");
+    assert_eq!(probed["fields"]["reachable"], 1);
+    assert_eq!(probed["fields"]["unreachable"], 1);
+    let c = client();
+    let up = |metrics: &str, variant: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("cohort_upstream_up{")
+                    && l.contains(&format!("variant=\"{variant}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let m = metrics_text(&c, admin_addr).await;
+    assert_eq!(up(&m, "rf").as_deref(), Some("1"), "{m}");
+    assert_eq!(up(&m, "lr").as_deref(), Some("0"), "{m}");
+    // The model comes up later: its first answered request sets the gauge.
+    let _lr = common::net::backend_on(lr, "lr").await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let user = (0..)
+        .map(|i| format!("u{i}"))
+        .find(|u| {
+            let routes = common::net::routes(&std::fs::read_to_string(&config).unwrap());
+            let e = &routes.experiments[0];
+            e.variants[cohort_config::assign(e, u).variant].name == "lr"
+        })
+        .unwrap();
+    let ans = send(&c, addr, "/invocations", &[("x-user-id", &user)]).await;
+    assert_eq!(ans.status, 200);
+    let m = metrics_text(&c, admin_addr).await;
+    assert_eq!(up(&m, "lr").as_deref(), Some("1"), "{m}");
+    // A reload that points lr at a port nothing listens on is probed too.
+    let moved: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let yaml = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&lr.to_string(), &moved.to_string());
+    std::fs::write(&config, yaml).unwrap();
+    p.signal("HUP");
+    let warned = p
+        .wait_log(
+            "upstream does not accept connections: its users get 502 until it does",
+            Duration::from_secs(10),
+        )
+        .expect("the reload's dead upstream is named");
+    assert_eq!(
+        warned["fields"]["upstream"],
+        format!("http://{moved}"),
+        "{warned}"
+    );
+    assert_eq!(p.terminate(), Some(0));
+}
+
+async fn metrics_text(c: &common::net::HttpClient, admin: SocketAddr) -> String {
+    let req = http::Request::get(format!("http://{admin}/metrics"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    use http_body_util::BodyExt;
+    String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
 }

@@ -45,10 +45,12 @@ struct Tables {
 
 impl Installer {
     /// Puts a new table in force for every request that starts from now on. Clients of
-    /// unchanged upstream settings are reused, with their warm connections.
+    /// unchanged upstream settings are reused, with their warm connections. Each variant's
+    /// upstream is then probed in the background ([`crate::probe`]).
     pub fn install(&self, routes: Routes) -> Result<(), ConfigError> {
         let t = &self.shared;
         let serving = Serving::build(routes, &t.clients, &t.metrics)?;
+        crate::probe::spawn(&serving);
         t.live.swap(serving);
         Ok(())
     }
@@ -78,6 +80,7 @@ impl Proxy {
     ) -> Result<Self, ConfigError> {
         let clients = Clients::for_workers(workers.len());
         let serving = Serving::build(routes, &clients, &metrics)?;
+        crate::probe::spawn(&serving);
         let shared = Arc::new(Tables {
             live: Live::new(serving),
             clients,

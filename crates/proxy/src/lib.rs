@@ -32,6 +32,7 @@ mod live;
 pub mod metrics;
 mod phases;
 mod pool;
+mod probe;
 pub mod request_id;
 pub mod server;
 mod serving;

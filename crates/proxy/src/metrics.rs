@@ -64,6 +64,9 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
+    /// `cohort_upstream_up{experiment,variant}`: 1 when the last probe connected or the last
+    /// request got a response head, 0 when either could not connect.
+    pub upstream_up: IntGaugeVec,
     /// `cohort_client_errors_total{kind}`: requests that failed on the client's side, kept
     /// out of every variant's figures.
     pub client_errors: IntCounterVec,
@@ -118,6 +121,14 @@ impl Metrics {
                     "Upstream failures by kind: connect, timeout, reset, idle_timeout, aborted.",
                 ),
                 &["experiment", "variant", "kind"],
+            )
+            .expect("valid metric"),
+            upstream_up: IntGaugeVec::new(
+                Opts::new(
+                    "cohort_upstream_up",
+                    "1 when the variant's upstream accepted the last connection (the probe when a config goes in force, then each request), 0 when it refused or timed out.",
+                ),
+                &ev,
             )
             .expect("valid metric"),
             client_errors: IntCounterVec::new(
@@ -247,6 +258,7 @@ impl Metrics {
             Box::new(self.requests.clone()),
             Box::new(self.request_duration.clone()),
             Box::new(self.upstream_errors.clone()),
+            Box::new(self.upstream_up.clone()),
             Box::new(self.client_errors.clone()),
             Box::new(self.exposures.clone()),
             Box::new(self.conversions.clone()),
@@ -329,6 +341,7 @@ impl Metrics {
                 self.upstream_errors
                     .with_label_values(&[experiment, variant, k.label()])
             }),
+            up: self.upstream_up.with_label_values(&[experiment, variant]),
         }
     }
 }
@@ -368,12 +381,32 @@ impl RequestMetrics {
 #[derive(Clone)]
 pub struct VariantMetrics {
     errors: [IntCounter; UpstreamErrorKind::ALL.len()],
+    up: IntGauge,
 }
 
 impl VariantMetrics {
     #[inline]
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {
         self.errors[kind as usize].inc();
+        if kind == UpstreamErrorKind::Connect {
+            self.set_up(false);
+        }
+    }
+
+    /// The upstream answered (a response head): it is up.
+    #[inline]
+    pub fn answered(&self) {
+        self.set_up(true);
+    }
+
+    /// `cohort_upstream_up`. Written only when it changes: every worker reads the same
+    /// cache line on every request, and a store on each would bounce it between cores.
+    #[inline]
+    pub fn set_up(&self, up: bool) {
+        let v = i64::from(up);
+        if self.up.get() != v {
+            self.up.set(v);
+        }
     }
 }
 

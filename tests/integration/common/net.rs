@@ -21,7 +21,12 @@ use tokio::net::TcpListener;
 
 /// A model backend that answers every request with what it saw, as JSON; `/slow` waits 2 s.
 pub async fn backend(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    backend_on(SocketAddr::from(([127, 0, 0, 1], 0)), name).await
+}
+
+/// [`backend`] on `addr` (port 0: any free port).
+pub async fn backend_on(addr: SocketAddr, name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {

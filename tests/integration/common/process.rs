@@ -16,6 +16,8 @@ pub struct CohortProcess {
     child: Child,
     /// The "serving" log line (JSON): its fields say what the process started with.
     pub serving: Value,
+    /// The log lines after it, as they come.
+    logs: std::sync::mpsc::Receiver<Value>,
 }
 
 /// A loopback port nothing listens on right now, for a cohort process to bind. Taken below
@@ -75,8 +77,29 @@ impl CohortProcess {
             }
         };
         // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        CohortProcess { child, serving }
+        let (tx, logs) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(serde_json::from_str(&line).unwrap_or(Value::String(line)));
+            }
+        });
+        CohortProcess {
+            child,
+            serving,
+            logs,
+        }
+    }
+
+    /// The next log line (JSON) whose message is `message`, within `within`.
+    pub fn wait_log(&self, message: &str, within: std::time::Duration) -> Option<Value> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            let line = self.logs.recv_timeout(left).ok()?;
+            if line["fields"]["message"] == message {
+                return Some(line);
+            }
+        }
     }
 
     pub fn signal(&self, name: &str) {

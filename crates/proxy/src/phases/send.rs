@@ -75,7 +75,10 @@ pub async fn send(
         .instrument(span)
         .await
     {
-        Ok(Ok(resp)) => Ok(resp),
+        Ok(Ok(resp)) => {
+            t.handles.metrics.answered();
+            Ok(resp)
+        }
         Err(_) => {
             t.handles.metrics.upstream_error(UpstreamErrorKind::Timeout);
             let ms = t.route.timeout.as_millis();
