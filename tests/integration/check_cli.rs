@@ -69,7 +69,28 @@ const BAD: &[(&str, usize, usize, &str, &str)] = &[
         10,
         9,
         "experiments[0].variants[0].wieght",
-        "unknown field `wieght`",
+        "unknown key `wieght` (a typo?); here the keys are: name, weight, upstream",
+    ),
+    (
+        "weight_not_a_number.yaml",
+        6,
+        28,
+        "experiments[0].variants[1].weight",
+        "must be a number (got string \"half\")",
+    ),
+    (
+        "missing_match.yaml",
+        2,
+        5,
+        "routes[0]",
+        "route needs a `match` (e.g. `match: {path_prefix: /}`)",
+    ),
+    (
+        "flow_syntax.yaml",
+        6,
+        7,
+        "",
+        "YAML syntax error: did not find expected ',' or '}' (in the flow mapping that starts at line 5, column 9)",
     ),
     (
         "duplicate_names.yaml",
@@ -132,7 +153,7 @@ const BAD: &[(&str, usize, usize, &str, &str)] = &[
         4,
         1,
         "",
-        "while scanning a quoted scalar at line 2 column 11",
+        "YAML syntax error: found unexpected end of stream (in the quoted scalar that starts at line 2, column 11)",
     ),
     (
         "lane_overflow.yaml",

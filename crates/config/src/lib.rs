@@ -23,6 +23,7 @@ mod positions;
 mod process;
 pub mod schema;
 mod table;
+mod wording;
 
 use std::path::Path;
 
@@ -162,6 +163,7 @@ fn serde_problem(file: &str, err: &serde_yaml::Error) -> ConfigError {
             };
         }
     }
+    let reason = wording::reword(&path, &reason);
     ConfigError::single(Problem {
         file: file.to_owned(),
         position,
