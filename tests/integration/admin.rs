@@ -298,3 +298,28 @@ async fn probes_answer_while_the_public_listener_is_flooded() {
     );
     drop(flood);
 }
+
+/// `/` lists the experiments with links to their live reports; the live page offers
+/// auto-refresh through `?refresh=SECONDS` (a meta refresh), only at the periods it links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_links_live_reports_that_refresh_on_request() {
+    let (_dir, mut cohort, admin) = common::process::serve_ramped_log().await;
+    let (status, index) = get(admin, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        index.contains("href=\"/v1/experiments/iris-model/report.html\""),
+        "{index}"
+    );
+    let (status, page) = get(admin, "/v1/experiments/iris-model/report.html").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains("http-equiv=\"refresh\""));
+    assert!(page.contains("href=\"?refresh=30\""), "{page:.600}");
+    assert!(page.contains("shares changed: rf 50% · lr 50%"));
+    let (_, page) = get(admin, "/v1/experiments/iris-model/report.html?refresh=30").await;
+    assert!(page.contains("<meta http-equiv=\"refresh\" content=\"30\">"));
+    assert!(page.contains("<strong>every 30 s</strong>"));
+    // A period the page does not offer is ignored, not obeyed.
+    let (_, page) = get(admin, "/v1/experiments/iris-model/report.html?refresh=1").await;
+    assert!(!page.contains("http-equiv=\"refresh\""));
+    assert_eq!(cohort.terminate(), Some(0));
+}

@@ -6,6 +6,8 @@
 mod common;
 
 mod admin;
+#[cfg(feature = "external-tests")]
+mod browser;
 mod check_cli;
 mod config;
 mod demo;
@@ -41,6 +43,10 @@ fn external_suites_left_out() {
         (
             "tests/integration/grpc/interop.rs",
             "gRPC interop with Python grpcio",
+        ),
+        (
+            "tests/integration/browser.rs",
+            "the HTML report and admin pages in headless Chromium",
         ),
         (
             "tests/integration/readme.rs",

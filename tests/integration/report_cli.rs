@@ -402,3 +402,39 @@ fn a_configured_experiment_without_events_is_named_in_a_note() {
         "{r}"
     );
 }
+
+/// The HTML page reads like a report for people: the planned-sample line, tables that
+/// scroll rather than squeeze, dates on the time axis, the ramp marked on the charts.
+#[test]
+fn the_html_report_has_the_plan_dates_and_the_ramp() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::ramped_log(dir.path());
+    let out = dir.path().join("report.html");
+    let (code, _, err) = cohort(&[
+        "report",
+        "--events",
+        dir.path().to_str().unwrap(),
+        "--control",
+        "rf",
+        "--weights",
+        "rf=50,lr=50",
+        "--format",
+        "html",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(&out).unwrap();
+    for want in [
+        "Planned sample: ",
+        "<div class=\"scroll\"><table>",
+        "white-space:nowrap",
+        "time (UTC)",
+        ">Nov 1<",
+        "shares changed: rf 50% · lr 50%",
+    ] {
+        assert!(html.contains(want), "no {want:?} in the page");
+    }
+    // Three charts, each with the one ramp.
+    assert_eq!(html.matches("<title>shares changed:").count(), 3);
+}

@@ -107,6 +107,46 @@ pub struct Report {
 pub struct Timeline {
     pub points: Vec<TimePoint>,
     pub n_star: f64,
+    /// When the experiment's shares changed (a ramp, a weight change, a reload that moved
+    /// them), within the timeline: (ts, the shares then in force, as "rf 40% · lr 60%").
+    pub changes: Vec<(i64, String)>,
+}
+
+/// The moments in `versions` at which `experiment`'s shares changed, between `from` and
+/// `to`, each with the shares that took effect.
+fn share_changes(
+    versions: &super::versions::ConfigVersions,
+    experiment: &str,
+    names: &[String],
+    (from, to): (i64, i64),
+) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let mut last: Option<Vec<(String, f64)>> = None;
+    for v in versions.entries() {
+        let Some(shares) = v.shares.get(experiment) else {
+            continue;
+        };
+        let now: Vec<(String, f64)> = names
+            .iter()
+            .filter_map(|n| shares.get(n).map(|s| (n.clone(), *s)))
+            .collect();
+        let changed = last.as_ref().is_some_and(|l| {
+            l.len() != now.len()
+                || l.iter()
+                    .zip(&now)
+                    .any(|(a, b)| a.0 != b.0 || (a.1 - b.1).abs() > 1e-9)
+        });
+        if changed && v.ts > from && v.ts <= to {
+            let label = now
+                .iter()
+                .map(|(n, s)| format!("{n} {:.0}%", 100.0 * s))
+                .collect::<Vec<_>>()
+                .join(" · ");
+            out.push((v.ts, label));
+        }
+        last = Some(now);
+    }
+    out
 }
 
 /// Below this, p of the sample-ratio check means a mismatch.
@@ -456,6 +496,12 @@ pub fn build(
         decision,
         notes,
         timeline: Timeline {
+            changes: match (w.series.first(), w.series.last()) {
+                (Some(a), Some(b)) => {
+                    share_changes(&setup.versions, &setup.experiment, &pop.names, (a.ts, b.ts))
+                }
+                _ => Vec::new(),
+            },
             points: w.series,
             n_star,
         },

@@ -22,11 +22,19 @@ pub struct Series {
 /// The three charts of a report.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Charts {
+    /// The time of x = 0 (ns since the Unix epoch).
+    pub start_ns: i64,
     pub rate: Vec<Series>,
     pub units: Vec<Series>,
     /// Treatments only.
     pub lift: Vec<Series>,
+    /// Where the shares changed: (x, the shares that took effect).
+    pub changes: Vec<(f64, String)>,
 }
+
+/// An arm's rate band is drawn from this many units on: before, the intervals of every arm
+/// span most of the axis and overlap into one blot.
+pub const BAND_MIN_UNITS: u64 = 30;
 
 /// The chart series of `r`; empty when it has no timeline.
 pub fn charts(r: &Report) -> Charts {
@@ -41,7 +49,16 @@ pub fn charts(r: &Report) -> Charts {
         .position(|v| v.name == r.control)
         .unwrap_or(0);
     let n = r.variants.len().min(first.units.len());
-    let mut out = Charts::default();
+    let mut out = Charts {
+        start_ns: first.ts,
+        changes: r
+            .timeline
+            .changes
+            .iter()
+            .map(|(ts, label)| (x(*ts), label.clone()))
+            .collect(),
+        ..Charts::default()
+    };
     for i in 0..n {
         let name = r.variants[i].name.clone();
         let series = |points, band| Series {
@@ -57,7 +74,9 @@ pub fn charts(r: &Report) -> Charts {
             up.push((x(p.ts), u as f64));
             if let Some(w) = wilson(c, u, r.alpha) {
                 rp.push((x(p.ts), c as f64 / u as f64));
-                band.push((x(p.ts), w.low, w.high));
+                if u >= BAND_MIN_UNITS {
+                    band.push((x(p.ts), w.low, w.high));
+                }
             }
             if i != control {
                 let (cc, nc) = (p.converted[control], p.units[control]);

@@ -3,26 +3,113 @@
 use std::fmt::Write;
 
 use super::svg::{escape, Chart, Series, COLORS};
-use super::{headline, pct, pval, signed_pct};
+use super::{headline, pct, power_line, pval, signed_pct};
 use cohort_analysis::report::Status;
 use cohort_analysis::Report;
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:1000px;color:#222}\
-table{border-collapse:collapse;margin:1em 0}td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}\
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:1240px;color:#222}\
+.scroll{overflow-x:auto}table{border-collapse:collapse;margin:1em 0}\
+td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}\
+.sparse{color:#555;font-style:italic;margin-top:-0.5em}\
 td:first-child,th:first-child{text-align:left}.box{padding:12px 16px;border-radius:6px;margin:1em 0}\
 .winner,.control_wins{background:#e6f4ea}.continue,.no_difference{background:#eef2f7}.invalid{background:#fde8e8}\
 .ok{background:#f3f6f3}.bad{background:#fde8e8}svg{display:block;margin:1em 0}";
 
 /// The page.
 pub fn page(reports: &[Report]) -> String {
-    let mut out = format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>cohort report</title><style>{STYLE}</style></head><body>"
-    );
+    let mut out = head("cohort report", None);
     for r in reports {
         section(&mut out, r);
     }
     out.push_str("</body></html>\n");
     out
+}
+
+/// Auto-refresh periods the live page offers, in seconds.
+pub const REFRESH_CHOICES: [u32; 3] = [10, 30, 300];
+
+/// The admin listener's live page of one report: as [`page`], with links that turn
+/// auto-refresh on and off (`?refresh=SECONDS`: a meta refresh, no script).
+pub fn live_page(r: &Report, refresh: Option<u32>) -> String {
+    let mut out = head(&format!("{} · cohort", r.experiment), refresh);
+    let choice = |s: u32| {
+        if refresh == Some(s) {
+            format!("<strong>every {}</strong>", seconds(s))
+        } else {
+            format!("<a href=\"?refresh={s}\">every {}</a>", seconds(s))
+        }
+    };
+    let off = if refresh.is_none() {
+        "<strong>off</strong>".to_owned()
+    } else {
+        "<a href=\"?\">off</a>".to_owned()
+    };
+    let _ = write!(
+        out,
+        "<nav><a href=\"/\">all experiments</a> · auto-refresh: {off} · {} · <a href=\"report\">JSON</a></nav>",
+        REFRESH_CHOICES.map(choice).join(" · ")
+    );
+    section(&mut out, r);
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// The admin listener's index: each experiment with links to its live report.
+pub fn index_page(experiments: &[String], config_version: &str) -> String {
+    let mut out = head("cohort", None);
+    let _ = write!(
+        out,
+        "<h1>cohort</h1><p>config version <code>{}</code> · <a href=\"/metrics\">metrics</a> · <a href=\"/v1/config\">config</a></p>",
+        escape(config_version)
+    );
+    if experiments.is_empty() {
+        out.push_str("<p>No experiments are configured.</p>");
+    } else {
+        out.push_str(
+            "<table><tr><th>experiment</th><th>live report</th><th>JSON</th><th>counts</th></tr>",
+        );
+        for name in experiments {
+            let e = escape(&percent_encode(name));
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td><a href=\"/v1/experiments/{e}/report.html\">report</a></td><td><a href=\"/v1/experiments/{e}/report\">report</a></td><td><a href=\"/v1/experiments/{e}/counts\">counts</a></td></tr>",
+                escape(name)
+            );
+        }
+        out.push_str("</table>");
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+fn head(title: &str, refresh: Option<u32>) -> String {
+    let refresh = refresh.map_or(String::new(), |s| {
+        format!("<meta http-equiv=\"refresh\" content=\"{s}\">")
+    });
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}<title>{}</title><style>{STYLE}</style></head><body>",
+        escape(title)
+    )
+}
+
+fn seconds(s: u32) -> String {
+    if s % 60 == 0 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{s} s")
+    }
+}
+
+/// An experiment name as a path segment.
+fn percent_encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn section(out: &mut String, r: &Report) {
@@ -50,7 +137,12 @@ fn section(out: &mut String, r: &Report) {
             None => "too few units to judge",
         }
     );
-    out.push_str("<table><tr><th>variant</th><th>share</th><th>units</th><th>converted</th><th>rate</th><th>CI</th><th>value/unit</th><th>crossovers</th></tr>");
+    let _ = write!(
+        out,
+        "<div class=\"box ok\">Planned sample: {}</div>",
+        escape(&power_line(r))
+    );
+    out.push_str("<div class=\"scroll\"><table><tr><th>variant</th><th>share</th><th>units</th><th>converted</th><th>rate</th><th>CI</th><th>value/unit</th><th>crossovers</th></tr>");
     for v in &r.variants {
         let _ = write!(
             out,
@@ -66,9 +158,9 @@ fn section(out: &mut String, r: &Report) {
             v.crossovers
         );
     }
-    out.push_str("</table>");
+    out.push_str("</table></div>");
     if !r.comparisons.is_empty() {
-        out.push_str("<table><tr><th>vs control</th><th>abs diff</th><th>rel lift</th><th>CI</th><th>seq CI</th><th>p</th><th>p seq (Holm)</th><th>P(beat)</th><th>exp. loss</th><th>value p</th></tr>");
+        out.push_str("<div class=\"scroll\"><table><tr><th>vs control</th><th>abs diff</th><th>rel lift</th><th>CI</th><th>seq CI</th><th>p</th><th>p seq (Holm)</th><th>P(beat)</th><th>exp. loss</th><th>value p</th></tr>");
         for c in &r.comparisons {
             let ci = |x: Option<[f64; 2]>| {
                 x.map_or("—".into(), |[a, b]| {
@@ -90,7 +182,7 @@ fn section(out: &mut String, r: &Report) {
                 c.value_p_value.map_or("—".into(), pval),
             );
         }
-        out.push_str("</table>");
+        out.push_str("</table></div>");
     }
     for chart in charts(r) {
         out.push_str(&chart);
@@ -128,9 +220,22 @@ fn charts(r: &Report) -> Vec<String> {
             })
             .collect()
     };
+    let sparse = |series: &[Series], why: &str| {
+        if series.iter().all(|s| s.points.len() < 2) {
+            format!("<p class=\"sparse\">{}</p>", escape(why))
+        } else {
+            String::new()
+        }
+    };
     let (rate, units, lift) = (drawn(c.rate), drawn(c.units), drawn(c.lift));
+    let notes = [
+        sparse(&rate, "One point so far: a rate is drawn once a variant has units with conversions, and the line grows as the experiment runs."),
+        sparse(&units, "One point so far: the chart fills in as units arrive."),
+        sparse(&lift, "One point or none so far: the lift is drawn at the moments both the treatment and the control have conversions (and an interval is defined), so it fills in as the experiment runs."),
+    ];
+    let (start_s, markers) = (c.start_ns as f64 / 1e9, c.changes.as_slice());
     let ci = format!("{}%", (100.0 * (1.0 - r.alpha)).round());
-    vec![
+    let charts = vec![
         Chart {
             title: &format!("Cumulative conversion rate ({ci} Wilson bands)"),
             y_label: "conversion rate",
@@ -138,6 +243,8 @@ fn charts(r: &Report) -> Vec<String> {
             y_format: pct,
             reference: None,
             bounds: (0.0, 1.0),
+            start_s,
+            markers,
         }
         .render(),
         Chart {
@@ -147,6 +254,8 @@ fn charts(r: &Report) -> Vec<String> {
             y_format: |y| format!("{y:.0}"),
             reference: None,
             bounds: (0.0, f64::INFINITY),
+            start_s,
+            markers,
         }
         .render(),
         Chart {
@@ -159,7 +268,14 @@ fn charts(r: &Report) -> Vec<String> {
             y_format: signed_pct,
             reference: Some(0.0),
             bounds: (-1.0, f64::INFINITY),
+            start_s,
+            markers,
         }
         .render(),
-    ]
+    ];
+    charts
+        .into_iter()
+        .zip(notes)
+        .map(|(chart, note)| chart + &note)
+        .collect()
 }

@@ -220,7 +220,8 @@ fn srm_line(r: &Report) -> String {
     }
 }
 
-fn power_line(r: &Report) -> String {
+/// The planned sample and the progress toward it, as one line.
+pub fn power_line(r: &Report) -> String {
     let p = &r.power;
     match (p.baseline_rate, p.required_units_per_variant) {
         (Some(b), Some(n)) => format!(

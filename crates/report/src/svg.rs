@@ -28,6 +28,10 @@ pub struct Chart<'a> {
     pub reference: Option<f64>,
     /// Values the axis never goes beyond (a rate stays within [0, 1]).
     pub bounds: (f64, f64),
+    /// The time of x = 0, in seconds since the Unix epoch: the x axis shows dates (UTC).
+    pub start_s: f64,
+    /// Vertical markers: (x, what happened), e.g. a ramp.
+    pub markers: &'a [(f64, String)],
 }
 
 /// Colours for variants, in order.
@@ -37,7 +41,7 @@ pub const COLORS: [&str; 8] = [
 
 const W: f64 = 720.0;
 const H: f64 = 300.0;
-const LEFT: f64 = 70.0;
+const LEFT: f64 = 80.0;
 const RIGHT: f64 = 130.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 40.0;
@@ -49,15 +53,22 @@ pub fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn duration(s: f64) -> String {
-    if s >= 2.0 * 86_400.0 {
-        format!("{:.1}d", s / 86_400.0)
-    } else if s >= 2.0 * 3600.0 {
-        format!("{:.1}h", s / 3600.0)
-    } else if s >= 120.0 {
-        format!("{:.0}m", s / 60.0)
+/// A Unix time as a UTC date and time, as precise as a span of `span_s` seconds needs.
+fn date_label(unix_s: f64, span_s: f64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    // "2026-11-25T14:01:05.000Z"
+    let t = cohort_events::clock::from_nanos((unix_s.floor() as i64).saturating_mul(1_000_000_000));
+    let month: usize = t.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(1);
+    let day: u32 = t.get(8..10).and_then(|d| d.parse().ok()).unwrap_or(1);
+    let date = format!("{} {day}", MONTHS[month.clamp(1, 12) - 1]);
+    if span_s >= 3.0 * 86_400.0 {
+        date
+    } else if span_s >= 3.0 * 3600.0 {
+        format!("{date} {}", t.get(11..16).unwrap_or(""))
     } else {
-        format!("{s:.0}s")
+        t.get(11..19).unwrap_or("").to_owned()
     }
 }
 
@@ -96,12 +107,12 @@ impl Chart<'_> {
                 r#"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle">{}</text>"#,
                 px(x),
                 H - BOTTOM + 16.0,
-                duration(x)
+                date_label(self.start_s + x, x_max)
             );
         }
         let _ = write!(
             s,
-            r#"<text x="14" y="{:.1}" font-size="11" transform="rotate(-90 14 {:.1})" text-anchor="middle">{}</text><text x="{:.1}" y="{}" font-size="11" text-anchor="middle">time since the first unit</text>"#,
+            r#"<text x="12" y="{:.1}" font-size="11" transform="rotate(-90 12 {:.1})" text-anchor="middle">{}</text><text x="{:.1}" y="{}" font-size="11" text-anchor="middle">time (UTC)</text>"#,
             H / 2.0,
             H / 2.0,
             escape(self.y_label),
@@ -144,10 +155,12 @@ impl Chart<'_> {
                 for b in series.band.iter().rev() {
                     let _ = write!(d, "L{:.1},{:.1} ", px(b.0), py(b.1));
                 }
+                // Light fills with an edge line of their own colour: where bands overlap,
+                // each one's edges still show whose band is whose.
                 let _ = write!(
                     s,
-                    r#"<path d="{d}Z" fill="{}" fill-opacity="0.15" stroke="none"/>"#,
-                    series.color
+                    r#"<path d="{d}Z" fill="{c}" fill-opacity="0.10" stroke="{c}" stroke-opacity="0.35" stroke-width="0.8"/>"#,
+                    c = series.color
                 );
             }
             let pts: Vec<String> = series
@@ -174,6 +187,17 @@ impl Chart<'_> {
                 W - RIGHT + 30.0,
                 ly,
                 escape(&series.name)
+            );
+        }
+        for (x, what) in self.markers {
+            let xx = px(*x);
+            let _ = write!(
+                s,
+                r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{TOP}" y2="{}" stroke="#777" stroke-dasharray="2 3"><title>shares changed: {w}</title></line><text x="{:.1}" y="{}" font-size="10" fill="#555">{w}</text>"##,
+                H - BOTTOM,
+                xx + 3.0,
+                TOP + 10.0,
+                w = escape(what)
             );
         }
         s.push_str("</g>");
@@ -237,4 +261,18 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
         t += step;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::date_label;
+
+    #[test]
+    fn dates_are_utc_as_precise_as_the_span_needs() {
+        let day = 86_400.0;
+        assert_eq!(date_label(0.0, 10.0 * day), "Jan 1");
+        assert_eq!(date_label(951_782_400.0, 10.0 * day), "Feb 29");
+        assert_eq!(date_label(1_795_615_265.0, day), "Nov 25 14:01");
+        assert_eq!(date_label(1_795_615_265.0, 600.0), "14:01:05");
+    }
 }

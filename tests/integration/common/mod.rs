@@ -85,3 +85,49 @@ pub fn counts(e: &Experiment) -> BTreeMap<String, u32> {
     }
     out
 }
+
+/// Writes a 10-day event log of experiment `iris-model` (rf control, lr treatment) to
+/// `dir`: 3 000 users, one an interval, ramped from rf 90% · lr 10% to 50% · 50% on day 3
+/// (two config versions in `config-versions.jsonl`); rf converts 10% of its users, lr 13%,
+/// an hour after exposure. Drawn from the user ids, so every call writes the same log.
+pub fn ramped_log(dir: &std::path::Path) {
+    use cohort_events::clock::from_nanos;
+    let start = 1_793_491_200_000_000_000i64; // 2026-11-01T00:00:00Z
+    let day = 86_400_000_000_000i64;
+    let ramp = start + 3 * day;
+    let versions = format!(
+        "{{\"ts\":\"{}\",\"config_version\":\"v1\",\"shares\":{{\"iris-model\":{{\"rf\":0.9,\"lr\":0.1}}}}}}\n{{\"ts\":\"{}\",\"config_version\":\"v2\",\"shares\":{{\"iris-model\":{{\"rf\":0.5,\"lr\":0.5}}}}}}\n",
+        from_nanos(start),
+        from_nanos(ramp)
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config-versions.jsonl"), versions).unwrap();
+    let draw = |what: &str, u: u32| {
+        xxhash_rust::xxh3::xxh3_64(format!("{what}:{u}").as_bytes()) as f64 / 2f64.powi(64)
+    };
+    let users = 3000u32;
+    let mut log = String::new();
+    for u in 0..users {
+        let ts = start + i64::from(u) * (10 * day / i64::from(users));
+        let (version, lr_share) = if ts < ramp { ("v1", 0.1) } else { ("v2", 0.5) };
+        let variant = if draw("variant", u) < lr_share {
+            "lr"
+        } else {
+            "rf"
+        };
+        let _ = writeln!(
+            log,
+            "{{\"type\":\"exposure\",\"v\":1,\"ts\":\"{}\",\"experiment\":\"iris-model\",\"unit\":\"user-{u}\",\"variant\":\"{variant}\",\"request_id\":\"r{u}\",\"config_version\":\"{version}\",\"route\":\"iris\",\"status\":200,\"latency_ms\":5.0,\"phase\":\"iris-2026-11\"}}",
+            from_nanos(ts)
+        );
+        let p = if variant == "lr" { 0.13 } else { 0.10 };
+        if draw("converts", u) < p {
+            let _ = writeln!(
+                log,
+                "{{\"type\":\"conversion\",\"v\":1,\"ts\":\"{}\",\"experiment\":\"iris-model\",\"unit\":\"user-{u}\",\"variant\":\"{variant}\"}}",
+                from_nanos(ts + day / 24)
+            );
+        }
+    }
+    std::fs::write(dir.join("events-20261101T000000Z-000001.jsonl"), log).unwrap();
+}

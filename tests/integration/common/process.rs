@@ -167,3 +167,25 @@ pub async fn admin_call(
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     (status, json)
 }
+
+/// `cohort serve` on the event log of [`super::ramped_log`] (replayed at start, so the
+/// live report has 10 days and a ramp to show): (scratch dir, process, admin address).
+pub async fn serve_ramped_log() -> (tempfile::TempDir, CohortProcess, SocketAddr) {
+    let (rf, lr) = (
+        super::net::backend("rf").await,
+        super::net::backend("lr").await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    super::ramped_log(&events);
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 50 }}\nevents: {{ dir: {:?} }}\n{}",
+        events.display().to_string(),
+        super::net::two_arm(rf, lr, "")
+    );
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let process = CohortProcess::start(&config, &[]);
+    (dir, process, SocketAddr::from(([127, 0, 0, 1], admin)))
+}

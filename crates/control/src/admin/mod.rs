@@ -128,10 +128,11 @@ impl Admin {
         }
         if let Some(rest) = path.strip_prefix("/v1/experiments/") {
             if let Some(name) = rest.strip_suffix("/report.html") {
-                return self.report(name, true).await;
+                let refresh = refresh_of(req.uri().query().unwrap_or(""));
+                return self.report(name, Some(refresh)).await;
             }
             if let Some(name) = rest.strip_suffix("/report") {
-                return self.report(name, false).await;
+                return self.report(name, None).await;
             }
         }
         if let Some(rest) = path.strip_prefix("/v1/experiments/") {
@@ -140,7 +141,12 @@ impl Admin {
         }
         let known = matches!(
             path,
-            "/metrics" | "/healthz" | "/readyz" | "/v1/assign" | "/v1/config" | "/v1/experiments"
+            "/" | "/metrics"
+                | "/healthz"
+                | "/readyz"
+                | "/v1/assign"
+                | "/v1/config"
+                | "/v1/experiments"
         );
         if known && req.method() != Method::GET && req.method() != Method::HEAD {
             return json_response(
@@ -149,6 +155,19 @@ impl Admin {
             );
         }
         match path {
+            "/" => {
+                let serving = self.proxy.routes();
+                let names: Vec<String> = serving
+                    .routes
+                    .experiments
+                    .iter()
+                    .map(|e| e.name.clone())
+                    .collect();
+                html_response(cohort_report::html::index_page(
+                    &names,
+                    &serving.routes.version,
+                ))
+            }
             "/metrics" => {
                 let mut resp = text(StatusCode::OK, self.proxy.metrics().render());
                 resp.headers_mut().insert(
@@ -173,7 +192,7 @@ impl Admin {
             "/v1/experiments" => self.experiments(),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": format!("no admin endpoint {path}"), "endpoints": ["/metrics", "/healthz", "/readyz", "/v1/assign?experiment=E&unit=U", "/v1/config", "/v1/experiments", "/v1/experiments/{name}/counts", "/v1/experiments/{name}/report", "/v1/experiments/{name}/report.html", "POST /v1/reload", "PUT /v1/experiments/{name}/weights", "POST /v1/experiments/{name}/promote", "POST /v1/experiments/{name}/reset", "POST /v1/conversions"]}),
+                json!({"error": format!("no admin endpoint {path}"), "endpoints": ["/", "/metrics", "/healthz", "/readyz", "/v1/assign?experiment=E&unit=U", "/v1/config", "/v1/experiments", "/v1/experiments/{name}/counts", "/v1/experiments/{name}/report", "/v1/experiments/{name}/report.html", "POST /v1/reload", "PUT /v1/experiments/{name}/weights", "POST /v1/experiments/{name}/promote", "POST /v1/experiments/{name}/reset", "POST /v1/conversions"]}),
             ),
         }
     }
@@ -365,9 +384,10 @@ impl Admin {
         .await
     }
 
-    /// `GET /v1/experiments/{name}/report` (JSON, as `cohort report --format json`) and
-    /// `…/report.html`; also refreshes the `cohort_experiment_*` gauges.
-    async fn report(&self, name: &str, html: bool) -> Response<Body> {
+    /// `GET /v1/experiments/{name}/report` (JSON, one report of `cohort report --format
+    /// json`) and `…/report.html` (`html`: Some(auto-refresh period)); also refreshes the
+    /// `cohort_experiment_*` gauges.
+    async fn report(&self, name: &str, html: Option<Option<u32>>) -> Response<Body> {
         let Some(counts) = self.counts.clone() else {
             return json_response(
                 StatusCode::CONFLICT,
@@ -395,13 +415,8 @@ impl Admin {
                 json!({"error": "the analysis failed"}),
             );
         };
-        if html {
-            let mut resp = text(StatusCode::OK, cohort_report::html::page(&[report]));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            return resp;
+        if let Some(refresh) = html {
+            return html_response(cohort_report::html::live_page(&report, refresh));
         }
         match serde_json::to_value(&report) {
             Ok(v) => json_response(StatusCode::OK, v),
@@ -540,4 +555,23 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 
 fn json_response(status: StatusCode, body: Value) -> Response<Body> {
     cohort_proxy::json_response(status, &body)
+}
+
+/// An HTML page answer.
+fn html_response(page: String) -> Response<Body> {
+    let mut resp = text(StatusCode::OK, page);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}
+
+/// `refresh=SECONDS` of a live page's query, if it is one the page offers.
+fn refresh_of(query: &str) -> Option<u32> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("refresh="))
+        .filter_map(|v| v.parse().ok())
+        .find(|s| cohort_report::html::REFRESH_CHOICES.contains(s))
 }
