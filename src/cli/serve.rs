@@ -171,6 +171,8 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 }
             }
         };
+        // Name every upstream that does not listen now and after each reload.
+        proxy.probe_upstreams();
 
         // One reload task; file events, SIGHUP, the poll and the admin API feed it.
         let mut reloader = Reloader::with_overrides(path.clone(), &proxy, from_file.clone(), overrides, state_path);

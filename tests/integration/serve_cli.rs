@@ -9,9 +9,9 @@ use std::time::Duration;
 use common::net::{backend, client, send, two_arm};
 use common::process::{free_port, CohortProcess};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn users_keep_their_variant_across_a_restart() {
-    let (rf, lr) = (backend("rf").await, backend("lr").await);
+/// A config of [`two_arm`] on free loopback ports, in a scratch directory: (dir, config
+/// path, public port, admin port).
+fn config_for(rf: SocketAddr, lr: SocketAddr) -> (tempfile::TempDir, std::path::PathBuf, u16, u16) {
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
         "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 50 }}\n{}",
@@ -20,6 +20,13 @@ async fn users_keep_their_variant_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("routes.yaml");
     std::fs::write(&config, yaml).unwrap();
+    (dir, config, port, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_keep_their_variant_across_a_restart() {
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let (_dir, config, port, admin) = config_for(rf, lr);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let c = client();
 
@@ -68,14 +75,7 @@ async fn users_keep_their_variant_across_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cohort_workers_sets_the_serving_threads() {
     let (rf, lr) = (backend("rf").await, backend("lr").await);
-    let (port, admin) = (free_port(), free_port());
-    let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 50 }}\n{}",
-        two_arm(rf, lr, "")
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("routes.yaml");
-    std::fs::write(&config, yaml).unwrap();
+    let (_dir, config, _, _) = config_for(rf, lr);
     let cores = std::thread::available_parallelism().unwrap().get();
     for (env, want) in [("3", 3), ("0", cores)] {
         let mut p = CohortProcess::start_with(&config, &[("COHORT_WORKERS", env)], &[]);
@@ -107,14 +107,7 @@ async fn unreachable_upstreams_are_named_at_start_and_tracked() {
     let rf = backend("rf").await;
     let lr_port = free_port();
     let lr: SocketAddr = format!("127.0.0.1:{lr_port}").parse().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 50 }}\n{}",
-        two_arm(rf, lr, "")
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("routes.yaml");
-    std::fs::write(&config, yaml).unwrap();
+    let (_dir, config, port, admin) = config_for(rf, lr);
     let mut p = CohortProcess::start(&config, &[]);
     let warned = p
         .wait_log(

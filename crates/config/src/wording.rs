@@ -18,17 +18,11 @@ pub(crate) fn reword(path: &str, reason: &str) -> String {
         };
         return format!("{} needs {article} `{field}`{example}", section(path));
     }
-    if let Some(rest) = reason.strip_prefix("invalid type: ") {
-        if let Some((got, expected)) = rest.split_once(", expected ") {
-            return format!(
-                "{key}must be {} (got {})",
-                expected_words(expected),
-                got_words(got)
-            );
-        }
-    }
-    if let Some(rest) = reason.strip_prefix("invalid value: ") {
-        if let Some((got, expected)) = rest.split_once(", expected ") {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some((got, expected)) = reason
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once(", expected "))
+        {
             return format!(
                 "{key}must be {} (got {})",
                 expected_words(expected),

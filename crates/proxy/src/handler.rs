@@ -41,16 +41,21 @@ struct Tables {
     live: Live<Serving>,
     clients: Clients,
     metrics: Arc<Metrics>,
+    /// Probe each variant's upstream whenever a table goes in force ([`crate::probe`]).
+    probe: std::sync::atomic::AtomicBool,
 }
 
 impl Installer {
     /// Puts a new table in force for every request that starts from now on. Clients of
-    /// unchanged upstream settings are reused, with their warm connections. Each variant's
-    /// upstream is then probed in the background ([`crate::probe`]).
+    /// unchanged upstream settings are reused, with their warm connections. With probing
+    /// on ([`Proxy::probe_upstreams`]), each variant's upstream is then probed in the
+    /// background.
     pub fn install(&self, routes: Routes) -> Result<(), ConfigError> {
         let t = &self.shared;
         let serving = Serving::build(routes, &t.clients, &t.metrics)?;
-        crate::probe::spawn(&serving);
+        if t.probe.load(std::sync::atomic::Ordering::Relaxed) {
+            crate::probe::spawn(&serving);
+        }
         t.live.swap(serving);
         Ok(())
     }
@@ -80,11 +85,11 @@ impl Proxy {
     ) -> Result<Self, ConfigError> {
         let clients = Clients::for_workers(workers.len());
         let serving = Serving::build(routes, &clients, &metrics)?;
-        crate::probe::spawn(&serving);
         let shared = Arc::new(Tables {
             live: Live::new(serving),
             clients,
             metrics,
+            probe: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(Self {
             tables: Installer { shared },
@@ -97,6 +102,15 @@ impl Proxy {
     pub fn with_events(mut self, log: EventLog) -> Self {
         self.events = Some(log);
         self
+    }
+
+    /// Probes each variant's upstream now (in the background) and whenever a table goes in
+    /// force from now on: what `cohort serve` does. Off by default, since a probe is a
+    /// connection an embedded proxy's upstream may not expect.
+    pub fn probe_upstreams(&self) {
+        let t = &self.tables.shared;
+        t.probe.store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::probe::spawn(&t.live.load());
     }
 
     /// Puts a new table in force ([`Installer::install`]).

@@ -93,7 +93,7 @@ fn head(title: &str, refresh: Option<u32>) -> String {
 }
 
 fn seconds(s: u32) -> String {
-    if s % 60 == 0 {
+    if s.is_multiple_of(60) {
         format!("{} min", s / 60)
     } else {
         format!("{s} s")
