@@ -4,6 +4,8 @@ exits non-zero with a `FAIL:` line on the first problem it finds.
 
   docker-context                    deploy/Dockerfile's COPY sources are in the build context
   placeholders DIR                  no env file or secretGenerator under DIR holds a placeholder secret
+  docs-agree ROOT                   the mlflow image tags match the example's pinned MLflow; every
+                                    "N bytes per distinct unit" in the docs and manifests is one N
   validate-warnings LOG             kubernetes-validate's WARN lines: only the Operator's kinds pass
   k8s BUILD OVERLAY_DIR BIN OUTDIR  the deploy invariants of one built overlay (see check.sh)
   monitoring BUILD OUTDIR RULES     ServiceMonitor/PrometheusRule structure; writes the rule groups
@@ -152,6 +154,38 @@ def placeholders(top):
 
 
 # ---------------------------------------------------------------- kubernetes-validate output
+def docs_agree(root):
+    """What the docs and the manifests state twice must be stated alike."""
+    root = pathlib.Path(root)
+    run_sh = (root / "examples/mlflow/run.sh").read_text()
+    m = re.search(r"^MLFLOW_VERSION=(\S+)", run_sh, re.M)
+    if not m:
+        fail("examples/mlflow/run.sh pins no MLFLOW_VERSION")
+    pinned = m.group(1)
+    tags = []
+    for k in sorted((root / "deploy/kubernetes").rglob("kustomization.yaml")):
+        for doc in load_all(k):
+            for image in (doc or {}).get("images", []) or []:
+                if "mlflow" in image.get("newName", "") or image.get("name") == "mlflow":
+                    tags.append((k.relative_to(root), image.get("newTag")))
+    if not tags:
+        fail("no mlflow image in deploy/kubernetes")
+    for path, tag in tags:
+        if tag != f"v{pinned}":
+            fail(f"{path}: mlflow image tag {tag}, but examples/mlflow pins MLflow {pinned} (its models are serialised for it)")
+    ok(f"mlflow image v{pinned} in {len(tags)} kustomizations, as examples/mlflow pins")
+    figures = {}
+    files = [root / "README.md", root / "deploy/README.md"] + sorted((root / "deploy/kubernetes").rglob("*.yaml"))
+    for f in files:
+        text = " ".join(f.read_text().split())
+        for n in re.findall(r"(\d+) bytes (?:of resident memory )?per distinct unit", text):
+            figures.setdefault(n, []).append(str(f.relative_to(root)))
+    if len(figures) != 1:
+        fail(f"memory per distinct unit stated differently: {figures}")
+    (n, where), = figures.items()
+    ok(f"{n} bytes per distinct unit in {len(where)} places")
+
+
 def validate_warnings(log):
     allowed = re.compile(
         r"Couldn't find schema for kind (ServiceMonitor|PrometheusRule) with api version "
@@ -553,6 +587,8 @@ def main(argv):
         docker_context()
     elif cmd == "placeholders":
         placeholders(*args)
+    elif cmd == "docs-agree":
+        docs_agree(*args)
     elif cmd == "validate-warnings":
         validate_warnings(*args)
     elif cmd == "k8s":

@@ -93,6 +93,9 @@ python3 -m json.tool deploy/grafana/cohort.json > /dev/null || fail "deploy/graf
 "${CHECK[@]}" dashboard-rules deploy/grafana/cohort.json "$WORK/dashboard.rules.yaml" || fail "dashboard"
 check_rules "$WORK/dashboard.rules.yaml"
 
+step "docs and manifests agree (MLflow version, memory per unit)"
+"${CHECK[@]}" docs-agree "$ROOT" || fail "docs disagree"
+
 step "secrets: no placeholder value in an env file or secretGenerator under deploy/"
 "${CHECK[@]}" placeholders deploy || fail "placeholder secrets under deploy/"
 
