@@ -16,10 +16,11 @@ use http_body_util::{BodyExt, Full};
 use prometheus_parse::{Scrape, Value};
 use tokio::net::TcpListener;
 
-const FAMILIES: [&str; 23] = [
+const FAMILIES: [&str; 24] = [
     "cohort_requests_total",
     "cohort_request_duration_seconds",
     "cohort_upstream_errors_total",
+    "cohort_upstream_up",
     "cohort_exposures_total",
     "cohort_conversions_total",
     "cohort_variant_weight",
