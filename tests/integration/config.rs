@@ -261,8 +261,10 @@ fn the_readme_reference_lists_every_key_with_its_default() {
         })
         .collect();
     // A minimal file: every key not written here takes its default.
+    // `events.clickhouse` is null by default; its url is written so that its keys show.
     let minimal = "routes: [{name: r, match: {path_prefix: /}, experiment: e}]\n\
-         experiments: [{name: e, control: a, variants: [{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}]}]\n";
+         experiments: [{name: e, control: a, variants: [{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}]}]\n\
+         events: {clickhouse: {url: \"http://127.0.0.1:8123\"}}\n";
     let compiled = config::parse("t.yaml", minimal).unwrap();
     let file = serde_json::to_value(&compiled.file).unwrap();
     let mut leaves = Vec::new();
@@ -295,6 +297,7 @@ fn the_readme_reference_lists_every_key_with_its_default() {
         "experiments[].variants[].name",
         "experiments[].variants[].weight",
         "experiments[].variants[].upstream",
+        "events.clickhouse.url",
     ];
     let mut wrong = Vec::new();
     for (key, value) in &leaves {
@@ -399,4 +402,57 @@ fn tiny_segments_are_refused() {
     assert_eq!(p.path, "events.segment_max_bytes");
     assert!(p.reason.contains("at least 1048576"), "{p}");
     assert!(config::parse("t.yaml", "events: { segment_max_bytes: 1048576 }\n").is_ok());
+}
+
+#[test]
+fn events_clickhouse_keys_are_checked() {
+    let ok = config::parse(
+        "t.yaml",
+        "events: {clickhouse: {url: \"http://127.0.0.1:8123\", password_env: CH_PASSWORD}}\n",
+    )
+    .unwrap();
+    let ch = ok.file.events.clickhouse.unwrap();
+    assert_eq!(
+        (ch.database.as_str(), ch.table.as_str(), ch.batch_max_events),
+        ("cohort", "events", 10_000)
+    );
+    for (keys, path, words) in [
+        (
+            "url: \"clickhouse:8123\"",
+            "events.clickhouse.url",
+            "not an http(s) URL",
+        ),
+        (
+            "url: \"http://ch:8123/cohort?x=1\"",
+            "events.clickhouse.url",
+            "give only scheme, host and port",
+        ),
+        (
+            "url: \"http://ch:8123\", database: \"my-db\"",
+            "events.clickhouse.database",
+            "1–64 of A-Z a-z 0-9 _",
+        ),
+        (
+            "url: \"http://ch:8123\", password_env: \"s3cret pass\"",
+            "events.clickhouse.password_env",
+            "not an environment variable name",
+        ),
+        (
+            "url: \"http://ch:8123\", batch_max_events: 0",
+            "events.clickhouse.batch_max_events",
+            "between 1 and 1000000",
+        ),
+        (
+            "url: \"http://ch:8123\", timeout_ms: 5",
+            "events.clickhouse.timeout_ms",
+            "at least 100",
+        ),
+    ] {
+        let p = problem(&format!("events: {{clickhouse: {{{keys}}}}}\n"));
+        assert_eq!(p.path, path, "{keys}");
+        assert!(p.reason.contains(words), "{keys}: {}", p.reason);
+    }
+    // The url is the one key without a default.
+    let p = problem("events: {clickhouse: {database: x}}\n");
+    assert!(p.reason.contains("needs a `url`"), "{}", p.reason);
 }

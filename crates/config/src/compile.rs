@@ -335,6 +335,9 @@ fn check_settings(c: &mut Checker<'_>, f: &FileConfig) {
         );
     }
     c.positive("events.channel_capacity", f.events.channel_capacity.into());
+    if let Some(ch) = &f.events.clickhouse {
+        clickhouse(c, ch);
+    }
     if let Some(p) = &f.conversions.public_path {
         if !p.starts_with('/') {
             c.error(
@@ -860,5 +863,62 @@ fn layout_problem(
                 variants[a].name, variants[b].name
             ),
         ),
+    }
+}
+
+/// `events.clickhouse`.
+fn clickhouse(c: &mut Checker<'_>, ch: &crate::schema::ClickHouseConfig) {
+    let p = |k: &str| format!("events.clickhouse.{k}");
+    match http::Uri::try_from(ch.url.as_str()) {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
+            if u.query().is_some() || !matches!(u.path(), "" | "/") {
+                c.error(
+                    &p("url"),
+                    format!("{:?}: give only scheme, host and port (e.g. \"http://clickhouse:8123\"); the database and table are keys of their own", ch.url),
+                );
+            }
+        }
+        _ => c.error(
+            &p("url"),
+            format!(
+                "{:?} is not an http(s) URL of ClickHouse's HTTP interface (e.g. \"http://clickhouse:8123\")",
+                ch.url
+            ),
+        ),
+    }
+    for (key, name) in [("database", &ch.database), ("table", &ch.table)] {
+        let ok = name.len() <= 64
+            && name.starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_')
+            && name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !ok {
+            c.error(
+                &p(key),
+                format!("{name:?}: 1–64 of A-Z a-z 0-9 _, not starting with a digit"),
+            );
+        }
+    }
+    if let Some(env) = &ch.password_env {
+        let ok = !env.is_empty()
+            && env
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            && !env.starts_with(|ch: char| ch.is_ascii_digit());
+        if !ok {
+            c.error(
+                &p("password_env"),
+                format!("{env:?} is not an environment variable name (e.g. CLICKHOUSE_PASSWORD)"),
+            );
+        }
+    }
+    if !(1..=1_000_000).contains(&ch.batch_max_events) {
+        c.error(&p("batch_max_events"), "must be between 1 and 1000000");
+    }
+    if ch.flush_interval_ms < 10 {
+        c.error(&p("flush_interval_ms"), "must be at least 10");
+    }
+    if ch.timeout_ms < 100 {
+        c.error(&p("timeout_ms"), "must be at least 100");
     }
 }

@@ -165,6 +165,38 @@ pub struct EventsConfig {
     /// and dropped, never allowed to block a response.
     #[serde(default = "defaults::channel_capacity")]
     pub channel_capacity: u32,
+    /// Ship the log to ClickHouse, so that every replica's events meet in one place (null:
+    /// the log stays local).
+    #[serde(default)]
+    pub clickhouse: Option<ClickHouseConfig>,
+}
+
+/// Where `events.clickhouse` ships the log. The local segments stay the write-ahead spool.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// ClickHouse's HTTP interface, `http://host:8123` (or https).
+    pub url: String,
+    #[serde(default = "defaults::clickhouse_database")]
+    pub database: String,
+    /// The events table; the shares history goes to `<table>_config_versions`.
+    #[serde(default = "defaults::clickhouse_table")]
+    pub table: String,
+    #[serde(default = "defaults::clickhouse_user")]
+    pub user: String,
+    /// The environment variable that holds the password (null: none). Never the password
+    /// itself, which would end up in the ConfigMap and in `/v1/config`.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Create the database and tables at start if they are missing.
+    #[serde(default = "defaults::enabled")]
+    pub create_schema: bool,
+    #[serde(default = "defaults::clickhouse_batch_max_events")]
+    pub batch_max_events: u32,
+    #[serde(default = "defaults::clickhouse_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    #[serde(default = "defaults::clickhouse_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 impl Default for EventsConfig {
@@ -177,6 +209,7 @@ impl Default for EventsConfig {
             segment_max_bytes: defaults::segment_max_bytes(),
             segment_max_age_s: defaults::segment_max_age_s(),
             channel_capacity: defaults::channel_capacity(),
+            clickhouse: None,
         }
     }
 }
@@ -599,6 +632,24 @@ pub mod defaults {
     }
     pub fn conversion_delay_s() -> f64 {
         86_400.0
+    }
+    pub fn clickhouse_database() -> String {
+        "cohort".to_owned()
+    }
+    pub fn clickhouse_table() -> String {
+        "events".to_owned()
+    }
+    pub fn clickhouse_user() -> String {
+        "default".to_owned()
+    }
+    pub fn clickhouse_batch_max_events() -> u32 {
+        10_000
+    }
+    pub fn clickhouse_flush_interval_ms() -> u64 {
+        1000
+    }
+    pub fn clickhouse_timeout_ms() -> u64 {
+        10_000
     }
 }
 

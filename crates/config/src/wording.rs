@@ -11,7 +11,10 @@ pub(crate) fn reword(path: &str, reason: &str) -> String {
     if let Some(rest) = reason.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or(rest);
         let example = example(field).map_or(String::new(), |e| format!(" (e.g. `{e}`)"));
-        let article = if field.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        // "a url", "a unit" (said "you…"), but "an upstream".
+        let article = if field.starts_with(['a', 'e', 'i', 'o', 'u'])
+            && !matches!(field, "url" | "unit" | "unit_from")
+        {
             "an"
         } else {
             "a"
