@@ -187,6 +187,12 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
             read.malformed, read.lines
         ));
     }
+    if read.other_types > 0 {
+        base_notes.push(format!(
+            "{} lines of other event types than exposure and conversion skipped (of {} read)",
+            read.other_types, read.lines
+        ));
+    }
     if opts.since.is_some() || opts.until.is_some() {
         base_notes.push(format!(
             "restricted to events in [{}, {})",

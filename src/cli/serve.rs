@@ -297,6 +297,7 @@ fn replay(dir: &Path, counts: &LiveCounts) {
             files = r.segments,
             events = r.events,
             malformed = r.malformed,
+            other_types = r.other_types,
             units = counts.units(),
             ms = started.elapsed().as_millis() as u64,
             "event log replayed"

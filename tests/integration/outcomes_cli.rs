@@ -277,6 +277,7 @@ async fn exposures_and_conversions_are_logged_counted_and_replayed() {
     assert_eq!(cohort.terminate(), Some(0));
     let read = read_dir(&events).unwrap();
     let (mut exposures, mut conversions) = (0, 0);
+    let mut conversion_ids = HashSet::new();
     for e in &read.events {
         match e {
             Event::Exposure(x) => {
@@ -290,6 +291,10 @@ async fn exposures_and_conversions_are_logged_counted_and_replayed() {
                     Some(&variant_of[&c.unit]),
                     "attributed at receipt"
                 );
+                // Each accepted conversion gets an id of its own: 128 random bits.
+                let id = c.event_id.clone().expect("an event_id");
+                assert!(id.len() == 32 && id.chars().all(|ch| ch.is_ascii_hexdigit()));
+                assert!(conversion_ids.insert(id), "a repeated event_id");
             }
         }
     }

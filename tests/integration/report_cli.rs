@@ -438,3 +438,44 @@ fn the_html_report_has_the_plan_dates_and_the_ramp() {
     // Three charts, each with the one ramp.
     assert_eq!(html.matches("<title>shares changed:").count(), 3);
 }
+
+/// Lines of event types this release does not analyse (a rollout line of a later one) are
+/// skipped and counted apart from malformed lines.
+#[test]
+fn other_event_types_are_counted_apart_from_malformed_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("events-1.jsonl"),
+        concat!(
+            "{\"type\":\"exposure\",\"ts\":\"2026-11-25T00:00:01Z\",\"experiment\":\"e\",\"unit\":\"u1\",\"variant\":\"a\"}\n",
+            "{\"type\":\"rollout\",\"ts\":\"2026-11-25T00:00:02Z\",\"experiment\":\"e\",\"step\":2}\n",
+            "{\"type\":\"shadow\",\"ts\":\"2026-11-25T00:00:03Z\"}\n",
+            "not json\n",
+        ),
+    )
+    .unwrap();
+    let r = one_report(&[
+        "report",
+        "--events",
+        dir.path().to_str().unwrap(),
+        "--control",
+        "a",
+        "--experiment",
+        "e",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        has_note(
+            &r,
+            "2 lines of other event types than exposure and conversion skipped (of 4 read)"
+        ),
+        "{}",
+        r["notes"]
+    );
+    assert!(
+        has_note(&r, "1 malformed lines skipped (of 4 read)"),
+        "{}",
+        r["notes"]
+    );
+}

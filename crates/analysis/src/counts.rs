@@ -311,6 +311,7 @@ mod tests {
             variant: None,
             value,
             request_id: None,
+            event_id: None,
         })
     }
 

@@ -41,6 +41,15 @@ pub struct LogRead {
     pub lines: u64,
     /// Lines that are not valid events (skipped).
     pub malformed: u64,
+    /// Lines of other event types than exposure and conversion (skipped).
+    pub other_types: u64,
+}
+
+/// Lines a read skipped: not valid events, and events of other types.
+#[derive(Debug, Default, Clone, Copy)]
+struct Skipped {
+    malformed: u64,
+    other_types: u64,
 }
 
 fn version_dirs(dir: &Path, versions: &mut ConfigVersions) -> io::Result<()> {
@@ -83,12 +92,12 @@ pub fn read_dirs(dirs: &[PathBuf], opts: &ReadOptions) -> io::Result<LogRead> {
     }
     .min(files.len().max(1));
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<io::Result<(Tally, u64, u64)>>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<io::Result<(Tally, u64, Skipped)>>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 let mut tally = Tally::default();
-                let (mut lines, mut malformed) = (0u64, 0u64);
+                let (mut lines, mut skipped) = (0u64, Skipped::default());
                 let mut outcome = Ok(());
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -98,14 +107,14 @@ pub fn read_dirs(dirs: &[PathBuf], opts: &ReadOptions) -> io::Result<LogRead> {
                         opts,
                         &mut tally,
                         &mut lines,
-                        &mut malformed,
+                        &mut skipped,
                         bar.as_ref(),
                     ) {
                         outcome = Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
                         break;
                     }
                 }
-                let r = outcome.map(|()| (tally, lines, malformed));
+                let r = outcome.map(|()| (tally, lines, skipped));
                 results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
             });
         }
@@ -123,9 +132,10 @@ pub fn read_dirs(dirs: &[PathBuf], opts: &ReadOptions) -> io::Result<LogRead> {
     // Merge the smaller tallies into the largest.
     parts.sort_by_key(|r| std::cmp::Reverse(r.as_ref().map_or(0, |t| t.1)));
     for r in parts {
-        let (t, lines, malformed) = r?;
+        let (t, lines, skipped) = r?;
         out.lines += lines;
-        out.malformed += malformed;
+        out.malformed += skipped.malformed;
+        out.other_types += skipped.other_types;
         if out.tally.experiments.is_empty() {
             out.tally = t;
         } else {
@@ -140,12 +150,12 @@ fn read_file(
     opts: &ReadOptions,
     tally: &mut Tally,
     lines: &mut u64,
-    malformed: &mut u64,
+    skipped: &mut Skipped,
     bar: Option<&indicatif::ProgressBar>,
 ) -> io::Result<()> {
     for_each_line(
         path,
-        |l| line(l, opts, tally, lines, malformed),
+        |l| line(l, opts, tally, lines, skipped),
         |n| {
             if let Some(b) = bar {
                 b.inc(n);
@@ -154,10 +164,14 @@ fn read_file(
     )
 }
 
-fn line(l: &[u8], opts: &ReadOptions, tally: &mut Tally, lines: &mut u64, malformed: &mut u64) {
+fn line(l: &[u8], opts: &ReadOptions, tally: &mut Tally, lines: &mut u64, skipped: &mut Skipped) {
     *lines += 1;
     if !ingest(l, opts, tally) {
-        *malformed += 1;
+        if cohort_events::scan::other_type(l).is_some() {
+            skipped.other_types += 1;
+        } else {
+            skipped.malformed += 1;
+        }
     }
 }
 

@@ -119,6 +119,8 @@ pub struct Replayed {
     pub events: u64,
     /// Lines skipped because they are not valid events.
     pub malformed: u64,
+    /// Lines skipped because they are events of another type ([`crate::scan::other_type`]).
+    pub other_types: u64,
 }
 
 /// Every event of `dir`'s file set, in order, handed to `each` one at a time: memory stays
@@ -137,6 +139,7 @@ pub fn replay(dir: &Path, mut each: impl FnMut(Event)) -> io::Result<Replayed> {
                         r.events += 1;
                         each(e);
                     }
+                    Err(_) if crate::scan::other_type(line).is_some() => r.other_types += 1,
                     Err(e) => {
                         r.malformed += 1;
                         if r.malformed <= 5 {

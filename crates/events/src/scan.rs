@@ -374,3 +374,20 @@ mod tests {
         }
     }
 }
+
+/// The `type` of a line that is a JSON object of another event type than exposure and
+/// conversion (a kind a later release or another tool writes): readers skip such lines and
+/// count them apart from malformed ones. None for an exposure, a conversion, or a line
+/// that is not a typed JSON object.
+pub fn other_type(line: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Typed<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+    }
+    let t = serde_json::from_slice::<Typed>(line).ok()?;
+    match &*t.kind {
+        "exposure" | "conversion" => None,
+        other => Some(other.to_owned()),
+    }
+}

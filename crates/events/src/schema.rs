@@ -69,6 +69,11 @@ pub struct Conversion {
     pub value: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// This conversion's own id, unique across the fleet: cohort mints a random 128-bit one
+    /// (32 hex digits) when it accepts the conversion, so that a copy delivered twice to a
+    /// store is counted once. (An exposure's id is its `request_id`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
 }
 
 /// An exposure borrowed from what its producer holds, without a copy: serializes exactly
@@ -452,6 +457,7 @@ mod tests {
             variant: None,
             value: Some(9.5),
             request_id: None,
+            event_id: None,
         };
         let mut out = Vec::new();
         EventRef::Conversion(&c).write_json(&mut out);

@@ -616,6 +616,7 @@ mod tests {
             variant: None,
             value: None,
             request_id: None,
+            event_id: None,
         }));
         let on_writer = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         let nicer = (mine + i64::from(WRITER_NICE)).min(19);

@@ -237,6 +237,7 @@ fn one(raw: &str, routes: &Routes, now: &str, latest: i64) -> Result<Conversion,
         variant,
         value: r.value,
         request_id: r.request_id,
+        event_id: Some(format!("{:032x}", rand::random::<u128>())),
     })
 }
 
