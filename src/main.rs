@@ -81,6 +81,9 @@ enum Command {
     },
     /// Show cohort at work on its built-in default config, with nothing else to set up.
     Demo(cli::demo::Args),
+    /// Fleet outcomes in ClickHouse: create the tables events are shipped to.
+    #[command(subcommand)]
+    Clickhouse(cli::clickhouse::Command),
 }
 
 fn main() -> ExitCode {
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::Report(args) => cli::report::run(&args),
         Command::Serve { config, workers } => cli::serve::run(&config, workers),
         Command::Demo(args) => cli::demo::run(&args),
+        Command::Clickhouse(command) => cli::clickhouse::run(&command),
     };
     ExitCode::from(code)
 }

@@ -4,6 +4,7 @@
 
 pub mod assign;
 pub mod check;
+pub mod clickhouse;
 pub mod demo;
 pub mod report;
 pub mod serve;

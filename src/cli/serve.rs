@@ -61,6 +61,10 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             eprintln!("{}", super::check::no_routes(&r));
             return exit::INVALID;
         }
+        Ok(r) if r.file.events.clickhouse.is_some() => {
+            eprintln!("{}: events.clickhouse: this build does not ship events yet; `cohort clickhouse init --config {}` prepares the tables", config_path.display(), config_path.display());
+            return exit::INVALID;
+        }
         Ok(r) => r,
         Err(err) => {
             eprintln!("{err}");

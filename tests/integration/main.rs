@@ -9,6 +9,8 @@ mod admin;
 #[cfg(feature = "external-tests")]
 mod browser;
 mod check_cli;
+#[cfg(feature = "external-tests")]
+mod clickhouse;
 mod config;
 mod demo;
 mod disk_full;
@@ -47,6 +49,10 @@ fn external_suites_left_out() {
         (
             "tests/integration/browser.rs",
             "the HTML report and admin pages in headless Chromium",
+        ),
+        (
+            "tests/integration/clickhouse.rs",
+            "fleet outcomes against a real ClickHouse server",
         ),
         (
             "tests/integration/readme.rs",

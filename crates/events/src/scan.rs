@@ -297,6 +297,23 @@ pub fn with_fields<R>(line: &[u8], f: impl FnOnce(Fields<'_>) -> R) -> Option<R>
     }))
 }
 
+/// The `type` of a line that is a JSON object of another event type than exposure and
+/// conversion (a kind a later release or another tool writes): readers skip such lines and
+/// count them apart from malformed ones. None for an exposure, a conversion, or a line
+/// that is not a typed JSON object.
+pub fn other_type(line: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Typed<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+    }
+    let t = serde_json::from_slice::<Typed>(line).ok()?;
+    match &*t.kind {
+        "exposure" | "conversion" => None,
+        other => Some(other.to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,22 +389,5 @@ mod tests {
             let line = format!("{{\"type\":\"conversion\",\"ts\":\"t\",\"experiment\":\"e\",\"unit\":\"{unit}\",\"value\":{value},\"override\":{forced}{extra}}}");
             agrees_with_serde(&line)?;
         }
-    }
-}
-
-/// The `type` of a line that is a JSON object of another event type than exposure and
-/// conversion (a kind a later release or another tool writes): readers skip such lines and
-/// count them apart from malformed ones. None for an exposure, a conversion, or a line
-/// that is not a typed JSON object.
-pub fn other_type(line: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Typed<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: Cow<'a, str>,
-    }
-    let t = serde_json::from_slice::<Typed>(line).ok()?;
-    match &*t.kind {
-        "exposure" | "conversion" => None,
-        other => Some(other.to_owned()),
     }
 }
