@@ -8,6 +8,7 @@ pub mod clickhouse;
 pub mod demo;
 pub mod report;
 pub mod serve;
+pub mod shipping;
 
 /// Output format of the commands that serve both people and scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

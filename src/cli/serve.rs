@@ -61,10 +61,6 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             eprintln!("{}", super::check::no_routes(&r));
             return exit::INVALID;
         }
-        Ok(r) if r.file.events.clickhouse.is_some() => {
-            eprintln!("{}: events.clickhouse: this build does not ship events yet; `cohort clickhouse init --config {}` prepares the tables", config_path.display(), config_path.display());
-            return exit::INVALID;
-        }
         Ok(r) => r,
         Err(err) => {
             eprintln!("{err}");
@@ -177,6 +173,17 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         };
         // Name every upstream that does not listen now and after each reload.
         proxy.probe_upstreams();
+        let shipping = if events_cfg.enabled {
+            match super::shipping::Shipping::start(&events_cfg, proxy.metrics()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cohort serve: events.clickhouse: {e}");
+                    return exit::INVALID;
+                }
+            }
+        } else {
+            None
+        };
 
         // One reload task; file events, SIGHUP, the poll and the admin API feed it.
         let mut reloader = Reloader::with_overrides(path.clone(), &proxy, from_file.clone(), overrides, state_path);
@@ -242,6 +249,9 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         // Every exposure recorded so far is written and synced before exiting.
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
+        }
+        if let Some(s) = shipping {
+            let _ = tokio::task::spawn_blocking(move || s.stop()).await;
         }
         tracing::info!("shut down");
         exit::OK

@@ -2,6 +2,8 @@
 //! scripts/test on loopback; its URL in `COHORT_TEST_CLICKHOUSE_URL`). Each test works in
 //! a database of its own.
 
+use crate::common;
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -176,4 +178,217 @@ async fn rows_arrive_exactly_as_the_lines_said() {
     .await;
     assert_eq!(got, "a\t0.9\nb\t0.1\n");
     query(&c, &format!("DROP DATABASE `{db}`")).await;
+}
+
+fn ship_tables(db: &str) -> Tables {
+    Tables {
+        database: db.to_owned(),
+        events: "events".into(),
+    }
+}
+
+fn shipper(spool: &std::path::Path, db: &str, url: &str) -> cohort_clickhouse::ship::Shipper {
+    let client = Client::new(url, "default", None, Duration::from_secs(5)).unwrap();
+    cohort_clickhouse::ship::Shipper::new(
+        spool,
+        client,
+        ship_tables(db),
+        "replica-0",
+        3,
+        cohort_clickhouse::ship::ShipMetrics::new(),
+    )
+    .unwrap()
+}
+
+/// Rounds until one ships nothing; the total shipped and dead-lettered.
+async fn drain(s: &mut cohort_clickhouse::ship::Shipper) -> (u64, u64) {
+    let (mut shipped, mut dead) = (0, 0);
+    for _ in 0..100 {
+        let r = s.round().await.unwrap();
+        if r.shipped + r.dead_letter == 0 {
+            return (shipped, dead);
+        }
+        shipped += r.shipped;
+        dead += r.dead_letter;
+    }
+    panic!("the shipper never caught up");
+}
+
+fn exposure(unit: &str, second: u32) -> String {
+    format!("{{\"type\":\"exposure\",\"v\":1,\"ts\":\"2026-11-25T10:00:{second:02}Z\",\"experiment\":\"e\",\"unit\":\"{unit}\",\"variant\":\"a\",\"request_id\":\"c1~e~a~v~{unit}\"}}\n")
+}
+
+/// The spool ships in batches, a bad line goes to the dead-letter file without holding up
+/// the lines after it, a half-written last line waits for its newline, and a new shipper
+/// resumes from the saved cursor without shipping anything twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spool_ships_once_past_bad_lines_and_resumes_from_the_cursor() {
+    let db = database("spool");
+    let c = client();
+    ship_tables(&db).create(&c).await.unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let segment = spool.path().join("events-20261125T100000Z-000001.jsonl");
+    let mut text = String::new();
+    for (i, u) in ["u1", "u2", "u3", "u4"].iter().enumerate() {
+        text += &exposure(u, i as u32);
+    }
+    text += "{\"type\":\"exposure\",\"ts\":\"not a time\",\"experiment\":\"e\",\"unit\":\"bad\",\"variant\":\"a\"}\n";
+    text += &exposure("u5", 6);
+    let half = exposure("u6", 7);
+    text += &half[..20];
+    std::fs::write(&segment, &text).unwrap();
+    std::fs::write(
+        spool.path().join("config-versions.jsonl"),
+        "{\"ts\":\"2026-11-25T09:00:00Z\",\"config_version\":\"v\",\"shares\":{\"e\":{\"a\":1.0}}}\n",
+    )
+    .unwrap();
+
+    let mut s = shipper(spool.path(), &db, &server());
+    assert_eq!(drain(&mut s).await, (5, 1));
+    let count = |sql: String| {
+        let c = c.clone();
+        async move { query(&c, &sql).await.trim().to_owned() }
+    };
+    let events = format!("SELECT count() FROM `{db}`.`events` FORMAT TabSeparated");
+    assert_eq!(count(events.clone()).await, "5");
+    let dead = std::fs::read_to_string(spool.path().join("clickhouse.dead-letter.jsonl")).unwrap();
+    assert!(
+        dead.contains("\\\"unit\\\":\\\"bad\\\"") && dead.contains("not an RFC 3339 time"),
+        "{dead}"
+    );
+    assert_eq!(
+        count(format!(
+            "SELECT count() FROM `{db}`.`events_config_versions` FORMAT TabSeparated"
+        ))
+        .await,
+        "1"
+    );
+    // The cursor stops before the half-written line.
+    assert_eq!(s.cursor().offset as usize, text.len() - 20);
+
+    // The writer finishes the line; a new shipper (a restart) ships only that.
+    std::fs::write(&segment, text.clone() + &half[20..]).unwrap();
+    let mut again = shipper(spool.path(), &db, &server());
+    assert_eq!(drain(&mut again).await, (1, 0));
+    assert_eq!(count(events.clone()).await, "6");
+    assert_eq!(
+        count(format!(
+            "SELECT uniqExact(event_id) FROM `{db}`.`events` FORMAT TabSeparated"
+        ))
+        .await,
+        "6"
+    );
+    query(&c, &format!("DROP DATABASE `{db}`")).await;
+}
+
+/// ClickHouse away or refusing: nothing moves, the failure is told apart (connect, or a
+/// refusal no retry fixes), and once it takes events again everything ships.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_moves_while_clickhouse_cannot_take_the_events() {
+    let db = database("down");
+    let spool = tempfile::tempdir().unwrap();
+    std::fs::write(
+        spool.path().join("events-20261125T100000Z-000001.jsonl"),
+        exposure("u1", 1) + &exposure("u2", 2),
+    )
+    .unwrap();
+    let dead = common::net::dead_port().await;
+    let mut s = shipper(spool.path(), &db, &format!("http://{dead}"));
+    let e = s.round().await.unwrap_err();
+    assert_eq!(e.kind(), "connect");
+    assert_eq!(s.cursor().offset, 0);
+    // The server is up but the tables are not there: a refusal, said as ClickHouse says it.
+    let mut s = shipper(spool.path(), &db, &server());
+    let e = s.round().await.unwrap_err();
+    assert!(e.is_permanent(), "{e}");
+    assert!(e.to_string().contains(&db), "{e}");
+    assert_eq!(s.cursor().offset, 0);
+    let c = client();
+    ship_tables(&db).create(&c).await.unwrap();
+    assert_eq!(drain(&mut s).await, (2, 0));
+    query(&c, &format!("DROP DATABASE `{db}`")).await;
+}
+
+/// Three `cohort serve` replicas shipping into one database: every exposure and every
+/// accepted conversion of the fleet arrives once, each replica named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_ship_every_event_once() {
+    use common::net::{backend, client as http, send, two_arm};
+    use common::process::{admin_call, free_port, CohortProcess};
+    let db = database("fleet");
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let dir = tempfile::tempdir().unwrap();
+    let mut replicas = Vec::new();
+    for r in 0..3 {
+        let (port, admin) = (free_port(), free_port());
+        let yaml = format!(
+            "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 50 }}\nevents: {{ dir: {:?}, clickhouse: {{ url: {:?}, database: {db}, flush_interval_ms: 50 }} }}\n{}",
+            dir.path().join(format!("spool-{r}")).display().to_string(),
+            server(),
+            two_arm(rf, lr, "")
+        );
+        let config = dir.path().join(format!("routes-{r}.yaml"));
+        std::fs::write(&config, yaml).unwrap();
+        let p = CohortProcess::start(&config, &[("HOSTNAME", &format!("replica-{r}"))]);
+        replicas.push((p, port, admin));
+    }
+    let c = http();
+    // 90 users, each on the replica a load balancer happened to pick; 30 convert.
+    for u in 0..90u32 {
+        let (_, port, _) = &replicas[(u % 3) as usize];
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let ans = send(
+            &c,
+            addr,
+            "/invocations",
+            &[("x-user-id", &format!("user-{u}"))],
+        )
+        .await;
+        assert_eq!(ans.status, 200);
+        if u % 3 == 0 {
+            // Reported to any replica, not the one that served the user.
+            let other = &replicas[((u / 3) % 3) as usize].2;
+            let req = http::Request::post(format!("http://127.0.0.1:{other}/v1/conversions"))
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(Bytes::from(format!(
+                    "{{\"experiment\": \"iris-model\", \"unit\": \"user-{u}\"}}"
+                ))))
+                .unwrap();
+            assert_eq!(c.request(req).await.unwrap().status(), 202);
+        }
+    }
+    let ch = client();
+    let counts = format!(
+        "SELECT type, count(), uniqExact(event_id), uniqExact(replica) FROM `{db}`.`events` GROUP BY type ORDER BY type FORMAT TabSeparated"
+    );
+    let want = "conversion\t30\t30\t3\nexposure\t90\t90\t3\n";
+    let start = std::time::Instant::now();
+    loop {
+        // The tables are created by the first replica to start; until then, an error.
+        let got = ch
+            .execute(&counts)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        if got.as_deref().ok() == Some(want) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the fleet's events did not arrive: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (p, _, admin) in &mut replicas {
+        let (_, m) = admin_call(
+            format!("127.0.0.1:{admin}").parse().unwrap(),
+            "GET",
+            "/metrics",
+            None,
+        )
+        .await;
+        let m = m.as_str().unwrap_or_default().to_owned();
+        assert!(m.contains("cohort_clickhouse_backlog_bytes 0"), "{m}");
+        assert_eq!(p.terminate(), Some(0));
+    }
+    query(&ch, &format!("DROP DATABASE `{db}`")).await;
 }

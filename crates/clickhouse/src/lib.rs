@@ -5,6 +5,8 @@
 //!   failures told apart (connect, timeout, a refusal and whether retrying can help).
 //! * [`schema`]: the events and config-versions tables, created idempotently.
 //! * [`rowbinary`]: event lines as rows, or the reason a line can never be one.
+//! * [`ship`]: the shipper, from the local spool to the store, at least once, with a
+//!   cursor, a dead-letter file and capped backoff.
 //!
 //! Layer: above config and events, beside proxy; nothing here runs on a serving thread.
 #![forbid(unsafe_code)]
@@ -12,6 +14,7 @@
 pub mod client;
 pub mod rowbinary;
 pub mod schema;
+pub mod ship;
 
 pub use client::{Client, Error};
 pub use schema::Tables;

@@ -308,6 +308,12 @@ impl Metrics {
         text
     }
 
+    /// Adds the families of a part that lives outside this crate (e.g. the shipper's), so
+    /// that /metrics shows them with the rest.
+    pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
     /// Handles for the requests of one (route, experiment, variant), series created at 0.
     pub fn request_handles(&self, route: &str, experiment: &str, variant: &str) -> RequestMetrics {
         let codes = COMMON_CODES.map(|code| {

@@ -1,0 +1,522 @@
+//! The shipper: the local segment log is the write-ahead spool, and this reads its
+//! complete lines in order and inserts them into the store in batches, off the serving
+//! threads. The request path does not change.
+//!
+//! Invariants:
+//! * **At least once.** The cursor (segment and byte offset of the last shipped line, and
+//!   the offset in `config-versions.jsonl`) is saved only after the store has taken the
+//!   batch: a crash or a failed insert ships the batch again. Readers deduplicate where it
+//!   matters (conversions, by `event_id`).
+//! * **A bad line never blocks the ones after it.** A line that can never be a row goes to
+//!   the dead-letter file (`clickhouse.dead-letter.jsonl` in the spool, the line and why),
+//!   counted, and the cursor moves past it.
+//! * **Never a hot loop.** A failed insert is retried after a delay that doubles up to
+//!   [`MAX_BACKOFF`]; a refusal that retrying cannot fix is logged once per message.
+//! * **Only complete lines.** The writer may be halfway through a line at the end of the
+//!   newest segment; the shipper stops at the last newline.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prometheus::{Gauge, IntCounterVec, IntGauge, Opts};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::client::{Client, Error};
+use crate::rowbinary::{encode_event, encode_versions, LineError};
+use crate::schema::{Tables, EVENT_COLUMNS, VERSION_COLUMNS};
+
+/// The longest wait between two attempts after failures.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The most bytes read from the spool for one batch.
+const MAX_BATCH_BYTES: u64 = 16 << 20;
+/// The cursor file, in the spool.
+pub const CURSOR_FILE: &str = "clickhouse.cursor";
+/// The dead-letter file, in the spool.
+pub const DEAD_LETTER_FILE: &str = "clickhouse.dead-letter.jsonl";
+const VERSIONS_FILE: &str = "config-versions.jsonl";
+
+/// Where shipping has got to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// File name of the segment being shipped (empty: none yet).
+    pub segment: String,
+    /// Bytes of it shipped (always at a line's end).
+    pub offset: u64,
+    /// Bytes of `config-versions.jsonl` shipped.
+    pub versions_offset: u64,
+}
+
+impl Cursor {
+    /// The saved cursor of `spool` (none yet: the start).
+    pub fn load(spool: &Path) -> std::io::Result<Cursor> {
+        match std::fs::read(spool.join(CURSOR_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", spool.join(CURSOR_FILE).display()),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Cursor::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Saves it durably: a temporary file, fsync, rename over the old one, fsync the
+    /// directory. A crash leaves the old cursor or the new one, never a torn one.
+    pub fn save(&self, spool: &Path) -> std::io::Result<()> {
+        let tmp = spool.join(format!("{CURSOR_FILE}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, spool.join(CURSOR_FILE))?;
+        std::fs::File::open(spool)?.sync_all()
+    }
+}
+
+/// The shipper's metrics (registered by the caller).
+#[derive(Clone)]
+pub struct ShipMetrics {
+    /// `cohort_clickhouse_events_total{result}`: shipped, failed, dead_letter.
+    pub events: IntCounterVec,
+    /// `cohort_clickhouse_backlog_bytes`: spool bytes not shipped yet.
+    pub backlog: IntGauge,
+    /// `cohort_clickhouse_lag_seconds`: age of the oldest event not shipped yet (0 when
+    /// caught up).
+    pub lag: Gauge,
+    /// `cohort_clickhouse_errors_total{kind}`: connect, timeout, transport, server,
+    /// rejected, spool.
+    pub errors: IntCounterVec,
+}
+
+impl ShipMetrics {
+    pub fn new() -> Self {
+        let events = IntCounterVec::new(
+            Opts::new(
+                "cohort_clickhouse_events_total",
+                "Event lines by what shipping did with them: shipped, failed (an insert that will be retried), dead_letter.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for r in ["shipped", "failed", "dead_letter"] {
+            events.with_label_values(&[r]);
+        }
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "cohort_clickhouse_errors_total",
+                "Failed requests to ClickHouse and spool errors, by kind: connect, timeout, transport, server, rejected, spool.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        for k in [
+            "connect",
+            "timeout",
+            "transport",
+            "server",
+            "rejected",
+            "spool",
+        ] {
+            errors.with_label_values(&[k]);
+        }
+        ShipMetrics {
+            events,
+            backlog: IntGauge::new(
+                "cohort_clickhouse_backlog_bytes",
+                "Bytes of the local event log not shipped to ClickHouse yet.",
+            )
+            .expect("valid metric"),
+            lag: Gauge::new(
+                "cohort_clickhouse_lag_seconds",
+                "Age of the oldest event not shipped to ClickHouse yet (0 when caught up).",
+            )
+            .expect("valid metric"),
+            errors,
+        }
+    }
+
+    /// The collectors, for a registry.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.events.clone()),
+            Box::new(self.backlog.clone()),
+            Box::new(self.lag.clone()),
+            Box::new(self.errors.clone()),
+        ]
+    }
+}
+
+impl Default for ShipMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What one round shipped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    pub shipped: u64,
+    pub dead_letter: u64,
+    pub versions: u64,
+}
+
+/// A batch read from the spool, not shipped yet.
+struct Batch {
+    rows: Vec<u8>,
+    count: u64,
+    /// (line, why) of the lines that can never be rows.
+    dead: Vec<(Vec<u8>, LineError)>,
+    /// The cursor once the batch is in.
+    next: Cursor,
+    /// `ts_ns` of its first event, for the lag.
+    first_ts_ns: Option<i64>,
+}
+
+/// Ships one spool to one store.
+pub struct Shipper {
+    spool: PathBuf,
+    client: Client,
+    tables: Tables,
+    replica: String,
+    batch_max_events: usize,
+    metrics: ShipMetrics,
+    cursor: Cursor,
+}
+
+impl Shipper {
+    /// A shipper of `spool` (the `events.dir`) as `replica`, resuming from the saved
+    /// cursor.
+    pub fn new(
+        spool: &Path,
+        client: Client,
+        tables: Tables,
+        replica: &str,
+        batch_max_events: usize,
+        metrics: ShipMetrics,
+    ) -> std::io::Result<Shipper> {
+        Ok(Shipper {
+            cursor: Cursor::load(spool)?,
+            spool: spool.to_path_buf(),
+            client,
+            tables,
+            replica: replica.to_owned(),
+            batch_max_events: batch_max_events.max(1),
+            metrics,
+        })
+    }
+
+    /// Where shipping has got to.
+    pub fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+
+    /// Ships the shares history and then at most one batch of events; Ok(Round) with
+    /// what it shipped (nothing: caught up). On an error nothing moves.
+    pub async fn round(&mut self) -> Result<Round, Error> {
+        let mut round = Round {
+            versions: self.ship_versions().await?,
+            ..Round::default()
+        };
+        let batch = match self.read_batch() {
+            Ok(b) => b,
+            Err(e) => {
+                self.metrics.errors.with_label_values(&["spool"]).inc();
+                warn!(error = %e, spool = %self.spool.display(), "cannot read the event spool");
+                return Ok(round);
+            }
+        };
+        let Some(batch) = batch else {
+            self.metrics.lag.set(0.0);
+            self.update_backlog();
+            return Ok(round);
+        };
+        if let Some(ts) = batch.first_ts_ns {
+            let now = cohort_events::clock::unix_seconds(std::time::SystemTime::now());
+            self.metrics.lag.set((now - ts as f64 / 1e9).max(0.0));
+        }
+        if batch.count > 0 {
+            let columns: Vec<&str> = EVENT_COLUMNS.iter().map(|c| c.0).collect();
+            if let Err(e) = self
+                .client
+                .insert(&self.tables.events(), &columns, Bytes::from(batch.rows))
+                .await
+            {
+                self.metrics
+                    .events
+                    .with_label_values(&["failed"])
+                    .inc_by(batch.count);
+                return Err(e);
+            }
+        }
+        if !batch.dead.is_empty() {
+            if let Err(e) = self.dead_letter(&batch.dead) {
+                self.metrics.errors.with_label_values(&["spool"]).inc();
+                warn!(error = %e, "cannot write the dead-letter file; the batch will be shipped again");
+                return Ok(round);
+            }
+        }
+        if let Err(e) = batch.next.save(&self.spool) {
+            // The store has the batch; without the cursor it is shipped again (duplicates
+            // that readers remove), which is better than skipping.
+            self.metrics.errors.with_label_values(&["spool"]).inc();
+            warn!(error = %e, "cannot save the shipping cursor");
+        }
+        self.cursor = batch.next;
+        round.shipped = batch.count;
+        round.dead_letter = batch.dead.len() as u64;
+        self.metrics
+            .events
+            .with_label_values(&["shipped"])
+            .inc_by(batch.count);
+        self.metrics
+            .events
+            .with_label_values(&["dead_letter"])
+            .inc_by(round.dead_letter);
+        self.update_backlog();
+        Ok(round)
+    }
+
+    /// Ships whatever `config-versions.jsonl` has beyond the cursor.
+    async fn ship_versions(&mut self) -> Result<u64, Error> {
+        let path = self.spool.join(VERSIONS_FILE);
+        let Ok((bytes, end)) = read_complete(&path, self.cursor.versions_offset, MAX_BATCH_BYTES)
+        else {
+            return Ok(0);
+        };
+        if end == self.cursor.versions_offset {
+            return Ok(0);
+        }
+        let mut rows = Vec::new();
+        let mut n = 0;
+        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            match encode_versions(line, &self.replica, &mut rows) {
+                Ok(k) => n += k as u64,
+                Err(e) => warn!(error = %e, "skipping a config-versions line that is not one"),
+            }
+        }
+        if n > 0 {
+            let columns: Vec<&str> = VERSION_COLUMNS.iter().map(|c| c.0).collect();
+            self.client
+                .insert(&self.tables.versions(), &columns, Bytes::from(rows))
+                .await?;
+        }
+        let next = Cursor {
+            versions_offset: end,
+            ..self.cursor.clone()
+        };
+        if let Err(e) = next.save(&self.spool) {
+            warn!(error = %e, "cannot save the shipping cursor");
+        }
+        self.cursor = next;
+        Ok(n)
+    }
+
+    /// The next batch of complete lines from the cursor on; None when there is none.
+    fn read_batch(&self) -> std::io::Result<Option<Batch>> {
+        let segments = cohort_events::reader::segments(&self.spool)?;
+        let name = |p: &PathBuf| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_owned()
+        };
+        // The cursor's segment, or the first after it (a shipped segment may be gone).
+        let mut at = segments
+            .iter()
+            .position(|p| name(p) >= self.cursor.segment)
+            .map(|i| {
+                (
+                    i,
+                    if name(&segments[i]) == self.cursor.segment {
+                        self.cursor.offset
+                    } else {
+                        0
+                    },
+                )
+            });
+        while let Some((i, offset)) = at {
+            let path = &segments[i];
+            let (bytes, end) = read_complete(path, offset, MAX_BATCH_BYTES)?;
+            if end == offset {
+                // Nothing complete beyond the cursor here: the next segment, if any.
+                at = (i + 1 < segments.len()).then_some((i + 1, 0));
+                continue;
+            }
+            let segment = name(path);
+            let mut batch = Batch {
+                rows: Vec::new(),
+                count: 0,
+                dead: Vec::new(),
+                next: Cursor {
+                    segment: segment.clone(),
+                    offset,
+                    versions_offset: self.cursor.versions_offset,
+                },
+                first_ts_ns: None,
+            };
+            let mut pos = offset;
+            for line in bytes.split_inclusive(|&b| b == b'\n') {
+                let start = pos;
+                pos += line.len() as u64;
+                let text = line.strip_suffix(b"\n").unwrap_or(line);
+                if !text.iter().all(u8::is_ascii_whitespace) {
+                    let fallback = || fallback_id(&self.replica, &segment, start);
+                    match encode_event(text, &self.replica, fallback, &mut batch.rows) {
+                        Ok(()) => {
+                            batch.count += 1;
+                            if batch.first_ts_ns.is_none() {
+                                batch.first_ts_ns = first_ts(text);
+                            }
+                        }
+                        Err(e) => batch.dead.push((text.to_vec(), e)),
+                    }
+                }
+                batch.next.offset = pos;
+                if batch.count as usize + batch.dead.len() >= self.batch_max_events {
+                    break;
+                }
+            }
+            return Ok(Some(batch));
+        }
+        Ok(None)
+    }
+
+    fn dead_letter(&self, dead: &[(Vec<u8>, LineError)]) -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.spool.join(DEAD_LETTER_FILE))?;
+        let mut out = Vec::new();
+        for (line, why) in dead {
+            let record = serde_json::json!({
+                "reason": why.to_string(),
+                "line": String::from_utf8_lossy(line),
+            });
+            serde_json::to_writer(&mut out, &record).map_err(std::io::Error::other)?;
+            out.push(b'\n');
+            warn!(reason = %why, "an event line went to the dead-letter file");
+        }
+        f.write_all(&out)?;
+        f.sync_data()
+    }
+
+    /// Spool bytes beyond the cursor.
+    fn update_backlog(&self) {
+        let Ok(segments) = cohort_events::reader::segments(&self.spool) else {
+            return;
+        };
+        let mut backlog = 0u64;
+        for p in segments {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let size = std::fs::metadata(&p).map_or(0, |m| m.len());
+            if n > self.cursor.segment.as_str() {
+                backlog += size;
+            } else if n == self.cursor.segment {
+                backlog += size.saturating_sub(self.cursor.offset);
+            }
+        }
+        self.metrics.backlog.set(backlog as i64);
+    }
+}
+
+/// Runs `shipper` until `stop` resolves: a round at once while there is more to ship,
+/// else every `interval`; after a failure, a delay that doubles up to [`MAX_BACKOFF`].
+pub async fn run(
+    mut shipper: Shipper,
+    create_schema: bool,
+    interval: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut backoff = Duration::ZERO;
+    let mut schema_ready = !create_schema;
+    let mut last_refusal = String::new();
+    loop {
+        let wait = if backoff.is_zero() { interval } else { backoff };
+        let outcome = if !schema_ready {
+            shipper.tables.create(&shipper.client).await.map(|()| {
+                schema_ready = true;
+                info!(database = %shipper.tables.database, "ClickHouse tables ready");
+                Round::default()
+            })
+        } else {
+            shipper.round().await
+        };
+        let more = match outcome {
+            Ok(r) => {
+                if !backoff.is_zero() {
+                    info!("ClickHouse takes events again");
+                }
+                backoff = Duration::ZERO;
+                last_refusal.clear();
+                r.shipped + r.dead_letter > 0 || !schema_ready
+            }
+            Err(e) => {
+                shipper.metrics.errors.with_label_values(&[e.kind()]).inc();
+                let message = e.to_string();
+                if !e.is_permanent() {
+                    warn!(error = %message, "shipping to ClickHouse failed; retrying");
+                } else if message != last_refusal {
+                    // Said once: retrying cannot help until someone changes something.
+                    warn!(error = %message, "ClickHouse refuses the events; retrying with backoff until this is fixed");
+                    last_refusal = message;
+                }
+                backoff = (backoff * 2).clamp(Duration::from_millis(250), MAX_BACKOFF);
+                false
+            }
+        };
+        if more {
+            continue;
+        }
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Up to `max` bytes of `path` from `offset`, cut after the last newline: (those bytes,
+/// the offset after them).
+fn read_complete(path: &Path, offset: u64, max: u64) -> std::io::Result<(Vec<u8>, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    f.take(max).read_to_end(&mut bytes)?;
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    bytes.truncate(complete);
+    Ok((bytes, offset + complete as u64))
+}
+
+/// The id of a line that carries none: stable for the line's place in the spool, so that
+/// shipping it twice gives the same id.
+fn fallback_id(replica: &str, segment: &str, offset: u64) -> String {
+    let h = xxhash_rust::xxh3::xxh3_128(format!("{replica}\0{segment}\0{offset}").as_bytes());
+    format!("{h:032x}")
+}
+
+fn first_ts(line: &[u8]) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Ts<'a> {
+        #[serde(borrow)]
+        ts: std::borrow::Cow<'a, str>,
+    }
+    let t: Ts = serde_json::from_slice(line).ok()?;
+    cohort_events::clock::parse_nanos(&t.ts)
+}
+
+/// This replica's name in the store: the pod's (`HOSTNAME`), else the machine's.
+pub fn replica_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "cohort".to_owned())
+}
