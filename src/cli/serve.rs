@@ -173,16 +173,12 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         };
         // Name every upstream that does not listen now and after each reload.
         proxy.probe_upstreams();
-        let shipping = if events_cfg.enabled {
-            match super::shipping::Shipping::start(&events_cfg, proxy.metrics()) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("cohort serve: events.clickhouse: {e}");
-                    return exit::INVALID;
-                }
+        let shipping = match super::shipping::Shipping::start(&events_cfg, proxy.metrics()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cohort serve: events.clickhouse: {e}");
+                return exit::INVALID;
             }
-        } else {
-            None
         };
 
         // One reload task; file events, SIGHUP, the poll and the admin API feed it.

@@ -18,16 +18,18 @@ pub struct Shipping {
 
 impl Shipping {
     /// Starts shipping `events` if it names a ClickHouse (None: it does not). Fails on
-    /// what no retry can fix: an unset password variable, an unreadable cursor.
+    /// what no retry can fix: an unset password variable, an unreadable cursor. The
+    /// shipping families are on /metrics either way (at zero without shipping), so that
+    /// dashboards and alerts find them.
     pub fn start(events: &EventsConfig, metrics: &Metrics) -> Result<Option<Shipping>, String> {
-        let Some(cfg) = events.clickhouse.clone() else {
-            return Ok(None);
-        };
-        let (client, tables) = cohort_clickhouse::connect(&cfg, |v| std::env::var(v).ok())?;
         let ship_metrics = ShipMetrics::new();
         for c in ship_metrics.collectors() {
             metrics.register(c).map_err(|e| e.to_string())?;
         }
+        let Some(cfg) = events.clickhouse.clone() else {
+            return Ok(None);
+        };
+        let (client, tables) = cohort_clickhouse::connect(&cfg, |v| std::env::var(v).ok())?;
         std::fs::create_dir_all(&events.dir)
             .map_err(|e| format!("cannot create {}: {e}", events.dir.display()))?;
         let shipper = Shipper::new(

@@ -337,6 +337,12 @@ fn check_settings(c: &mut Checker<'_>, f: &FileConfig) {
     c.positive("events.channel_capacity", f.events.channel_capacity.into());
     if let Some(ch) = &f.events.clickhouse {
         clickhouse(c, ch);
+        if !f.events.enabled {
+            c.error(
+                "events.clickhouse",
+                "needs events.enabled: true (the local log is what ships)",
+            );
+        }
     }
     if let Some(p) = &f.conversions.public_path {
         if !p.starts_with('/') {
