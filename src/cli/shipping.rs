@@ -40,7 +40,8 @@ impl Shipping {
             cfg.batch_max_events as usize,
             ship_metrics,
         )
-        .map_err(|e| format!("cannot read the shipping cursor: {e}"))?;
+        .map_err(|e| format!("cannot read the shipping cursor: {e}"))?
+        .with_retention(events.shipped_retention());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let interval = Duration::from_millis(cfg.flush_interval_ms);
         let thread = std::thread::Builder::new()

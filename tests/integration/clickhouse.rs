@@ -392,3 +392,37 @@ async fn three_replicas_ship_every_event_once() {
     }
     query(&ch, &format!("DROP DATABASE `{db}`")).await;
 }
+
+/// With a retention, segments wholly shipped are deleted once that old; the segment being
+/// shipped (or written) and anything not shipped yet never are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_only_shipped_segments() {
+    let db = database("retention");
+    let c = client();
+    ship_tables(&db).create(&c).await.unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        spool.path().join("events-20261125T100000Z-000001.jsonl"),
+        spool.path().join("events-20261125T110000Z-000002.jsonl"),
+    );
+    std::fs::write(&a, exposure("u1", 1) + &exposure("u2", 2)).unwrap();
+    std::fs::write(&b, exposure("u3", 3)).unwrap();
+    let mut s = shipper(spool.path(), &db, &server()).with_retention(Some(Duration::ZERO));
+    // The first batch (3 lines at most) ends in b: a is shipped, b is the cursor's.
+    assert_eq!(drain(&mut s).await, (3, 0));
+    assert!(!a.exists(), "a shipped segment past its retention stays");
+    assert!(b.exists(), "the cursor's segment was deleted");
+    // Without a retention nothing is deleted.
+    let spool2 = tempfile::tempdir().unwrap();
+    let a2 = spool2.path().join("events-20261125T100000Z-000001.jsonl");
+    std::fs::write(&a2, exposure("v1", 1)).unwrap();
+    std::fs::write(
+        spool2.path().join("events-20261125T110000Z-000002.jsonl"),
+        exposure("v2", 2),
+    )
+    .unwrap();
+    let mut s = shipper(spool2.path(), &db, &server());
+    assert_eq!(drain(&mut s).await, (2, 0));
+    assert!(a2.exists());
+    query(&c, &format!("DROP DATABASE `{db}`")).await;
+}

@@ -184,6 +184,8 @@ pub struct Shipper {
     batch_max_events: usize,
     metrics: ShipMetrics,
     cursor: Cursor,
+    /// How long a shipped segment is kept (None: forever).
+    retention: Option<Duration>,
 }
 
 impl Shipper {
@@ -205,7 +207,14 @@ impl Shipper {
             replica: replica.to_owned(),
             batch_max_events: batch_max_events.max(1),
             metrics,
+            retention: None,
         })
+    }
+
+    /// Deletes shipped segments once they are `retention` old (by their last write).
+    pub fn with_retention(mut self, retention: Option<Duration>) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// Where shipping has got to.
@@ -230,6 +239,7 @@ impl Shipper {
         };
         let Some(batch) = batch else {
             self.metrics.lag.set(0.0);
+            self.prune();
             self.update_backlog();
             return Ok(round);
         };
@@ -265,6 +275,7 @@ impl Shipper {
             warn!(error = %e, "cannot save the shipping cursor");
         }
         self.cursor = batch.next;
+        self.prune();
         round.shipped = batch.count;
         round.dead_letter = batch.dead.len() as u64;
         self.metrics
@@ -401,6 +412,34 @@ impl Shipper {
         }
         f.write_all(&out)?;
         f.sync_data()
+    }
+
+    /// Deletes the segments wholly before the cursor's that are older than the retention:
+    /// only what the store has, never the segment being shipped or written.
+    fn prune(&self) {
+        let Some(keep) = self.retention else { return };
+        let Ok(segments) = cohort_events::reader::segments(&self.spool) else {
+            return;
+        };
+        for p in segments {
+            let shipped = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n < self.cursor.segment.as_str());
+            let old = std::fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= keep);
+            if shipped && old {
+                match std::fs::remove_file(&p) {
+                    Ok(()) => info!(segment = %p.display(), "deleted a shipped segment"),
+                    Err(e) => {
+                        warn!(segment = %p.display(), error = %e, "cannot delete a shipped segment")
+                    }
+                }
+            }
+        }
     }
 
     /// Spool bytes beyond the cursor.

@@ -337,6 +337,14 @@ fn check_settings(c: &mut Checker<'_>, f: &FileConfig) {
     c.positive("events.channel_capacity", f.events.channel_capacity.into());
     if let Some(ch) = &f.events.clickhouse {
         clickhouse(c, ch);
+        if let Some(r) = f.events.retention_s {
+            if !(r.is_finite() && r >= 0.0) {
+                c.error(
+                    "events.retention_s",
+                    format!("must be a number of seconds, 0 or more (got {r})"),
+                );
+            }
+        }
         if !f.events.enabled {
             c.error(
                 "events.clickhouse",

@@ -169,6 +169,20 @@ pub struct EventsConfig {
     /// the log stays local).
     #[serde(default)]
     pub clickhouse: Option<ClickHouseConfig>,
+    /// With shipping, how long a shipped segment is kept before it is deleted (null: 3600;
+    /// without shipping segments are never deleted). A segment not shipped yet never is.
+    #[serde(default)]
+    pub retention_s: Option<f64>,
+}
+
+impl EventsConfig {
+    /// How long shipped segments are kept: None when nothing is deleted (no shipping).
+    pub fn shipped_retention(&self) -> Option<std::time::Duration> {
+        self.clickhouse.as_ref()?;
+        Some(std::time::Duration::from_secs_f64(
+            self.retention_s.unwrap_or(3600.0).max(0.0),
+        ))
+    }
 }
 
 /// Where `events.clickhouse` ships the log. The local segments stay the write-ahead spool.
@@ -210,6 +224,7 @@ impl Default for EventsConfig {
             segment_max_age_s: defaults::segment_max_age_s(),
             channel_capacity: defaults::channel_capacity(),
             clickhouse: None,
+            retention_s: None,
         }
     }
 }
