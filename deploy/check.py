@@ -308,7 +308,9 @@ def k8s(build, overlay, binary, outdir):
     if admin_listen.startswith("127.") or admin_listen.startswith("[::1]") or admin_listen.startswith("localhost"):
         fail(f"{overlay}: admin.listen {admin_listen} is loopback: kubelet probes and Prometheus cannot reach it")
     sd = routes.get("shutdown") or {}
-    need_s = (sd.get("grace_ms", 5000) + sd.get("drain_timeout_ms", 20000)) / 1000 + 5
+    ships = bool((routes.get("events") or {}).get("clickhouse"))
+    need_s = (sd.get("grace_ms", 5000) + sd.get("drain_timeout_ms", 20000)
+              + (sd.get("ship_timeout_ms", 10000) if ships else 0)) / 1000 + 5
     token_envs = [t["env"] for t in (routes.get("admin") or {}).get("tokens") or []]
 
     workloads = [d for d in docs if d.get("kind") in ("Deployment", "StatefulSet")]
@@ -337,7 +339,7 @@ def k8s(build, overlay, binary, outdir):
                 fail(f"{where}: the ConfigMap is mounted at {m['mountPath']}, not /etc/cohort")
         tgps = spec.get("terminationGracePeriodSeconds", 30)
         if tgps < need_s:
-            fail(f"{where}: terminationGracePeriodSeconds {tgps} < grace_ms + drain_timeout_ms + 5 s = {need_s:g} s")
+            fail(f"{where}: terminationGracePeriodSeconds {tgps} < grace_ms + drain_timeout_ms{' + ship_timeout_ms' if ships else ''} + 5 s = {need_s:g} s")
         sc = c.get("securityContext", {})
         psc = spec.get("securityContext", {})
         if not sc.get("readOnlyRootFilesystem"):

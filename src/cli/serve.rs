@@ -173,7 +173,8 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         };
         // Name every upstream that does not listen now and after each reload.
         proxy.probe_upstreams();
-        let shipping = match super::shipping::Shipping::start(&events_cfg, proxy.metrics()) {
+        let ship_window = Duration::from_millis(proxy.routes().routes.file.shutdown.ship_timeout_ms);
+        let shipping = match super::shipping::Shipping::start(&events_cfg, ship_window, proxy.metrics()) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("cohort serve: events.clickhouse: {e}");

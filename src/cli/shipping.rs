@@ -21,7 +21,11 @@ impl Shipping {
     /// what no retry can fix: an unset password variable, an unreadable cursor. The
     /// shipping families are on /metrics either way (at zero without shipping), so that
     /// dashboards and alerts find them.
-    pub fn start(events: &EventsConfig, metrics: &Metrics) -> Result<Option<Shipping>, String> {
+    pub fn start(
+        events: &EventsConfig,
+        last_window: Duration,
+        metrics: &Metrics,
+    ) -> Result<Option<Shipping>, String> {
         let ship_metrics = ShipMetrics::new();
         for c in ship_metrics.collectors() {
             metrics.register(c).map_err(|e| e.to_string())?;
@@ -55,16 +59,22 @@ impl Shipping {
                     tracing::error!("cannot start the shipper's runtime: events stay in the spool");
                     return;
                 };
-                rt.block_on(ship::run(shipper, cfg.create_schema, interval, async {
-                    let _ = stopped.await;
-                }));
+                rt.block_on(ship::run(
+                    shipper,
+                    cfg.create_schema,
+                    interval,
+                    async {
+                        let _ = stopped.await;
+                    },
+                    last_window,
+                ));
             })
             .map_err(|e| format!("cannot start the shipper thread: {e}"))?;
         tracing::info!(url = %cfg.url, database = %cfg.database, table = %cfg.table, "shipping events to ClickHouse");
         Ok(Some(Shipping { stop, thread }))
     }
 
-    /// Stops it after the round under way (blocking).
+    /// Stops it after the round under way and a last window of shipping (blocking).
     pub fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.thread.join();

@@ -426,3 +426,39 @@ async fn retention_deletes_only_shipped_segments() {
     assert!(a2.exists());
     query(&c, &format!("DROP DATABASE `{db}`")).await;
 }
+
+/// On SIGTERM, after the drain, the shipper ships what the spool holds before the process
+/// exits (here nothing would ship otherwise: the flush interval is ten minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spool_ships_on_shutdown() {
+    use common::net::{backend, client as http, send, two_arm};
+    use common::process::{free_port, CohortProcess};
+    let db = database("shutdown");
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 50, ship_timeout_ms: 10000 }}\nevents: {{ dir: {:?}, clickhouse: {{ url: {:?}, database: {db}, flush_interval_ms: 600000 }} }}\n{}",
+        dir.path().join("spool").display().to_string(),
+        server(),
+        two_arm(rf, lr, "")
+    );
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut p = CohortProcess::start(&config, &[]);
+    p.wait_log("ClickHouse tables ready", Duration::from_secs(10))
+        .expect("the shipper creates the tables at start");
+    let c = http();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    for u in 0..25 {
+        send(&c, addr, "/invocations", &[("x-user-id", &format!("u{u}"))]).await;
+    }
+    assert_eq!(p.terminate(), Some(0));
+    let got = query(
+        &client(),
+        &format!("SELECT count() FROM `{db}`.`events` FORMAT TabSeparated"),
+    )
+    .await;
+    assert_eq!(got.trim(), "25");
+    query(&client(), &format!("DROP DATABASE `{db}`")).await;
+}

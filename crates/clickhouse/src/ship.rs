@@ -463,11 +463,13 @@ impl Shipper {
 
 /// Runs `shipper` until `stop` resolves: a round at once while there is more to ship,
 /// else every `interval`; after a failure, a delay that doubles up to [`MAX_BACKOFF`].
+/// Once stopped, it ships what the spool holds for up to `last_window`.
 pub async fn run(
     mut shipper: Shipper,
     create_schema: bool,
     interval: Duration,
     stop: impl std::future::Future<Output = ()>,
+    last_window: Duration,
 ) {
     tokio::pin!(stop);
     let mut backoff = Duration::ZERO;
@@ -511,8 +513,36 @@ pub async fn run(
             continue;
         }
         tokio::select! {
-            () = &mut stop => return,
+            () = &mut stop => {
+                if schema_ready {
+                    last_rounds(&mut shipper, last_window).await;
+                }
+                return;
+            }
             () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Ships until the spool is shipped or `window` is over (a failure ends it early: the
+/// rest ships at the next start, if the spool survives).
+async fn last_rounds(shipper: &mut Shipper, window: Duration) {
+    let deadline = tokio::time::Instant::now() + window;
+    loop {
+        match tokio::time::timeout_at(deadline, shipper.round()).await {
+            Ok(Ok(r)) if r.shipped + r.dead_letter > 0 => {}
+            Ok(Ok(_)) => {
+                info!("the spool is shipped");
+                return;
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, backlog_bytes = shipper.metrics.backlog.get(), "cannot ship the rest before exiting; it ships at the next start if the spool survives");
+                return;
+            }
+            Err(_) => {
+                warn!(window_ms = window.as_millis() as u64, backlog_bytes = shipper.metrics.backlog.get(), "shutdown.ship_timeout_ms is over: the rest ships at the next start if the spool survives");
+                return;
+            }
         }
     }
 }

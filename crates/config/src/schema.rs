@@ -131,6 +131,10 @@ pub struct ShutdownConfig {
     /// Then in-flight requests get this long before they are aborted.
     #[serde(default = "defaults::drain_timeout_ms")]
     pub drain_timeout_ms: u64,
+    /// With `events.clickhouse`: then the shipper gets this long to ship what the spool
+    /// still holds (the rest ships at the next start, if the spool survives).
+    #[serde(default = "defaults::ship_timeout_ms")]
+    pub ship_timeout_ms: u64,
 }
 
 impl Default for ShutdownConfig {
@@ -138,6 +142,7 @@ impl Default for ShutdownConfig {
         Self {
             grace_ms: defaults::grace_ms(),
             drain_timeout_ms: defaults::drain_timeout_ms(),
+            ship_timeout_ms: defaults::ship_timeout_ms(),
         }
     }
 }
@@ -647,6 +652,9 @@ pub mod defaults {
     }
     pub fn conversion_delay_s() -> f64 {
         86_400.0
+    }
+    pub fn ship_timeout_ms() -> u64 {
+        10_000
     }
     pub fn clickhouse_database() -> String {
         "cohort".to_owned()
