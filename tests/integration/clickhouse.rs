@@ -309,26 +309,40 @@ async fn nothing_moves_while_clickhouse_cannot_take_the_events() {
     query(&c, &format!("DROP DATABASE `{db}`")).await;
 }
 
+/// A `cohort serve` config in `dir` (spool `spool-NAME`, config `routes-NAME.yaml`) that
+/// ships to database `db` every `flush_ms`: (config path, public port, admin port).
+fn shipping_config(
+    dir: &std::path::Path,
+    name: &str,
+    db: &str,
+    flush_ms: u64,
+    backends: (std::net::SocketAddr, std::net::SocketAddr),
+) -> (std::path::PathBuf, u16, u16) {
+    use common::process::free_port;
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 50, ship_timeout_ms: 10000 }}\nevents: {{ dir: {:?}, clickhouse: {{ url: {:?}, database: {db}, flush_interval_ms: {flush_ms} }} }}\n{}",
+        dir.join(format!("spool-{name}")).display().to_string(),
+        server(),
+        common::net::two_arm(backends.0, backends.1, "")
+    );
+    let config = dir.join(format!("routes-{name}.yaml"));
+    std::fs::write(&config, yaml).unwrap();
+    (config, port, admin)
+}
+
 /// Three `cohort serve` replicas shipping into one database: every exposure and every
 /// accepted conversion of the fleet arrives once, each replica named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_ship_every_event_once() {
-    use common::net::{backend, client as http, send, two_arm};
-    use common::process::{admin_call, free_port, CohortProcess};
+    use common::net::{backend, client as http, send};
+    use common::process::{admin_call, CohortProcess};
     let db = database("fleet");
     let (rf, lr) = (backend("rf").await, backend("lr").await);
     let dir = tempfile::tempdir().unwrap();
     let mut replicas = Vec::new();
     for r in 0..3 {
-        let (port, admin) = (free_port(), free_port());
-        let yaml = format!(
-            "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 50 }}\nevents: {{ dir: {:?}, clickhouse: {{ url: {:?}, database: {db}, flush_interval_ms: 50 }} }}\n{}",
-            dir.path().join(format!("spool-{r}")).display().to_string(),
-            server(),
-            two_arm(rf, lr, "")
-        );
-        let config = dir.path().join(format!("routes-{r}.yaml"));
-        std::fs::write(&config, yaml).unwrap();
+        let (config, port, admin) = shipping_config(dir.path(), &r.to_string(), &db, 50, (rf, lr));
         let p = CohortProcess::start(&config, &[("HOSTNAME", &format!("replica-{r}"))]);
         replicas.push((p, port, admin));
     }
@@ -431,20 +445,12 @@ async fn retention_deletes_only_shipped_segments() {
 /// exits (here nothing would ship otherwise: the flush interval is ten minutes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_spool_ships_on_shutdown() {
-    use common::net::{backend, client as http, send, two_arm};
-    use common::process::{free_port, CohortProcess};
+    use common::net::{backend, client as http, send};
+    use common::process::CohortProcess;
     let db = database("shutdown");
     let (rf, lr) = (backend("rf").await, backend("lr").await);
     let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 50, ship_timeout_ms: 10000 }}\nevents: {{ dir: {:?}, clickhouse: {{ url: {:?}, database: {db}, flush_interval_ms: 600000 }} }}\n{}",
-        dir.path().join("spool").display().to_string(),
-        server(),
-        two_arm(rf, lr, "")
-    );
-    let config = dir.path().join("routes.yaml");
-    std::fs::write(&config, yaml).unwrap();
+    let (config, port, _) = shipping_config(dir.path(), "0", &db, 600_000, (rf, lr));
     let mut p = CohortProcess::start(&config, &[]);
     p.wait_log("ClickHouse tables ready", Duration::from_secs(10))
         .expect("the shipper creates the tables at start");
