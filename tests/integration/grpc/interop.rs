@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use super::config;
+use super::{config, user_of};
 use common::net::{dead_port, routes, start_proxy};
 use serde_json::Value;
 
@@ -129,12 +129,7 @@ async fn cohorts_own_errors_are_grpc_statuses() {
     let cfg = routes(&config(rf.addr, dead_port().await, "h2c", 300));
     let exp = cfg.experiments[0].clone();
     let proxy = start_proxy(cfg).await;
-    let user_of = |want: &str| {
-        (0..)
-            .map(|i| format!("u{i}"))
-            .find(|u| exp.variants[cohort_config::assign(&exp, u).variant].name == want)
-            .unwrap()
-    };
+    let user_of = |want: &str| user_of(&exp, want);
     let out = call(proxy, "Say", "hi", &user_of("lr")).await;
     assert_eq!(out["code"], "UNAVAILABLE", "{out}");
     // A trailers-only response: grpcio reports its headers as trailing metadata.

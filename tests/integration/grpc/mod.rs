@@ -29,6 +29,14 @@ pub(crate) fn config(rf: SocketAddr, lr: SocketAddr, protocol_lr: &str, timeout_
     )
 }
 
+/// The first of the users u0, u1, … that `exp` assigns to variant `want`.
+pub(crate) fn user_of(exp: &cohort_config::Experiment, want: &str) -> String {
+    (0..)
+        .map(|i| format!("u{i}"))
+        .find(|u| exp.variants[cohort_config::assign(exp, u).variant].name == want)
+        .unwrap()
+}
+
 /// The one message of the test service, written by hand: no protoc, no build script.
 #[derive(Clone, PartialEq, prost::Message)]
 struct Text {
@@ -299,12 +307,7 @@ async fn cohorts_own_errors_are_grpc_statuses() {
     let cfg = routes(&config(rf.addr, dead_port().await, "h2c", 300));
     let exp = cfg.experiments[0].clone();
     let proxy = start_proxy(cfg).await;
-    let user_of = |want: &str| {
-        (0..)
-            .map(|i| format!("u{i}"))
-            .find(|u| exp.variants[cohort_config::assign(&exp, u).variant].name == want)
-            .unwrap()
-    };
+    let user_of = |want: &str| user_of(&exp, want);
     let out = call(proxy, "Say", "hi", &user_of("lr")).await;
     assert_eq!(out.code, Code::Unavailable, "{out:?}");
     // A trailers-only response: its headers carry the status and cohort's headers.
