@@ -68,7 +68,7 @@ enum Command {
         format: Format,
     },
     /// Analyse the outcome log: conversion rates, significance, the decision.
-    Report(cli::report::Args),
+    Report(Box<cli::report::Args>),
     /// Run the proxy on the config's public listener.
     Serve {
         /// The routes.yaml to serve.

@@ -95,8 +95,69 @@ fn init(args: &InitArgs) -> u8 {
     }
 }
 
-/// `events.clickhouse` of `--config` (or the defaults), with the flags applied, validated
-/// as the config file's section is.
+/// Where the tables are: a config file's `events.clickhouse` section, and flags over it.
+pub struct Target {
+    pub from_file: Option<ClickHouseConfig>,
+    pub url: Option<String>,
+    pub database: Option<String>,
+    pub table: Option<String>,
+    pub user: Option<String>,
+    pub password_env: Option<String>,
+    /// How the flags are spelled before the key (`--`, `--clickhouse-`), for errors.
+    pub flag_prefix: &'static str,
+}
+
+impl Target {
+    /// The section with the flags applied, validated as the config file's section is.
+    pub fn settings(&self) -> Result<ClickHouseConfig, String> {
+        let from_file = &self.from_file;
+        let url = self
+            .url
+            .clone()
+            .or_else(|| from_file.as_ref().map(|c| c.url.clone()))
+            .ok_or("give --url (e.g. --url http://127.0.0.1:8123) or --config with an events.clickhouse section")?;
+        // Built as the file's section would be, so the same checks and defaults apply.
+        let mut section = serde_json::json!({ "url": url });
+        if let Some(c) = from_file {
+            section = serde_json::to_value(c).map_err(|e| e.to_string())?;
+            section["url"] = url.into();
+        }
+        for (key, value) in [
+            ("database", &self.database),
+            ("table", &self.table),
+            ("user", &self.user),
+            ("password_env", &self.password_env),
+        ] {
+            if let Some(v) = value {
+                section[key] = v.clone().into();
+            }
+        }
+        let yaml = format!("events: {{clickhouse: {section}}}\n");
+        // Problems are named by flag: the text parsed here is not a file anyone wrote.
+        let routes = cohort_config::parse("the command line", &yaml).map_err(|e| {
+            e.problems
+                .iter()
+                .map(|p| {
+                    let key = p.path.trim_start_matches("events.clickhouse.");
+                    let flag = if key == "url" && self.flag_prefix != "--" {
+                        "--clickhouse".to_owned()
+                    } else {
+                        format!("{}{}", self.flag_prefix, key.replace('_', "-"))
+                    };
+                    format!("{flag}: {}", p.reason)
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        routes
+            .file
+            .events
+            .clickhouse
+            .ok_or_else(|| "no events.clickhouse section".to_owned())
+    }
+}
+
+/// `events.clickhouse` of `--config` (or the defaults), with the flags applied.
 fn settings(args: &InitArgs) -> Result<ClickHouseConfig, String> {
     let from_file = match &args.config {
         Some(path) => {
@@ -105,42 +166,14 @@ fn settings(args: &InitArgs) -> Result<ClickHouseConfig, String> {
         }
         None => None,
     };
-    let url = args
-        .url
-        .clone()
-        .or_else(|| from_file.as_ref().map(|c| c.url.clone()))
-        .ok_or("give --url (e.g. --url http://127.0.0.1:8123) or --config with an events.clickhouse section")?;
-    // Built as the file's section would be, so the same checks and defaults apply.
-    let mut section = serde_json::json!({ "url": url });
-    if let Some(c) = &from_file {
-        section = serde_json::to_value(c).map_err(|e| e.to_string())?;
-        section["url"] = url.into();
+    Target {
+        from_file,
+        url: args.url.clone(),
+        database: args.database.clone(),
+        table: args.table.clone(),
+        user: args.user.clone(),
+        password_env: args.password_env.clone(),
+        flag_prefix: "--",
     }
-    for (key, value) in [
-        ("database", &args.database),
-        ("table", &args.table),
-        ("user", &args.user),
-        ("password_env", &args.password_env),
-    ] {
-        if let Some(v) = value {
-            section[key] = v.clone().into();
-        }
-    }
-    let yaml = format!("events: {{clickhouse: {section}}}\n");
-    // Problems are named by flag: the text parsed here is not a file anyone wrote.
-    let routes = cohort_config::parse("the command line", &yaml).map_err(|e| {
-        e.problems
-            .iter()
-            .map(|p| {
-                let key = p.path.trim_start_matches("events.clickhouse.");
-                format!("--{}: {}", key.replace('_', "-"), p.reason)
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
-    routes
-        .file
-        .events
-        .clickhouse
-        .ok_or_else(|| "no events.clickhouse section".to_owned())
+    .settings()
 }

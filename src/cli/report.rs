@@ -1,16 +1,21 @@
 //! `cohort report --events DIR [--events DIR …] [--config routes.yaml] …`: the analysis of
 //! the outcome log, as text, JSON, Markdown or HTML.
 //!
-//! Several `--events` directories (one per replica) are merged. Without `--config`, the
-//! control, weights and alpha come from flags and everything else from the defaults of
-//! the `decision` section; with it, flags still override.
+//! Several `--events` directories (one per replica) are merged; `--clickhouse URL` reads
+//! the fleet's shipped events instead (the heavy part runs there as SQL, the statistics
+//! here, as for local logs). Without `--config`, the control, weights and alpha come from
+//! flags and everything else from the defaults of the `decision` section; with it, flags
+//! still override.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::exit;
-use cohort_analysis::read::{read_dirs, ReadOptions};
-use cohort_analysis::{analyze, Report, Setup};
+use cohort_analysis::read::{read_dirs, LogRead, ReadOptions};
+use cohort_analysis::{analyze, ConfigVersions, ExperimentTally, Report, Setup};
+use cohort_clickhouse::fleet::Fleet;
+use cohort_clickhouse::query::Scope;
 use cohort_config::schema::{DecisionConfig, UnitKind};
 
 /// Output formats of `cohort report`.
@@ -30,8 +35,19 @@ pub enum ReportFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// An event directory (repeatable: one per replica); every *.jsonl under it is read.
-    #[arg(long = "events", value_name = "DIR", required = true)]
+    #[arg(
+        long = "events",
+        value_name = "DIR",
+        required_unless_present = "clickhouse"
+    )]
     pub events: Vec<PathBuf>,
+    /// Read the fleet's events from ClickHouse's HTTP interface instead, e.g.
+    /// http://127.0.0.1:8123 (database, table, user and password from --config's
+    /// events.clickhouse, or the flags below).
+    #[arg(long, value_name = "URL", conflicts_with = "events")]
+    pub clickhouse: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// The routes.yaml: control, weights, salt and `decision` settings.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -64,6 +80,30 @@ pub struct Args {
     pub baseline_rate: Option<f64>,
 }
 
+/// Where in ClickHouse the events are, when not from `--config`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreArgs {
+    /// Database (default: cohort).
+    #[arg(long, value_name = "NAME", requires = "clickhouse")]
+    pub clickhouse_database: Option<String>,
+    /// Events table (default: events).
+    #[arg(long, value_name = "NAME", requires = "clickhouse")]
+    pub clickhouse_table: Option<String>,
+    /// User (default: default).
+    #[arg(long, value_name = "NAME", requires = "clickhouse")]
+    pub clickhouse_user: Option<String>,
+    /// The environment variable that holds the password.
+    #[arg(long, value_name = "VAR", requires = "clickhouse")]
+    pub clickhouse_password_env: Option<String>,
+    /// A ClickHouse setting for the report's queries (repeatable), e.g.
+    /// max_memory_usage=20000000000.
+    #[arg(long, value_name = "KEY=VALUE", requires = "clickhouse")]
+    pub clickhouse_setting: Vec<String>,
+    /// How long each query may take, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 600, requires = "clickhouse")]
+    pub clickhouse_timeout_s: u64,
+}
+
 /// Why a report cannot be made (printed, exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -79,7 +119,11 @@ pub enum ReportError {
     Baseline(f64),
     #[error("cannot read the events: {0}")]
     Read(std::io::Error),
-    #[error("no event files in {0}: cohort report reads every *.jsonl below each --events directory (config-versions.jsonl apart); is it the `events.dir` of routes.yaml?")]
+    #[error("{0}")]
+    Store(String),
+    #[error("cannot read the events from ClickHouse: {0}")]
+    Query(cohort_clickhouse::Error),
+    #[error("no event files in {0}: cohort report reads every *.jsonl below each --events directory (config-versions.jsonl and clickhouse.dead-letter.jsonl apart); is it the `events.dir` of routes.yaml?")]
     NoEvents(String),
     #[error("no experiment named {name:?} in the log or the config (in the log: {known})")]
     Unknown { name: String, known: String },
@@ -165,34 +209,18 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
         progress,
         threads: 0,
     };
-    let read = read_dirs(&args.events, &opts).map_err(ReportError::Read)?;
-    if read.files == 0 {
-        let dirs: Vec<String> = args
-            .events
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect();
-        return Err(ReportError::NoEvents(dirs.join(", ")));
-    }
-    let versions = Arc::new(read.versions);
+    let mut source = match &args.clickhouse {
+        Some(url) => Source::fleet(url, args, routes.as_ref(), &opts)?,
+        None => Source::local(&args.events, &opts)?,
+    };
+    let versions = Arc::new(source.versions()?);
+    let known = source.experiments();
     let mut names: Vec<String> = match &args.experiment {
         Some(e) => vec![e.clone()],
-        None => read.tally.experiments.keys().cloned().collect(),
+        None => known.clone(),
     };
     names.sort();
-    let mut base_notes = Vec::new();
-    if read.malformed > 0 {
-        base_notes.push(format!(
-            "{} malformed lines skipped (of {} read)",
-            read.malformed, read.lines
-        ));
-    }
-    if read.other_types > 0 {
-        base_notes.push(format!(
-            "{} lines of other event types than exposure and conversion skipped (of {} read)",
-            read.other_types, read.lines
-        ));
-    }
+    let mut base_notes = source.notes();
     if opts.since.is_some() || opts.until.is_some() {
         base_notes.push(format!(
             "restricted to events in [{}, {})",
@@ -201,14 +229,12 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
         ));
     }
     let computed_at = cohort_events::clock::now();
-    let empty = cohort_analysis::ExperimentTally::default();
+    let empty = ExperimentTally::default();
     let mut out = Vec::new();
     for name in names {
-        let tally = read.tally.experiments.get(&name);
         let configured = routes.as_ref().and_then(|r| r.experiment(&name));
+        let tally = source.tally(&name, configured)?;
         if tally.is_none() && configured.is_none() {
-            let mut known: Vec<&str> = read.tally.experiments.keys().map(String::as_str).collect();
-            known.sort_unstable();
             return Err(ReportError::Unknown {
                 name,
                 known: known.join(", "),
@@ -217,14 +243,12 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
         let mut notes = base_notes.clone();
         if tally.is_none() {
             // Configured, but the log has no event of it: say so rather than show zeros.
-            let mut known: Vec<&str> = read.tally.experiments.keys().map(String::as_str).collect();
-            known.sort_unstable();
             notes.push(format!(
                 "the log has no events of experiment {name} (it has: {}); are these the right --events directories?",
                 if known.is_empty() { "none".to_owned() } else { known.join(", ") }
             ));
         }
-        let tally = tally.unwrap_or(&empty);
+        let tally = tally.unwrap_or(Cow::Borrowed(&empty));
         let mut setup = match configured {
             Some(e) => Setup::of(e, versions.clone()),
             None => {
@@ -278,9 +302,156 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
         if let Some(b) = args.baseline_rate {
             setup.decision.baseline_rate = Some(b);
         }
-        out.push(analyze(tally, &setup, computed_at.clone(), notes));
+        out.push(analyze(&tally, &setup, computed_at.clone(), notes));
     }
     Ok(out)
+}
+
+/// Where a report's events come from: replicas' directories, read here, or the fleet's
+/// store, asked one experiment at a time.
+enum Source {
+    Local(LogRead),
+    Fleet(Box<FleetSource>),
+}
+
+/// The fleet's store, and the experiments it has events of.
+struct FleetSource {
+    fleet: Fleet,
+    scope: Scope,
+    experiments: Vec<String>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Source {
+    fn local(dirs: &[PathBuf], opts: &ReadOptions) -> Result<Self, ReportError> {
+        let read = read_dirs(dirs, opts).map_err(ReportError::Read)?;
+        if read.files == 0 {
+            let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            return Err(ReportError::NoEvents(dirs.join(", ")));
+        }
+        Ok(Source::Local(read))
+    }
+
+    fn fleet(
+        url: &str,
+        args: &Args,
+        routes: Option<&cohort_config::Routes>,
+        opts: &ReadOptions,
+    ) -> Result<Self, ReportError> {
+        let st = &args.store;
+        let target = super::clickhouse::Target {
+            from_file: routes.and_then(|r| r.file.events.clickhouse.clone()),
+            url: Some(url.to_owned()),
+            database: st.clickhouse_database.clone(),
+            table: st.clickhouse_table.clone(),
+            user: st.clickhouse_user.clone(),
+            password_env: st.clickhouse_password_env.clone(),
+            flag_prefix: "--clickhouse-",
+        };
+        let cfg = target.settings().map_err(ReportError::Store)?;
+        let (client, tables) = cohort_clickhouse::connect(&cfg, |v| std::env::var(v).ok())
+            .map_err(ReportError::Store)?;
+        let settings = st
+            .clickhouse_setting
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .ok_or_else(|| {
+                        ReportError::Store(format!("--clickhouse-setting: {kv:?} is not KEY=VALUE"))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ReportError::Store(format!("cannot start the runtime: {e}")))?;
+        let fleet = Fleet {
+            client,
+            tables,
+            timeout: std::time::Duration::from_secs(st.clickhouse_timeout_s),
+            settings,
+        };
+        let scope = Scope {
+            since: opts.since,
+            until: opts.until,
+        };
+        let experiments = runtime
+            .block_on(fleet.experiments(&scope))
+            .map_err(ReportError::Query)?;
+        Ok(Source::Fleet(Box::new(FleetSource {
+            fleet,
+            scope,
+            experiments,
+            runtime,
+        })))
+    }
+
+    /// Every experiment with events, by name.
+    fn experiments(&self) -> Vec<String> {
+        match self {
+            Source::Local(read) => {
+                let mut known: Vec<String> = read.tally.experiments.keys().cloned().collect();
+                known.sort_unstable();
+                known
+            }
+            Source::Fleet(f) => f.experiments.clone(),
+        }
+    }
+
+    fn versions(&mut self) -> Result<ConfigVersions, ReportError> {
+        match self {
+            Source::Local(read) => Ok(std::mem::take(&mut read.versions)),
+            Source::Fleet(f) => f
+                .runtime
+                .block_on(f.fleet.versions())
+                .map_err(ReportError::Query),
+        }
+    }
+
+    /// What reading skipped.
+    fn notes(&self) -> Vec<String> {
+        let Source::Local(read) = self else {
+            return Vec::new();
+        };
+        let mut notes = Vec::new();
+        if read.malformed > 0 {
+            notes.push(format!(
+                "{} malformed lines skipped (of {} read)",
+                read.malformed, read.lines
+            ));
+        }
+        if read.other_types > 0 {
+            notes.push(format!(
+                "{} lines of other event types than exposure and conversion skipped (of {} read)",
+                read.other_types, read.lines
+            ));
+        }
+        notes
+    }
+
+    /// The tally of `name` (None: no events of it). The store is asked for the phase and
+    /// attribution window of the configured experiment.
+    fn tally(
+        &self,
+        name: &str,
+        configured: Option<&cohort_config::Experiment>,
+    ) -> Result<Option<Cow<'_, ExperimentTally>>, ReportError> {
+        match self {
+            Source::Local(read) => Ok(read.tally.experiments.get(name).map(Cow::Borrowed)),
+            Source::Fleet(f) => {
+                let (salt, window) = match configured {
+                    Some(e) => (Some(e.salt.as_str()), e.decision.attribution_window_s),
+                    None => (None, DecisionConfig::default().attribution_window_s),
+                };
+                let t = f
+                    .runtime
+                    .block_on(f.fleet.tally(name, &f.scope, salt, window))
+                    .map_err(ReportError::Query)?;
+                Ok(t.map(Cow::Owned))
+            }
+        }
+    }
 }
 
 /// The reports rendered in `format`. JSON is always an array, one report per experiment

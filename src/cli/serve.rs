@@ -29,7 +29,7 @@ use cohort_control::admin::{Admin, ReloadHandle};
 use cohort_control::overrides::at_startup;
 use cohort_control::reload::{self, Reloader, Trigger};
 use cohort_events::writer::record_config_version;
-use cohort_events::SegmentLog;
+use cohort_events::{SegmentLog, SpoolBound};
 use cohort_proxy::metrics::Metrics;
 use cohort_proxy::server::{Connections, Shutdown};
 use cohort_proxy::workers::Workers;
@@ -137,6 +137,12 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         let metrics = Arc::new(Metrics::new());
         let events_cfg = routes.file.events.clone();
         let counts = Arc::new(LiveCounts::new());
+        // Shared by the writer (adds what it writes), the shipper (sets what is left) and
+        // the conversions endpoint (refuses while full).
+        let spool_bound = events_cfg
+            .spool_max_bytes
+            .filter(|_| events_cfg.clickhouse.is_some())
+            .map(|max| Arc::new(SpoolBound::new(max)));
         let (proxy, writer) = if events_cfg.enabled {
             let sink = match SegmentLog::open(&events_cfg) {
                 Ok(s) => s,
@@ -152,7 +158,10 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             replay(&events_cfg.dir, &counts);
             let (event_log, writer) = cohort_events::writer::start(
                 Box::new(sink),
-                metrics.event_writer_options(&events_cfg).observed_by(counts.clone()),
+                metrics
+                    .event_writer_options(&events_cfg)
+                    .observed_by(counts.clone())
+                    .with_spool_bound(spool_bound.clone()),
             );
             match Proxy::served_by(routes, metrics, workers) {
                 Ok(p) => (Arc::new(p.with_events(event_log)), Some(writer)),
@@ -174,7 +183,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         // Name every upstream that does not listen now and after each reload.
         proxy.probe_upstreams();
         let ship_window = Duration::from_millis(proxy.routes().routes.file.shutdown.ship_timeout_ms);
-        let shipping = match super::shipping::Shipping::start(&events_cfg, ship_window, proxy.metrics()) {
+        let shipping = match super::shipping::Shipping::start(&events_cfg, ship_window, proxy.metrics(), spool_bound) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("cohort serve: events.clickhouse: {e}");

@@ -3,11 +3,13 @@
 //! serving threads, so requests win a shared core; the spool absorbs what it has not
 //! shipped yet.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cohort_clickhouse::ship::{self, ShipMetrics, Shipper};
 use cohort_config::schema::EventsConfig;
+use cohort_events::SpoolBound;
 use cohort_proxy::metrics::Metrics;
 
 /// A running shipper.
@@ -25,6 +27,7 @@ impl Shipping {
         events: &EventsConfig,
         last_window: Duration,
         metrics: &Metrics,
+        bound: Option<Arc<SpoolBound>>,
     ) -> Result<Option<Shipping>, String> {
         let ship_metrics = ShipMetrics::new();
         for c in ship_metrics.collectors() {
@@ -45,7 +48,8 @@ impl Shipping {
             ship_metrics,
         )
         .map_err(|e| format!("cannot read the shipping cursor: {e}"))?
-        .with_retention(events.shipped_retention());
+        .with_retention(events.shipped_retention())
+        .with_bound(bound);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let interval = Duration::from_millis(cfg.flush_interval_ms);
         let thread = std::thread::Builder::new()

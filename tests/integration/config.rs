@@ -452,6 +452,12 @@ fn events_clickhouse_keys_are_checked() {
         assert_eq!(p.path, path, "{keys}");
         assert!(p.reason.contains(words), "{keys}: {}", p.reason);
     }
+    let p = problem("events: {spool_max_bytes: 100000000}\n");
+    assert_eq!(p.path, "events.spool_max_bytes");
+    assert!(p.reason.contains("needs events.clickhouse"), "{}", p.reason);
+    let p = problem("events: {spool_max_bytes: 1000, clickhouse: {url: \"http://ch:8123\"}}\n");
+    assert_eq!(p.path, "events.spool_max_bytes");
+    assert!(p.reason.contains("at least 1048576"), "{}", p.reason);
     // The url is the one key without a default.
     let p = problem("events: {clickhouse: {database: x}}\n");
     assert!(p.reason.contains("needs a `url`"), "{}", p.reason);

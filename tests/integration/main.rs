@@ -51,7 +51,7 @@ fn external_suites_left_out() {
             "the HTML report and admin pages in headless Chromium",
         ),
         (
-            "tests/integration/clickhouse.rs",
+            "tests/integration/clickhouse/",
             "fleet outcomes against a real ClickHouse server",
         ),
         (

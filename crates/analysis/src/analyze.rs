@@ -74,23 +74,30 @@ pub fn analyze(
     report::build(&c.setup, &c.population, computed_at, c.notes)
 }
 
+/// The phase a report covers: the configured salt's when it has exposures, else the one
+/// with the latest exposure. `phases`: (salt, latest exposure ts) of each phase seen.
+pub fn choose_phase<'a>(
+    salt: Option<&str>,
+    phases: impl Iterator<Item = (&'a str, i64)> + Clone,
+) -> Option<String> {
+    if let Some(s) = salt.filter(|s| phases.clone().any(|(n, _)| n == *s)) {
+        return Some(s.to_owned());
+    }
+    phases
+        .max_by_key(|&(name, last)| (last, name))
+        .map(|(name, _)| name.to_owned())
+}
+
 /// Counts one experiment's tally: the phase, the population, the notes about what was
 /// left out.
 pub fn count(tally: &ExperimentTally, setup: &Setup, mut notes: Vec<String>) -> Counted {
     let mut setup = setup.clone();
     setup.tally_versions = tally.versions.clone();
-    // The phase: the configured salt's, else the latest one seen.
-    let chosen: Option<&String> = setup
-        .salt
-        .as_ref()
-        .filter(|s| tally.phases.contains_key(*s))
-        .or_else(|| {
-            tally
-                .phases
-                .iter()
-                .max_by_key(|(name, p)| (p.last_ts, *name))
-                .map(|(name, _)| name)
-        });
+    let chosen = choose_phase(
+        setup.salt.as_deref(),
+        tally.phases.iter().map(|(n, p)| (n.as_str(), p.last_ts)),
+    );
+    let chosen = chosen.as_ref();
     if let (Some(salt), Some(c)) = (&setup.salt, chosen) {
         if salt != c && !c.is_empty() {
             notes.push(format!(
@@ -105,7 +112,8 @@ pub fn count(tally: &ExperimentTally, setup: &Setup, mut notes: Vec<String>) -> 
         .iter()
         .filter(|(n, _)| Some(*n) != chosen)
         .map(|(_, p)| p.units.len())
-        .sum();
+        .sum::<usize>()
+        + tally.other_phase_units as usize;
     if other_units > 0 {
         notes.push(format!(
             "{other_units} units of other phases (earlier salts) are not analysed; this report covers phase {}",

@@ -35,9 +35,9 @@ pub mod tally;
 mod versions;
 mod walk;
 
-pub use analyze::{analyze, count, Counted, Setup};
+pub use analyze::{analyze, choose_phase, count, Counted, Setup};
 pub use counts::LiveCounts;
 pub use population::Population;
 pub use report::Report;
 pub use tally::{ExperimentTally, Tally};
-pub use versions::ConfigVersions;
+pub use versions::{ConfigVersions, Version};

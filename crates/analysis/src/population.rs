@@ -96,6 +96,9 @@ impl Population {
             values: vec![Moments::default(); k],
             value_sum: vec![0.0; k],
             crossovers: vec![0; k],
+            unattributed: tally.left_out.unattributed,
+            before_exposure: tally.left_out.before_exposure,
+            outside_window: tally.left_out.outside_window,
             ..Population::default()
         };
         let window_ns = window_s.map(|s| (s * 1e9) as i64);

@@ -102,10 +102,28 @@ pub struct ExperimentTally {
     pub excluded_exposures: u64,
     /// Exposures (counted ones) per variant index.
     pub exposures: Vec<u64>,
+    /// Units of phases that are not in `phases` (a store that sent only the phase
+    /// analysed counts the others here).
+    pub other_phase_units: u64,
+    /// Conversions already matched against the analysed phase elsewhere (a store that
+    /// joins them itself) and left out; added to what [`crate::Population`] finds.
+    pub left_out: LeftOut,
+}
+
+/// Conversions that do not count, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LeftOut {
+    /// For units never exposed in the phase.
+    pub unattributed: u64,
+    /// Before the unit's first exposure.
+    pub before_exposure: u64,
+    /// Past `attribution_window_s`.
+    pub outside_window: u64,
 }
 
 impl ExperimentTally {
-    fn variant(&mut self, name: &str) -> u16 {
+    /// The index of variant `name` (added when new).
+    pub fn variant(&mut self, name: &str) -> u16 {
         if let Some(i) = self
             .variants
             .iter()
@@ -118,7 +136,8 @@ impl ExperimentTally {
         (self.variants.len() - 1) as u16
     }
 
-    fn version(&mut self, name: Option<&str>) -> u32 {
+    /// The index of config version `name` (added when new; None: [`NO_VERSION`]).
+    pub fn version(&mut self, name: Option<&str>) -> u32 {
         let Some(name) = name else {
             return NO_VERSION;
         };
@@ -130,7 +149,9 @@ impl ExperimentTally {
         (self.versions.len() - 1) as u32
     }
 
-    fn insert(&mut self, phase: &str, unit: u128, state: UnitState) {
+    /// Folds one unit's state (indices from [`Self::variant`] and [`Self::version`]) into
+    /// `phase`.
+    pub fn insert(&mut self, phase: &str, unit: u128, state: UnitState) {
         let names = &self.variants;
         let p = match self.phases.get_mut(phase) {
             Some(p) => p,
@@ -229,6 +250,10 @@ impl Tally {
                 ours.exposures[vmap[i] as usize] += n;
             }
             ours.excluded_exposures += theirs.excluded_exposures;
+            ours.other_phase_units += theirs.other_phase_units;
+            ours.left_out.unattributed += theirs.left_out.unattributed;
+            ours.left_out.before_exposure += theirs.left_out.before_exposure;
+            ours.left_out.outside_window += theirs.left_out.outside_window;
             ours.conversions.extend(theirs.conversions);
             for (phase, p) in theirs.phases {
                 for (unit, s) in p.units {

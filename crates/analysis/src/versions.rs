@@ -35,7 +35,7 @@ pub struct ConfigVersions {
 impl ConfigVersions {
     /// Adds `dir/config-versions.jsonl` (absent: nothing).
     pub fn add_dir(&mut self, dir: &Path) -> io::Result<()> {
-        let path = dir.join("config-versions.jsonl");
+        let path = dir.join(cohort_events::reader::VERSIONS_FILE);
         let file = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -58,6 +58,17 @@ impl ConfigVersions {
                 None => self.malformed += 1,
             }
         }
+        self.index();
+        Ok(())
+    }
+
+    /// Adds versions read elsewhere (a store's copy of the file's lines).
+    pub fn extend(&mut self, versions: impl IntoIterator<Item = Version>) {
+        self.list.extend(versions);
+        self.index();
+    }
+
+    fn index(&mut self) {
         self.list
             .sort_by(|a, b| (a.ts, &a.version).cmp(&(b.ts, &b.version)));
         self.by_name = self
@@ -66,7 +77,6 @@ impl ConfigVersions {
             .enumerate()
             .map(|(i, v)| (v.version.clone(), i))
             .collect();
-        Ok(())
     }
 
     /// Every version, by time.

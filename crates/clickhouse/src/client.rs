@@ -138,7 +138,52 @@ impl Client {
         self.post(&path, rows).await.map(drop)
     }
 
-    async fn post(&self, path_and_query: &str, body: Bytes) -> Result<Bytes, Error> {
+    /// Runs a SELECT and hands its answer to `chunk` piece by piece as it arrives, so
+    /// that a large answer is never held whole. `settings` go in the query string (only
+    /// settings every supported release knows). The server buffers the answer until the
+    /// query has finished (`wait_end_of_query`), so an error is a status, never text in
+    /// the middle of rows. `timeout` bounds the whole exchange.
+    pub async fn select(
+        &self,
+        sql: &str,
+        settings: &[(&str, String)],
+        timeout: Duration,
+        mut chunk: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), Error> {
+        let mut path = "/?wait_end_of_query=1".to_owned();
+        for (k, v) in settings {
+            path.push_str(&format!("&{k}={}", percent_encode(v)));
+        }
+        let exchange = async {
+            let resp = self.send(&path, Bytes::from(sql.to_owned())).await?;
+            let status = resp.status();
+            let mut body = resp.into_body();
+            if status != StatusCode::OK {
+                let bytes = body
+                    .collect()
+                    .await
+                    .map_err(|e| Error::Transport(e.to_string()))?
+                    .to_bytes();
+                return Err(refusal(status, &bytes));
+            }
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| Error::Transport(e.to_string()))?;
+                if let Some(data) = frame.data_ref() {
+                    chunk(data).map_err(Error::Transport)?;
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| Error::Timeout(timeout.as_millis()))?
+    }
+
+    async fn send(
+        &self,
+        path_and_query: &str,
+        body: Bytes,
+    ) -> Result<http::Response<hyper::body::Incoming>, Error> {
         let mut req = Request::post(format!("{}{path_and_query}", self.base));
         if let Some(a) = &self.auth {
             req = req.header(http::header::AUTHORIZATION, a.clone());
@@ -147,17 +192,21 @@ impl Client {
             url: self.base.to_string(),
             reason: e.to_string(),
         })?;
-        let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| {
-                if e.is_connect() {
-                    Error::Connect {
-                        url: self.base.to_string(),
-                        reason: source_chain(&e),
-                    }
-                } else {
-                    Error::Transport(source_chain(&e))
+        self.http.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                Error::Connect {
+                    url: self.base.to_string(),
+                    reason: source_chain(&e),
                 }
-            })?;
+            } else {
+                Error::Transport(source_chain(&e))
+            }
+        })
+    }
+
+    async fn post(&self, path_and_query: &str, body: Bytes) -> Result<Bytes, Error> {
+        let exchange = async {
+            let resp = self.send(path_and_query, body).await?;
             let status = resp.status();
             let body = resp
                 .into_body()
@@ -173,12 +222,17 @@ impl Client {
         if status == StatusCode::OK {
             return Ok(body);
         }
-        let message = String::from_utf8_lossy(&body).trim().to_owned();
-        Err(Error::Server {
-            status: status.as_u16(),
-            code: error_code(&message),
-            message,
-        })
+        Err(refusal(status, &body))
+    }
+}
+
+/// The error of a non-200 answer.
+fn refusal(status: StatusCode, body: &[u8]) -> Error {
+    let message = String::from_utf8_lossy(body).trim().to_owned();
+    Error::Server {
+        status: status.as_u16(),
+        code: error_code(&message),
+        message,
     }
 }
 

@@ -7,12 +7,18 @@
 //! * [`rowbinary`]: event lines as rows, or the reason a line can never be one.
 //! * [`ship`]: the shipper, from the local spool to the store, at least once, with a
 //!   cursor, a dead-letter file and capped backoff.
+//! * [`query`] and [`fleet`]: a report over the whole fleet, the heavy part in SQL, the
+//!   rest the same analysis as for local logs; [`rows`] reads the answers.
 //!
-//! Layer: above config and events, beside proxy; nothing here runs on a serving thread.
+//! Layer: above config, events and analysis, beside proxy; nothing here runs on a serving
+//! thread.
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod fleet;
+pub mod query;
 pub mod rowbinary;
+pub mod rows;
 pub mod schema;
 pub mod ship;
 

@@ -17,9 +17,11 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cohort_events::SpoolBound;
 use prometheus::{Gauge, IntCounterVec, IntGauge, Opts};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -34,9 +36,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_BATCH_BYTES: u64 = 16 << 20;
 /// The cursor file, in the spool.
 pub const CURSOR_FILE: &str = "clickhouse.cursor";
-/// The dead-letter file, in the spool.
-pub const DEAD_LETTER_FILE: &str = "clickhouse.dead-letter.jsonl";
-const VERSIONS_FILE: &str = "config-versions.jsonl";
+/// The dead-letter file and the shares history, in the spool.
+pub use cohort_events::reader::{DEAD_LETTER_FILE, VERSIONS_FILE};
 
 /// Where shipping has got to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +187,8 @@ pub struct Shipper {
     cursor: Cursor,
     /// How long a shipped segment is kept (None: forever).
     retention: Option<Duration>,
+    /// `events.spool_max_bytes`, told the backlog after every round.
+    bound: Option<Arc<SpoolBound>>,
 }
 
 impl Shipper {
@@ -208,12 +211,20 @@ impl Shipper {
             batch_max_events: batch_max_events.max(1),
             metrics,
             retention: None,
+            bound: None,
         })
     }
 
     /// Deletes shipped segments once they are `retention` old (by their last write).
     pub fn with_retention(mut self, retention: Option<Duration>) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// Tells `bound` the backlog (now, and after every round).
+    pub fn with_bound(mut self, bound: Option<Arc<SpoolBound>>) -> Self {
+        self.bound = bound;
+        self.update_backlog();
         self
     }
 
@@ -458,6 +469,9 @@ impl Shipper {
             }
         }
         self.metrics.backlog.set(backlog as i64);
+        if let Some(b) = &self.bound {
+            b.measured(backlog);
+        }
     }
 }
 
@@ -477,14 +491,19 @@ pub async fn run(
     let mut last_refusal = String::new();
     loop {
         let wait = if backoff.is_zero() { interval } else { backoff };
-        let outcome = if !schema_ready {
-            shipper.tables.create(&shipper.client).await.map(|()| {
-                schema_ready = true;
-                info!(database = %shipper.tables.database, "ClickHouse tables ready");
-                Round::default()
-            })
-        } else {
-            shipper.round().await
+        // The stop is heard between rounds and during one (a round is cancel-safe: the
+        // cursor moves only after the insert), so a large backlog or a slow insert never
+        // holds shutdown past `last_window`.
+        let outcome = tokio::select! {
+            biased;
+            () = &mut stop => None,
+            o = attempt(&mut shipper, &mut schema_ready) => Some(o),
+        };
+        let Some(outcome) = outcome else {
+            if schema_ready {
+                last_rounds(&mut shipper, last_window).await;
+            }
+            return;
         };
         let more = match outcome {
             Ok(r) => {
@@ -522,6 +541,17 @@ pub async fn run(
             () = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// One step: the tables first (when asked to create them), then rounds.
+async fn attempt(shipper: &mut Shipper, schema_ready: &mut bool) -> Result<Round, Error> {
+    if *schema_ready {
+        return shipper.round().await;
+    }
+    shipper.tables.create(&shipper.client).await?;
+    *schema_ready = true;
+    info!(database = %shipper.tables.database, "ClickHouse tables ready");
+    Ok(Round::default())
 }
 
 /// Ships until the spool is shipped or `window` is over (a failure ends it early: the

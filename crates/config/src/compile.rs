@@ -351,6 +351,19 @@ fn check_settings(c: &mut Checker<'_>, f: &FileConfig) {
                 "needs events.enabled: true (the local log is what ships)",
             );
         }
+        if let Some(max) = f.events.spool_max_bytes {
+            if max < MIN_SEGMENT_BYTES {
+                c.error(
+                    "events.spool_max_bytes",
+                    format!("must be at least {MIN_SEGMENT_BYTES} (1 MiB), or null for no bound (got {max})"),
+                );
+            }
+        }
+    } else if f.events.spool_max_bytes.is_some() {
+        c.error(
+            "events.spool_max_bytes",
+            "bounds what waits to be shipped, so it needs events.clickhouse (without shipping nothing leaves the spool)",
+        );
     }
     if let Some(p) = &f.conversions.public_path {
         if !p.starts_with('/') {

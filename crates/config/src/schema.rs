@@ -178,6 +178,10 @@ pub struct EventsConfig {
     /// without shipping segments are never deleted). A segment not shipped yet never is.
     #[serde(default)]
     pub retention_s: Option<f64>,
+    /// With shipping, the most bytes of the log that may wait to be shipped (null: no
+    /// bound). Past it exposures are dropped (counted) and conversions answered 503.
+    #[serde(default)]
+    pub spool_max_bytes: Option<u64>,
 }
 
 impl EventsConfig {
@@ -230,6 +234,7 @@ impl Default for EventsConfig {
             channel_capacity: defaults::channel_capacity(),
             clickhouse: None,
             retention_s: None,
+            spool_max_bytes: None,
         }
     }
 }

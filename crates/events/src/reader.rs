@@ -1,7 +1,7 @@
 //! Reading event logs back, streamed: which files, and their lines.
 //!
 //! **The file set** of a directory is every `*.jsonl` file below it, subdirectories
-//! included (replicas' logs gathered side by side), except `config-versions.jsonl`. Startup
+//! included (replicas' logs gathered side by side), except [`NOT_EVENTS`]. Startup
 //! replay and `cohort report` both read exactly this set, so the live counts and the report
 //! of one directory agree. Files are taken in path order: within a directory, segment names
 //! sort by time.
@@ -16,6 +16,17 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use super::schema::Event;
+
+/// Files of an event directory that hold other records than events: the shares history,
+/// and the shipper's dead letters (lines ClickHouse could not take, with the reason; the
+/// lines themselves are still in their segments).
+pub const NOT_EVENTS: [&str; 2] = [VERSIONS_FILE, DEAD_LETTER_FILE];
+
+/// The shares in force over time, one line per config version.
+pub const VERSIONS_FILE: &str = "config-versions.jsonl";
+
+/// Lines the shipper could not ship, each with why.
+pub const DEAD_LETTER_FILE: &str = "clickhouse.dead-letter.jsonl";
 
 /// One event file and its size.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +53,8 @@ fn collect(dir: &Path, out: &mut Vec<EventFile>) -> io::Result<()> {
         } else if path.extension().is_some_and(|e| e == "jsonl")
             && path
                 .file_name()
-                .is_some_and(|n| n != "config-versions.jsonl")
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !NOT_EVENTS.contains(&n))
         {
             out.push(EventFile {
                 path,
@@ -179,4 +191,44 @@ pub fn read_dir(dir: &Path) -> io::Result<Read> {
         segments: r.segments,
         malformed: r.malformed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_set_leaves_out_the_shares_history_and_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = dir.path().join("replica-1");
+        std::fs::create_dir(&replica).unwrap();
+        for p in [
+            dir.path().join("events-20261101T000000Z-000001.jsonl"),
+            dir.path().join(VERSIONS_FILE),
+            dir.path().join(DEAD_LETTER_FILE),
+            dir.path().join("clickhouse.cursor"),
+            replica.join("events-20261101T000000Z-000001.jsonl"),
+            replica.join(DEAD_LETTER_FILE),
+        ] {
+            std::fs::write(p, "{}\n").unwrap();
+        }
+        let names: Vec<String> = event_files(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|f| {
+                f.path
+                    .strip_prefix(dir.path())
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "events-20261101T000000Z-000001.jsonl",
+                "replica-1/events-20261101T000000Z-000001.jsonl"
+            ]
+        );
+    }
 }

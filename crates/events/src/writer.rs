@@ -29,6 +29,7 @@ use prometheus::{IntCounter, IntGauge};
 use tracing::{error, info, warn};
 
 use super::schema::{Event, EventRef};
+use super::spool::SpoolBound;
 use cohort_config::schema::{EventsConfig, FsyncMode};
 
 /// Where batches of serialized events go: events in, durability out. The local segment
@@ -201,9 +202,16 @@ enum Msg {
 pub struct EventLog {
     tx: Sender<Msg>,
     dropped: IntCounter,
+    spool: Option<Arc<SpoolBound>>,
 }
 
 impl EventLog {
+    /// True when the spool holds `events.spool_max_bytes` not shipped yet: conversions
+    /// are then refused (503) rather than accepted into a spool with no room.
+    pub fn spool_full(&self) -> bool {
+        self.spool.as_ref().is_some_and(|b| b.is_full())
+    }
+
     /// Records an event, waiting for room in the channel: for conversions, which a
     /// client was told were accepted. Call it off the async runtime (it may block).
     pub fn record_blocking(&self, event: Event) {
@@ -264,6 +272,8 @@ pub struct WriterOptions {
     /// by the writer at every wake-up, so the request path pays nothing for them.
     pub queue_depth: IntGauge,
     pub queue_depth_max: IntGauge,
+    /// With shipping, `events.spool_max_bytes`: past it exposures are dropped (counted).
+    pub spool: Option<Arc<SpoolBound>>,
 }
 
 /// Something that follows exactly what was written: called on the writer thread with
@@ -291,6 +301,12 @@ impl WriterOptions {
         self
     }
 
+    /// Bounds the spool: past `bound`, exposures are dropped and counted.
+    pub fn with_spool_bound(mut self, bound: Option<Arc<SpoolBound>>) -> Self {
+        self.spool = bound;
+        self
+    }
+
     /// Adds an observer of every written batch.
     pub fn observed_by(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observers.push(observer);
@@ -314,6 +330,7 @@ impl WriterOptions {
             observers: Vec::new(),
             queue_depth: unregistered_gauge(),
             queue_depth_max: unregistered_gauge(),
+            spool: None,
         }
     }
 }
@@ -329,6 +346,7 @@ pub fn start(sink: Box<dyn EventSink>, opts: WriterOptions) -> (EventLog, Writer
     let log = EventLog {
         tx: tx.clone(),
         dropped: dropped.clone(),
+        spool: opts.spool.clone(),
     };
     let handle = std::thread::Builder::new()
         .name("cohort-events".into())
@@ -364,15 +382,33 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
     let mut failing = false;
     loop {
         let mut stop = false;
-        let first = match rx.recv_timeout(interval) {
-            Ok(Msg::Event(e)) => Some(Item::Owned(e)),
-            Ok(Msg::Lazy(mut e)) => {
+        let received = rx.recv_timeout(interval);
+        let spool_full = spool_full(&opts);
+        // Past the spool's bound exposures (the lazy events of the request path) are
+        // dropped and counted; events handed over whole (conversions a client was told
+        // about) are always written.
+        let take = |m: Msg| match m {
+            Msg::Event(e) => Some(Item::Owned(e)),
+            Msg::Lazy(_) if spool_full => {
+                opts.dropped.inc();
+                None
+            }
+            Msg::Lazy(mut e) => {
                 e.prepare();
                 Some(Item::Lazy(e))
             }
+            Msg::Stop => None,
+        };
+        // Whether a message came (even one that was dropped): then drain what follows.
+        let mut woken = false;
+        let first = match received {
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                 stop = true;
                 None
+            }
+            Ok(m) => {
+                woken = true;
+                take(m)
             }
             Err(RecvTimeoutError::Timeout) => None,
         };
@@ -384,19 +420,15 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
         }
         buf.clear();
         batch.clear();
-        if let Some(e) = first {
-            batch.push(e);
+        if woken {
+            batch.extend(first);
             while batch.len() < BATCH {
                 match rx.try_recv() {
-                    Ok(Msg::Event(e)) => batch.push(Item::Owned(e)),
-                    Ok(Msg::Lazy(mut e)) => {
-                        e.prepare();
-                        batch.push(Item::Lazy(e));
-                    }
                     Ok(Msg::Stop) => {
                         stop = true;
                         break;
                     }
+                    Ok(m) => batch.extend(take(m)),
                     Err(_) => break,
                 }
             }
@@ -431,6 +463,9 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
                 );
                 if ok {
                     count_written(&opts, &views[done..done + lines]);
+                    if let Some(b) = &opts.spool {
+                        b.wrote(chunk.len() as u64);
+                    }
                 }
                 done += lines;
             }
@@ -438,8 +473,10 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
         if stop {
             break;
         }
-        // A full batch means more is waiting: drain on without lingering.
-        let linger = !batch.is_empty() && batch.len() < BATCH;
+        // A full batch means more is waiting: drain on without lingering. A wake-up whose
+        // events were all dropped lingers too, so a full spool never has the request path
+        // wake the writer for each event.
+        let linger = woken && batch.len() < BATCH;
         if fsync == FsyncMode::Interval && dirty && last_sync.elapsed() >= interval {
             if let Err(e) = sink.sync() {
                 error!(error = %e, "event log fsync failed");
@@ -480,6 +517,23 @@ fn chunks(buf: &[u8], max: usize) -> Vec<&[u8]> {
         start = end;
     }
     out
+}
+
+/// Whether the spool is past its bound, saying so once at each change.
+fn spool_full(opts: &WriterOptions) -> bool {
+    let Some(bound) = &opts.spool else {
+        return false;
+    };
+    let (full, changed) = bound.check();
+    if changed && full {
+        warn!(backlog_bytes = bound.backlog(), spool_max_bytes = bound.max(), "the spool is full: exposures are dropped (counted in cohort_events_dropped_total) and conversions refused with 503 until ClickHouse takes the backlog");
+    } else if changed {
+        info!(
+            backlog_bytes = bound.backlog(),
+            "the spool has room again: exposures are recorded and conversions accepted"
+        );
+    }
+    full
 }
 
 /// Observers follow exactly what was written.
@@ -556,7 +610,7 @@ pub fn record_config_version(dir: &Path, routes: &cohort_config::Routes) -> io::
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join("config-versions.jsonl"))?;
+        .open(dir.join(crate::reader::VERSIONS_FILE))?;
     // One write of the whole line: O_APPEND keeps concurrent writers' lines whole.
     f.write_all(format!("{line}\n").as_bytes())?;
     f.sync_data()

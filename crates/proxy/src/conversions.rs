@@ -26,6 +26,9 @@ use cohort_config::schema::UnitKind;
 use cohort_config::Routes;
 use cohort_events::{Conversion, EventLog};
 
+/// What a refusal for a full spool asks the client to wait, in seconds.
+const RETRY_AFTER_S: &str = "10";
+
 /// One entry as a client sends it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,14 +53,26 @@ pub struct LineError {
 }
 
 /// Receives a batch from a request body (at most `conversions.max_body_bytes`) and
-/// records it off the async runtime: 202 `{"accepted": n}`, 400 with every bad line, or
-/// 413. The public path and the admin API both answer through here.
+/// records it off the async runtime: 202 `{"accepted": n}`, 400 with every bad line, 413,
+/// or 503 while the spool is full (nothing recorded; the client retries). The public path
+/// and the admin API both answer through here.
 pub async fn receive(
     body: Incoming,
     serving: Arc<Serving>,
     log: EventLog,
     metrics: Arc<Metrics>,
 ) -> Response<Body> {
+    if log.spool_full() {
+        let mut resp = json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": "the event spool is full (events.spool_max_bytes) until ClickHouse takes its backlog; nothing was recorded, retry later"}),
+        );
+        resp.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static(RETRY_AFTER_S),
+        );
+        return resp;
+    }
     let limit = serving.routes.file.conversions.max_body_bytes as usize;
     let body = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(b) => b.to_bytes(),

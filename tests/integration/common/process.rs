@@ -102,6 +102,24 @@ impl CohortProcess {
         }
     }
 
+    /// [`Self::wait_log`], failing with every log line seen meanwhile when `message`
+    /// does not come.
+    pub fn expect_log(&self, message: &str, within: std::time::Duration) -> Value {
+        let deadline = std::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) if line["fields"]["message"] == message => return line,
+                Ok(line) => seen.push(line.to_string()),
+                Err(_) => panic!(
+                    "no log line {message:?} within {within:?}; the lines meanwhile:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])

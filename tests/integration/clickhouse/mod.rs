@@ -4,6 +4,10 @@
 
 use crate::common;
 
+mod failures;
+mod report;
+mod spool;
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -188,13 +192,24 @@ fn ship_tables(db: &str) -> Tables {
 }
 
 fn shipper(spool: &std::path::Path, db: &str, url: &str) -> cohort_clickhouse::ship::Shipper {
+    shipper_as(spool, db, url, "replica-0", 3)
+}
+
+/// A shipper of `spool` into `db` that names itself `replica`, `batch` events a batch.
+fn shipper_as(
+    spool: &std::path::Path,
+    db: &str,
+    url: &str,
+    replica: &str,
+    batch: usize,
+) -> cohort_clickhouse::ship::Shipper {
     let client = Client::new(url, "default", None, Duration::from_secs(5)).unwrap();
     cohort_clickhouse::ship::Shipper::new(
         spool,
         client,
         ship_tables(db),
-        "replica-0",
-        3,
+        replica,
+        batch,
         cohort_clickhouse::ship::ShipMetrics::new(),
     )
     .unwrap()
@@ -318,12 +333,28 @@ fn shipping_config(
     flush_ms: u64,
     backends: (std::net::SocketAddr, std::net::SocketAddr),
 ) -> (std::path::PathBuf, u16, u16) {
+    shipping_config_with(dir, name, db, flush_ms, backends, &server(), "", "")
+}
+
+/// [`shipping_config`] to the ClickHouse at `url`, with more keys of `events` and of
+/// `events.clickhouse` (each `key: value, …` with a leading comma).
+#[allow(clippy::too_many_arguments)]
+fn shipping_config_with(
+    dir: &std::path::Path,
+    name: &str,
+    db: &str,
+    flush_ms: u64,
+    backends: (std::net::SocketAddr, std::net::SocketAddr),
+    url: &str,
+    events: &str,
+    clickhouse: &str,
+) -> (std::path::PathBuf, u16, u16) {
     use common::process::free_port;
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 50, ship_timeout_ms: 10000 }}\nevents: {{ dir: {:?}, clickhouse: {{ url: {:?}, database: {db}, flush_interval_ms: {flush_ms} }} }}\n{}",
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 50, ship_timeout_ms: 10000 }}\nevents: {{ dir: {:?}{events}, clickhouse: {{ url: {:?}, database: {db}, flush_interval_ms: {flush_ms}{clickhouse} }} }}\n{}",
         dir.join(format!("spool-{name}")).display().to_string(),
-        server(),
+        url,
         common::net::two_arm(backends.0, backends.1, "")
     );
     let config = dir.join(format!("routes-{name}.yaml"));

@@ -1,0 +1,175 @@
+//! The SQL of a report from ClickHouse ([`crate::fleet`] decodes the answers). Only SQL
+//! that ClickHouse 18.16 and current releases both run the same way: no CTEs, no window
+//! functions, explicit join strictness, every joined subquery aliased, every number cast
+//! to the type the decoder reads (result types of functions differ between releases);
+//! answers in RowBinary, so floats come back exact.
+
+use crate::schema::Tables;
+
+/// Settings every report query is sent with, so that servers whose defaults differ give
+/// the same answer: a left join fills missing conversions with an empty array, not NULL.
+pub const SETTINGS: [(&str, &str); 1] = [("join_use_nulls", "0")];
+
+/// The time range of a report, in ns since the epoch: `[since, until)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+}
+
+impl Scope {
+    fn range(&self) -> String {
+        let mut s = String::new();
+        if let Some(t) = self.since {
+            s.push_str(&format!(" AND ts_ns >= {t}"));
+        }
+        if let Some(t) = self.until {
+            s.push_str(&format!(" AND ts_ns < {t}"));
+        }
+        s
+    }
+}
+
+/// A string literal.
+pub fn literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Exposures that count: not forced by an override, with a unit.
+fn exposures(experiment: &str, scope: &Scope) -> String {
+    format!(
+        "experiment = {} AND type = 'exposure' AND forced = 0 AND unit_missing = 0{}",
+        literal(experiment),
+        scope.range()
+    )
+}
+
+fn conversions(experiment: &str, scope: &Scope) -> String {
+    format!(
+        "experiment = {} AND type = 'conversion'{}",
+        literal(experiment),
+        scope.range()
+    )
+}
+
+/// Experiments with exposures or conversions in range: `experiment String`.
+pub fn experiments(t: &Tables, scope: &Scope) -> String {
+    format!(
+        "SELECT DISTINCT experiment FROM {} WHERE type IN ('exposure', 'conversion'){} FORMAT RowBinary",
+        t.events(),
+        scope.range()
+    )
+}
+
+/// Each phase: `phase String, last_ts Int64, units UInt64`.
+pub fn phases(t: &Tables, experiment: &str, scope: &Scope) -> String {
+    format!(
+        "SELECT phase, toInt64(max(ts_ns)), toUInt64(uniqExact(unit)) FROM {} WHERE {} GROUP BY phase FORMAT RowBinary",
+        t.events(),
+        exposures(experiment, scope)
+    )
+}
+
+/// The variants exposures name, in order of first appearance: `variant String`.
+pub fn variants(t: &Tables, experiment: &str, scope: &Scope) -> String {
+    format!(
+        "SELECT variant FROM {} WHERE {} GROUP BY variant ORDER BY min(ts_ns), variant FORMAT RowBinary",
+        t.events(),
+        exposures(experiment, scope)
+    )
+}
+
+/// `excluded UInt64`: distinct exposures forced by an override or without a unit. (Not a
+/// scalar subquery beside [`conversions_total`]: current releases make those Nullable.)
+pub fn excluded(t: &Tables, experiment: &str, scope: &Scope) -> String {
+    format!(
+        "SELECT toUInt64(uniqExact(event_id)) FROM {} WHERE experiment = {} AND type = 'exposure' AND (forced = 1 OR unit_missing = 1){} FORMAT RowBinary",
+        t.events(),
+        literal(experiment),
+        scope.range(),
+    )
+}
+
+/// `conversions UInt64`: distinct conversions (by unit and `event_id`).
+pub fn conversions_total(t: &Tables, experiment: &str, scope: &Scope) -> String {
+    format!(
+        "SELECT toUInt64(count()) FROM (SELECT unit, event_id FROM {} WHERE {} GROUP BY unit, event_id) FORMAT RowBinary",
+        t.events(),
+        conversions(experiment, scope),
+    )
+}
+
+/// One row per unit of `phase`:
+/// `unit String, first Int64, variant String, config_version String,
+/// variants_seen UInt64, second Int64, matched UInt64,
+/// counted Array(Tuple(Int64, Float64)), before UInt64`.
+///
+/// `first`/`variant`/`config_version`: the earliest exposure (ties: the smaller variant
+/// name, then the smaller version); `second`: the earliest exposure in another variant
+/// when `variants_seen > 1` (the crossover); `matched`: the unit's distinct conversions;
+/// `counted`: those at or after `first` and at most `window_ns` after it (ts, value; a
+/// conversion without a value counts 1); `before`: those before `first`. The rest of
+/// `matched` fell outside the window.
+pub fn units(t: &Tables, experiment: &str, scope: &Scope, phase: &str, window_ns: i64) -> String {
+    format!(
+        "SELECT unit, s[1].1 AS first_seen, s[1].2, s[1].3, toUInt64(length(s)), s[2].1, toUInt64(length(convs)), \
+           arrayFilter(c -> c.1 >= first_seen AND c.1 - first_seen <= {window_ns}, convs), \
+           toUInt64(arrayCount(c -> c.1 < first_seen, convs)) \
+         FROM ( \
+           SELECT unit, arraySort(groupArray((first_ts, variant, version))) AS s \
+           FROM ( \
+             SELECT unit, variant, min((ts_ns, config_version)) AS fv, \
+               tupleElement(fv, 1) AS first_ts, tupleElement(fv, 2) AS version \
+             FROM {events} WHERE {exp} AND phase = {phase} \
+             GROUP BY unit, variant \
+           ) AS per_variant \
+           GROUP BY unit \
+         ) AS x \
+         ALL LEFT JOIN ( \
+           SELECT unit, groupArray((conv_ts, conv_value)) AS convs \
+           FROM ( \
+             SELECT unit, event_id, min(ts_ns) AS conv_ts, min(ifNull(value, toFloat64(1))) AS conv_value \
+             FROM {events} WHERE {conv} \
+             GROUP BY unit, event_id \
+           ) AS distinct_conversions \
+           GROUP BY unit \
+         ) AS y USING unit \
+         FORMAT RowBinary",
+        events = t.events(),
+        exp = exposures(experiment, scope),
+        conv = conversions(experiment, scope),
+        phase = literal(phase),
+    )
+}
+
+/// The shares history, one row per (line, experiment, variant), a line's rows adjacent:
+/// `replica String, ts_ns Int64, config_version String, experiment String,
+/// variant String, share Float64`. Duplicates of a retried batch collapse.
+pub fn versions(t: &Tables) -> String {
+    format!(
+        "SELECT replica, ts_ns, config_version, experiment, variant, any(share) \
+         FROM {} GROUP BY replica, ts_ns, config_version, experiment, variant \
+         ORDER BY replica, ts_ns, config_version, experiment, variant FORMAT RowBinary",
+        t.versions()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(literal(r"it's a \ test"), r"'it\'s a \\ test'");
+    }
+}
