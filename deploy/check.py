@@ -7,7 +7,8 @@ exits non-zero with a `FAIL:` line on the first problem it finds.
   docs-agree ROOT                   the mlflow image tags match the example's pinned MLflow; every
                                     "N bytes per distinct unit" in the docs and manifests is one N
   validate-warnings LOG             kubernetes-validate's WARN lines: only the Operator's kinds pass
-  k8s BUILD OVERLAY_DIR BIN OUTDIR  the deploy invariants of one built overlay (see check.sh)
+  k8s BUILD OVERLAY_DIR BIN OUTDIR  the deploy invariants of one built overlay (see check.sh); with
+                                    events.clickhouse also the shipping ones (password, Service)
   monitoring BUILD OUTDIR RULES     ServiceMonitor/PrometheusRule structure; writes the rule groups
   debug-pod SPEC OUT                kubernetes/collect-events.debug.yaml as an ephemeral container of a Pod
   dashboard-rules DASHBOARD OUT     the dashboard's PromQL as a rule file, for promtool
@@ -24,6 +25,10 @@ import sys
 import yaml
 
 OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# Secrets created in the cluster (deploy/README.md), never rendered: the admin tokens, and the
+# ClickHouse password of events.clickhouse.password_env.
+TOKENS_SECRET = "cohort-admin-tokens"
+CLICKHOUSE_SECRET = "cohort-clickhouse"
 OPERATOR_GROUP = "monitoring.coreos.com/"
 
 
@@ -285,6 +290,62 @@ def check_network_policy(docs, overlay, w, c):
     return f"NetworkPolicy {[n['metadata']['name'] for n in pols]}: admin port {ports['admin']} only from {sources}"
 
 
+def pod_env(c):
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def check_clickhouse(docs, overlay, ch, c):
+    """events.clickhouse: a URL naming a Service (no dot in the host: one of this namespace)
+    must name one of the overlay, on that port, in front of a workload; a ClickHouse container
+    behind it that takes its user and password from the image's variables must take the
+    user cohort ships as and the same Secret key as cohort."""
+    import ipaddress
+    import urllib.parse
+    u = urllib.parse.urlsplit(ch["url"])
+    host, port = u.hostname or "", u.port or {"http": 80, "https": 443}.get(u.scheme)
+    try:
+        ipaddress.ip_address(host)
+        literal = True
+    except ValueError:
+        literal = False
+    if "." in host or literal or host == "localhost":
+        return f"events.clickhouse.url {ch['url']}: outside the overlay, not checked"
+    svc = find(docs, "Service", host)
+    if not svc:
+        fail(f"{overlay}: events.clickhouse.url {ch['url']} names the Service {host}, which the overlay "
+             f"does not have")
+    ports = [p for p in svc[0]["spec"].get("ports", []) if p.get("port") == port]
+    if not ports:
+        fail(f"{overlay}: the Service {host} has no port {port} (events.clickhouse.url {ch['url']})")
+    sel = svc[0]["spec"].get("selector") or {}
+    backends = [(w, k) for w in docs if w.get("kind") in ("Deployment", "StatefulSet")
+                and sel and label_match({"matchLabels": sel}, w["spec"]["template"]["metadata"].get("labels", {}))
+                for k in w["spec"]["template"]["spec"]["containers"]]
+    if not backends:
+        fail(f"{overlay}: the Service {host} selects no Deployment or StatefulSet of the overlay")
+    user = ch.get("user", "default")
+    ours = pod_env(c).get(ch.get("password_env") or "", {})
+    ours_ref = (ours.get("valueFrom") or {}).get("secretKeyRef")
+    for w, k in backends:
+        env = pod_env(k)
+        where = f"{overlay}: {w['kind']}/{w['metadata']['name']} container {k['name']}"
+        if "CLICKHOUSE_USER" in env and env["CLICKHOUSE_USER"].get("value") != user:
+            fail(f"{where}: CLICKHOUSE_USER is {env['CLICKHOUSE_USER'].get('value')!r}, but cohort ships as "
+                 f"events.clickhouse.user {user!r}")
+        if "CLICKHOUSE_PASSWORD" in env:
+            ref = (env["CLICKHOUSE_PASSWORD"].get("valueFrom") or {}).get("secretKeyRef")
+            if "value" in env["CLICKHOUSE_PASSWORD"] or not ref:
+                fail(f"{where}: CLICKHOUSE_PASSWORD is a committed value; read it from the Secret "
+                     f"{CLICKHOUSE_SECRET} (created in the cluster, deploy/README.md)")
+            if not ours_ref or (ref.get("name"), ref.get("key")) != (ours_ref.get("name"), ours_ref.get("key")):
+                fail(f"{where}: CLICKHOUSE_PASSWORD reads {ref}, but cohort's "
+                     f"{ch.get('password_env')} reads {ours_ref}: they must be the same Secret key")
+    password = (f"password {ch['password_env']} from the Secret {CLICKHOUSE_SECRET} on both sides"
+                if ch.get("password_env") else "no password")
+    return (f"events.clickhouse.url {ch['url']} -> Service {host}:{port} -> "
+            f"{sorted({w['kind'] + '/' + w['metadata']['name'] for w, _ in backends})}; user {user!r}, {password}")
+
+
 def k8s(build, overlay, binary, outdir):
     docs = load_all(build)
     outdir = pathlib.Path(outdir)
@@ -312,6 +373,9 @@ def k8s(build, overlay, binary, outdir):
     need_s = (sd.get("grace_ms", 5000) + sd.get("drain_timeout_ms", 20000)
               + (sd.get("ship_timeout_ms", 10000) if ships else 0)) / 1000 + 5
     token_envs = [t["env"] for t in (routes.get("admin") or {}).get("tokens") or []]
+    ch = (routes.get("events") or {}).get("clickhouse") or None
+    password_env = (ch or {}).get("password_env")
+    cluster_secrets = [TOKENS_SECRET] + ([CLICKHOUSE_SECRET] if password_env else [])
 
     workloads = [d for d in docs if d.get("kind") in ("Deployment", "StatefulSet")]
     cohort_pods = []
@@ -354,12 +418,19 @@ def k8s(build, overlay, binary, outdir):
         missing = [e for e in token_envs if e not in env]
         if missing:
             fail(f"{where}: admin.tokens read {missing}, which the cohort container does not set")
-        # The Secret is created in the cluster, not rendered: a rendered one would replace it on
-        # apply (or, hashed, take the pods' references away from it).
+        # The Secrets are created in the cluster, not rendered: a rendered one would replace it
+        # on apply (or, hashed, take the pods' references away from it).
         for e in c.get("env", []):
             ref = (e.get("valueFrom") or {}).get("secretKeyRef")
-            if ref and ref.get("name") != "cohort-admin-tokens":
-                fail(f"{where}: {e['name']} reads the Secret {ref.get('name')}, not cohort-admin-tokens")
+            if ref and ref.get("name") not in cluster_secrets:
+                fail(f"{where}: {e['name']} reads the Secret {ref.get('name')}, not one of {cluster_secrets}")
+        if password_env:
+            pw = [e for e in c.get("env", []) if e["name"] == password_env]
+            ref = (pw[0].get("valueFrom") or {}).get("secretKeyRef") if len(pw) == 1 else None
+            if not ref or "value" in pw[0] or ref.get("name") != CLICKHOUSE_SECRET:
+                fail(f"{where}: events.clickhouse.password_env is {password_env}, which the cohort container "
+                     f"must set exactly once from the Secret {CLICKHOUSE_SECRET} (secretKeyRef), never as a "
+                     f"value: {pw}")
         # Worker threads: without a CPU limit there is no CPU quota, and cohort's default would
         # be one worker per node core; COHORT_WORKERS carries the CPU request instead.
         cpu = cpu_cores((c.get("resources", {}).get("requests") or {}).get("cpu", ""))
@@ -379,16 +450,18 @@ def k8s(build, overlay, binary, outdir):
             if not any(p.startswith(m) for m in mounts):
                 fail(f"{where}: {p} is on no writable volume (the root filesystem is read-only)")
         ok(f"{w['kind']}/{w['metadata']['name']}: --config /etc/cohort/routes.yaml, directory mount, "
-           f"no subPath, grace {tgps} s >= {need_s:g} s, probes, non-root, read-only root, "
-           f"tokens {token_envs} from env, data on a volume")
+           f"no subPath, grace {tgps} s >= {need_s:g} s{' (ship_timeout_ms included)' if ships else ''}, "
+           f"probes, non-root, read-only root, tokens {token_envs} from env, data on a volume")
+        if ch:
+            ok(check_clickhouse(docs, overlay, ch, c))
         ok(f"{w['kind']}/{w['metadata']['name']}: CPU request {cpu:g} cores -> COHORT_WORKERS="
            f"{math.ceil(cpu)} (downward API, requests.cpu)")
         ok(check_network_policy(docs, overlay, w, c))
     secrets = [d["metadata"]["name"] for d in find(docs, "Secret")
-               if d["metadata"]["name"].startswith("cohort-admin-tokens")]
+               if d["metadata"]["name"].startswith((TOKENS_SECRET, CLICKHOUSE_SECRET))]
     if secrets:
-        fail(f"{overlay}: renders the Secret {secrets}: cohort-admin-tokens is created in the cluster "
-             f"(deploy/README.md), never generated from committed values")
+        fail(f"{overlay}: renders the Secret {secrets}: {TOKENS_SECRET} and {CLICKHOUSE_SECRET} are created "
+             f"in the cluster (deploy/README.md), never generated from committed values")
     svc = find(docs, "Service", "cohort")
     if not svc or svc[0]["spec"]["ports"][0]["targetPort"] not in ("http", 8080):
         fail(f"{overlay}: the Service cohort does not target cohort's public port")

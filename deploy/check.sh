@@ -115,7 +115,7 @@ for dir in "${OVERLAYS[@]}"; do
   cat "$out/validate.log"
   "${CHECK[@]}" validate-warnings "$out/validate.log" || fail "overlay $name: a kind without a schema"
 
-  step "overlay $name: deploy invariants (ConfigMap, mounts, grace period, probes, workers, NetworkPolicy, cohort check)"
+  step "overlay $name: deploy invariants (ConfigMap, mounts, grace period, probes, workers, NetworkPolicy, cohort check, ClickHouse shipping)"
   "${CHECK[@]}" k8s "$out/build.yaml" "$name" "$BIN" "$out" || fail "overlay $name: deploy invariants"
 
   step "overlay $name: Prometheus Operator objects (structure; PrometheusRule groups through promtool)"
