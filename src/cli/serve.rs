@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::exit;
 use cohort_analysis::LiveCounts;
+use cohort_clickhouse::live::{FleetLive, LiveMetrics};
 use cohort_config as config;
 use cohort_control::admin::auth::AdminAuth;
 use cohort_control::admin::{Admin, ReloadHandle};
@@ -191,6 +192,23 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             }
         };
 
+        // With shipping, the live report and the gauges are the fleet's, from ClickHouse.
+        let live_metrics = LiveMetrics::new();
+        for c in live_metrics.collectors() {
+            if let Err(e) = proxy.metrics().register(c) {
+                eprintln!("cohort serve: {e}");
+                return exit::INVALID;
+            }
+        }
+        let (fleet, live_refresh) = match fleet_live(&events_cfg) {
+            Ok(Some((f, every))) => (Some(f), every),
+            Ok(None) => (None, Duration::ZERO),
+            Err(e) => {
+                eprintln!("cohort serve: events.clickhouse: {e}");
+                return exit::INVALID;
+            }
+        };
+
         // One reload task; file events, SIGHUP, the poll and the admin API feed it.
         let mut reloader = Reloader::with_overrides(path.clone(), &proxy, from_file.clone(), overrides, state_path);
         if events_cfg.enabled {
@@ -219,9 +237,12 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 trigger: tx,
             }),
             counts: events_cfg.enabled.then_some(counts.clone()),
+            fleet: fleet.clone(),
         });
-        if events_cfg.enabled {
-            spawn_analysis(proxy.clone(), counts);
+        match fleet {
+            Some(fleet) => spawn_fleet_analysis(proxy.clone(), fleet, live_metrics, live_refresh),
+            None if events_cfg.enabled => spawn_analysis(proxy.clone(), counts),
+            None => {}
         }
         let shutdown = Shutdown::new();
         let grace = Duration::from_millis(proxy.routes().routes.file.shutdown.grace_ms);
@@ -282,6 +303,81 @@ fn spawn_analysis(proxy: Arc<cohort_proxy::Proxy>, counts: Arc<LiveCounts>) {
                 }
             })
             .await;
+        }
+    });
+}
+
+/// The fleet's live report (None without shipping) and how often the gauges refresh.
+fn fleet_live(
+    events: &config::schema::EventsConfig,
+) -> Result<Option<(Arc<FleetLive>, Duration)>, String> {
+    let Some(cfg) = &events.clickhouse else {
+        return Ok(None);
+    };
+    let (client, tables) = cohort_clickhouse::connect(cfg, |v| std::env::var(v).ok())?;
+    let fleet = cohort_clickhouse::fleet::Fleet {
+        client,
+        tables,
+        timeout: cohort_clickhouse::live::QUERY_TIMEOUT,
+        settings: Vec::new(),
+    };
+    Ok(Some((
+        Arc::new(FleetLive::new(
+            fleet,
+            Duration::from_secs_f64(cfg.live_max_age_s),
+        )),
+        Duration::from_secs_f64(cfg.live_refresh_s),
+    )))
+}
+
+/// How often the fleet report's age gauge is updated between refreshes.
+const AGE_EVERY: Duration = Duration::from_secs(10);
+
+/// With shipping: the `cohort_experiment_*` gauges from the fleet's report, recomputed
+/// every `refresh` (a report the endpoints computed meanwhile is reused); a failed
+/// refresh keeps the last values, and `cohort_fleet_report_age_seconds` says how old
+/// they are.
+fn spawn_fleet_analysis(
+    proxy: Arc<cohort_proxy::Proxy>,
+    fleet: Arc<FleetLive>,
+    metrics: LiveMetrics,
+    refresh: Duration,
+) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(AGE_EVERY);
+        let mut last_refresh: Option<std::time::Instant> = None;
+        let mut failing: std::collections::HashSet<String> = Default::default();
+        loop {
+            every.tick().await;
+            let due = last_refresh.is_none_or(|t| t.elapsed() >= refresh);
+            let serving = proxy.routes();
+            for exp in &serving.routes.experiments {
+                if due {
+                    match fleet.report_within(exp, refresh / 2).await {
+                        Ok(c) => {
+                            cohort_control::gauges::publish(proxy.metrics(), &c.report);
+                            if failing.remove(&exp.name) {
+                                tracing::info!(experiment = %exp.name, "the fleet's report is computed again");
+                            }
+                        }
+                        Err(e) => {
+                            metrics.errors.with_label_values(&[&exp.name]).inc();
+                            if failing.insert(exp.name.clone()) {
+                                tracing::warn!(experiment = %exp.name, error = %e, "cannot compute the fleet's report; the gauges keep their last values");
+                            }
+                        }
+                    }
+                }
+                if let Some(c) = fleet.last(exp).await {
+                    metrics
+                        .age
+                        .with_label_values(&[&exp.name])
+                        .set(c.at.elapsed().as_secs_f64());
+                }
+            }
+            if due {
+                last_refresh = Some(std::time::Instant::now());
+            }
         }
     });
 }

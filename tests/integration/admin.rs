@@ -88,6 +88,7 @@ async fn start_admin(
         auth,
         reload: None,
         counts: None,
+        fleet: None,
     });
     tokio::spawn(admin.serve(listener));
     (addr, ready)

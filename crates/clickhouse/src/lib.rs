@@ -8,7 +8,8 @@
 //! * [`ship`]: the shipper, from the local spool to the store, at least once, with a
 //!   cursor, a dead-letter file and capped backoff.
 //! * [`query`] and [`fleet`]: a report over the whole fleet, the heavy part in SQL, the
-//!   rest the same analysis as for local logs; [`rows`] reads the answers.
+//!   rest the same analysis as for local logs; [`rows`] reads the answers;
+//! * [`live`]: that report cached for a replica's live endpoints and gauges.
 //!
 //! Layer: above config, events and analysis, beside proxy; nothing here runs on a serving
 //! thread.
@@ -16,6 +17,7 @@
 
 pub mod client;
 pub mod fleet;
+pub mod live;
 pub mod query;
 pub mod rowbinary;
 pub mod rows;

@@ -948,4 +948,19 @@ fn clickhouse(c: &mut Checker<'_>, ch: &crate::schema::ClickHouseConfig) {
     if ch.timeout_ms < 100 {
         c.error(&p("timeout_ms"), "must be at least 100");
     }
+    if !(ch.live_refresh_s.is_finite() && ch.live_refresh_s >= 10.0) {
+        c.error(
+            &p("live_refresh_s"),
+            format!("must be at least 10 seconds: each refresh pulls every unit of every experiment (got {})", ch.live_refresh_s),
+        );
+    }
+    if !(ch.live_max_age_s.is_finite() && ch.live_max_age_s >= 0.0) {
+        c.error(
+            &p("live_max_age_s"),
+            format!(
+                "must be a number of seconds, 0 or more (got {})",
+                ch.live_max_age_s
+            ),
+        );
+    }
 }

@@ -220,6 +220,13 @@ pub struct ClickHouseConfig {
     pub flush_interval_ms: u64,
     #[serde(default = "defaults::clickhouse_timeout_ms")]
     pub timeout_ms: u64,
+    /// How often each replica recomputes the fleet-wide `cohort_experiment_*` gauges from
+    /// ClickHouse (each time one per-unit report per experiment).
+    #[serde(default = "defaults::clickhouse_live_refresh_s")]
+    pub live_refresh_s: f64,
+    /// The oldest fleet report the live report endpoints serve before computing a new one.
+    #[serde(default = "defaults::clickhouse_live_max_age_s")]
+    pub live_max_age_s: f64,
 }
 
 impl Default for EventsConfig {
@@ -678,6 +685,12 @@ pub mod defaults {
     }
     pub fn clickhouse_timeout_ms() -> u64 {
         10_000
+    }
+    pub fn clickhouse_live_refresh_s() -> f64 {
+        300.0
+    }
+    pub fn clickhouse_live_max_age_s() -> f64 {
+        30.0
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::common;
 
 mod failures;
+mod live;
 mod report;
 mod spool;
 
@@ -26,8 +27,16 @@ fn client() -> Client {
     Client::new(&server(), "default", None, Duration::from_secs(10)).unwrap()
 }
 
-/// A database name no other test uses.
+/// A database name no other test uses (asked twice for one name, it fails: two tests
+/// in one database see each other's rows).
 fn database(test: &str) -> String {
+    static TAKEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    assert!(
+        !taken.iter().any(|t| t == test),
+        "two tests use the database name {test:?}"
+    );
+    taken.push(test.to_owned());
     format!("cohort_test_{test}_{}", std::process::id())
 }
 

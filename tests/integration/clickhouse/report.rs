@@ -251,6 +251,37 @@ async fn the_fleet_report_is_the_same_on_a_current_clickhouse() {
         "chdb is a current engine"
     );
     fleet_report_equals_directories(url, "cohort").await;
+    growthbook_view_has_the_units(url).await;
+}
+
+/// README's GrowthBook view, created as written on the shipped events: one user per unit
+/// and phase, override and unit-less exposures left out.
+async fn growthbook_view_has_the_units(url: &str) {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("### GrowthBook on the same events")
+        .expect("README has the GrowthBook section")..];
+    let start = section.find("```sql\n").unwrap() + "```sql\n".len();
+    let view = &section[start..start + section[start..].find("```").unwrap()];
+    let c = Client::new(url, "default", None, std::time::Duration::from_secs(30)).unwrap();
+    c.execute(view).await.unwrap();
+    let got = c
+        .execute(
+            "SELECT experiment_id, toUInt64(uniqExact(user_id)), toUInt64(countIf(user_id = '')), \
+             toTypeName(any(timestamp)), toTypeName(any(variation_id)) \
+             FROM cohort.growthbook_assignments GROUP BY experiment_id ORDER BY experiment_id \
+             FORMAT TabSeparated",
+        )
+        .await
+        .unwrap();
+    // fleet_logs: users 0..400 in phase iris-old, 400..2400 in iris-new; 600 ranker accounts.
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "iris-model:iris-new\t2000\t0\tDateTime64(9)\tString\n\
+         iris-model:iris-old\t400\t0\tDateTime64(9)\tString\n\
+         ranker\t600\t0\tDateTime64(9)\tString\n"
+    );
 }
 
 /// tests/integration/clickhouse/chdb_http.py, killed when the test ends (and ending by

@@ -49,7 +49,7 @@ async fn convert(c: &HttpClient, admin: u16, unit: &str) -> (u16, Option<String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_drops_exposures_and_refuses_conversions_until_it_ships() {
-    let db = database("spool");
+    let db = database("spool_bound");
     let (rf, lr) = (backend("rf").await, backend("lr").await);
     let dir = tempfile::tempdir().unwrap();
     // The database does not exist and cohort may not create it: every insert is refused.

@@ -66,18 +66,22 @@ impl CohortProcess {
         }
         let mut child = cmd.spawn().unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        // Lines before "serving" stay readable by wait_log (threads of the process log
+        // from the start).
+        let (tx, logs) = std::sync::mpsc::channel();
         let serving = loop {
             let line = match lines.next() {
                 Some(Ok(l)) => l,
                 _ => panic!("cohort serve exited before serving: {:?}", child.wait()),
             };
-            let json: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            let json: Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
             if json["fields"]["message"] == "serving" {
                 break json;
             }
+            let _ = tx.send(json);
         };
         // Keep draining stderr so the child never blocks on a full pipe.
-        let (tx, logs) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 let _ = tx.send(serde_json::from_str(&line).unwrap_or(Value::String(line)));

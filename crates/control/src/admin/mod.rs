@@ -38,6 +38,7 @@ use crate::reload::{Outcome, Reloader, Trigger, WeightChange, WeightError};
 use auth::{AdminAuth, Caller, Denied};
 use cohort_analysis::LiveCounts;
 use cohort_assign::unit::query_param;
+use cohort_clickhouse::live::FleetLive;
 use cohort_config::assign;
 use cohort_config::schema::Scope;
 use cohort_proxy::{Body, Proxy};
@@ -59,6 +60,9 @@ pub struct Admin {
     pub reload: Option<ReloadHandle>,
     /// Live per-variant counts, where the process keeps an event log.
     pub counts: Option<Arc<LiveCounts>>,
+    /// With shipping: the fleet's report from ClickHouse, which the live report endpoints
+    /// serve instead of this replica's counts.
+    pub fleet: Option<Arc<FleetLive>>,
 }
 
 /// How the admin listener reaches the reload task.
@@ -401,20 +405,31 @@ impl Admin {
                 json!({"error": format!("no experiment named {name:?}")}),
             );
         };
-        let dir = serving.routes.file.events.dir.clone();
         let metrics = self.proxy.metrics().clone();
-        let report = tokio::task::spawn_blocking(move || {
-            let r = counts.report(&exp, &dir);
-            crate::gauges::publish(&metrics, &r);
-            r
-        })
-        .await;
-        let Ok(report) = report else {
-            return json_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"error": "the analysis failed"}),
-            );
+        let report = match &self.fleet {
+            Some(fleet) => match fleet.report(&exp).await {
+                Ok(c) => (*c.report).clone(),
+                Err(e) => {
+                    tracing::warn!(experiment = %exp.name, error = %e, "cannot compute the fleet's report");
+                    return json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"error": format!("the fleet's report needs ClickHouse, which failed: {}", e.kind()), "experiment": exp.name}),
+                    );
+                }
+            },
+            None => {
+                let dir = serving.routes.file.events.dir.clone();
+                let local = tokio::task::spawn_blocking(move || counts.report(&exp, &dir)).await;
+                let Ok(r) = local else {
+                    return json_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        json!({"error": "the analysis failed"}),
+                    );
+                };
+                r
+            }
         };
+        crate::gauges::publish(&metrics, &report);
         if let Some(refresh) = html {
             return html_response(cohort_report::html::live_page(&report, refresh));
         }

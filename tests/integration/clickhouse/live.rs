@@ -1,0 +1,209 @@
+//! With shipping, a replica's live report and gauges are the fleet's: two replicas serve
+//! different users, and either one's report counts both; a report is kept for
+//! `live_max_age_s`, so page views do not each pull every unit.
+
+use std::time::Duration;
+
+use super::{client, database, query, shipping_config_with};
+use crate::common::net::{backend, client as http, send};
+use crate::common::process::{admin_call, CohortProcess};
+
+async fn get(admin: u16, path: &str) -> serde_json::Value {
+    let (status, body) = admin_call(
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+        "GET",
+        path,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+fn units(report: &serde_json::Value) -> u64 {
+    report["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["units"].as_u64().unwrap())
+        .sum()
+}
+
+/// `cohort serve` replica `r` shipping into `db`, whose live reports are up to `max_age_s`
+/// old: (process, public port, admin port).
+fn replica(
+    dir: &std::path::Path,
+    db: &str,
+    r: usize,
+    max_age_s: u32,
+    backends: (std::net::SocketAddr, std::net::SocketAddr),
+) -> (CohortProcess, u16, u16) {
+    let (config, port, admin) = shipping_config_with(
+        dir,
+        &format!("live-{r}"),
+        db,
+        20,
+        backends,
+        &super::server(),
+        "",
+        &format!(", live_max_age_s: {max_age_s}"),
+    );
+    let p = CohortProcess::start(&config, &[("HOSTNAME", &format!("replica-{r}"))]);
+    (p, port, admin)
+}
+
+async fn metrics(admin: u16) -> String {
+    let (_, m) = admin_call(
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+        "GET",
+        "/metrics",
+        None,
+    )
+    .await;
+    m.as_str().unwrap().to_owned()
+}
+
+/// Waits until `db` holds `n` exposures.
+async fn shipped(db: &str, n: u32) {
+    let sql =
+        format!("SELECT count() FROM `{db}`.`events` WHERE type = 'exposure' FORMAT TabSeparated");
+    let start = std::time::Instant::now();
+    while query(&client(), &sql).await.trim() != n.to_string() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the exposures ship"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_replica_reports_the_whole_fleet() {
+    let db = database("live");
+    let backends = (backend("rf").await, backend("lr").await);
+    let dir = tempfile::tempdir().unwrap();
+    let mut replicas: Vec<_> = (0..2)
+        .map(|r| replica(dir.path(), &db, r, 0, backends))
+        .collect();
+    let c = http();
+    let serve = |port: u16, from: u32, to: u32| {
+        let c = c.clone();
+        async move {
+            let addr = format!("127.0.0.1:{port}").parse().unwrap();
+            for u in from..to {
+                let ans = send(
+                    &c,
+                    addr,
+                    "/invocations",
+                    &[("x-user-id", &format!("user-{u}"))],
+                )
+                .await;
+                assert_eq!(ans.status, 200);
+            }
+        }
+    };
+    // 60 users on replica 0, 40 on replica 1: each replica's report counts all 100.
+    serve(replicas[0].1, 0, 60).await;
+    serve(replicas[1].1, 60, 100).await;
+    shipped(&db, 100).await;
+    let path = "/v1/experiments/iris-model/report";
+    let from_0 = get(replicas[0].2, path).await;
+    let from_1 = get(replicas[1].2, path).await;
+    assert_eq!(units(&from_0), 100, "{from_0}");
+    assert_eq!(units(&from_1), 100, "{from_1}");
+    assert!(
+        from_1["notes"]
+            .to_string()
+            .contains("the whole fleet's events"),
+        "{from_1}"
+    );
+    // The gauges say the same (set by the report just computed).
+    let gauge: u64 = metrics(replicas[1].2)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("cohort_experiment_units{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(gauge, 100);
+
+    // A replica started now computes the fleet's report at once (its gauges and the age
+    // of their report appear), and serves that one for up to live_max_age_s.
+    replicas.push(replica(dir.path(), &db, 2, 3600, backends));
+    let start = std::time::Instant::now();
+    while !metrics(replicas[2].2)
+        .await
+        .contains("cohort_fleet_report_age_seconds{experiment=\"iris-model\"}")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the new replica computes the fleet's report"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    serve(replicas[0].1, 100, 110).await;
+    shipped(&db, 110).await;
+    assert_eq!(units(&get(replicas[0].2, path).await), 110, "computed anew");
+    let cached = get(replicas[2].2, path).await;
+    assert_eq!(units(&cached), 100, "served from the cache: {cached}");
+    for (mut p, _, _) in replicas {
+        assert_eq!(p.terminate(), Some(0));
+    }
+    query(&client(), &format!("DROP DATABASE `{db}`")).await;
+}
+
+/// ClickHouse unreachable: the live report says so with 503, and the failed refreshes are
+/// counted (serving goes on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_clickhouse_the_live_report_is_a_503_and_refreshes_are_counted() {
+    let backends = (backend("rf").await, backend("lr").await);
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("http://127.0.0.1:{}", crate::common::process::free_port());
+    let (config, port, admin) = shipping_config_with(
+        dir.path(),
+        "nowhere",
+        "cohort",
+        20,
+        backends,
+        &dead,
+        "",
+        ", live_max_age_s: 0",
+    );
+    let mut p = CohortProcess::start(&config, &[]);
+    let c = http();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(
+        send(&c, addr, "/invocations", &[("x-user-id", "u")])
+            .await
+            .status,
+        200
+    );
+    let (status, body) = admin_call(
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+        "GET",
+        "/v1/experiments/iris-model/report",
+        None,
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["error"],
+        "the fleet's report needs ClickHouse, which failed: connect"
+    );
+    let start = std::time::Instant::now();
+    while !metrics(admin)
+        .await
+        .lines()
+        .any(|l| l.starts_with("cohort_fleet_report_errors_total{experiment=\"iris-model\"}"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the failed refresh is counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.expect_log(
+        "cannot compute the fleet's report; the gauges keep their last values",
+        Duration::from_secs(10),
+    );
+    assert_eq!(p.terminate(), Some(0));
+}
