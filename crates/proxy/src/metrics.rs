@@ -61,6 +61,9 @@ impl UpstreamErrorKind {
 /// Every family of the contract.
 pub struct Metrics {
     registry: Registry,
+    /// Families registered from outside this crate: (name, help, type), declared on
+    /// /metrics before they have a series.
+    added: std::sync::Mutex<Vec<(String, String, &'static str)>>,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
@@ -234,6 +237,7 @@ impl Metrics {
             )
             .expect("valid metric"),
             registry,
+            added: Default::default(),
         };
         for c in m.collectors() {
             // Names are distinct constants: registration cannot fail.
@@ -288,6 +292,12 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&families, &mut out);
         let mut text = String::from_utf8(out).unwrap_or_default();
         // … and declare the others, so that every family is visible from the start.
+        let added = self.added.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, help, kind) in added.iter() {
+            if !families.iter().any(|f| f.name() == name) {
+                text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            }
+        }
         for c in self.collectors() {
             for desc in c.desc() {
                 if !families.iter().any(|f| f.name() == desc.fq_name) {
@@ -311,7 +321,25 @@ impl Metrics {
     /// Adds the families of a part that lives outside this crate (e.g. the shipper's), so
     /// that /metrics shows them with the rest.
     pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), prometheus::Error> {
-        self.registry.register(collector)
+        let families: Vec<(String, String, &'static str)> = collector
+            .collect()
+            .iter()
+            .map(|f| {
+                let kind = match f.get_field_type() {
+                    prometheus::proto::MetricType::COUNTER => "counter",
+                    prometheus::proto::MetricType::HISTOGRAM => "histogram",
+                    prometheus::proto::MetricType::SUMMARY => "summary",
+                    _ => "gauge",
+                };
+                (f.name().to_owned(), f.help().to_owned(), kind)
+            })
+            .collect();
+        self.registry.register(collector)?;
+        self.added
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(families);
+        Ok(())
     }
 
     /// Handles for the requests of one (route, experiment, variant), series created at 0.
@@ -467,6 +495,26 @@ fn same(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn families_added_from_outside_are_declared_with_their_type_before_any_series() {
+        let m = Metrics::new();
+        let age = GaugeVec::new(Opts::new("x_age_seconds", "An age."), &["e"]).unwrap();
+        let n = IntCounterVec::new(Opts::new("x_failures_total", "Failures."), &["e"]).unwrap();
+        m.register(Box::new(age.clone())).unwrap();
+        m.register(Box::new(n)).unwrap();
+        let text = m.render();
+        assert!(text.contains("# TYPE x_age_seconds gauge\n"), "{text}");
+        assert!(text.contains("# TYPE x_failures_total counter\n"), "{text}");
+        age.with_label_values(&["a"]).set(2.0);
+        let text = m.render();
+        assert_eq!(
+            text.matches("# TYPE x_age_seconds gauge").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("x_age_seconds{e=\"a\"} 2"), "{text}");
+    }
 
     #[test]
     fn the_error_kinds_index_their_counters() {
