@@ -96,17 +96,33 @@ impl FleetLive {
     }
 
     async fn compute(&self, exp: &Experiment) -> Result<Report, Error> {
-        let versions = Arc::new(self.fleet.versions().await?);
-        let tally = self
-            .fleet
-            .tally(
-                &exp.name,
-                &Scope::default(),
-                Some(&exp.salt),
-                exp.decision.attribution_window_s,
-            )
-            .await?;
         let mut notes = vec!["the whole fleet's events, as shipped to ClickHouse".to_owned()];
+        let read = async {
+            let versions = self.fleet.versions().await?;
+            let tally = self
+                .fleet
+                .tally(
+                    &exp.name,
+                    &Scope::default(),
+                    Some(&exp.salt),
+                    exp.decision.attribution_window_s,
+                )
+                .await?;
+            Ok::<_, Error>((versions, tally))
+        };
+        let (versions, tally) = match read.await {
+            Ok(r) => r,
+            // Before the first replica has created them: nothing shipped yet.
+            Err(Error::Server {
+                code: Some(UNKNOWN_TABLE | UNKNOWN_DATABASE),
+                ..
+            }) => {
+                notes.push("ClickHouse has no cohort tables yet: nothing is shipped".to_owned());
+                (Default::default(), None)
+            }
+            Err(e) => return Err(e),
+        };
+        let versions = Arc::new(versions);
         if tally.is_none() {
             notes.push(format!(
                 "ClickHouse has no events of experiment {} yet",
@@ -123,6 +139,10 @@ impl FleetLive {
         ))
     }
 }
+
+/// ClickHouse's error codes for a table or database that does not exist.
+const UNKNOWN_TABLE: u32 = 60;
+const UNKNOWN_DATABASE: u32 = 81;
 
 /// How long one query of a live report may take: a per-unit report of a large experiment
 /// takes longer than an insert.

@@ -207,3 +207,31 @@ async fn without_clickhouse_the_live_report_is_a_503_and_refreshes_are_counted()
     );
     assert_eq!(p.terminate(), Some(0));
 }
+
+/// Before any replica has created the tables, the fleet's report is an empty one that
+/// says why, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_the_tables_exist_the_fleet_report_is_empty_and_says_why() {
+    let backends = (backend("rf").await, backend("lr").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, admin) = shipping_config_with(
+        dir.path(),
+        "no-tables",
+        &database("no_tables"),
+        20,
+        backends,
+        &super::server(),
+        "",
+        ", create_schema: false, live_max_age_s: 0",
+    );
+    let mut p = CohortProcess::start(&config, &[]);
+    let report = get(admin, "/v1/experiments/iris-model/report").await;
+    assert_eq!(units(&report), 0);
+    assert!(
+        report["notes"]
+            .to_string()
+            .contains("ClickHouse has no cohort tables yet"),
+        "{report}"
+    );
+    assert_eq!(p.terminate(), Some(0));
+}
