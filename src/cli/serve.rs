@@ -14,10 +14,11 @@
 //! `grace_ms + drain_timeout_ms` plus a margin must fit in the pod's
 //! `terminationGracePeriodSeconds`, or the kubelet's SIGKILL cuts the drain short.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -200,9 +201,9 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 return exit::INVALID;
             }
         }
-        let (fleet, live_refresh) = match fleet_live(&events_cfg) {
-            Ok(Some((f, every))) => (Some(f), every),
-            Ok(None) => (None, Duration::ZERO),
+        let (fleet, live_every) = match fleet_live(&events_cfg) {
+            Ok(Some((f, every))) => (Some(f), Some(every)),
+            Ok(None) => (None, None),
             Err(e) => {
                 eprintln!("cohort serve: events.clickhouse: {e}");
                 return exit::INVALID;
@@ -239,10 +240,10 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             counts: events_cfg.enabled.then_some(counts.clone()),
             fleet: fleet.clone(),
         });
-        match fleet {
-            Some(fleet) => spawn_fleet_analysis(proxy.clone(), fleet, live_metrics, live_refresh),
-            None if events_cfg.enabled => spawn_analysis(proxy.clone(), counts),
-            None => {}
+        match (fleet, live_every) {
+            (Some(fleet), Some(every)) => spawn_fleet_analysis(proxy.clone(), fleet, live_metrics, every),
+            _ if events_cfg.enabled => spawn_analysis(proxy.clone(), counts),
+            _ => {}
         }
         let shutdown = Shutdown::new();
         let grace = Duration::from_millis(proxy.routes().routes.file.shutdown.grace_ms);
@@ -307,10 +308,17 @@ fn spawn_analysis(proxy: Arc<cohort_proxy::Proxy>, counts: Arc<LiveCounts>) {
     });
 }
 
+/// How often the fleet's gauges refresh: per-variant counts, and the whole report.
+#[derive(Clone, Copy)]
+struct LiveEvery {
+    counts: Duration,
+    report: Duration,
+}
+
 /// The fleet's live report (None without shipping) and how often the gauges refresh.
 fn fleet_live(
     events: &config::schema::EventsConfig,
-) -> Result<Option<(Arc<FleetLive>, Duration)>, String> {
+) -> Result<Option<(Arc<FleetLive>, LiveEvery)>, String> {
     let Some(cfg) = &events.clickhouse else {
         return Ok(None);
     };
@@ -326,47 +334,68 @@ fn fleet_live(
             fleet,
             Duration::from_secs_f64(cfg.live_max_age_s),
         )),
-        Duration::from_secs_f64(cfg.live_refresh_s),
+        LiveEvery {
+            counts: Duration::from_secs_f64(cfg.live_counts_s),
+            report: Duration::from_secs_f64(cfg.live_refresh_s),
+        },
     )))
 }
 
-/// How often the fleet report's age gauge is updated between refreshes.
+/// How often the age gauges are updated, at the most.
 const AGE_EVERY: Duration = Duration::from_secs(10);
 
-/// With shipping: the `cohort_experiment_*` gauges from the fleet's report, recomputed
-/// every `refresh` (a report the endpoints computed meanwhile is reused); a failed
-/// refresh keeps the last values, and `cohort_fleet_report_age_seconds` says how old
-/// they are.
+/// With shipping: `cohort_experiment_units` and `_conversion_rate` from per-variant counts
+/// summed in ClickHouse every `every.counts`, and every gauge from the fleet's whole
+/// report every `every.report` (a report the endpoints computed meanwhile is reused). A
+/// failed refresh keeps the last values; `cohort_fleet_counts_age_seconds` and
+/// `cohort_fleet_report_age_seconds` say how old they are.
 fn spawn_fleet_analysis(
     proxy: Arc<cohort_proxy::Proxy>,
     fleet: Arc<FleetLive>,
     metrics: LiveMetrics,
-    refresh: Duration,
+    every: LiveEvery,
 ) {
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(AGE_EVERY);
-        let mut last_refresh: Option<std::time::Instant> = None;
-        let mut failing: std::collections::HashSet<String> = Default::default();
+        let mut tick = tokio::time::interval(every.counts.min(AGE_EVERY));
+        let (mut counts_at, mut report_at) = (None::<Instant>, None::<Instant>);
+        let mut counted: HashMap<String, Instant> = HashMap::new();
+        let mut failing: HashSet<String> = HashSet::new();
+        let due = |at: Option<Instant>, period: Duration| at.is_none_or(|t| t.elapsed() >= period);
         loop {
-            every.tick().await;
-            let due = last_refresh.is_none_or(|t| t.elapsed() >= refresh);
+            tick.tick().await;
+            let (counts_due, report_due) =
+                (due(counts_at, every.counts), due(report_at, every.report));
             let serving = proxy.routes();
             for exp in &serving.routes.experiments {
-                if due {
-                    match fleet.report_within(exp, refresh / 2).await {
+                let mut failed = None;
+                if report_due {
+                    match fleet.report_within(exp, every.report / 2).await {
                         Ok(c) => {
                             cohort_control::gauges::publish(proxy.metrics(), &c.report);
-                            if failing.remove(&exp.name) {
-                                tracing::info!(experiment = %exp.name, "the fleet's report is computed again");
-                            }
+                            counted.insert(exp.name.clone(), c.at);
                         }
-                        Err(e) => {
-                            metrics.errors.with_label_values(&[&exp.name]).inc();
-                            if failing.insert(exp.name.clone()) {
-                                tracing::warn!(experiment = %exp.name, error = %e, "cannot compute the fleet's report; the gauges keep their last values");
-                            }
+                        Err(e) => failed = Some(e),
+                    }
+                } else if counts_due {
+                    match fleet.counts(exp).await {
+                        Ok(c) => {
+                            cohort_control::gauges::publish_counts(proxy.metrics(), &exp.name, &c);
+                            counted.insert(exp.name.clone(), Instant::now());
+                        }
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                match failed {
+                    Some(e) => {
+                        metrics.errors.with_label_values(&[&exp.name]).inc();
+                        if failing.insert(exp.name.clone()) {
+                            tracing::warn!(experiment = %exp.name, error = %e, "cannot compute the fleet's report; the gauges keep their last values");
                         }
                     }
+                    None if (counts_due || report_due) && failing.remove(&exp.name) => {
+                        tracing::info!(experiment = %exp.name, "the fleet's report is computed again");
+                    }
+                    None => {}
                 }
                 if let Some(c) = fleet.last(exp).await {
                     metrics
@@ -374,9 +403,18 @@ fn spawn_fleet_analysis(
                         .with_label_values(&[&exp.name])
                         .set(c.at.elapsed().as_secs_f64());
                 }
+                if let Some(at) = counted.get(&exp.name) {
+                    metrics
+                        .counts_age
+                        .with_label_values(&[&exp.name])
+                        .set(at.elapsed().as_secs_f64());
+                }
             }
-            if due {
-                last_refresh = Some(std::time::Instant::now());
+            if report_due {
+                report_at = Some(Instant::now());
+            }
+            if counts_due || report_due {
+                counts_at = Some(Instant::now());
             }
         }
     });

@@ -199,6 +199,38 @@ impl Fleet {
         Ok(Some(tally))
     }
 
+    /// Per variant of `experiment`'s analysed phase (as [`Self::tally`] chooses it), its
+    /// counted units and those converted within `window_s`: (variant, units, converted),
+    /// by name. A handful of rows, whatever the number of units.
+    pub async fn variant_counts(
+        &self,
+        experiment: &str,
+        salt: Option<&str>,
+        window_s: Option<f64>,
+    ) -> Result<Vec<(String, u64, u64)>, Error> {
+        let scope = Scope::default();
+        let mut phases = Vec::new();
+        self.rows(
+            &query::phases(&self.tables, experiment, &scope),
+            |c| Some((c.string()?, c.i64()?, c.u64()?)),
+            |p| phases.push(p),
+        )
+        .await?;
+        let chosen =
+            cohort_analysis::choose_phase(salt, phases.iter().map(|p| (p.0.as_str(), p.1)));
+        let mut out = Vec::new();
+        if let Some(phase) = chosen {
+            let window_ns = window_s.map_or(i64::MAX, |s| (s * 1e9) as i64);
+            self.rows(
+                &query::variant_counts(&self.tables, experiment, &scope, &phase, window_ns),
+                |c| Some((c.string()?, c.u64()?, c.u64()?)),
+                |r| out.push(r),
+            )
+            .await?;
+        }
+        Ok(out)
+    }
+
     /// The shares history (`config-versions.jsonl` of every replica), one entry per line
     /// a replica wrote, as reading the replicas' directories gives.
     pub async fn versions(&self) -> Result<ConfigVersions, Error> {

@@ -95,6 +95,27 @@ impl FleetLive {
             .map(|(_, c)| c.clone())
     }
 
+    /// Per variant of `exp`: counted units and converted units, from a query that sums
+    /// where the data is (cheap enough to run often; see [`Fleet::variant_counts`]).
+    /// Before the tables exist: none.
+    pub async fn counts(&self, exp: &Experiment) -> Result<Vec<(String, u64, u64)>, Error> {
+        match self
+            .fleet
+            .variant_counts(
+                &exp.name,
+                Some(&exp.salt),
+                exp.decision.attribution_window_s,
+            )
+            .await
+        {
+            Err(Error::Server {
+                code: Some(UNKNOWN_TABLE | UNKNOWN_DATABASE),
+                ..
+            }) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
     async fn compute(&self, exp: &Experiment) -> Result<Report, Error> {
         let mut notes = vec!["the whole fleet's events, as shipped to ClickHouse".to_owned()];
         let read = async {
@@ -149,11 +170,13 @@ const UNKNOWN_DATABASE: u32 = 81;
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `cohort_fleet_report_age_seconds{experiment}` (the age of the fleet report the gauges
-/// were last set from; it grows while refreshes fail) and
+/// were last set from; it grows while refreshes fail), `cohort_fleet_counts_age_seconds`
+/// (likewise for the units and rate gauges' counts) and
 /// `cohort_fleet_report_errors_total{experiment}`.
 #[derive(Clone)]
 pub struct LiveMetrics {
     pub age: GaugeVec,
+    pub counts_age: GaugeVec,
     pub errors: IntCounterVec,
 }
 
@@ -164,6 +187,14 @@ impl LiveMetrics {
                 Opts::new(
                     "cohort_fleet_report_age_seconds",
                     "Age of the fleet-wide report (from ClickHouse) the experiment gauges were last set from.",
+                ),
+                &["experiment"],
+            )
+            .expect("valid metric"),
+            counts_age: GaugeVec::new(
+                Opts::new(
+                    "cohort_fleet_counts_age_seconds",
+                    "Age of the fleet-wide per-variant counts (from ClickHouse) behind cohort_experiment_units and _conversion_rate.",
                 ),
                 &["experiment"],
             )
@@ -181,7 +212,11 @@ impl LiveMetrics {
 
     /// Everything to register on /metrics.
     pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
-        vec![Box::new(self.age.clone()), Box::new(self.errors.clone())]
+        vec![
+            Box::new(self.age.clone()),
+            Box::new(self.counts_age.clone()),
+            Box::new(self.errors.clone()),
+        ]
     }
 }
 

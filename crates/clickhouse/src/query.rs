@@ -125,7 +125,36 @@ pub fn units(t: &Tables, experiment: &str, scope: &Scope, phase: &str, window_ns
         "SELECT unit, s[1].1 AS first_seen, s[1].2, s[1].3, toUInt64(length(s)), s[2].1, toUInt64(length(convs)), \
            arrayFilter(c -> c.1 >= first_seen AND c.1 - first_seen <= {window_ns}, convs), \
            toUInt64(arrayCount(c -> c.1 < first_seen, convs)) \
-         FROM ( \
+         FROM {} FORMAT RowBinary",
+        per_unit(t, experiment, scope, phase)
+    )
+}
+
+/// Per variant, the counted units of `phase` (crossovers left out) and those with a
+/// conversion within the window: `variant String, units UInt64, converted UInt64`; the
+/// same rules as [`units`], summed where the data is.
+pub fn variant_counts(
+    t: &Tables,
+    experiment: &str,
+    scope: &Scope,
+    phase: &str,
+    window_ns: i64,
+) -> String {
+    format!(
+        "SELECT variant, toUInt64(count()), toUInt64(countIf(converted)) FROM ( \
+           SELECT s[1].2 AS variant, length(s) AS seen, s[1].1 AS first_seen, \
+             arrayExists(c -> c.1 >= first_seen AND c.1 - first_seen <= {window_ns}, convs) AS converted \
+           FROM {} \
+         ) AS counted WHERE seen = 1 GROUP BY variant ORDER BY variant FORMAT RowBinary",
+        per_unit(t, experiment, scope, phase)
+    )
+}
+
+/// Each unit of `phase` with `s` (its first exposure per variant, (ts, variant, version),
+/// sorted) and `convs` (its distinct conversions, (ts, value), empty when none).
+fn per_unit(t: &Tables, experiment: &str, scope: &Scope, phase: &str) -> String {
+    format!(
+        "( \
            SELECT unit, arraySort(groupArray((first_ts, variant, version))) AS s \
            FROM ( \
              SELECT unit, variant, min((ts_ns, config_version)) AS fv, \
@@ -143,8 +172,7 @@ pub fn units(t: &Tables, experiment: &str, scope: &Scope, phase: &str, window_ns
              GROUP BY unit, event_id \
            ) AS distinct_conversions \
            GROUP BY unit \
-         ) AS y USING unit \
-         FORMAT RowBinary",
+         ) AS y USING unit",
         events = t.events(),
         exp = exposures(experiment, scope),
         conv = conversions(experiment, scope),

@@ -236,6 +236,15 @@ impl Shipper {
     /// Ships the shares history and then at most one batch of events; Ok(Round) with
     /// what it shipped (nothing: caught up). On an error nothing moves.
     pub async fn round(&mut self) -> Result<Round, Error> {
+        let result = self.try_round().await;
+        if result.is_err() {
+            // What waits grows while nothing ships: the gauge and the bound must see it.
+            self.update_backlog();
+        }
+        result
+    }
+
+    async fn try_round(&mut self) -> Result<Round, Error> {
         let mut round = Round {
             versions: self.ship_versions().await?,
             ..Round::default()

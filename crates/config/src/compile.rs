@@ -954,6 +954,12 @@ fn clickhouse(c: &mut Checker<'_>, ch: &crate::schema::ClickHouseConfig) {
             format!("must be at least 10 seconds: each refresh pulls every unit of every experiment (got {})", ch.live_refresh_s),
         );
     }
+    if !(ch.live_counts_s.is_finite() && ch.live_counts_s >= 1.0) {
+        c.error(
+            &p("live_counts_s"),
+            format!("must be at least 1 second (got {})", ch.live_counts_s),
+        );
+    }
     if !(ch.live_max_age_s.is_finite() && ch.live_max_age_s >= 0.0) {
         c.error(
             &p("live_max_age_s"),

@@ -220,8 +220,12 @@ pub struct ClickHouseConfig {
     pub flush_interval_ms: u64,
     #[serde(default = "defaults::clickhouse_timeout_ms")]
     pub timeout_ms: u64,
-    /// How often each replica recomputes the fleet-wide `cohort_experiment_*` gauges from
-    /// ClickHouse (each time one per-unit report per experiment).
+    /// How often each replica sets `cohort_experiment_units` and `_conversion_rate` from
+    /// per-variant counts summed in ClickHouse (a handful of rows per experiment).
+    #[serde(default = "defaults::clickhouse_live_counts_s")]
+    pub live_counts_s: f64,
+    /// How often each replica recomputes the fleet's report for the other experiment
+    /// gauges (decision p, P(beat control), SRM p): one per-unit report per experiment.
     #[serde(default = "defaults::clickhouse_live_refresh_s")]
     pub live_refresh_s: f64,
     /// The oldest fleet report the live report endpoints serve before computing a new one.
@@ -685,6 +689,9 @@ pub mod defaults {
     }
     pub fn clickhouse_timeout_ms() -> u64 {
         10_000
+    }
+    pub fn clickhouse_live_counts_s() -> f64 {
+        30.0
     }
     pub fn clickhouse_live_refresh_s() -> f64 {
         300.0

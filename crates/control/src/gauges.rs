@@ -42,3 +42,20 @@ pub fn publish(metrics: &Metrics, r: &Report) {
         metrics.srm_p_value.with_label_values(&[e]).set(p);
     }
 }
+
+/// Units and conversion rate per variant of `experiment` from counts made elsewhere
+/// (variant, units, converted units): the fleet's, summed in ClickHouse.
+pub fn publish_counts(metrics: &Metrics, experiment: &str, counts: &[(String, u64, u64)]) {
+    for (variant, units, converted) in counts {
+        metrics
+            .experiment_units
+            .with_label_values(&[experiment, variant])
+            .set(i64::try_from(*units).unwrap_or(i64::MAX));
+        if *units > 0 {
+            metrics
+                .experiment_conversion_rate
+                .with_label_values(&[experiment, variant])
+                .set(*converted as f64 / *units as f64);
+        }
+    }
+}

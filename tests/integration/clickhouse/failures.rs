@@ -340,6 +340,12 @@ async fn clickhouse_killed_mid_load_loses_nothing_and_counts_nothing_twice() {
         ),
         "shipping failed while the server was down: {m}"
     );
+    let backlog: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("cohort_clickhouse_backlog_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(backlog > 0, "the backlog grows while nothing ships: {m}");
     ch.restart();
     converted += load(600, 900).await;
 

@@ -29,13 +29,13 @@ fn units(report: &serde_json::Value) -> u64 {
         .sum()
 }
 
-/// `cohort serve` replica `r` shipping into `db`, whose live reports are up to `max_age_s`
-/// old: (process, public port, admin port).
+/// `cohort serve` replica `r` shipping into `db`, with these more keys of
+/// `events.clickhouse` (e.g. `, live_max_age_s: 0`): (process, public port, admin port).
 fn replica(
     dir: &std::path::Path,
     db: &str,
     r: usize,
-    max_age_s: u32,
+    live: &str,
     backends: (std::net::SocketAddr, std::net::SocketAddr),
 ) -> (CohortProcess, u16, u16) {
     let (config, port, admin) = shipping_config_with(
@@ -46,7 +46,7 @@ fn replica(
         backends,
         &super::server(),
         "",
-        &format!(", live_max_age_s: {max_age_s}"),
+        live,
     );
     let p = CohortProcess::start(&config, &[("HOSTNAME", &format!("replica-{r}"))]);
     (p, port, admin)
@@ -83,7 +83,7 @@ async fn each_replica_reports_the_whole_fleet() {
     let backends = (backend("rf").await, backend("lr").await);
     let dir = tempfile::tempdir().unwrap();
     let mut replicas: Vec<_> = (0..2)
-        .map(|r| replica(dir.path(), &db, r, 0, backends))
+        .map(|r| replica(dir.path(), &db, r, ", live_max_age_s: 0", backends))
         .collect();
     let c = http();
     let serve = |port: u16, from: u32, to: u32| {
@@ -128,7 +128,13 @@ async fn each_replica_reports_the_whole_fleet() {
 
     // A replica started now computes the fleet's report at once (its gauges and the age
     // of their report appear), and serves that one for up to live_max_age_s.
-    replicas.push(replica(dir.path(), &db, 2, 3600, backends));
+    replicas.push(replica(
+        dir.path(),
+        &db,
+        2,
+        ", live_max_age_s: 3600, live_counts_s: 1",
+        backends,
+    ));
     let start = std::time::Instant::now();
     while !metrics(replicas[2].2)
         .await
@@ -145,6 +151,25 @@ async fn each_replica_reports_the_whole_fleet() {
     assert_eq!(units(&get(replicas[0].2, path).await), 110, "computed anew");
     let cached = get(replicas[2].2, path).await;
     assert_eq!(units(&cached), 100, "served from the cache: {cached}");
+    // Its units gauge follows the fleet's per-variant counts, every live_counts_s.
+    let start = std::time::Instant::now();
+    loop {
+        let m = metrics(replicas[2].2).await;
+        let units: u64 = m
+            .lines()
+            .filter(|l| l.starts_with("cohort_experiment_units{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        if units == 110 {
+            assert!(m.contains("cohort_fleet_counts_age_seconds{experiment=\"iris-model\"}"));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the counts refresh: {units}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for (mut p, _, _) in replicas {
         assert_eq!(p.terminate(), Some(0));
     }

@@ -366,6 +366,33 @@ async fn fleet_report_equals_directories(url: &str, db: &str) {
             "2026-11-02T00:00:00Z",
         ],
     ];
+    // The per-variant counts behind the live gauges agree with the report's units and
+    // converted units.
+    let fleet = cohort_clickhouse::fleet::Fleet {
+        client: c.clone(),
+        tables: ship_tables(db),
+        timeout: std::time::Duration::from_secs(30),
+        settings: Vec::new(),
+    };
+    let counts = fleet
+        .variant_counts("iris-model", Some("iris-new"), Some(172_800.0))
+        .await
+        .unwrap();
+    let report = same_report(url, db, &dirs, runs[0]);
+    let mut want: Vec<(String, u64, u64)> = report["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_owned(),
+                v["units"].as_u64().unwrap(),
+                v["conversions"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(counts, want);
     for (i, args) in runs.iter().enumerate() {
         let local = same_report(url, db, &dirs, args);
         if i == 0 {
