@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{client, database, query, shipping_config_with};
+use super::{client, database, metrics, query, shipping_config_with};
 use crate::common::net::{backend, client as http, send};
 use crate::common::process::{admin_call, CohortProcess};
 
@@ -50,17 +50,6 @@ fn replica(
     );
     let p = CohortProcess::start(&config, &[("HOSTNAME", &format!("replica-{r}"))]);
     (p, port, admin)
-}
-
-async fn metrics(admin: u16) -> String {
-    let (_, m) = admin_call(
-        format!("127.0.0.1:{admin}").parse().unwrap(),
-        "GET",
-        "/metrics",
-        None,
-    )
-    .await;
-    m.as_str().unwrap().to_owned()
 }
 
 /// Waits until `db` holds `n` exposures.

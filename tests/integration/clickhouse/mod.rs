@@ -40,6 +40,27 @@ fn database(test: &str) -> String {
     format!("cohort_test_{test}_{}", std::process::id())
 }
 
+/// The /metrics text of the admin listener on `admin`.
+async fn metrics(admin: u16) -> String {
+    let (_, m) = common::process::admin_call(
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+        "GET",
+        "/metrics",
+        None,
+    )
+    .await;
+    m.as_str().unwrap_or_default().to_owned()
+}
+
+/// The value of the sample `series` (name and labels, as written) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|v| v.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
 async fn query(c: &Client, sql: &str) -> String {
     String::from_utf8(c.execute(sql).await.unwrap().to_vec()).unwrap()
 }
@@ -376,7 +397,7 @@ fn shipping_config_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_ship_every_event_once() {
     use common::net::{backend, client as http, send};
-    use common::process::{admin_call, CohortProcess};
+    use common::process::CohortProcess;
     let db = database("fleet");
     let (rf, lr) = (backend("rf").await, backend("lr").await);
     let dir = tempfile::tempdir().unwrap();
@@ -433,15 +454,12 @@ async fn three_replicas_ship_every_event_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for (p, _, admin) in &mut replicas {
-        let (_, m) = admin_call(
-            format!("127.0.0.1:{admin}").parse().unwrap(),
-            "GET",
-            "/metrics",
-            None,
-        )
-        .await;
-        let m = m.as_str().unwrap_or_default().to_owned();
-        assert!(m.contains("cohort_clickhouse_backlog_bytes 0"), "{m}");
+        let m = metrics(*admin).await;
+        assert_eq!(
+            sample(&m, "cohort_clickhouse_backlog_bytes"),
+            Some(0.0),
+            "{m}"
+        );
         assert_eq!(p.terminate(), Some(0));
     }
     query(&ch, &format!("DROP DATABASE `{db}`")).await;

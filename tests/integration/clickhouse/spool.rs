@@ -8,25 +8,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-use super::{client, database, exposure, query, ship_tables, shipping_config_with};
+use super::{
+    client, database, exposure, metrics, query, sample, ship_tables, shipping_config_with,
+};
 use crate::common::net::{backend, client as http, send, HttpClient};
-use crate::common::process::{admin_call, CohortProcess};
+use crate::common::process::CohortProcess;
 
 /// `cohort_events_dropped_total` on `admin`'s /metrics.
 async fn dropped(admin: u16) -> u64 {
-    let (_, m) = admin_call(
-        format!("127.0.0.1:{admin}").parse().unwrap(),
-        "GET",
-        "/metrics",
-        None,
-    )
-    .await;
-    m.as_str()
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("cohort_events_dropped_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("cohort_events_dropped_total on /metrics")
+    sample(&metrics(admin).await, "cohort_events_dropped_total")
+        .expect("cohort_events_dropped_total on /metrics") as u64
 }
 
 /// Reports one conversion of `unit` to `admin`: (status, Retry-After, body).
