@@ -2,7 +2,9 @@
 //!
 //! * [`reload`]: hot reload (file watch, SIGHUP, admin), refusing bad files and reshuffles;
 //! * [`overrides`]: runtime weights, persisted in the state file;
-//! * [`admin`]: probes, metrics, the read API, and the token-protected control calls;
+//! * [`admin`]: probes, metrics, the read API (the live report: this replica's counts, or
+//!   with shipping the fleet's from `cohort_clickhouse::live`), and the token-protected
+//!   control calls;
 //! * [`gauges`]: the live report's gauges on /metrics.
 
 #![forbid(unsafe_code)]
