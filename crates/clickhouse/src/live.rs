@@ -108,10 +108,7 @@ impl FleetLive {
             )
             .await
         {
-            Err(Error::Server {
-                code: Some(UNKNOWN_TABLE | UNKNOWN_DATABASE),
-                ..
-            }) => Ok(Vec::new()),
+            Err(e) if no_tables_yet(&e) => Ok(Vec::new()),
             other => other,
         }
     }
@@ -133,11 +130,7 @@ impl FleetLive {
         };
         let (versions, tally) = match read.await {
             Ok(r) => r,
-            // Before the first replica has created them: nothing shipped yet.
-            Err(Error::Server {
-                code: Some(UNKNOWN_TABLE | UNKNOWN_DATABASE),
-                ..
-            }) => {
+            Err(e) if no_tables_yet(&e) => {
                 notes.push("ClickHouse has no cohort tables yet: nothing is shipped".to_owned());
                 (Default::default(), None)
             }
@@ -164,6 +157,18 @@ impl FleetLive {
 /// ClickHouse's error codes for a table or database that does not exist.
 const UNKNOWN_TABLE: u32 = 60;
 const UNKNOWN_DATABASE: u32 = 81;
+
+/// Whether `e` says the tables are not there: before the first replica has created them
+/// nothing is shipped yet, which is no failure.
+fn no_tables_yet(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Server {
+            code: Some(UNKNOWN_TABLE | UNKNOWN_DATABASE),
+            ..
+        }
+    )
+}
 
 /// How long one query of a live report may take: a per-unit report of a large experiment
 /// takes longer than an insert.

@@ -49,10 +49,6 @@ impl<'a> Cursor<'a> {
             .map(|b| String::from_utf8_lossy(b).into_owned())
     }
 
-    pub fn u8(&mut self) -> Option<u8> {
-        self.array::<1>().map(|b| b[0])
-    }
-
     pub fn u64(&mut self) -> Option<u64> {
         self.array().map(u64::from_le_bytes)
     }
