@@ -98,8 +98,15 @@ async fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0() {
     // … when SIGTERM arrives.
     let signalled = Instant::now();
     cohort.signal("TERM");
-    // During the grace period: not ready, still serving.
-    let (status, _) = admin_call(admin_addr, "GET", "/readyz", None).await;
+    // During the grace period: not ready (once the process has taken the signal, which
+    // `kill` does not wait for), still serving.
+    let status = loop {
+        let (status, _) = admin_call(admin_addr, "GET", "/readyz", None).await;
+        if status != StatusCode::OK || signalled.elapsed() >= Duration::from_millis(300) {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
         signalled.elapsed() < Duration::from_millis(400),
