@@ -13,6 +13,8 @@
 //! * [`decision`]: the rule that turns the numbers into winner / roll back / keep running;
 //! * [`power`]: the units per variant a fixed-horizon test needs;
 //! * [`relative`]: the relative lift with GrowthBook's fixed and sequential intervals;
+//! * [`sequential`]: GrowthBook's always-valid confidence sequence, and with it the
+//!   interval and p of a difference of per-unit means (a rollout guardrail's error rate);
 //! * [`welch`]: value per unit, Welch's t-test on running moments.
 
 #![forbid(unsafe_code)]
@@ -22,5 +24,6 @@ pub mod decision;
 pub mod power;
 pub mod proportions;
 pub mod relative;
+pub mod sequential;
 pub mod tables;
 pub mod welch;

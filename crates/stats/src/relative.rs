@@ -13,6 +13,7 @@
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use super::proportions::Interval;
+use super::sequential::{cs_half_width, cs_p_value};
 
 /// The relative lift of a treatment over the control.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -139,9 +140,9 @@ pub fn relative_lift(
 }
 
 /// GrowthBook's always-valid (sequential) interval and p for the relative lift: the
-/// asymptotic confidence sequence of Waudby-Smith et al. (eq. 9, ρ from eq. 161, the
-/// e-value of eq. 155) as gbstats 0.8.0 `SequentialTwoSidedTTest` computes it, with tuning
-/// parameter `n_star`. p = min(1, 1/E). Same errors as [`relative_lift`].
+/// asymptotic confidence sequence of [`crate::sequential`] on the delta-method variance,
+/// as gbstats 0.8.0 `SequentialTwoSidedTTest` computes it, with tuning parameter `n_star`.
+/// p = min(1, 1/E). Same errors as [`relative_lift`].
 pub fn sequential_relative_lift(
     c_t: u64,
     n_t: u64,
@@ -151,15 +152,14 @@ pub fn sequential_relative_lift(
     n_star: f64,
 ) -> Result<(Interval, f64), NoRelativeLift> {
     let d = delta(c_t, n_t, c_c, n_c)?;
-    let (rho, n, nr2p1) = sequential_terms(&d, alpha, n_star);
-    let width = (d.variance * n).sqrt()
-        * ((2.0 * nr2p1) * (nr2p1.sqrt() / alpha).ln() / (n * rho).powi(2)).sqrt();
+    let n = d.nt + d.nc;
+    let width = cs_half_width(d.variance, n, alpha, n_star);
     Ok((
         Interval {
             low: d.estimate - width,
             high: d.estimate + width,
         },
-        sequential_p_of(&d, rho, n, nr2p1),
+        cs_p_value(d.estimate, d.variance, n, alpha, n_star),
     ))
 }
 
@@ -174,20 +174,11 @@ pub fn sequential_p(
     n_star: f64,
 ) -> Result<f64, NoRelativeLift> {
     let d = delta(c_t, n_t, c_c, n_c)?;
-    let (rho, n, nr2p1) = sequential_terms(&d, alpha, n_star);
-    Ok(sequential_p_of(&d, rho, n, nr2p1))
-}
-
-/// ρ (eq. 161), n and nρ² + 1.
-fn sequential_terms(d: &Delta, alpha: f64, n_star: f64) -> (f64, f64, f64) {
-    let n = d.nt + d.nc;
-    let rho = ((-2.0 * alpha.ln() + (-2.0 * alpha.ln() + 1.0).ln()) / n_star).sqrt();
-    (rho, n, n * rho * rho + 1.0)
-}
-
-/// p = min(1, 1/E) with the e-value of eq. 155.
-fn sequential_p_of(d: &Delta, rho: f64, n: f64, nr2p1: f64) -> f64 {
-    let st2 = d.estimate.powi(2) * n / d.variance;
-    let evalue = (rho * rho * st2 / (2.0 * nr2p1)).exp() / nr2p1.sqrt();
-    (1.0 / evalue).min(1.0)
+    Ok(cs_p_value(
+        d.estimate,
+        d.variance,
+        d.nt + d.nc,
+        alpha,
+        n_star,
+    ))
 }

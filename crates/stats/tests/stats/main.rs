@@ -7,5 +7,6 @@ mod decision_aa;
 mod properties;
 mod proportions;
 mod relative;
+mod sequential_mean;
 mod tables;
 mod welch;
