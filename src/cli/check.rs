@@ -35,7 +35,7 @@ pub fn run(file: &Path, against: Option<&Path>, state: Option<&Path>, format: Fo
         .collect();
     // What a replica starting on FILE with these runtime weights would have to change.
     let state_notices = state
-        .map(|s| cohort_control::overrides::at_startup(s, &new).notices)
+        .map(|s| cohort_control::overrides::at_startup(s, &new, Vec::new()).notices)
         .unwrap_or_default();
     let code = match &comparison {
         _ if !state_notices.is_empty() => exit::RESHUFFLE,
@@ -164,6 +164,19 @@ pub fn plan_json(r: &Routes) -> Value {
                 "lanes": if e.lanes_declared { "declared" } else { "default" },
                 "bucket_space": BUCKETS,
                 "variants": variants,
+                "rollout": e.rollout.as_ref().map(|ro| json!({
+                    "id": ro.id,
+                    "treatment": e.variants[ro.treatment].name,
+                    "steps": schedule(r, e, ro).iter().map(|st| json!({
+                        "step": st.step,
+                        "treatment_share": st.treatment,
+                        "control_share": st.control,
+                        "moves_from_control": st.moves,
+                    })).collect::<Vec<_>>(),
+                    "step_min_s": ro.config.step_min_s,
+                    "step_min_units": ro.config.step_min_units,
+                    "on_last_step": ro.config.on_last_step,
+                })),
             })
         })
         .collect();
@@ -263,6 +276,39 @@ pub fn plan_text(r: &Routes) -> String {
             );
         }
     }
+    for e in &r.experiments {
+        let Some(ro) = &e.rollout else { continue };
+        let (t, c) = (&e.variants[ro.treatment].name, &e.variants[e.control].name);
+        let _ = writeln!(
+            s,
+            "\nrollout {} of {t} in {} (each step at least {} s and {} units per arm; after the last: {}):",
+            ro.id,
+            e.name,
+            ro.config.step_min_s,
+            ro.config.step_min_units,
+            yaml_name(&ro.config.on_last_step)
+        );
+        let _ = writeln!(s, "  {:<5} {:>9} {:>9}  moves", "step", t, c);
+        for st in schedule(r, e, ro) {
+            let _ = writeln!(
+                s,
+                "  {:<5} {:>9} {:>9}  {c} → {t} {}{}",
+                st.step,
+                pct(st.treatment),
+                pct(st.control),
+                pct(st.moves),
+                if st.step == 1 {
+                    " (from a share of 0)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  a rollback moves every unit of {t} back to {c}; nothing else moves units from {t} to {c}"
+        );
+    }
     if !r.warnings.is_empty() {
         let _ = writeln!(s, "\nwarnings:");
         for w in &r.warnings {
@@ -270,6 +316,53 @@ pub fn plan_text(r: &Routes) -> String {
         }
     }
     s
+}
+
+/// One step of a rollout's schedule: shares of units, as the bucket layout gives them.
+struct ScheduleStep {
+    step: usize,
+    treatment: f64,
+    control: f64,
+    /// The share of all units this step moves from the control to the treatment.
+    moves: f64,
+}
+
+/// Each step's shares, from the layout each step's weights compile to (exact to the
+/// bucket); a step that does not compile is left out (`check` has refused the file then).
+fn schedule(r: &Routes, e: &config::Experiment, ro: &config::Rollout) -> Vec<ScheduleStep> {
+    let Some(cfg) = r.file.experiments.iter().find(|x| x.name == e.name) else {
+        return Vec::new();
+    };
+    let share =
+        |ex: &config::Experiment, v: usize| f64::from(ex.variants[v].buckets) / f64::from(BUCKETS);
+    let mut before = 0.0;
+    let mut out = Vec::new();
+    for (k, &step) in ro.config.steps.iter().enumerate() {
+        let mut file = r.file.clone();
+        let weights = config::rollout_weights(cfg, &ro.config.treatment, step);
+        if let Some(x) = file.experiments.iter_mut().find(|x| x.name == e.name) {
+            for v in &mut x.variants {
+                if let Some(w) = weights.get(&v.name) {
+                    v.weight = *w;
+                }
+            }
+        }
+        let Ok(compiled) = config::compile_file(file, r.source.clone()) else {
+            continue;
+        };
+        let Some(ex) = compiled.experiment(&e.name) else {
+            continue;
+        };
+        let t = share(ex, ro.treatment);
+        out.push(ScheduleStep {
+            step: k + 1,
+            treatment: t,
+            control: share(ex, ex.control),
+            moves: t - before,
+        });
+        before = t;
+    }
+    out
 }
 
 /// What a change does to units, for people.

@@ -549,3 +549,73 @@ fn every_flag_has_help_text() {
         "{usage}"
     );
 }
+
+/// A rollout's schedule: each step's shares from the layout and what it moves; a step
+/// beyond the treatment's lane is refused with its position.
+#[test]
+fn check_prints_a_rollouts_schedule_and_refuses_a_step_beyond_the_lane() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    let yaml = |lane: &str| {
+        format!(
+            "routes: [{{name: r, match: {{path_prefix: /}}, experiment: e}}]\n\
+             experiments:\n  - name: e\n    control: rf\n    variants:\n      \
+             - {{name: rf, weight: 80, upstream: \"http://127.0.0.1:1\"}}\n      \
+             - {{name: lr, weight: 10, upstream: \"http://127.0.0.1:2\"{lane}}}\n      \
+             - {{name: xgb, weight: 10, upstream: \"http://127.0.0.1:3\"{lane2}}}\n    \
+             rollout: {{treatment: lr, steps: [0.05, 0.25, 0.4]}}\n",
+            lane2 = if lane.is_empty() {
+                ""
+            } else {
+                ", lane: {start: 0.9, max_weight: 0.1}"
+            }
+        )
+    };
+    std::fs::write(&file, yaml("")).unwrap();
+    let out = run(&["check", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = json(&out);
+    let steps = plan["experiments"][0]["rollout"]["steps"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let shares: Vec<(f64, f64, f64)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["treatment_share"].as_f64().unwrap(),
+                s["control_share"].as_f64().unwrap(),
+                s["moves_from_control"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    // xgb keeps its 10%; the control takes what lr leaves.
+    assert_eq!(
+        shares,
+        [
+            (0.05, 0.85, 0.05),
+            (0.25, 0.65, 0.2),
+            (0.4, 0.5, 0.15000000000000002)
+        ]
+    );
+    let text = run(&["check", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("  2       25.000%   65.000%  rf → lr 20.000%"),
+        "{text}"
+    );
+    // In a declared lane of 0.3, the step of 0.4 does not fit.
+    std::fs::write(&file, yaml(", lane: {start: 0, max_weight: 0.3}")).unwrap();
+    let out = run(&["check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("experiments[0].rollout.steps[2]: 0.4 is more than \"lr\"'s lane holds (0.3)"),
+        "{err}"
+    );
+}

@@ -13,8 +13,10 @@ use http::uri::{Scheme, Uri};
 
 use super::error::{ConfigError, Problem};
 use super::positions::Positions;
-use super::schema::{ExperimentConfig, FileConfig, UnitKind, UnitSourceConfig, VariantConfig};
-use super::table::{Experiment, HostHeader, Route, Routes, Source, Upstream, Variant};
+use super::schema::{
+    ExperimentConfig, FileConfig, RolloutConfig, UnitKind, UnitSourceConfig, VariantConfig,
+};
+use super::table::{Experiment, HostHeader, Rollout, Route, Routes, Source, Upstream, Variant};
 use cohort_assign::hash::{salt_seed, BUCKETS};
 use cohort_assign::layout::{self, buckets_for_share, Lane, Layout, LayoutError, Placement};
 use cohort_assign::unit::UnitSource;
@@ -584,6 +586,10 @@ fn compile_experiment(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> 
     for (v, n) in variants.iter_mut().zip(counts) {
         v.buckets = n;
     }
+    let rollout = match &e.rollout {
+        Some(r) => Some(check_rollout(c, path, e, &variants, &salt, r)?),
+        None => None,
+    };
     Some(Experiment {
         name_value: header_value(&e.name),
         name: e.name.clone(),
@@ -601,6 +607,182 @@ fn compile_experiment(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> 
         lanes_declared,
         layout,
         decision: e.decision.clone(),
+        rollout,
+    })
+}
+
+/// Validates `experiments[i].rollout` against its experiment (variants, lanes).
+fn check_rollout(
+    c: &mut Checker<'_>,
+    path: &str,
+    e: &ExperimentConfig,
+    variants: &[Variant],
+    salt: &str,
+    r: &RolloutConfig,
+) -> Option<Rollout> {
+    let before = c.problems.len();
+    let p = |k: &str| format!("{path}.rollout.{k}");
+    let names: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
+    let treatment = variants.iter().position(|v| v.name == r.treatment);
+    match treatment {
+        None => c.error(
+            &p("treatment"),
+            format!(
+                "treatment {:?} is not one of the variants ({})",
+                r.treatment,
+                list(&names)
+            ),
+        ),
+        Some(_) if r.treatment == e.control => c.error(
+            &p("treatment"),
+            format!(
+                "{:?} is the control: a rollout moves units from the control to a treatment",
+                r.treatment
+            ),
+        ),
+        Some(_) => {}
+    }
+    if r.steps.is_empty() {
+        c.error(
+            &p("steps"),
+            "needs at least one step, e.g. [0.01, 0.05, 0.2, 0.5] (the treatment's share at each)",
+        );
+    }
+    let total: f64 = e.variants.iter().map(|v| v.weight).sum();
+    let others: f64 = e
+        .variants
+        .iter()
+        .filter(|v| v.name != r.treatment && v.name != e.control)
+        .map(|v| if total > 0.0 { v.weight / total } else { 0.0 })
+        .sum();
+    let cap = treatment
+        .and_then(|t| variants[t].lane)
+        .map(|l| f64::from(l.size) / f64::from(BUCKETS));
+    let mut last = 0.0;
+    for (k, &step) in r.steps.iter().enumerate() {
+        let sp = format!("{}[{k}]", p("steps"));
+        if !(step.is_finite() && step > 0.0 && step <= 1.0) {
+            c.error(&sp, format!("must be a share in (0, 1] (got {step})"));
+            continue;
+        }
+        if step <= last {
+            c.error(
+                &sp,
+                format!("steps must increase: {step} does not exceed the step before ({last})"),
+            );
+        }
+        last = step;
+        if let Some(cap) = cap.filter(|&cap| step > cap + 1e-12) {
+            c.error(
+                &sp,
+                format!(
+                    "{step} is more than {:?}'s lane holds ({cap}): raise its lane.max_weight or lower the step",
+                    r.treatment
+                ),
+            );
+        } else if step + others > 1.0 + 1e-12 {
+            c.error(
+                &sp,
+                format!(
+                    "{step} and the other treatments' shares ({others}) leave the control less than nothing"
+                ),
+            );
+        }
+    }
+    if !(r.step_min_s.is_finite() && r.step_min_s >= 0.0) {
+        c.error(
+            &p("step_min_s"),
+            format!(
+                "must be a number of seconds, 0 or more (got {})",
+                r.step_min_s
+            ),
+        );
+    }
+    c.positive(&p("step_min_units"), r.step_min_units);
+    if !(r.evaluate_every_s.is_finite() && r.evaluate_every_s >= 0.1) {
+        c.error(
+            &p("evaluate_every_s"),
+            format!("must be at least 0.1 seconds (got {})", r.evaluate_every_s),
+        );
+    }
+    let g = &r.guardrails;
+    let gp = |k: &str| format!("{path}.rollout.guardrails.{k}");
+    c.share_in(&gp("alpha"), g.alpha, 0.0, 0.5, true);
+    if !(g.n_star.is_finite() && g.n_star > 0.0) {
+        c.error(
+            &gp("n_star"),
+            format!("must be greater than 0 (got {})", g.n_star),
+        );
+    }
+    if !(g.max_error_rate_increase.is_finite() && (0.0..1.0).contains(&g.max_error_rate_increase)) {
+        c.error(
+            &gp("max_error_rate_increase"),
+            format!(
+                "must be an absolute difference of error rates in [0, 1), e.g. 0.005 for half a percentage point (got {})",
+                g.max_error_rate_increase
+            ),
+        );
+    }
+    if let Some(ratio) = g.max_latency_p99_ratio {
+        if !(ratio.is_finite() && ratio >= 1.0) {
+            c.error(
+                &gp("max_latency_p99_ratio"),
+                format!("must be a ratio of 1 or more, e.g. 1.5, or null (got {ratio})"),
+            );
+        }
+    }
+    if !(g.latency_window_s.is_finite() && g.latency_window_s >= 1.0) {
+        c.error(
+            &gp("latency_window_s"),
+            format!("must be at least 1 second (got {})", g.latency_window_s),
+        );
+    }
+    c.positive(&gp("latency_min_requests"), g.latency_min_requests);
+    c.positive(
+        &gp("failures_before_rollback"),
+        u64::from(g.failures_before_rollback),
+    );
+    if r.on_last_step == super::schema::OnLastStep::Promote {
+        c.error(
+            &p("on_last_step"),
+            "`promote` is not available in this release (the verdict on the last step's own units is not computed yet): use `hold`, then promote through the file once the report says the treatment wins",
+        );
+    }
+    if !r.webhooks.is_empty() {
+        c.error(
+            &p("webhooks"),
+            "webhooks are not sent by this release: remove them (each action is in rollouts.jsonl, the log and the cohort_rollout_* metrics)",
+        );
+    }
+    for (k, w) in r.webhooks.iter().enumerate() {
+        let wp = format!("{}[{k}]", p("webhooks"));
+        match w.url.parse::<Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+            _ => c.error(
+                &format!("{wp}.url"),
+                format!("{:?} is not an http(s) URL (expected e.g. \"https://hooks.example.com/cohort\")", w.url),
+            ),
+        }
+        if w.events.is_empty() {
+            c.error(
+                &format!("{wp}.events"),
+                "names no action: leave it out for all of them (step, rollback, promote, paused)",
+            );
+        }
+        if w.secret_env.as_deref().is_some_and(str::is_empty) {
+            c.error(
+                &format!("{wp}.secret_env"),
+                "must name an environment variable, or be left out",
+            );
+        }
+    }
+    if c.problems.len() != before {
+        return None;
+    }
+    Some(Rollout {
+        id: Rollout::id_of(r, salt),
+        treatment: treatment?,
+        config: r.clone(),
     })
 }
 

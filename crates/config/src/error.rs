@@ -41,7 +41,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn single(problem: Problem) -> Self {
+    pub fn single(problem: Problem) -> Self {
         Self {
             problems: vec![problem],
         }

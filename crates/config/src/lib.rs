@@ -32,7 +32,9 @@ pub use error::{ConfigError, Problem};
 pub use positions::{Position, Positions};
 pub use process::ProcessSettings;
 pub use schema::FileConfig;
-pub use table::{Experiment, HostHeader, Route, Routes, Source, Upstream, Variant};
+pub use table::{
+    rollout_weights, Experiment, HostHeader, Rollout, Route, Routes, Source, Upstream, Variant,
+};
 
 /// Reads and compiles the config file at `path`.
 pub fn load(path: &Path) -> Result<Routes, ConfigError> {

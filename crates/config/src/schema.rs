@@ -346,6 +346,131 @@ pub struct ExperimentConfig {
     pub variants: Vec<VariantConfig>,
     #[serde(default)]
     pub decision: DecisionConfig,
+    /// A stepped rollout of one treatment, gated by guardrails (null: the weights above
+    /// are the experiment's, changed only by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutConfig>,
+}
+
+/// A rollout: the treatment's share goes up step by step while its guardrails pass, and
+/// back to 0 when one fails. While it is configured it owns the shares of its treatment
+/// and of the control (the control absorbs the difference); the other variants keep
+/// their shares from `weight`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutConfig {
+    /// The variant being rolled out (not the control).
+    pub treatment: String,
+    /// The treatment's share of units at each step, increasing, each in (0, 1].
+    pub steps: Vec<f64>,
+    /// The least time a step lasts before the next may start.
+    #[serde(default = "defaults::step_min_s")]
+    pub step_min_s: f64,
+    /// The least units of each arm (treatment and control) exposed during a step before
+    /// the next may start.
+    #[serde(default = "defaults::step_min_units")]
+    pub step_min_units: u64,
+    /// What happens once the last step has lasted its time and units.
+    #[serde(default)]
+    pub on_last_step: OnLastStep,
+    /// How often the guardrails are evaluated.
+    #[serde(default = "defaults::evaluate_every_s")]
+    pub evaluate_every_s: f64,
+    #[serde(default)]
+    pub guardrails: GuardrailsConfig,
+    /// Who is told of each action (not part of the rollout's id: editing them does not
+    /// restart the rollout).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// What a rollout does after its last step.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLastStep {
+    /// Stay at the last step's share (the rollout is `done`).
+    #[default]
+    Hold,
+    /// Give the treatment every unit once its verdict is a win, judged on the units first
+    /// exposed during the last step.
+    Promote,
+}
+
+/// When a rollout rolls back, treatment against control.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailsConfig {
+    /// Level of the error-rate confidence sequence.
+    #[serde(default = "defaults::alpha")]
+    pub alpha: f64,
+    /// Tuning of the error-rate confidence sequence: the total units (both arms) at
+    /// which it is tightest.
+    #[serde(default = "defaults::guardrail_n_star")]
+    pub n_star: f64,
+    /// Roll back when the per-unit error rate is surely (lower end of the sequence) more
+    /// than this much higher than the control's, as an absolute difference.
+    #[serde(default = "defaults::max_error_rate_increase")]
+    pub max_error_rate_increase: f64,
+    /// Failed requests of the treatment before the error guardrail may fire.
+    #[serde(default = "defaults::min_errors")]
+    pub min_errors: u64,
+    /// Roll back when the treatment's p99 latency exceeds this many times the control's
+    /// (null: no latency guardrail).
+    #[serde(default = "defaults::max_latency_p99_ratio")]
+    pub max_latency_p99_ratio: Option<f64>,
+    /// The window the latency p99s are taken over.
+    #[serde(default = "defaults::latency_window_s")]
+    pub latency_window_s: f64,
+    /// Requests of each arm in the window before the latency guardrail is judged.
+    #[serde(default = "defaults::latency_min_requests")]
+    pub latency_min_requests: u64,
+    /// Consecutive failing latency evaluations that roll back.
+    #[serde(default = "defaults::failures_before_rollback")]
+    pub failures_before_rollback: u32,
+    /// Roll back when the decision rule's verdict for the treatment is roll back.
+    #[serde(default = "defaults::enabled")]
+    pub primary_metric: bool,
+}
+
+impl Default for GuardrailsConfig {
+    fn default() -> Self {
+        Self {
+            alpha: defaults::alpha(),
+            n_star: defaults::guardrail_n_star(),
+            max_error_rate_increase: defaults::max_error_rate_increase(),
+            min_errors: defaults::min_errors(),
+            max_latency_p99_ratio: defaults::max_latency_p99_ratio(),
+            latency_window_s: defaults::latency_window_s(),
+            latency_min_requests: defaults::latency_min_requests(),
+            failures_before_rollback: defaults::failures_before_rollback(),
+            primary_metric: true,
+        }
+    }
+}
+
+/// A receiver of a rollout's actions.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://…` or `https://…`; each action is POSTed as JSON.
+    pub url: String,
+    /// Which actions it is sent (default: all of them).
+    #[serde(default = "defaults::webhook_events")]
+    pub events: Vec<WebhookEvent>,
+    /// The environment variable holding the HMAC-SHA256 key that signs each body (null:
+    /// unsigned).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+}
+
+/// The rollout actions a webhook can be sent.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookEvent {
+    Step,
+    Rollback,
+    Promote,
+    Paused,
 }
 
 /// What one randomization unit is.
@@ -698,6 +823,40 @@ pub mod defaults {
     }
     pub fn clickhouse_live_max_age_s() -> f64 {
         30.0
+    }
+    pub fn step_min_s() -> f64 {
+        600.0
+    }
+    pub fn step_min_units() -> u64 {
+        200
+    }
+    pub fn evaluate_every_s() -> f64 {
+        10.0
+    }
+    pub fn guardrail_n_star() -> f64 {
+        5_000.0
+    }
+    pub fn max_error_rate_increase() -> f64 {
+        0.005
+    }
+    pub fn min_errors() -> u64 {
+        5
+    }
+    pub fn max_latency_p99_ratio() -> Option<f64> {
+        Some(1.5)
+    }
+    pub fn latency_window_s() -> f64 {
+        60.0
+    }
+    pub fn latency_min_requests() -> u64 {
+        200
+    }
+    pub fn failures_before_rollback() -> u32 {
+        3
+    }
+    pub fn webhook_events() -> Vec<super::WebhookEvent> {
+        use super::WebhookEvent::*;
+        vec![Step, Rollback, Promote, Paused]
     }
 }
 

@@ -14,7 +14,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 
 use super::error::Problem;
-use super::schema::{CookieConfig, DecisionConfig, FileConfig, OnMissingUnit, Protocol, UnitKind};
+use super::schema::{
+    CookieConfig, DecisionConfig, FileConfig, OnMissingUnit, Protocol, RolloutConfig, UnitKind,
+};
 use cohort_assign::layout::{Lane, Layout};
 use cohort_assign::unit::UnitSource;
 
@@ -121,6 +123,61 @@ pub struct Experiment {
     pub lanes_declared: bool,
     pub layout: Layout,
     pub decision: DecisionConfig,
+    pub rollout: Option<Rollout>,
+}
+
+/// A validated rollout of one treatment.
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    /// Names the rollout in events, metrics and the report: XXH3-64 (hex) of the rollout
+    /// block (defaults filled in, webhooks left out) and the experiment's salt, so that
+    /// editing the block or the salt starts a new rollout and editing only its webhooks
+    /// does not.
+    pub id: String,
+    /// Index into the experiment's variants.
+    pub treatment: usize,
+    pub config: RolloutConfig,
+}
+
+impl Rollout {
+    /// The id of `config` in an experiment salted `salt`.
+    pub fn id_of(config: &RolloutConfig, salt: &str) -> String {
+        let mut block = config.clone();
+        block.webhooks.clear();
+        let mut bytes = serde_json::to_vec(&block).unwrap_or_default();
+        bytes.push(0);
+        bytes.extend_from_slice(salt.as_bytes());
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes))
+    }
+}
+
+/// The weights, in percent of units, that give `treatment` the share `share` in `e`: the
+/// other treatments keep their shares from the file's weights and the control takes the
+/// rest. Rounded to 10⁻⁹ so that a step's weights are the same numbers every time.
+pub fn rollout_weights(
+    e: &crate::schema::ExperimentConfig,
+    treatment: &str,
+    share: f64,
+) -> std::collections::BTreeMap<String, f64> {
+    let round = |x: f64| (x * 1e9).round() / 1e9;
+    let total: f64 = e.variants.iter().map(|v| v.weight).sum();
+    let mut out = std::collections::BTreeMap::new();
+    let mut others = 0.0;
+    for v in &e.variants {
+        if v.name != treatment && v.name != e.control {
+            let w = if total > 0.0 {
+                round(100.0 * v.weight / total)
+            } else {
+                0.0
+            };
+            others += w;
+            out.insert(v.name.clone(), w);
+        }
+    }
+    let t = round(100.0 * share);
+    out.insert(treatment.to_owned(), t);
+    out.insert(e.control.clone(), round((100.0 - t - others).max(0.0)));
+    out
 }
 
 impl Experiment {
