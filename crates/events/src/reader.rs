@@ -17,10 +17,14 @@ use tracing::warn;
 
 use super::schema::Event;
 
-/// Files of an event directory that hold other records than events: the shares history,
-/// and the shipper's dead letters (lines ClickHouse could not take, with the reason; the
-/// lines themselves are still in their segments).
-pub const NOT_EVENTS: [&str; 2] = [VERSIONS_FILE, DEAD_LETTER_FILE];
+/// Files of an event directory that hold other records than exposures and conversions:
+/// the shares history, the rollout actions, and the shipper's dead letters (lines
+/// ClickHouse could not take, with the reason; the lines themselves are still in their
+/// segments).
+pub const NOT_EVENTS: [&str; 3] = [VERSIONS_FILE, ROLLOUTS_FILE, DEAD_LETTER_FILE];
+
+/// Every rollout action, one `type: "rollout"` line each.
+pub const ROLLOUTS_FILE: &str = "rollouts.jsonl";
 
 /// The shares in force over time, one line per config version.
 pub const VERSIONS_FILE: &str = "config-versions.jsonl";
