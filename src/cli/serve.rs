@@ -1,7 +1,7 @@
 //! `cohort serve --config routes.yaml [--workers N]`: run the proxy.
 //!
 //! Binds the public and admin listeners, starts the reload task (file watch, SIGHUP, 30 s
-//! poll, `POST /v1/reload`) and serves until SIGINT/SIGTERM, then shuts down gracefully:
+//! poll, `POST /v1/reload`) and the rollouts' task, and serves until SIGINT/SIGTERM, then shuts down gracefully:
 //!
 //! 1. `/readyz` turns 503 and serving continues for `shutdown.grace_ms` (Kubernetes takes
 //!    a terminating pod out of its endpoints on its own schedule; the grace covers that);
@@ -69,12 +69,54 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             return exit::INVALID;
         }
     };
-    // Runtime weights set through the admin API survive a restart of this process.
+    // Runtime weights set through the admin API survive a restart of this process, and
+    // rollouts resume where their recorded actions left them.
     let state_path = from_file.file.admin.state_file.clone();
-    let start = at_startup(&state_path, &from_file);
+    let events_on = from_file.file.events.enabled;
+    let events_dir = from_file.file.events.dir.clone();
+    let recorded = if events_on {
+        match cohort_rollout::record::read(&events_dir) {
+            Ok((events, bad)) => {
+                if bad > 0 {
+                    tracing::warn!(
+                        skipped = bad,
+                        "lines of rollouts.jsonl that are not rollout events were skipped"
+                    );
+                }
+                events
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read rollouts.jsonl; rollouts resume from the state file alone");
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let start = at_startup(&state_path, &from_file, recorded);
     for n in &start.notices {
         tracing::error!("{n}");
     }
+    if !start.starts.is_empty() {
+        if let Err(e) = start.overrides.save(&state_path) {
+            eprintln!(
+                "cohort serve: cannot record the rollouts that start now in {}: {e}",
+                state_path.display()
+            );
+            return exit::INVALID;
+        }
+        for s in &start.starts {
+            if events_on {
+                if let Err(e) = cohort_rollout::record::append(&events_dir, s) {
+                    tracing::error!(error = %e, "cannot append to rollouts.jsonl (the state file has the start)");
+                }
+            }
+            tracing::info!(target: "cohort::rollout", experiment = %s.experiment, rollout = %s.rollout_id, share = s.share, "rollout start");
+        }
+    }
+    // The guardrails' tallies are rebuilt by the replay below: point them first.
+    let guardrails = Arc::new(cohort_rollout::Guardrails::new());
+    cohort_control::rollout::watch_all(&guardrails, &from_file, &start.overrides.rollouts);
     if !start.overrides.experiments.is_empty() {
         tracing::info!(state = %state_path.display(), "runtime weights in force");
     }
@@ -156,13 +198,15 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             if let Err(e) = record_config_version(&events_cfg.dir, &routes) {
                 tracing::error!(error = %e, "cannot append to config-versions.jsonl");
             }
-            // Live counts: rebuilt from the log on start, then kept by the writer thread.
-            replay(&events_cfg.dir, &counts);
+            // Live counts and guardrail tallies: rebuilt from the log on start, then kept
+            // by the writer thread.
+            replay(&events_cfg.dir, &counts, &guardrails);
             let (event_log, writer) = cohort_events::writer::start(
                 Box::new(sink),
                 metrics
                     .event_writer_options(&events_cfg)
                     .observed_by(counts.clone())
+                    .observed_by(guardrails.clone())
                     .with_spool_bound(spool_bound.clone()),
             );
             match Proxy::served_by(routes, metrics, workers) {
@@ -216,6 +260,22 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             reloader = reloader.recording_versions_in(events_cfg.dir.clone());
         }
         let reloader = Arc::new(reloader);
+        let rollout_metrics = cohort_control::rollout::RolloutMetrics::new();
+        for c in rollout_metrics.collectors() {
+            if let Err(e) = proxy.metrics().register(c) {
+                eprintln!("cohort serve: {e}");
+                return exit::INVALID;
+            }
+        }
+        let rollouts = Arc::new(cohort_control::rollout::Rollouts::new(
+            reloader.clone(),
+            proxy.clone(),
+            guardrails,
+            events_cfg.enabled.then_some(counts.clone()),
+            rollout_metrics,
+        ));
+        rollouts.sync();
+        tokio::spawn(rollouts.clone().run());
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(reloader.clone().run(rx));
         let _watcher = match reload::watch(&path, tx.clone()) {
@@ -239,6 +299,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             }),
             counts: events_cfg.enabled.then_some(counts.clone()),
             fleet: fleet.clone(),
+            rollouts: Some(rollouts),
         });
         match (fleet, live_every) {
             (Some(fleet), Some(every)) => spawn_fleet_analysis(proxy.clone(), fleet, live_metrics, every),
@@ -434,18 +495,22 @@ fn spawn_poll(tx: mpsc::Sender<Trigger>) {
 }
 
 /// Rebuilds the live counts from the event directory, logging progress for large logs.
-fn replay(dir: &Path, counts: &LiveCounts) {
+fn replay(dir: &Path, counts: &LiveCounts, guardrails: &cohort_rollout::Guardrails) {
     let started = std::time::Instant::now();
     // Applied in batches, in log order: memory holds one batch, never the log.
     let mut batch = Vec::with_capacity(REPLAY_BATCH);
+    let apply = |batch: &[cohort_events::Event]| {
+        counts.apply(batch.iter());
+        guardrails.add(batch.iter().map(cohort_events::Event::view));
+    };
     let replayed = cohort_events::reader::replay(dir, |e| {
         batch.push(e);
         if batch.len() == REPLAY_BATCH {
-            counts.apply(batch.iter());
+            apply(&batch);
             batch.clear();
         }
     });
-    counts.apply(batch.iter());
+    apply(&batch);
     match replayed {
         Ok(r) => tracing::info!(
             files = r.segments,

@@ -89,6 +89,7 @@ async fn start_admin(
         reload: None,
         counts: None,
         fleet: None,
+        rollouts: None,
     });
     tokio::spawn(admin.serve(listener));
     (addr, ready)

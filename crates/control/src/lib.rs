@@ -5,7 +5,8 @@
 //! * [`admin`]: probes, metrics, the read API (the live report: this replica's counts, or
 //!   with shipping the fleet's from `cohort_clickhouse::live`), and the token-protected
 //!   control calls;
-//! * [`gauges`]: the live report's gauges on /metrics.
+//! * [`gauges`]: the live report's gauges on /metrics;
+//! * [`rollout`]: rollouts' weights over the file, and the task that evaluates and acts.
 
 #![forbid(unsafe_code)]
 
@@ -13,3 +14,4 @@ pub mod admin;
 pub mod gauges;
 pub mod overrides;
 pub mod reload;
+pub mod rollout;

@@ -17,6 +17,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use cohort_config::{FileConfig, Routes};
+use cohort_rollout::RolloutEvent;
 
 /// Runtime weights of one experiment, with who set them and when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +35,9 @@ pub struct Overrides {
     pub v: u32,
     #[serde(default)]
     pub experiments: BTreeMap<String, ExperimentOverride>,
+    /// experiment → its rollouts' recorded actions (every rollout id it has had).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rollouts: BTreeMap<String, Vec<RolloutEvent>>,
 }
 
 fn one() -> u32 {
@@ -77,6 +81,16 @@ impl Overrides {
         Ok(())
     }
 
+    /// Adds recorded rollout actions, leaving out exact copies of those already held.
+    pub fn merge_rollouts(&mut self, events: impl IntoIterator<Item = RolloutEvent>) {
+        for e in events {
+            let held = self.rollouts.entry(e.experiment.clone()).or_default();
+            if !held.contains(&e) {
+                held.push(e);
+            }
+        }
+    }
+
     /// `file` with the runtime weights laid over it; the second value lists what was
     /// ignored because the file no longer has it.
     pub fn overlay(&self, file: &FileConfig) -> (FileConfig, Vec<String>) {
@@ -109,6 +123,9 @@ pub struct Startup {
     pub routes: Routes,
     /// What could not be applied as it was, and what was done instead (logged as errors).
     pub notices: Vec<String>,
+    /// Rollouts that start now (no record yet): already in `overrides`, still to be
+    /// appended to rollouts.jsonl.
+    pub starts: Vec<RolloutEvent>,
 }
 
 /// The startup rule: runtime weights that fit the file apply. An experiment whose runtime
@@ -117,7 +134,11 @@ pub struct Startup {
 /// (empty, truncated, not JSON) does the same for every experiment: a rollback made at
 /// runtime is never silently undone, and the process starts instead of crash-looping with
 /// the API that could fix it down. A missing file is no runtime weights.
-pub fn at_startup(state_path: &Path, file: &Routes) -> Startup {
+///
+/// Rollouts resume where their recorded actions (the state file's and `recorded`, those of
+/// the event directory's rollouts.jsonl) left them; one with no record starts at its first
+/// step, and its start is in [`Startup::starts`], to be recorded.
+pub fn at_startup(state_path: &Path, file: &Routes, recorded: Vec<RolloutEvent>) -> Startup {
     let mut notices = Vec::new();
     let mut overrides = match Overrides::load(state_path) {
         Ok(o) => o,
@@ -130,9 +151,11 @@ pub fn at_startup(state_path: &Path, file: &Routes) -> Startup {
                 all.experiments
                     .insert(exp.name.clone(), on_control(exp, "cohort at startup"));
             }
+            all.merge_rollouts(recorded);
             return finish(all, file, notices);
         }
     };
+    overrides.merge_rollouts(recorded);
     let names: Vec<String> = overrides.experiments.keys().cloned().collect();
     for name in names {
         let Some(exp) = file.file.experiments.iter().find(|e| e.name == name) else {
@@ -152,6 +175,7 @@ pub fn at_startup(state_path: &Path, file: &Routes) -> Startup {
         let alone = Overrides {
             v: 1,
             experiments: BTreeMap::from([(name.clone(), own.clone())]),
+            rollouts: BTreeMap::new(),
         };
         let why = if !unknown.is_empty() {
             Some(format!(
@@ -176,29 +200,47 @@ pub fn at_startup(state_path: &Path, file: &Routes) -> Startup {
     finish(overrides, file, notices)
 }
 
-fn finish(overrides: Overrides, file: &Routes, mut notices: Vec<String>) -> Startup {
-    if overrides.experiments.is_empty() {
+fn finish(mut overrides: Overrides, file: &Routes, mut notices: Vec<String>) -> Startup {
+    let layer = crate::rollout::layer(file, &overrides.rollouts);
+    for start in &layer.starts {
+        overrides
+            .rollouts
+            .entry(start.experiment.clone())
+            .or_default()
+            .push(start.clone());
+    }
+    if overrides.experiments.is_empty() && layer.weights.is_empty() {
         return Startup {
             overrides,
             routes: file.clone(),
             notices,
+            starts: layer.starts,
         };
     }
-    match cohort_config::compile_file(overrides.overlay(&file.file).0, file.source.clone()) {
+    match cohort_config::compile_file(
+        layer.over(overrides.overlay(&file.file).0),
+        file.source.clone(),
+    ) {
         Ok(routes) => Startup {
             overrides,
             routes,
             notices,
+            starts: layer.starts,
         },
         // Each fits alone; together they cannot fail, but if they did, the file is safe.
         Err(e) => {
             notices.push(format!(
                 "the runtime weights together do not fit the file ({e}): starting with the file's weights"
             ));
+            let rollouts = std::mem::take(&mut overrides.rollouts);
             Startup {
-                overrides: Overrides::default(),
+                overrides: Overrides {
+                    rollouts,
+                    ..Overrides::default()
+                },
                 routes: file.clone(),
                 notices,
+                starts: layer.starts,
             }
         }
     }
@@ -319,7 +361,7 @@ mod startup_tests {
     #[test]
     fn weights_that_fit_apply() {
         let dir = tempfile::tempdir().unwrap();
-        let s = at_startup(&state(dir.path(), EIGHTY_TWENTY), &file(0.5));
+        let s = at_startup(&state(dir.path(), EIGHTY_TWENTY), &file(0.5), Vec::new());
         assert!(s.notices.is_empty(), "{:?}", s.notices);
         assert_eq!(lr_weight(&s), 20.0);
     }
@@ -328,7 +370,7 @@ mod startup_tests {
     #[test]
     fn weights_beyond_a_new_lane_put_the_experiment_on_its_control() {
         let dir = tempfile::tempdir().unwrap();
-        let s = at_startup(&state(dir.path(), EIGHTY_TWENTY), &file(0.1));
+        let s = at_startup(&state(dir.path(), EIGHTY_TWENTY), &file(0.1), Vec::new());
         assert_eq!(lr_weight(&s), 0.0);
         assert!(s.notices[0].contains("no longer fit"), "{:?}", s.notices);
         assert_eq!(s.overrides.experiments["e"].weights["rf"], 100.0);
@@ -339,7 +381,7 @@ mod startup_tests {
     fn an_unreadable_state_file_puts_every_experiment_on_its_control() {
         let dir = tempfile::tempdir().unwrap();
         for bad in ["", "{\"v\": 1, \"experiments\": {\"e\": {", "garbage"] {
-            let s = at_startup(&state(dir.path(), bad), &file(0.5));
+            let s = at_startup(&state(dir.path(), bad), &file(0.5), Vec::new());
             assert_eq!(lr_weight(&s), 0.0, "state {bad:?}");
             assert!(
                 s.notices[0].contains("all traffic on its control"),
@@ -348,7 +390,7 @@ mod startup_tests {
             );
         }
         // A missing file is no runtime weights: the file's own.
-        let s = at_startup(&dir.path().join("missing.json"), &file(0.5));
+        let s = at_startup(&dir.path().join("missing.json"), &file(0.5), Vec::new());
         assert!(s.notices.is_empty());
         assert_eq!(lr_weight(&s), 10.0);
     }
@@ -358,7 +400,7 @@ mod startup_tests {
     fn a_state_naming_an_unknown_variant_is_not_applied_in_part() {
         let dir = tempfile::tempdir().unwrap();
         let text = r#"{"v": 1, "experiments": {"e": {"weights": {"lr": 40, "xgb": 60}, "set_by": "ops", "set_at": "2026-12-01T00:00:00Z"}}}"#;
-        let s = at_startup(&state(dir.path(), text), &file(0.5));
+        let s = at_startup(&state(dir.path(), text), &file(0.5), Vec::new());
         assert_eq!(lr_weight(&s), 0.0);
         assert!(s.notices[0].contains("xgb"), "{:?}", s.notices);
     }

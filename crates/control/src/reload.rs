@@ -32,6 +32,8 @@ use crate::overrides::{permanent_change, ExperimentOverride, Overrides};
 use cohort_config::compare::{compare, pct, unacknowledged_removals, Comparison, Removed};
 use cohort_config::{self as config, ConfigError, FileConfig, Problem, Routes};
 use cohort_proxy::{Installer, Proxy, Serving};
+use cohort_rollout::record::GuardrailRecord;
+use cohort_rollout::{Kind, RolloutEvent, RolloutState, Status};
 
 /// How long file events are gathered before one reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -128,6 +130,50 @@ pub enum WeightError {
     Invalid(String),
     #[error("{0}")]
     Persist(String),
+    /// A rollout owns the experiment's weights.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// What is asked of a rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RolloutAction {
+    /// Decided by an evaluation of `on` (rollout id, attempt, step, status); dropped when
+    /// the rollout has moved on meanwhile.
+    Decided {
+        on: (String, u32, usize, Status),
+        kind: Kind,
+        reason: String,
+        guardrails: BTreeMap<String, GuardrailRecord>,
+    },
+    /// Hold the current step (guardrails still roll back).
+    Pause,
+    /// Go on from a pause; after a rollback, start again at the first step.
+    Resume,
+    /// Roll back now.
+    Abort,
+}
+
+/// Why a rollout action was not taken.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RolloutError {
+    #[error("{0}")]
+    UnknownExperiment(String),
+    /// Not possible in the rollout's state.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Persist(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a rollout action did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutOutcome {
+    pub state: RolloutState,
+    /// The action recorded (None: nothing to do).
+    pub event: Option<RolloutEvent>,
 }
 
 /// The file on disk differs from the table in force because it was not applied.
@@ -182,6 +228,8 @@ struct State {
 struct Plan {
     routes: Routes,
     comparison: Comparison,
+    /// Rollouts it starts (recorded when it is installed).
+    starts: Vec<RolloutEvent>,
 }
 
 /// Why a planned table may not go into force.
@@ -193,6 +241,28 @@ enum Blocked {
     Reshuffle(Vec<String>, Comparison),
     /// What it would remove unacknowledged ("route iris", "experiment iris-model").
     Removal(Vec<String>),
+}
+
+impl Blocked {
+    /// Why a change made at runtime (weights, a rollout's step) cannot go into force.
+    fn runtime_reason(self) -> String {
+        match self {
+            Blocked::Invalid(e) => e.to_string(),
+            Blocked::Reshuffle(names, _) => {
+                format!("the change would reshuffle units in {}", names.join(", "))
+            }
+            Blocked::Removal(what) => {
+                format!(
+                    "{} would be removed; reload the file first",
+                    what.join(", ")
+                )
+            }
+            Blocked::RestartRequired(keys) => format!(
+                "{} differ from the table in force; reload the file first",
+                keys.join(", ")
+            ),
+        }
+    }
 }
 
 impl Reloader {
@@ -332,14 +402,16 @@ impl Reloader {
     /// table with `overrides` laid over it, compared with the table in force. Changes
     /// nothing.
     fn plan(&self, file: &Routes, overrides: &Overrides) -> Result<Plan, Blocked> {
-        let routes = if overrides.experiments.is_empty() {
+        let layer = crate::rollout::layer(file, &overrides.rollouts);
+        let routes = if overrides.experiments.is_empty() && layer.weights.is_empty() {
             file.clone()
         } else {
             let (effective, ignored) = overrides.overlay(&file.file);
             for i in ignored {
                 warn!("ignoring {i}");
             }
-            config::compile_file(effective, file.source.clone()).map_err(Blocked::Invalid)?
+            config::compile_file(layer.over(effective), file.source.clone())
+                .map_err(Blocked::Invalid)?
         };
         let serving = self.tables.routes();
         let active = &serving.routes;
@@ -360,11 +432,70 @@ impl Reloader {
         if !refused.is_empty() {
             return Err(Blocked::Reshuffle(refused, comparison));
         }
-        Ok(Plan { routes, comparison })
+        Ok(Plan {
+            routes,
+            comparison,
+            starts: layer.starts,
+        })
     }
 
-    /// Puts a planned table in force: the version and the moves it made.
-    fn install(&self, plan: Plan) -> Result<(String, Vec<String>), ConfigError> {
+    /// Records rollout actions where a restart finds them: in the state file (with the
+    /// rest of `overrides`, which then become the state in force) and in rollouts.jsonl.
+    /// Nothing is in force yet when this fails.
+    fn record_rollouts(
+        &self,
+        st: &mut State,
+        mut overrides: Overrides,
+        events: &[RolloutEvent],
+    ) -> Result<(), String> {
+        overrides.merge_rollouts(events.iter().cloned());
+        overrides.save(&self.state_path).map_err(|e| {
+            format!(
+                "cannot write {}: {e}; the rollout did not change",
+                self.state_path.display()
+            )
+        })?;
+        st.overrides = overrides;
+        if let Some(dir) = &self.versions_dir {
+            for e in events {
+                if let Err(err) = cohort_rollout::record::append(dir, e) {
+                    error!(error = %err, "cannot append to rollouts.jsonl (the state file has the action)");
+                }
+            }
+        }
+        for e in events {
+            info!(
+                target: "cohort::rollout",
+                experiment = %e.experiment,
+                rollout = %e.rollout_id,
+                attempt = e.attempt,
+                step = e.step + 1,
+                kind = e.kind.label(),
+                share = e.share,
+                by = %e.by,
+                reason = %e.reason,
+                "rollout {}",
+                e.kind.label()
+            );
+        }
+        Ok(())
+    }
+
+    /// Puts a planned table in force: the version and the moves it made. The rollouts it
+    /// starts are recorded first.
+    fn install(&self, st: &mut State, plan: Plan) -> Result<(String, Vec<String>), ConfigError> {
+        if !plan.starts.is_empty() {
+            let overrides = st.overrides.clone();
+            self.record_rollouts(st, overrides, &plan.starts)
+                .map_err(|reason| {
+                    ConfigError::single(Problem {
+                        file: self.path.display().to_string(),
+                        position: None,
+                        path: String::new(),
+                        reason,
+                    })
+                })?;
+        }
         let version = plan.routes.version.clone();
         let moves = describe_moves(&plan.comparison, &plan.routes);
         self.tables.install(plan.routes)?;
@@ -429,7 +560,7 @@ impl Reloader {
         };
         // Runtime weights stay in force over a reloaded file until they are reset.
         let outcome = match self.plan(&from_file, &st.overrides) {
-            Ok(plan) => match self.install(plan) {
+            Ok(plan) => match self.install(&mut st, plan) {
                 Ok((version, moves)) => {
                     st.file = from_file;
                     Outcome::Applied { version, moves }
@@ -462,6 +593,17 @@ impl Reloader {
                     .join(", ")
             )));
         };
+        if exp.rollout.is_some() {
+            let state = crate::rollout::state_of(&st.file, experiment, &st.overrides.rollouts);
+            return Err(WeightError::Conflict(format!(
+                "experiment {experiment} is under rollout {} ({}): its rollout sets the weights; use /v1/experiments/{experiment}/rollout/pause, /abort or /resume, or remove the rollout block from the file",
+                st.file
+                    .experiment(experiment)
+                    .and_then(|e| e.rollout.as_ref())
+                    .map_or("?", |r| r.id.as_str()),
+                state.map_or("not started", |s| s.status.label())
+            )));
+        }
         let known: Vec<&str> = exp.variants.iter().map(|v| v.name.as_str()).collect();
         let weights = new_weights(experiment, &known, &change)?;
         let mut overrides = st.overrides.clone();
@@ -498,19 +640,7 @@ impl Reloader {
                     permanent_change: Vec::new(),
                 });
             }
-            Err(Blocked::Invalid(e)) => return Err(WeightError::Invalid(e.to_string())),
-            Err(Blocked::Removal(what)) => {
-                return Err(WeightError::Invalid(format!(
-                    "{} would be removed; reload the file first",
-                    what.join(", ")
-                )))
-            }
-            Err(Blocked::RestartRequired(keys)) => {
-                return Err(WeightError::Invalid(format!(
-                    "{} differ from the table in force; reload the file first",
-                    keys.join(", ")
-                )))
-            }
+            Err(other) => return Err(WeightError::Invalid(other.runtime_reason())),
         };
         overrides.save(&self.state_path).map_err(|e| {
             WeightError::Persist(format!(
@@ -518,10 +648,10 @@ impl Reloader {
                 self.state_path.display()
             ))
         })?;
-        let (version, moves) = self
-            .install(plan)
-            .map_err(|e| WeightError::Invalid(e.to_string()))?;
         st.overrides = overrides;
+        let (version, moves) = self
+            .install(&mut st, plan)
+            .map_err(|e| WeightError::Invalid(e.to_string()))?;
         info!(target: "cohort::audit", caller = %caller, experiment = %experiment, change = ?change, version = %version, "runtime weights changed");
         let permanent_change = match &weights {
             Some(w) => permanent_change(&st.file.file, experiment, w),
@@ -533,6 +663,148 @@ impl Reloader {
             outcome: Outcome::Applied { version, moves },
             runtime_weights: weights,
             permanent_change,
+        })
+    }
+
+    /// The file's table in force and the recorded rollout actions.
+    pub fn rollouts(&self) -> (Routes, BTreeMap<String, Vec<RolloutEvent>>) {
+        let st = self.lock();
+        (st.file.clone(), st.overrides.rollouts.clone())
+    }
+
+    /// Takes `action` on `experiment`'s rollout: recorded, then its weights in force.
+    pub fn rollout_action(
+        &self,
+        experiment: &str,
+        action: RolloutAction,
+        caller: &str,
+    ) -> Result<RolloutOutcome, RolloutError> {
+        let mut st = self.lock();
+        let Some(exp) = st.file.experiment(experiment) else {
+            return Err(RolloutError::UnknownExperiment(format!(
+                "no experiment named {experiment:?}"
+            )));
+        };
+        let Some(rollout) = exp.rollout.clone() else {
+            return Err(RolloutError::UnknownExperiment(format!(
+                "experiment {experiment} has no rollout block"
+            )));
+        };
+        let Some(state) = crate::rollout::state_of(&st.file, experiment, &st.overrides.rollouts)
+        else {
+            return Err(RolloutError::Invalid(format!(
+                "the rollout of {experiment} has not started: reload the file"
+            )));
+        };
+        let steps = &rollout.config.steps;
+        let last = steps.len() - 1;
+        let conflict = |what: &str| {
+            Err(RolloutError::Conflict(format!(
+                "the rollout of {experiment} is {}: it cannot {what}",
+                state.status.label()
+            )))
+        };
+        let (kind, attempt, step, reason, guardrails) = match action {
+            RolloutAction::Decided {
+                on,
+                kind,
+                reason,
+                guardrails,
+            } => {
+                if on
+                    != (
+                        state.rollout_id.clone(),
+                        state.attempt,
+                        state.step,
+                        state.status,
+                    )
+                {
+                    return Ok(RolloutOutcome { state, event: None });
+                }
+                let step = match kind {
+                    Kind::Advance => (state.step + 1).min(last),
+                    _ => state.step,
+                };
+                (kind, state.attempt, step, reason, guardrails)
+            }
+            RolloutAction::Pause => match state.status {
+                Status::Running => (
+                    Kind::Pause,
+                    state.attempt,
+                    state.step,
+                    format!("paused by {caller}"),
+                    BTreeMap::new(),
+                ),
+                Status::Paused => return Ok(RolloutOutcome { state, event: None }),
+                _ => return conflict("be paused"),
+            },
+            RolloutAction::Resume => match state.status {
+                Status::Paused => (
+                    Kind::Resume,
+                    state.attempt,
+                    state.step,
+                    format!("resumed by {caller}"),
+                    BTreeMap::new(),
+                ),
+                Status::RolledBack => (
+                    Kind::Start,
+                    state.attempt + 1,
+                    0,
+                    format!("resumed by {caller} after a rollback: from the first step again"),
+                    BTreeMap::new(),
+                ),
+                Status::Running => return Ok(RolloutOutcome { state, event: None }),
+                _ => return conflict("be resumed"),
+            },
+            RolloutAction::Abort => match state.status {
+                Status::Running | Status::Paused | Status::Done => (
+                    Kind::Rollback,
+                    state.attempt,
+                    state.step,
+                    format!("aborted by {caller}"),
+                    BTreeMap::new(),
+                ),
+                Status::RolledBack => return Ok(RolloutOutcome { state, event: None }),
+                Status::Promoted => return conflict("be aborted once promoted"),
+            },
+        };
+        let share = match kind {
+            Kind::Rollback => 0.0,
+            Kind::Promote => 1.0,
+            _ => steps[step],
+        };
+        let mut event = crate::rollout::event(
+            experiment,
+            &rollout.id,
+            attempt,
+            step,
+            kind,
+            share,
+            reason,
+            caller,
+        );
+        event.guardrails = guardrails;
+        let mut overrides = st.overrides.clone();
+        overrides.merge_rollouts([event.clone()]);
+        let plan = match self.plan(&st.file, &overrides) {
+            Ok(plan) => plan,
+            Err(blocked) => return Err(RolloutError::Invalid(blocked.runtime_reason())),
+        };
+        let before = st.overrides.clone();
+        self.record_rollouts(&mut st, before, std::slice::from_ref(&event))
+            .map_err(RolloutError::Persist)?;
+        if plan.routes.version != self.tables.routes().routes.version {
+            let (version, _) = self
+                .install(&mut st, plan)
+                .map_err(|e| RolloutError::Invalid(e.to_string()))?;
+            st.status.version = version;
+            st.status.loaded_at = cohort_events::clock::now();
+        }
+        let state =
+            crate::rollout::state_of(&st.file, experiment, &st.overrides.rollouts).unwrap_or(state);
+        Ok(RolloutOutcome {
+            state,
+            event: Some(event),
         })
     }
 

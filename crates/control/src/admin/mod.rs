@@ -34,7 +34,11 @@ pub mod auth;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
-use crate::reload::{Outcome, Reloader, Trigger, WeightChange, WeightError};
+use crate::reload::{
+    Outcome, Reloader, RolloutAction, RolloutError, RolloutOutcome, Trigger, WeightChange,
+    WeightError,
+};
+use crate::rollout::Rollouts;
 use auth::{AdminAuth, Caller, Denied};
 use cohort_analysis::LiveCounts;
 use cohort_assign::unit::query_param;
@@ -63,6 +67,8 @@ pub struct Admin {
     /// With shipping: the fleet's report from ClickHouse, which the live report endpoints
     /// serve instead of this replica's counts.
     pub fleet: Option<Arc<FleetLive>>,
+    /// The rollouts' task, where rollouts are evaluated.
+    pub rollouts: Option<Arc<Rollouts>>,
 }
 
 /// How the admin listener reaches the reload task.
@@ -140,6 +146,12 @@ impl Admin {
             }
         }
         if let Some(rest) = path.strip_prefix("/v1/experiments/") {
+            if let Some((name, op)) = rest.split_once("/rollout") {
+                if op.is_empty() || op.starts_with('/') {
+                    let (name, op) = (name.to_owned(), op.trim_start_matches('/').to_owned());
+                    return self.rollout(req, &name, &op, peer).await;
+                }
+            }
             let rest = rest.to_owned();
             return self.experiment_action(req, &rest, peer).await;
         }
@@ -196,7 +208,7 @@ impl Admin {
             "/v1/experiments" => self.experiments(),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": format!("no admin endpoint {path}"), "endpoints": ["/", "/metrics", "/healthz", "/readyz", "/v1/assign?experiment=E&unit=U", "/v1/config", "/v1/experiments", "/v1/experiments/{name}/counts", "/v1/experiments/{name}/report", "/v1/experiments/{name}/report.html", "POST /v1/reload", "PUT /v1/experiments/{name}/weights", "POST /v1/experiments/{name}/promote", "POST /v1/experiments/{name}/reset", "POST /v1/conversions"]}),
+                json!({"error": format!("no admin endpoint {path}"), "endpoints": ["/", "/metrics", "/healthz", "/readyz", "/v1/assign?experiment=E&unit=U", "/v1/config", "/v1/experiments", "/v1/experiments/{name}/counts", "/v1/experiments/{name}/report", "/v1/experiments/{name}/report.html", "POST /v1/reload", "PUT /v1/experiments/{name}/weights", "POST /v1/experiments/{name}/promote", "POST /v1/experiments/{name}/reset", "/v1/experiments/{name}/rollout", "POST /v1/experiments/{name}/rollout/pause|abort|resume", "POST /v1/conversions"]}),
             ),
         }
     }
@@ -255,6 +267,92 @@ impl Admin {
             Err(_) => json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": "the reload task stopped before answering"}),
+            ),
+        }
+    }
+
+    /// `GET /v1/experiments/{name}/rollout` (the state, step, guardrails, next evaluation)
+    /// and `POST …/rollout/pause`, `…/abort`, `…/resume` (scope `control`).
+    async fn rollout(
+        &self,
+        req: Request<Incoming>,
+        name: &str,
+        op: &str,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let Some(rollouts) = self.rollouts.clone() else {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "this process runs no rollouts"}),
+            );
+        };
+        let action = match op {
+            "" => {
+                if req.method() != Method::GET && req.method() != Method::HEAD {
+                    return json_response(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        json!({"error": "/v1/experiments/{name}/rollout answers GET only; POST to …/rollout/pause, /abort or /resume"}),
+                    );
+                }
+                return match rollouts.view(name) {
+                    Ok(v) => json_response(
+                        StatusCode::OK,
+                        serde_json::to_value(&v).unwrap_or(Value::Null),
+                    ),
+                    Err(e) => json_response(StatusCode::NOT_FOUND, json!({"error": e.to_string()})),
+                };
+            }
+            "pause" => RolloutAction::Pause,
+            "abort" => RolloutAction::Abort,
+            "resume" => RolloutAction::Resume,
+            _ => {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("no rollout action {op:?}: use pause, abort or resume")}),
+                )
+            }
+        };
+        if req.method() != Method::POST {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": format!("/v1/experiments/{{name}}/rollout/{op} answers POST only")}),
+            );
+        }
+        let (caller, handle) = match self.control(req.headers()) {
+            Ok(ok) => ok,
+            Err(resp) => return *resp,
+        };
+        let who = format!("{caller} from {peer}");
+        let reloader = handle.reloader.clone();
+        let name = name.to_owned();
+        let result = tokio::task::spawn_blocking(move || {
+            let r = reloader.rollout_action(&name, action, &who);
+            if let Ok(RolloutOutcome { event: Some(e), .. }) = &r {
+                rollouts.recorded(e);
+            }
+            r
+        })
+        .await;
+        match result {
+            Ok(Ok(outcome)) => json_response(
+                StatusCode::OK,
+                serde_json::to_value(&outcome).unwrap_or(Value::Null),
+            ),
+            Ok(Err(RolloutError::UnknownExperiment(m))) => {
+                json_response(StatusCode::NOT_FOUND, json!({"error": m}))
+            }
+            Ok(Err(RolloutError::Conflict(m))) => {
+                json_response(StatusCode::CONFLICT, json!({"error": m}))
+            }
+            Ok(Err(RolloutError::Invalid(m))) => {
+                json_response(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": m}))
+            }
+            Ok(Err(RolloutError::Persist(m))) => {
+                json_response(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": m}))
+            }
+            Err(e) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": format!("the rollout action failed: {e}")}),
             ),
         }
     }
@@ -354,6 +452,9 @@ impl Admin {
             }
             Ok(Err(WeightError::Persist(m))) => {
                 json_response(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": m}))
+            }
+            Ok(Err(WeightError::Conflict(m))) => {
+                json_response(StatusCode::CONFLICT, json!({"error": m}))
             }
             Err(e) => json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,0 +1,535 @@
+//! Rollouts in force: the weights each rollout's state gives (a layer over the file and
+//! the runtime weights), and the task that evaluates the guardrails and acts.
+//!
+//! Every action goes through the reloader ([`Reloader::rollout_action`]), under the control
+//! plane's one lock: recorded (state file, then rollouts.jsonl) before its weights go into
+//! force by the same plan and install as a file reload, so the config-versions log,
+//! `cohort_config_info` and the move log see each step.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
+use serde::Serialize;
+use tracing::{error, warn};
+
+use cohort_analysis::LiveCounts;
+use cohort_config::schema::RolloutConfig;
+use cohort_config::{rollout_weights, FileConfig, Routes};
+use cohort_proxy::Proxy;
+use cohort_rollout::record::RolloutTag;
+use cohort_rollout::tally::Watch;
+use cohort_rollout::{
+    evaluate, fold, ArmStats, Evaluation, Guardrails, Kind, RolloutEvent, RolloutState, Status,
+    Verdicts,
+};
+
+use crate::reload::{Reloader, RolloutAction, RolloutError, RolloutOutcome};
+
+/// What the rollouts of a file do to its weights.
+pub struct Layer {
+    /// experiment → the weights its rollout's state gives.
+    pub weights: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Rollouts without a record: they start now, at their first step.
+    pub starts: Vec<RolloutEvent>,
+}
+
+impl Layer {
+    /// `file` with the rollouts' weights laid over it.
+    pub fn over(&self, mut file: FileConfig) -> FileConfig {
+        for (name, weights) in &self.weights {
+            if let Some(e) = file.experiments.iter_mut().find(|e| &e.name == name) {
+                for v in &mut e.variants {
+                    if let Some(w) = weights.get(&v.name) {
+                        v.weight = *w;
+                    }
+                }
+            }
+        }
+        file
+    }
+}
+
+/// The state of `experiment`'s rollout in `file`, from `records` (None: `experiment` has
+/// no rollout, or it has not started).
+pub fn state_of(
+    file: &Routes,
+    experiment: &str,
+    records: &BTreeMap<String, Vec<RolloutEvent>>,
+) -> Option<RolloutState> {
+    let rollout = file.experiment(experiment)?.rollout.as_ref()?;
+    fold(&rollout.id, records.get(experiment).into_iter().flatten())
+}
+
+/// The rollout layer of `file` given the recorded actions.
+pub fn layer(file: &Routes, records: &BTreeMap<String, Vec<RolloutEvent>>) -> Layer {
+    let mut out = Layer {
+        weights: BTreeMap::new(),
+        starts: Vec::new(),
+    };
+    for (e, cfg) in file.experiments.iter().zip(&file.file.experiments) {
+        let Some(r) = &e.rollout else { continue };
+        let share = match state_of(file, &e.name, records) {
+            Some(s) => s.share(&r.config.steps),
+            None => {
+                let start = event(
+                    &e.name,
+                    &r.id,
+                    0,
+                    0,
+                    Kind::Start,
+                    r.config.steps[0],
+                    "the rollout block went into force".to_owned(),
+                    "cohort",
+                );
+                out.starts.push(start);
+                r.config.steps[0]
+            }
+        };
+        out.weights.insert(
+            e.name.clone(),
+            rollout_weights(cfg, &r.config.treatment, share),
+        );
+    }
+    out
+}
+
+/// A rollout event stamped now.
+#[allow(clippy::too_many_arguments)]
+pub fn event(
+    experiment: &str,
+    rollout_id: &str,
+    attempt: u32,
+    step: usize,
+    kind: Kind,
+    share: f64,
+    reason: String,
+    by: &str,
+) -> RolloutEvent {
+    RolloutEvent {
+        kind_of_line: RolloutTag::Rollout,
+        ts: cohort_events::clock::now(),
+        experiment: experiment.to_owned(),
+        rollout_id: rollout_id.to_owned(),
+        attempt,
+        step,
+        kind,
+        share,
+        reason,
+        by: by.to_owned(),
+        guardrails: BTreeMap::new(),
+    }
+}
+
+/// Points the guardrail tallies at every rollout of `file` the guardrails watch (and away
+/// from the others). Call it before the event log is replayed, so that the replay
+/// rebuilds the tallies, and after every change.
+pub fn watch_all(
+    guardrails: &Guardrails,
+    file: &Routes,
+    records: &BTreeMap<String, Vec<RolloutEvent>>,
+) {
+    for e in &file.experiments {
+        let state = state_of(file, &e.name, records);
+        match (&e.rollout, state) {
+            (Some(r), Some(s)) if s.status.guarded() => guardrails.watch(
+                &e.name,
+                Watch {
+                    control: e.variants[e.control].name.clone(),
+                    treatment: e.variants[r.treatment].name.clone(),
+                    attempt_started_ns: s.attempt_started_ns(),
+                    step_started_ns: s.step_started_ns(),
+                    latency_window_s: r.config.guardrails.latency_window_s,
+                },
+            ),
+            _ => guardrails.unwatch(&e.name),
+        }
+    }
+}
+
+/// The rollout families on /metrics.
+#[derive(Clone)]
+pub struct RolloutMetrics {
+    pub step: IntGaugeVec,
+    pub state: IntGaugeVec,
+    pub guardrail: GaugeVec,
+    pub bound: GaugeVec,
+    pub actions: IntCounterVec,
+}
+
+impl Default for RolloutMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RolloutMetrics {
+    pub fn new() -> Self {
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let int_gauge = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        RolloutMetrics {
+            step: int_gauge(
+                "cohort_rollout_step",
+                "The rollout's step in force, from 1 (the step a rollback left, while rolled back).",
+                &["experiment"],
+            ),
+            state: int_gauge(
+                "cohort_rollout_state",
+                "1 for the rollout's state: running, paused, rolled_back, promoted or done.",
+                &["experiment", "state"],
+            ),
+            guardrail: gauge(
+                "cohort_rollout_guardrail",
+                "Each guardrail's last value: error_rate (lower end of the difference's confidence sequence), latency_p99_ratio, primary_metric (1: roll back).",
+                &["experiment", "guardrail"],
+            ),
+            bound: gauge(
+                "cohort_rollout_guardrail_bound",
+                "The bound each guardrail's value is compared with (it fails above it).",
+                &["experiment", "guardrail"],
+            ),
+            actions: IntCounterVec::new(
+                Opts::new(
+                    "cohort_rollout_actions_total",
+                    "Rollout actions this replica took or recorded, by kind (start, advance, rollback, promote, done, pause, resume).",
+                ),
+                &["experiment", "kind"],
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    /// Everything to register on /metrics.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.step.clone()),
+            Box::new(self.state.clone()),
+            Box::new(self.guardrail.clone()),
+            Box::new(self.bound.clone()),
+            Box::new(self.actions.clone()),
+        ]
+    }
+
+    fn publish_state(&self, experiment: &str, s: &RolloutState) {
+        self.step
+            .with_label_values(&[experiment])
+            .set(i64::try_from(s.step + 1).unwrap_or(i64::MAX));
+        for st in Status::ALL {
+            self.state
+                .with_label_values(&[experiment, st.label()])
+                .set(i64::from(st == s.status));
+        }
+    }
+
+    fn publish_evaluation(&self, experiment: &str, e: &Evaluation) {
+        for g in &e.guardrails {
+            if let Some(v) = g.value {
+                self.guardrail
+                    .with_label_values(&[experiment, g.name])
+                    .set(v);
+            }
+            self.bound
+                .with_label_values(&[experiment, g.name])
+                .set(g.bound);
+        }
+    }
+}
+
+/// What an evaluation of one rollout left, for the API.
+#[derive(Debug, Clone, Default)]
+struct Track {
+    /// The (rollout id, attempt, step, status) it was made on.
+    on: Option<(String, u32, usize, Status)>,
+    latency_failures: u32,
+    last: Option<Evaluation>,
+    evaluated_at: Option<String>,
+    arms: Option<[ArmStats; 2]>,
+    next_at: Option<Instant>,
+}
+
+/// The rollouts of one process: evaluates each every `evaluate_every_s` and acts.
+pub struct Rollouts {
+    reloader: Arc<Reloader>,
+    proxy: Arc<Proxy>,
+    guardrails: Arc<Guardrails>,
+    /// The live counts, for the primary metric's verdict (None: no event log).
+    counts: Option<Arc<LiveCounts>>,
+    metrics: RolloutMetrics,
+    tracks: Mutex<HashMap<String, Track>>,
+}
+
+/// How often the task looks for a rollout due for evaluation.
+const TICK: Duration = Duration::from_millis(100);
+
+impl Rollouts {
+    pub fn new(
+        reloader: Arc<Reloader>,
+        proxy: Arc<Proxy>,
+        guardrails: Arc<Guardrails>,
+        counts: Option<Arc<LiveCounts>>,
+        metrics: RolloutMetrics,
+    ) -> Self {
+        Self {
+            reloader,
+            proxy,
+            guardrails,
+            counts,
+            metrics,
+            tracks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn tracks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Track>> {
+        self.tracks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings the tallies and the state gauges in step with the recorded actions.
+    pub fn sync(&self) {
+        let (file, records) = self.reloader.rollouts();
+        watch_all(&self.guardrails, &file, &records);
+        for e in &file.experiments {
+            if let Some(s) = state_of(&file, &e.name, &records) {
+                self.metrics.publish_state(&e.name, &s);
+            }
+        }
+    }
+
+    /// Counts a recorded action and brings everything in step with it.
+    pub fn recorded(&self, event: &RolloutEvent) {
+        self.metrics
+            .actions
+            .with_label_values(&[&event.experiment, event.kind.label()])
+            .inc();
+        self.sync();
+    }
+
+    /// Evaluates every rollout when it is due, until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let due: Vec<String> = {
+                let (file, _) = self.reloader.rollouts();
+                let now = Instant::now();
+                let tracks = self.tracks();
+                file.experiments
+                    .iter()
+                    .filter(|e| e.rollout.is_some())
+                    .filter(|e| {
+                        tracks
+                            .get(&e.name)
+                            .and_then(|t| t.next_at)
+                            .is_none_or(|at| at <= now)
+                    })
+                    .map(|e| e.name.clone())
+                    .collect()
+            };
+            for name in due {
+                let me = self.clone();
+                let _ = tokio::task::spawn_blocking(move || me.evaluate_one(&name)).await;
+            }
+        }
+    }
+
+    /// One evaluation of `experiment`'s rollout, and its action.
+    fn evaluate_one(&self, experiment: &str) {
+        let (file, records) = self.reloader.rollouts();
+        let Some(rollout) = file.experiment(experiment).and_then(|e| e.rollout.clone()) else {
+            return;
+        };
+        let every = Duration::from_secs_f64(rollout.config.evaluate_every_s);
+        let Some(state) = state_of(&file, experiment, &records) else {
+            self.tracks()
+                .entry(experiment.to_owned())
+                .or_default()
+                .next_at = Some(Instant::now() + every);
+            return;
+        };
+        self.metrics.publish_state(experiment, &state);
+        let key = (
+            state.rollout_id.clone(),
+            state.attempt,
+            state.step,
+            state.status,
+        );
+        let failures = {
+            let mut tracks = self.tracks();
+            let t = tracks.entry(experiment.to_owned()).or_default();
+            if t.on.as_ref() != Some(&key) {
+                // A new step (or attempt) judges latency afresh.
+                if t.on
+                    .as_ref()
+                    .is_none_or(|on| on.0 != key.0 || on.1 != key.1 || on.2 != key.2)
+                {
+                    t.latency_failures = 0;
+                }
+                t.on = Some(key.clone());
+            }
+            t.next_at = Some(Instant::now() + every);
+            t.latency_failures
+        };
+        let now_ns = cohort_events::clock::parse_nanos(&cohort_events::clock::now()).unwrap_or(0);
+        let Some(arms) = self.guardrails.snapshot(experiment, now_ns) else {
+            return;
+        };
+        let treatment = file
+            .experiment(experiment)
+            .map(|e| e.variants[rollout.treatment].name.clone());
+        let verdicts = self.verdicts(experiment, treatment.as_deref(), &rollout.config);
+        let ev = evaluate(&rollout.config, &state, &arms, verdicts, failures, now_ns);
+        self.metrics.publish_evaluation(experiment, &ev);
+        {
+            let mut tracks = self.tracks();
+            let t = tracks.entry(experiment.to_owned()).or_default();
+            t.latency_failures = ev.latency_failures;
+            t.last = Some(ev.clone());
+            t.arms = Some(arms);
+            t.evaluated_at = Some(cohort_events::clock::now());
+        }
+        let Some((kind, reason)) = ev.action.clone() else {
+            return;
+        };
+        let action = RolloutAction::Decided {
+            on: key,
+            kind,
+            reason,
+            guardrails: ev.records(),
+        };
+        match self.reloader.rollout_action(experiment, action, "cohort") {
+            Ok(RolloutOutcome {
+                event: Some(event), ..
+            }) => {
+                if kind == Kind::Rollback {
+                    warn!(experiment = %experiment, rollout = %event.rollout_id, reason = %event.reason, "rollout rolled back: the treatment's share is 0");
+                }
+                self.recorded(&event);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                error!(experiment = %experiment, error = %e, "the rollout could not {}", kind.label())
+            }
+        }
+    }
+
+    /// The decision rule's verdicts for `treatment`, from this process' live report.
+    fn verdicts(&self, experiment: &str, treatment: Option<&str>, cfg: &RolloutConfig) -> Verdicts {
+        let (Some(counts), Some(treatment)) = (&self.counts, treatment) else {
+            return Verdicts::default();
+        };
+        if !cfg.guardrails.primary_metric {
+            return Verdicts::default();
+        }
+        let serving = self.proxy.routes();
+        let Some(exp) = serving.routes.experiment(experiment) else {
+            return Verdicts::default();
+        };
+        let report = counts.report(exp, &serving.routes.file.events.dir);
+        Verdicts {
+            roll_back: report.decision.roll_back.iter().any(|v| v == treatment),
+            win_last_step: None,
+        }
+    }
+
+    /// What `GET /v1/experiments/{name}/rollout` shows.
+    pub fn view(&self, experiment: &str) -> Result<RolloutView, RolloutError> {
+        let (file, records) = self.reloader.rollouts();
+        let Some(e) = file.experiment(experiment) else {
+            return Err(RolloutError::UnknownExperiment(format!(
+                "no experiment named {experiment:?}"
+            )));
+        };
+        let Some(r) = &e.rollout else {
+            return Err(RolloutError::UnknownExperiment(format!(
+                "experiment {experiment} has no rollout block"
+            )));
+        };
+        let state = state_of(&file, experiment, &records);
+        let tracks = self.tracks();
+        let track = tracks.get(experiment).cloned().unwrap_or_default();
+        let next_in = track
+            .next_at
+            .map(|at| at.saturating_duration_since(Instant::now()).as_secs_f64());
+        Ok(RolloutView {
+            experiment: experiment.to_owned(),
+            rollout_id: r.id.clone(),
+            control: e.variants[e.control].name.clone(),
+            treatment: e.variants[r.treatment].name.clone(),
+            steps: r.config.steps.clone(),
+            state: state.as_ref().map(|s| s.status.label()),
+            step: state.as_ref().map(|s| s.step + 1),
+            share: state.as_ref().map(|s| s.share(&r.config.steps)),
+            attempt: state.as_ref().map(|s| s.attempt),
+            step_started_at: state.as_ref().map(|s| s.step_started_at.clone()),
+            reason: state.as_ref().map(|s| s.reason.clone()),
+            evaluated_at: track.evaluated_at,
+            next_evaluation_in_s: next_in,
+            guardrails: track.last.map(|l| l.guardrails).unwrap_or_default(),
+            arms: track.arms.map(|[c, t]| RolloutArms {
+                control: arm_view(&c),
+                treatment: arm_view(&t),
+            }),
+            history: state.map(|s| s.history).unwrap_or_default(),
+        })
+    }
+}
+
+fn arm_view(a: &ArmStats) -> ArmView {
+    ArmView {
+        units: a.units,
+        requests: a.requests,
+        failed_requests: a.failures,
+        error_rate: (a.units > 0).then_some(a.error_rates.mean),
+        step_units: a.step_units,
+        window_requests: a.window_requests,
+        p99_ms: a.p99_ms,
+    }
+}
+
+/// A rollout as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutView {
+    pub experiment: String,
+    pub rollout_id: String,
+    pub control: String,
+    pub treatment: String,
+    pub steps: Vec<f64>,
+    pub state: Option<&'static str>,
+    /// From 1.
+    pub step: Option<usize>,
+    /// The treatment's share now.
+    pub share: Option<f64>,
+    pub attempt: Option<u32>,
+    pub step_started_at: Option<String>,
+    pub reason: Option<String>,
+    pub evaluated_at: Option<String>,
+    pub next_evaluation_in_s: Option<f64>,
+    pub guardrails: Vec<cohort_rollout::GuardrailValue>,
+    pub arms: Option<RolloutArms>,
+    pub history: Vec<RolloutEvent>,
+}
+
+/// The two arms' tallies.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutArms {
+    pub control: ArmView,
+    pub treatment: ArmView,
+}
+
+/// One arm's tallies, as the API shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArmView {
+    pub units: u64,
+    pub requests: u64,
+    pub failed_requests: u64,
+    /// The mean of the units' error rates.
+    pub error_rate: Option<f64>,
+    pub step_units: u64,
+    pub window_requests: u64,
+    pub p99_ms: Option<f64>,
+}

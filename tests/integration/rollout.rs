@@ -1,0 +1,342 @@
+//! Rollouts in the real binary: a failing treatment rolled back by the error guardrail, a
+//! slow one by the latency guardrail, a healthy one stepped to the end; the state kept
+//! across a restart; the admin calls; no unit moved from treatment to control except by
+//! a rollback.
+
+use crate::common;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::net::{client, send, HttpClient};
+use common::process::{admin_call, free_port, CohortProcess};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+/// A model that fails one request in `fail_every` (500; 0: never) and answers after
+/// `delay`.
+async fn model(fail_every: u64, delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| {
+                    let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        let status = if fail_every > 0 && n.is_multiple_of(fail_every) {
+                            StatusCode::INTERNAL_SERVER_ERROR
+                        } else {
+                            StatusCode::OK
+                        };
+                        let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")));
+                        *resp.status_mut() = status;
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+}
+
+/// A config with rf (control) and lr under `rollout` (YAML, indented for the block).
+fn setup(rf: SocketAddr, lr: SocketAddr, rollout: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 20 }}\n\
+         events: {{ segment_max_age_s: 0.2 }}\n\
+         routes:\n  - {{ name: iris, match: {{ path_prefix: / }}, experiment: iris-model }}\n\
+         experiments:\n  - name: iris-model\n    salt: rollout-test\n    control: rf\n    variants:\n      \
+         - {{ name: rf, weight: 50, upstream: \"http://{rf}\" }}\n      \
+         - {{ name: lr, weight: 50, upstream: \"http://{lr}\" }}\n    rollout:\n{rollout}"
+    );
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    Setup {
+        proxy: SocketAddr::from(([127, 0, 0, 1], port)),
+        admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+        config,
+        dir,
+    }
+}
+
+/// Sends one request for each of `users`; each user's variant.
+async fn round(
+    c: &HttpClient,
+    proxy: SocketAddr,
+    users: std::ops::Range<u32>,
+) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for u in users {
+        let id = format!("user-{u}");
+        let a = send(c, proxy, "/invocations", &[("x-user-id", &id)]).await;
+        let v = a.headers["x-cohort-variant"].to_str().unwrap().to_owned();
+        out.push((u, v));
+    }
+    out
+}
+
+async fn rollout_view(admin: SocketAddr) -> Value {
+    let (status, v) = admin_call(admin, "GET", "/v1/experiments/iris-model/rollout", None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v
+}
+
+fn recorded(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("data/events/rollouts.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A treatment that fails 1 request in 10 against a control that fails none is rolled
+/// back by the error-rate guardrail; its users return to the control; the rollback is
+/// recorded, latched across a restart, and blocks runtime weights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_treatment_is_rolled_back_and_stays_rolled_back() {
+    let rf = model(0, Duration::ZERO).await;
+    let lr = model(10, Duration::ZERO).await;
+    let s = setup(
+        rf,
+        lr,
+        "      treatment: lr\n      steps: [0.5]\n      step_min_s: 600\n      step_min_units: 30\n      \
+         evaluate_every_s: 0.2\n      guardrails: { max_latency_p99_ratio: null, primary_metric: false }\n",
+    );
+    let cohort = CohortProcess::start(&s.config, &[]);
+    let c = client();
+    let v = rollout_view(s.admin).await;
+    assert_eq!(
+        (v["state"].as_str(), v["step"].as_u64()),
+        (Some("running"), Some(1))
+    );
+    let mut sent = 0u32;
+    let rolled_back = loop {
+        let users = sent..sent + 50;
+        round(&c, s.proxy, users.clone()).await;
+        round(&c, s.proxy, users).await;
+        sent += 50;
+        if let Some(line) = cohort.wait_log(
+            "rollout rolled back: the treatment's share is 0",
+            Duration::from_millis(300),
+        ) {
+            break line;
+        }
+        assert!(sent < 4000, "no rollback after {sent} users");
+    };
+    assert!(
+        rolled_back["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("error_rate:"),
+        "{rolled_back}"
+    );
+    // Every user is on the control now, the new ones and those lr had.
+    for (_, v) in round(&c, s.proxy, 0..sent + 20).await {
+        assert_eq!(v, "rf");
+    }
+    let v = rollout_view(s.admin).await;
+    assert_eq!(v["state"], "rolled_back");
+    assert_eq!(v["share"], 0.0);
+    let g = &v["guardrails"][0];
+    assert_eq!(g["name"], "error_rate");
+    let events = recorded(s.dir.path());
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["start", "rollback"]);
+    let rb = &events[1];
+    assert_eq!(rb["type"], "rollout");
+    assert!(
+        rb["guardrails"]["error_rate"]["value"].as_f64().unwrap() > 0.005,
+        "{rb}"
+    );
+    assert_eq!(rb["rollout_id"], v["rollout_id"]);
+    // Runtime weights answer 409 while the rollout owns the weights.
+    let (status, body) =
+        admin_call(s.admin, "POST", "/v1/experiments/iris-model/reset", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("rolled_back"),
+        "{body}"
+    );
+    // The metrics say so.
+    let (_, metrics) = admin_call(s.admin, "GET", "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(
+        metrics.contains("cohort_rollout_state{experiment=\"iris-model\",state=\"rolled_back\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        "cohort_rollout_guardrail_bound{experiment=\"iris-model\",guardrail=\"error_rate\"} 0.005"
+    ));
+
+    // A restart restores the rollback before serving.
+    drop(cohort);
+    let cohort = CohortProcess::start(&s.config, &[]);
+    assert_eq!(rollout_view(s.admin).await["state"], "rolled_back");
+    for (_, v) in round(&c, s.proxy, 0..200).await {
+        assert_eq!(v, "rf");
+    }
+    // Resume starts a new attempt at the first step.
+    let (status, body) = admin_call(
+        s.admin,
+        "POST",
+        "/v1/experiments/iris-model/rollout/resume",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"]["status"], "running");
+    assert_eq!(body["state"]["attempt"], 1);
+    let lr_users = round(&c, s.proxy, 0..200)
+        .await
+        .iter()
+        .filter(|(_, v)| v == "lr")
+        .count();
+    assert!(
+        (60..140).contains(&lr_users),
+        "{lr_users} of 200 on lr at 50%"
+    );
+    drop(cohort);
+}
+
+/// A healthy treatment steps through every step and is done; a restart mid-rollout
+/// serves the step it had reached; no unit ever goes from treatment back to control.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_treatment_steps_to_the_end_across_a_restart_moving_no_unit_back() {
+    let rf = model(0, Duration::ZERO).await;
+    let lr = model(0, Duration::ZERO).await;
+    let s = setup(
+        rf,
+        lr,
+        "      treatment: lr\n      steps: [0.1, 0.3, 0.6]\n      step_min_s: 0.5\n      step_min_units: 10\n      \
+         evaluate_every_s: 0.2\n      guardrails: { latency_min_requests: 100000 }\n",
+    );
+    let mut cohort = CohortProcess::start(&s.config, &[]);
+    let c = client();
+    let users = 0..300;
+    let mut seen: HashMap<u32, String> = HashMap::new();
+    let mut check = |rows: Vec<(u32, String)>| {
+        for (u, v) in rows {
+            if let Some(before) = seen.insert(u, v.clone()) {
+                assert!(
+                    !(before == "lr" && v == "rf"),
+                    "user-{u} moved from lr back to rf"
+                );
+            }
+        }
+    };
+    let mut restarted = false;
+    for _ in 0..200 {
+        check(round(&c, s.proxy, users.clone()).await);
+        let v = rollout_view(s.admin).await;
+        if v["state"] == "done" {
+            break;
+        }
+        if !restarted && v["step"] == 2 {
+            drop(cohort);
+            cohort = CohortProcess::start(&s.config, &[]);
+            let after = rollout_view(s.admin).await;
+            assert_eq!(after["step"], 2, "a restart went back to {after}");
+            restarted = true;
+        }
+    }
+    assert!(restarted);
+    let v = rollout_view(s.admin).await;
+    assert_eq!(v["state"], "done", "{v}");
+    assert_eq!(v["share"], 0.6);
+    let kinds: Vec<String> = recorded(s.dir.path())
+        .iter()
+        .map(|e| format!("{}@{}", e["kind"].as_str().unwrap(), e["step"]))
+        .collect();
+    assert_eq!(kinds, ["start@0", "advance@1", "advance@2", "done@2"]);
+    check(round(&c, s.proxy, users.clone()).await);
+    let on_lr = seen.values().filter(|v| *v == "lr").count();
+    assert!((140..220).contains(&on_lr), "{on_lr} of 300 on lr at 60%");
+    // Pausing a finished rollout is refused; aborting it rolls back.
+    let (status, _) = admin_call(
+        s.admin,
+        "POST",
+        "/v1/experiments/iris-model/rollout/pause",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, body) = admin_call(
+        s.admin,
+        "POST",
+        "/v1/experiments/iris-model/rollout/abort",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"]["status"], "rolled_back");
+    for (_, v) in round(&c, s.proxy, users).await {
+        assert_eq!(v, "rf");
+    }
+    drop(cohort);
+}
+
+/// A treatment 3× slower at p99 is rolled back after exactly `failures_before_rollback`
+/// failing evaluations in a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_treatment_is_rolled_back_after_the_failing_evaluations_in_a_row() {
+    let rf = model(0, Duration::from_millis(10)).await;
+    let lr = model(0, Duration::from_millis(30)).await;
+    let s = setup(
+        rf,
+        lr,
+        "      treatment: lr\n      steps: [0.5]\n      step_min_s: 600\n      evaluate_every_s: 0.3\n      \
+         guardrails: { max_latency_p99_ratio: 1.5, latency_min_requests: 20, failures_before_rollback: 3, primary_metric: false }\n",
+    );
+    let cohort = CohortProcess::start(&s.config, &[]);
+    let c = client();
+    let mut sent = 0;
+    let line = loop {
+        round(&c, s.proxy, sent..sent + 20).await;
+        sent += 20;
+        if let Some(line) = cohort.wait_log(
+            "rollout rolled back: the treatment's share is 0",
+            Duration::from_millis(10),
+        ) {
+            break line;
+        }
+        assert!(sent < 20_000, "no rollback");
+    };
+    let reason = line["fields"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("latency_p99_ratio:"), "{reason}");
+    assert!(
+        reason.contains("failing 3 of 3 evaluations in a row"),
+        "{reason}"
+    );
+    let events = recorded(s.dir.path());
+    let ratio = events[1]["guardrails"]["latency_p99_ratio"]["value"]
+        .as_f64()
+        .unwrap();
+    assert!(ratio > 1.5, "{ratio}");
+    drop(cohort);
+}
