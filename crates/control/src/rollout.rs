@@ -314,11 +314,15 @@ impl Rollouts {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // The table in force (one shared load) says which experiments have rollouts:
+            // without any, a tick costs next to nothing on the thread it shares.
             let due: Vec<String> = {
-                let (file, _) = self.reloader.rollouts();
+                let serving = self.proxy.routes();
                 let now = Instant::now();
                 let tracks = self.tracks();
-                file.experiments
+                serving
+                    .routes
+                    .experiments
                     .iter()
                     .filter(|e| e.rollout.is_some())
                     .filter(|e| {
@@ -340,6 +344,8 @@ impl Rollouts {
     /// One evaluation of `experiment`'s rollout, and its action.
     fn evaluate_one(&self, experiment: &str) {
         let (file, records) = self.reloader.rollouts();
+        // A reload may have started, changed or removed a rollout since the last look.
+        watch_all(&self.guardrails, &file, &records);
         let Some(rollout) = file.experiment(experiment).and_then(|e| e.rollout.clone()) else {
             return;
         };
