@@ -315,3 +315,90 @@ fn the_queue_depth_and_its_high_water_mark_show_the_backlog() {
     assert_eq!(written.get(), 101);
     assert_eq!(depth.get(), 0, "drained at the end");
 }
+
+/// A model on raw TCP: it answers with a chunked head and one chunk, then on `/breaks`
+/// closes the connection without the last chunk (a crash mid-response), and on anything
+/// else holds it open for 10 s (so that the client is the one to go).
+async fn half_body_backend() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let breaks = String::from_utf8_lossy(&head).contains("/breaks");
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10\r\n{\"first\": true}\n\r\n")
+                    .await;
+                if !breaks {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `aborted` blames the model only: a response the upstream broke off is aborted; one the
+/// client hung up on is not (its exposure is written, with the status the model gave).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_marks_the_upstreams_break_not_the_clients_hang_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let model = half_body_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 20 }}\nevents: {{ dir: {:?} }}\n{}",
+        dir.path().join("events").display().to_string(),
+        two_arm(model, model, "")
+    );
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut cohort = CohortProcess::start(&config, &[]);
+    let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for (path, user) in [
+        ("/invocations/breaks", "u-breaks"),
+        ("/invocations/hangs", "u-hangs"),
+    ] {
+        let mut conn = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nx-user-id: {user}\r\n\r\n");
+        conn.write_all(req.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read until the first chunk has arrived, then (for /hangs) hang up.
+        while !String::from_utf8_lossy(&got).contains("first") {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed before the first chunk");
+            got.extend_from_slice(&buf[..n]);
+        }
+        if path.ends_with("breaks") {
+            // The break reaches the client as a connection closed without the last chunk.
+            let rest = tokio::time::timeout(Duration::from_secs(5), async {
+                while conn.read(&mut buf).await.unwrap_or(0) > 0 {}
+            })
+            .await;
+            assert!(rest.is_ok(), "the broken response never ended");
+        }
+        drop(conn);
+    }
+    assert_eq!(cohort.terminate(), Some(0));
+    let read = read_dir(&dir.path().join("events")).unwrap();
+    let aborted: HashMap<String, bool> = read
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Exposure(x) => Some((x.unit.clone(), x.aborted)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(aborted.get("u-breaks"), Some(&true), "{aborted:?}");
+    assert_eq!(aborted.get("u-hangs"), Some(&false), "{aborted:?}");
+}

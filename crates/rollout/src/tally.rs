@@ -4,8 +4,9 @@
 //! Per watched experiment and arm (control, treatment), from the start of the rollout's
 //! attempt on, override and unit-less exposures left out:
 //! * per unit, its requests and failed requests: a request failed when the upstream
-//!   answered ≥ 500, cohort answered 502/504 for it, or the response broke off after its
-//!   head (`aborted`). A client's 4xx is never a failure. The per-unit error
+//!   answered ≥ 500, cohort answered 502/504 for it, or the upstream broke off the
+//!   response (`aborted`). A client's fault (a 4xx, a client that hung up, which is not an
+//!   abort) is never a failure. The per-unit error
 //!   rates are kept as a running count, sum and sum of squares, so the mean and
 //!   variance of the arm's per-unit rates cost nothing to read. A unit that a step moved
 //!   from control to treatment is a unit of each arm, for the requests each served;

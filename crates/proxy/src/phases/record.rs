@@ -3,7 +3,8 @@
 //! Reads the whole exchange and the response status; counts the request and its latency
 //! (to the response head) in its variant's metrics, and hands its exposure to the event
 //! log: at once for cohort's own answer, when the body ends for the upstream's (tapped,
-//! so that a response that fails mid-body or is abandoned is marked `aborted`). Requests
+//! so that a response the upstream breaks off mid-body is marked `aborted`; one the client
+//! abandons is not, since the model answered it). Requests
 //! without a pick (no route, no unit) count under the unrouted series and log nothing.
 
 use std::sync::Arc;
@@ -90,7 +91,9 @@ struct RecordExposure {
 
 impl Tap for RecordExposure {
     fn end(mut self, how: Ending) {
-        if how != Ending::Complete {
+        // Only the upstream's break is the model's failure: a client that went away
+        // (`Dropped`) leaves the exposure as the model answered it.
+        if how == Ending::Failed {
             self.pending.set_aborted();
         }
         self.log.record_lazy(self.pending);
