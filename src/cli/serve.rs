@@ -120,7 +120,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
     if !start.overrides.experiments.is_empty() {
         tracing::info!(state = %state_path.display(), "runtime weights in force");
     }
-    let (overrides, routes) = (start.overrides, start.routes);
+    let (overrides, routes, starts) = (start.overrides, start.routes, start.starts);
     for w in &routes.warnings {
         tracing::warn!("{w}");
     }
@@ -274,6 +274,33 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             events_cfg.enabled.then_some(counts.clone()),
             rollout_metrics,
         ));
+        let webhook_outcomes = cohort_control::webhooks::Webhooks::metric();
+        if let Err(e) = proxy.metrics().register(Box::new(webhook_outcomes.clone())) {
+            eprintln!("cohort serve: {e}");
+            return exit::INVALID;
+        }
+        let webhooks = match cohort_control::webhooks::Webhooks::start(webhook_outcomes) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("cohort serve: webhooks: {e}");
+                return exit::INVALID;
+            }
+        };
+        let told = rollouts.listener(Some(webhooks));
+        // The starts recorded before the reloader existed are told like every later action.
+        for s in &starts {
+            let hooks = from_file
+                .experiment(&s.experiment)
+                .and_then(|e| e.rollout.as_ref())
+                .map_or(&[][..], |r| &r.config.webhooks[..]);
+            told(&cohort_control::webhooks::Notice {
+                event: s,
+                from: None,
+                webhooks: hooks,
+                admin: admin_listen,
+            });
+        }
+        reloader.on_rollout_action(told);
         rollouts.sync();
         tokio::spawn(rollouts.clone().run());
         let (tx, rx) = mpsc::channel(64);

@@ -340,3 +340,152 @@ async fn a_slow_treatment_is_rolled_back_after_the_failing_evaluations_in_a_row(
     assert!(ratio > 1.5, "{ratio}");
     drop(cohort);
 }
+
+/// What a webhook receiver got: (headers, body) per request, in order.
+type Received = Arc<std::sync::Mutex<Vec<(http::HeaderMap, Value)>>>;
+
+/// A webhook receiver that answers 503 to its first request and 200 after.
+async fn receiver() -> (
+    SocketAddr,
+    Received,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: Received = Arc::default();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let seen = got.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (seen, tx) = (seen.clone(), tx.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (seen, tx) = (seen.clone(), tx.clone());
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let bytes = body.collect().await.unwrap().to_bytes();
+                        let first = {
+                            let mut seen = seen.lock().unwrap();
+                            seen.push((parts.headers, serde_json::from_slice(&bytes).unwrap()));
+                            seen.len() == 1
+                        };
+                        let _ = tx.send(());
+                        let mut resp = Response::new(Full::new(Bytes::new()));
+                        if first {
+                            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, got, rx)
+}
+
+/// The start and the rollback reach the webhook: signed, with one idempotency key per
+/// action (the same on the retry after a 503), from and to shares, the reason and the
+/// guardrails; `done` and actions the hook did not ask for are not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_keyed_and_retried() {
+    let rf = model(0, Duration::ZERO).await;
+    let lr = model(5, Duration::ZERO).await;
+    let (hook, got, mut arrived) = receiver().await;
+    let s = setup(
+        rf,
+        lr,
+        &format!(
+            "      treatment: lr\n      steps: [0.4]\n      step_min_s: 600\n      step_min_units: 30\n      \
+             evaluate_every_s: 0.2\n      guardrails: {{ max_latency_p99_ratio: null, primary_metric: false }}\n      \
+             webhooks:\n        - {{ url: \"http://{hook}/cohort\", secret_env: HOOK_SECRET, events: [step, rollback] }}\n        \
+             - {{ url: \"http://{hook}/paused-only\", events: [paused] }}\n"
+        ),
+    );
+    let cohort = CohortProcess::start(&s.config, &[("HOOK_SECRET", "s3cret")]);
+    let c = client();
+    let mut sent = 0;
+    while cohort
+        .wait_log(
+            "rollout rolled back: the treatment's share is 0",
+            Duration::from_millis(50),
+        )
+        .is_none()
+    {
+        round(&c, s.proxy, sent..sent + 50).await;
+        sent += 50;
+        assert!(sent < 4000, "no rollback");
+    }
+    // The start (refused once, then retried after 1 s) and the rollback.
+    while got.lock().unwrap().len() < 3 {
+        tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+            .await
+            .expect("the webhook deliveries arrive");
+    }
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 3, "{got:?}");
+    let id = rollout_view(s.admin).await["rollout_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Deliveries are independent: the rollback may arrive before the start's retry.
+    let keyed = |key: String| -> Vec<&(http::HeaderMap, Value)> {
+        got.iter()
+            .filter(|(h, _)| h["x-cohort-idempotency-key"] == key.as_str())
+            .collect()
+    };
+    let starts = keyed(format!("{id}-0-0-start"));
+    assert_eq!(
+        starts.len(),
+        2,
+        "the start, refused once, then retried with its key"
+    );
+    assert_eq!(starts[0].1, starts[1].1);
+    let rollbacks = keyed(format!("{id}-0-0-rollback"));
+    assert_eq!(rollbacks.len(), 1);
+    for (headers, body) in &got {
+        let sig = headers["x-cohort-signature"].to_str().unwrap();
+        let raw = serde_json::to_vec(body).unwrap();
+        assert_eq!(
+            sig,
+            cohort_control::webhooks::signature(b"s3cret", &raw),
+            "{body}"
+        );
+        assert_eq!(body["experiment"], "iris-model");
+        assert_eq!(body["rollout_id"], id.as_str());
+        assert!(body["report_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/v1/experiments/iris-model/report.html"));
+    }
+    assert_eq!(starts[0].0["x-cohort-event"], "step");
+    assert_eq!(
+        starts[0].1["to"],
+        serde_json::json!({"step": 1, "share": 0.4})
+    );
+    let (headers, rb) = rollbacks[0];
+    assert_eq!(headers["x-cohort-event"], "rollback");
+    assert_eq!(rb["from"], serde_json::json!({"step": 1, "share": 0.4}));
+    assert_eq!(rb["to"]["share"], 0.0);
+    assert!(rb["reason"].as_str().unwrap().starts_with("error_rate:"));
+    assert!(rb["guardrails"]["error_rate"]["value"].as_f64().unwrap() > 0.005);
+    let (_, metrics) = admin_call(s.admin, "GET", "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("cohort_rollout_webhooks_total{result=\"delivered\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cohort_rollout_webhooks_total{result=\"retried\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("cohort_rollout_actions_total{experiment=\"iris-model\",kind=\"start\"} 1"),
+        "{metrics}"
+    );
+    drop(cohort);
+}

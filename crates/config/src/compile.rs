@@ -748,12 +748,6 @@ fn check_rollout(
             "`promote` is not available in this release (the verdict on the last step's own units is not computed yet): use `hold`, then promote through the file once the report says the treatment wins",
         );
     }
-    if !r.webhooks.is_empty() {
-        c.error(
-            &p("webhooks"),
-            "webhooks are not sent by this release: remove them (each action is in rollouts.jsonl, the log and the cohort_rollout_* metrics)",
-        );
-    }
     for (k, w) in r.webhooks.iter().enumerate() {
         let wp = format!("{}[{k}]", p("webhooks"));
         match w.url.parse::<Uri>() {

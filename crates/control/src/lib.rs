@@ -6,7 +6,8 @@
 //!   with shipping the fleet's from `cohort_clickhouse::live`), and the token-protected
 //!   control calls;
 //! * [`gauges`]: the live report's gauges on /metrics;
-//! * [`rollout`]: rollouts' weights over the file, and the task that evaluates and acts.
+//! * [`rollout`]: rollouts' weights over the file, and the task that evaluates and acts;
+//! * [`webhooks`]: rollout actions POSTed to receivers, signed, retried.
 
 #![forbid(unsafe_code)]
 
@@ -15,3 +16,4 @@ pub mod gauges;
 pub mod overrides;
 pub mod reload;
 pub mod rollout;
+pub mod webhooks;

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::overrides::{permanent_change, ExperimentOverride, Overrides};
+use crate::webhooks::Notice;
 use cohort_config::compare::{compare, pct, unacknowledged_removals, Comparison, Removed};
 use cohort_config::{self as config, ConfigError, FileConfig, Problem, Routes};
 use cohort_proxy::{Installer, Proxy, Serving};
@@ -208,9 +209,15 @@ pub struct Reloader {
     /// of the status: the one lock of the control plane.
     state: Mutex<State>,
     state_path: PathBuf,
-    /// Where `config-versions.jsonl` is appended on every swap (None: not recorded).
+    /// Where `config-versions.jsonl` is appended on every swap, and rollouts.jsonl on
+    /// every rollout action (None: not recorded).
     versions_dir: Option<PathBuf>,
+    /// Told of every rollout action once it is recorded (metrics, webhooks).
+    rollout_listener: std::sync::OnceLock<RolloutListener>,
 }
+
+/// What is told of each recorded rollout action.
+pub type RolloutListener = Box<dyn Fn(&Notice<'_>) + Send + Sync>;
 
 /// What the control plane knows besides the table in force.
 struct State {
@@ -312,6 +319,7 @@ impl Reloader {
             }),
             state_path,
             versions_dir: None,
+            rollout_listener: std::sync::OnceLock::new(),
         }
     }
 
@@ -445,9 +453,18 @@ impl Reloader {
     fn record_rollouts(
         &self,
         st: &mut State,
+        routes: &Routes,
         mut overrides: Overrides,
         events: &[RolloutEvent],
     ) -> Result<(), String> {
+        let from: Vec<Option<(usize, f64)>> = events
+            .iter()
+            .map(|e| {
+                let r = routes.experiment(&e.experiment)?.rollout.as_ref()?;
+                crate::rollout::state_of(routes, &e.experiment, &overrides.rollouts)
+                    .map(|s| (s.step, s.share(&r.config.steps)))
+            })
+            .collect();
         overrides.merge_rollouts(events.iter().cloned());
         overrides.save(&self.state_path).map_err(|e| {
             format!(
@@ -478,7 +495,29 @@ impl Reloader {
                 e.kind.label()
             );
         }
+        if let Some(listener) = self.rollout_listener.get() {
+            for (e, from) in events.iter().zip(from) {
+                let webhooks = routes
+                    .experiment(&e.experiment)
+                    .and_then(|x| x.rollout.as_ref())
+                    .map_or(&[][..], |r| &r.config.webhooks[..]);
+                listener(&Notice {
+                    event: e,
+                    from,
+                    webhooks,
+                    admin: routes.file.admin.listen,
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// Calls `listener` with every rollout action once it is recorded, under the control
+    /// plane's lock: it must not wait, nor call back into the reloader. Set once.
+    pub fn on_rollout_action(&self, listener: RolloutListener) {
+        if self.rollout_listener.set(listener).is_err() {
+            warn!("a rollout listener was already set; the second is ignored");
+        }
     }
 
     /// Puts a planned table in force: the version and the moves it made. The rollouts it
@@ -486,7 +525,7 @@ impl Reloader {
     fn install(&self, st: &mut State, plan: Plan) -> Result<(String, Vec<String>), ConfigError> {
         if !plan.starts.is_empty() {
             let overrides = st.overrides.clone();
-            self.record_rollouts(st, overrides, &plan.starts)
+            self.record_rollouts(st, &plan.routes, overrides, &plan.starts)
                 .map_err(|reason| {
                     ConfigError::single(Problem {
                         file: self.path.display().to_string(),
@@ -791,7 +830,8 @@ impl Reloader {
             Err(blocked) => return Err(RolloutError::Invalid(blocked.runtime_reason())),
         };
         let before = st.overrides.clone();
-        self.record_rollouts(&mut st, before, std::slice::from_ref(&event))
+        let file = st.file.clone();
+        self.record_rollouts(&mut st, &file, before, std::slice::from_ref(&event))
             .map_err(RolloutError::Persist)?;
         if plan.routes.version != self.tables.routes().routes.version {
             let (version, _) = self

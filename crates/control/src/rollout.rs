@@ -25,7 +25,8 @@ use cohort_rollout::{
     Verdicts,
 };
 
-use crate::reload::{Reloader, RolloutAction, RolloutError, RolloutOutcome};
+use crate::reload::{Reloader, RolloutAction, RolloutError, RolloutListener, RolloutOutcome};
+use crate::webhooks::{Notice, Webhooks};
 
 /// What the rollouts of a file do to its weights.
 pub struct Layer {
@@ -215,6 +216,18 @@ impl RolloutMetrics {
         ]
     }
 
+    /// Removes every series of `experiment` but its action counts.
+    fn forget(&self, experiment: &str) {
+        let _ = self.step.remove_label_values(&[experiment]);
+        for st in Status::ALL {
+            let _ = self.state.remove_label_values(&[experiment, st.label()]);
+        }
+        for g in ["error_rate", "latency_p99_ratio", "primary_metric"] {
+            let _ = self.guardrail.remove_label_values(&[experiment, g]);
+            let _ = self.bound.remove_label_values(&[experiment, g]);
+        }
+    }
+
     fn publish_state(&self, experiment: &str, s: &RolloutState) {
         self.step
             .with_label_values(&[experiment])
@@ -261,6 +274,8 @@ pub struct Rollouts {
     counts: Option<Arc<LiveCounts>>,
     metrics: RolloutMetrics,
     tracks: Mutex<HashMap<String, Track>>,
+    /// Experiments whose rollout series are on /metrics.
+    shown: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// How often the task looks for a rollout due for evaluation.
@@ -281,6 +296,7 @@ impl Rollouts {
             counts,
             metrics,
             tracks: Mutex::new(HashMap::new()),
+            shown: Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -292,28 +308,56 @@ impl Rollouts {
     pub fn sync(&self) {
         let (file, records) = self.reloader.rollouts();
         watch_all(&self.guardrails, &file, &records);
+        let mut shown = self.shown();
         for e in &file.experiments {
             if let Some(s) = state_of(&file, &e.name, &records) {
                 self.metrics.publish_state(&e.name, &s);
+                shown.insert(e.name.clone());
             }
         }
+        // A rollout that is gone leaves no series behind (its alert would fire forever).
+        shown.retain(|name| {
+            let kept = file.experiment(name).is_some_and(|e| e.rollout.is_some());
+            if !kept {
+                self.metrics.forget(name);
+            }
+            kept
+        });
     }
 
-    /// Counts a recorded action and brings everything in step with it.
-    pub fn recorded(&self, event: &RolloutEvent) {
-        self.metrics
-            .actions
-            .with_label_values(&[&event.experiment, event.kind.label()])
-            .inc();
-        self.sync();
+    fn shown(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.shown.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What is told of every recorded action: it is counted and its webhooks queued (the
+    /// reloader calls it under its lock, so it only counts and queues).
+    pub fn listener(&self, webhooks: Option<Webhooks>) -> RolloutListener {
+        let actions = self.metrics.actions.clone();
+        Box::new(move |n: &Notice<'_>| {
+            actions
+                .with_label_values(&[&n.event.experiment, n.event.kind.label()])
+                .inc();
+            if let Some(w) = &webhooks {
+                w.notify(n);
+            }
+        })
     }
 
     /// Evaluates every rollout when it is due, until the process ends.
     pub async fn run(self: Arc<Self>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut version = String::new();
         loop {
             tick.tick().await;
+            // A new table (a reload, a step) may add or remove rollouts: bring the tallies
+            // and the series in step.
+            let now_in_force = self.proxy.routes().routes.version.clone();
+            if now_in_force != version {
+                version = now_in_force;
+                let me = self.clone();
+                let _ = tokio::task::spawn_blocking(move || me.sync()).await;
+            }
             // The table in force (one shared load) says which experiments have rollouts:
             // without any, a tick costs next to nothing on the thread it shares.
             let due: Vec<String> = {
@@ -414,7 +458,7 @@ impl Rollouts {
                 if kind == Kind::Rollback {
                     warn!(experiment = %experiment, rollout = %event.rollout_id, reason = %event.reason, "rollout rolled back: the treatment's share is 0");
                 }
-                self.recorded(&event);
+                self.sync();
             }
             Ok(_) => {}
             Err(e) => {

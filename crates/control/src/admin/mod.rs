@@ -35,8 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use crate::reload::{
-    Outcome, Reloader, RolloutAction, RolloutError, RolloutOutcome, Trigger, WeightChange,
-    WeightError,
+    Outcome, Reloader, RolloutAction, RolloutError, Trigger, WeightChange, WeightError,
 };
 use crate::rollout::Rollouts;
 use auth::{AdminAuth, Caller, Denied};
@@ -327,9 +326,7 @@ impl Admin {
         let name = name.to_owned();
         let result = tokio::task::spawn_blocking(move || {
             let r = reloader.rollout_action(&name, action, &who);
-            if let Ok(RolloutOutcome { event: Some(e), .. }) = &r {
-                rollouts.recorded(e);
-            }
+            rollouts.sync();
             r
         })
         .await;
