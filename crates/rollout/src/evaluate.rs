@@ -131,13 +131,22 @@ pub fn evaluate(
                     100.0 * (1.0 - g.alpha)
                 ),
             },
-            None => GuardrailValue {
-                name: "error_rate",
-                value: None,
-                bound: g.max_error_rate_increase,
-                failing: false,
-                note: "no variation in either arm's error rates".to_owned(),
-            },
+            // Neither arm varies (every unit of each fails alike): the sequence has shrunk
+            // to its estimate, which is then the difference itself. A treatment failing
+            // every request beside a control failing none must not hide here.
+            None => {
+                let d = t.error_rates.mean - c.error_rates.mean;
+                GuardrailValue {
+                    name: "error_rate",
+                    value: Some(d),
+                    bound: g.max_error_rate_increase,
+                    failing: d > g.max_error_rate_increase,
+                    note: format!(
+                        "every unit's error rate is {:.4} in the treatment and {:.4} in the control: the difference is {d:.4}",
+                        t.error_rates.mean, c.error_rates.mean
+                    ),
+                }
+            }
         }
     };
     out.guardrails.push(error);
@@ -227,4 +236,63 @@ pub fn evaluate(
         }
     };
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fold::fold;
+    use crate::record::{RolloutEvent, RolloutTag};
+    use cohort_stats::welch::Moments;
+
+    fn running() -> RolloutState {
+        let start = RolloutEvent {
+            kind_of_line: RolloutTag::Rollout,
+            ts: "2026-12-07T10:00:00.000Z".into(),
+            experiment: "e".into(),
+            rollout_id: "r".into(),
+            attempt: 0,
+            step: 0,
+            kind: Kind::Start,
+            share: 0.1,
+            reason: String::new(),
+            by: "cohort".into(),
+            guardrails: Default::default(),
+        };
+        fold("r", [&start]).unwrap()
+    }
+
+    fn arm(units: u64, rate: f64, requests: u64) -> ArmStats {
+        ArmStats {
+            units,
+            requests,
+            failures: (rate * requests as f64) as u64,
+            step_units: units,
+            error_rates: Moments {
+                n: units,
+                mean: rate,
+                m2: 0.0,
+            },
+            window_requests: 0,
+            p99_ms: None,
+        }
+    }
+
+    /// A treatment failing every request beside a control failing none: neither arm
+    /// varies, so there is no sequence, and the difference itself decides.
+    #[test]
+    fn a_treatment_that_always_fails_beside_a_clean_control_is_rolled_back() {
+        let cfg: RolloutConfig = serde_json::from_str(
+            r#"{"treatment": "t", "steps": [0.1, 0.5], "step_min_s": 1e9, "guardrails": {"max_latency_p99_ratio": null, "primary_metric": false}}"#,
+        )
+        .unwrap();
+        let arms = [arm(250, 0.0, 600), arm(250, 1.0, 600)];
+        let ev = evaluate(&cfg, &running(), &arms, Verdicts::default(), 0, 0);
+        assert_eq!(ev.guardrails[0].value, Some(1.0));
+        assert!(matches!(ev.action, Some((Kind::Rollback, _))), "{ev:?}");
+        // Both arms alike and constant: no rollback.
+        let arms = [arm(250, 0.0, 600), arm(250, 0.0, 600)];
+        let ev = evaluate(&cfg, &running(), &arms, Verdicts::default(), 0, 0);
+        assert_eq!(ev.action, None);
+    }
 }

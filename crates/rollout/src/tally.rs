@@ -136,6 +136,16 @@ impl Watched {
     }
 }
 
+/// The moments of `n` per-unit rates from their sum and sum of squares.
+pub fn moments(n: u64, sum: f64, sum_sq: f64) -> Moments {
+    let mean = if n > 0 { sum / n as f64 } else { 0.0 };
+    Moments {
+        n,
+        mean,
+        m2: (sum_sq - mean * sum).max(0.0),
+    }
+}
+
 /// Whether a request failed: a 5xx (the upstream's, or cohort's 502/504) or an aborted
 /// response.
 pub fn failed(x: &ExposureRef<'_>) -> bool {
@@ -185,18 +195,12 @@ impl Guardrails {
         Some([0, 1].map(|i| {
             let a = &w.arms[i];
             let (window_requests, p99_ms) = a.latency.quantile(now_sec, 0.99);
-            let n = a.units;
-            let mean = if n > 0 { a.sum / n as f64 } else { 0.0 };
             ArmStats {
-                units: n,
+                units: a.units,
                 requests: a.requests,
                 failures: a.failures,
                 step_units: a.step_units,
-                error_rates: Moments {
-                    n,
-                    mean,
-                    m2: (a.sum_sq - mean * a.sum).max(0.0),
-                },
+                error_rates: moments(a.units, a.sum, a.sum_sq),
                 window_requests,
                 p99_ms,
             }
