@@ -1,9 +1,10 @@
 //! `cohort report --events DIR [--events DIR …] [--config routes.yaml] …`: the analysis of
 //! the outcome log, as text, JSON, Markdown or HTML.
 //!
-//! Several `--events` directories (one per replica) are merged; `--clickhouse URL` reads
-//! the fleet's shipped events instead (the heavy part runs there as SQL, the statistics
-//! here, as for local logs). Without `--config`, the control, weights and alpha come from
+//! Several `--events` directories (one per replica) are merged, their rollout actions
+//! too; `--clickhouse URL` reads the fleet's shipped events and rollout actions instead
+//! (the heavy part runs there as SQL, the statistics here, as for local logs). Without
+//! `--config`, the control, weights and alpha come from
 //! flags and everything else from the defaults of the `decision` section; with it, flags
 //! still override.
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use super::exit;
 use cohort_analysis::read::{read_dirs, LogRead, ReadOptions};
-use cohort_analysis::{analyze, ConfigVersions, ExperimentTally, Report, Setup};
+use cohort_analysis::{analyze_with, ConfigVersions, ExperimentTally, Report, RolloutLog, Setup};
 use cohort_clickhouse::fleet::Fleet;
 use cohort_clickhouse::query::Scope;
 use cohort_config::schema::{DecisionConfig, UnitKind};
@@ -221,6 +222,7 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
     };
     names.sort();
     let mut base_notes = source.notes();
+    let rollouts = source.rollouts(&names)?;
     if opts.since.is_some() || opts.until.is_some() {
         base_notes.push(format!(
             "restricted to events in [{}, {})",
@@ -302,7 +304,16 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
         if let Some(b) = args.baseline_rate {
             setup.decision.baseline_rate = Some(b);
         }
-        out.push(analyze(&tally, &setup, computed_at.clone(), notes));
+        let rollout = rollouts
+            .rollout(&name, configured, &versions)
+            .map(|r| r.read_until(opts.until));
+        out.push(analyze_with(
+            &tally,
+            &setup,
+            rollout,
+            computed_at.clone(),
+            notes,
+        ));
     }
     Ok(out)
 }
@@ -409,6 +420,25 @@ impl Source {
         }
     }
 
+    /// Every rollout action the directories, or the store, record of the experiments.
+    fn rollouts(&mut self, experiments: &[String]) -> Result<RolloutLog, ReportError> {
+        match self {
+            Source::Local(read) => Ok(std::mem::take(&mut read.rollouts)),
+            Source::Fleet(f) => {
+                let mut log = RolloutLog::default();
+                for name in experiments {
+                    match f.runtime.block_on(f.fleet.rollout_events(name)) {
+                        Ok(events) => log.extend(events),
+                        // A store written before rollouts were shipped has no table for them.
+                        Err(e) if cohort_clickhouse::live::no_tables_yet(&e) => {}
+                        Err(e) => return Err(ReportError::Query(e)),
+                    }
+                }
+                Ok(log)
+            }
+        }
+    }
+
     /// What reading skipped.
     fn notes(&self) -> Vec<String> {
         let Source::Local(read) = self else {
@@ -425,6 +455,12 @@ impl Source {
             notes.push(format!(
                 "{} lines of other event types than exposure and conversion skipped (of {} read)",
                 read.other_types, read.lines
+            ));
+        }
+        if read.rollouts.malformed > 0 {
+            notes.push(format!(
+                "{} lines of rollouts.jsonl are not rollout actions and were skipped",
+                read.rollouts.malformed
             ));
         }
         notes

@@ -479,3 +479,282 @@ fn other_event_types_are_counted_apart_from_malformed_lines() {
         r["notes"]
     );
 }
+
+// ---- Rollouts ------------------------------------------------------------------------
+
+const ROLLOUT_ROUTES: &str = r#"routes:
+  - { name: r, match: { path_prefix: / }, experiment: e }
+experiments:
+  - name: e
+    salt: s1
+    control: a
+    variants:
+      - { name: a, weight: 50, upstream: "http://127.0.0.1:9" }
+      - { name: b, weight: 50, upstream: "http://127.0.0.1:9" }
+    rollout:
+      treatment: b
+      steps: [0.05, 0.2, 0.5]
+"#;
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+/// 2026-12-01T00:00:00Z.
+const START_NS: i64 = 1_796_083_200_000_000_000;
+
+/// The rollout's actions: (ns after the start, step from 0, kind, b's share).
+const ACTIONS: [(i64, usize, &str, f64); 4] = [
+    (0, 0, "start", 0.05),
+    (HOUR_NS, 1, "advance", 0.2),
+    (2 * HOUR_NS, 2, "advance", 0.5),
+    (3 * HOUR_NS, 2, "rollback", 0.0),
+];
+
+/// b's share at `ts`: each action's shares take effect 300 ms after it is recorded.
+fn b_share(ts: i64) -> f64 {
+    ACTIONS
+        .iter()
+        .rev()
+        .find(|a| ts >= START_NS + a.0 + 300_000_000)
+        .map_or(0.0, |a| a.3)
+}
+
+/// The rollout id `routes.yaml` gives experiment e.
+fn rollout_id(config: &str) -> String {
+    let routes = cohort_config::parse("routes.yaml", config).unwrap();
+    routes.experiments[0].rollout.as_ref().unwrap().id.clone()
+}
+
+/// Experiment e's rollout of b recorded in `dirs` (one per replica, each with its own copy
+/// of the actions and versions, a few ms apart), and 600 users dealt among them: one every
+/// 30 s from an hour before the start, back 20 minutes later, in b while their bucket is
+/// below b's share. After the rollback at hour 3, b's units come back in a.
+fn write_rollout_log(dirs: &[&Path], id: &str) {
+    use cohort_events::clock::from_nanos;
+    let draw = |what: &str, u: u32| {
+        xxhash_rust::xxh3::xxh3_64(format!("{what}:{u}").as_bytes()) as f64 / 2f64.powi(64)
+    };
+    for (i, dir) in dirs.iter().enumerate() {
+        let late = 5_000_000 * i as i64;
+        std::fs::create_dir_all(dir).unwrap();
+        let mut versions = vec![json!({"ts": from_nanos(START_NS - 2 * HOUR_NS), "config_version": "v0", "shares": {"e": {"a": 1.0, "b": 0.0}}}).to_string()];
+        let mut actions = Vec::new();
+        for (k, (at, step, kind, share)) in ACTIONS.iter().enumerate() {
+            let ts = START_NS + at + late;
+            actions.push(json!({"type": "rollout", "ts": from_nanos(ts), "experiment": "e", "rollout_id": id, "attempt": 0, "step": step, "kind": kind, "share": share, "reason": format!("{kind}: why"), "by": "cohort", "guardrails": {"error_rate": {"value": if *kind == "rollback" { 0.04 } else { 0.0 }, "bound": 0.005}}}).to_string());
+            versions.push(json!({"ts": from_nanos(ts + 300_000_000), "config_version": format!("v{}", k + 1), "shares": {"e": {"a": 1.0 - share, "b": share}}}).to_string());
+        }
+        std::fs::write(dir.join("rollouts.jsonl"), actions.join("\n") + "\n").unwrap();
+        std::fs::write(
+            dir.join("config-versions.jsonl"),
+            versions.join("\n") + "\n",
+        )
+        .unwrap();
+        let mut log = Vec::new();
+        for u in (0..600u32).skip(i).step_by(dirs.len()) {
+            let first = START_NS - HOUR_NS + i64::from(u) * 30_000_000_000;
+            let bucket = draw("bucket", u);
+            let variant = |ts: i64| if bucket < b_share(ts) { "b" } else { "a" };
+            for ts in [first, first + HOUR_NS / 3] {
+                log.push(exposure(
+                    &from_nanos(ts),
+                    &format!("u{u}"),
+                    variant(ts),
+                    json!({}),
+                ));
+            }
+            if draw("converts", u) < 0.2 {
+                log.push(conversion(
+                    &from_nanos(first + HOUR_NS / 6),
+                    &format!("u{u}"),
+                    1.0,
+                ));
+            }
+        }
+        std::fs::write(dir.join("events-1.jsonl"), log.join("\n") + "\n").unwrap();
+    }
+}
+
+/// The rollout's timeline and frozen comparison in every format; the charts' markers name
+/// the steps.
+#[test]
+fn a_rollout_shows_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, ROLLOUT_ROUTES).unwrap();
+    let id = rollout_id(ROLLOUT_ROUTES);
+    let events = dir.path().join("events");
+    write_rollout_log(&[&events], &id);
+    let root = events.to_str().unwrap();
+    let r = config_report(root, &config, &[]);
+    let ro = &r["rollout"];
+    assert_eq!(
+        (
+            &ro["rollout_id"],
+            &ro["treatment"],
+            &ro["state"],
+            &ro["step"]
+        ),
+        (&json!(id), &json!("b"), &json!("rolled_back"), &json!(3)),
+        "{ro}"
+    );
+    let rollback = "2026-12-01T03:00:00.000Z";
+    assert_eq!(ro["frozen_at"], rollback);
+    let timeline: Vec<(String, u64, f64)> = ro["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap().to_owned(),
+                a["step"].as_u64().unwrap(),
+                a["share"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        timeline,
+        [
+            ("start".to_owned(), 1, 0.05),
+            ("advance".to_owned(), 2, 0.2),
+            ("advance".to_owned(), 3, 0.5),
+            ("rollback".to_owned(), 3, 0.0)
+        ]
+    );
+    assert_eq!(ro["timeline"][3]["ts"], rollback);
+    assert_eq!(ro["timeline"][3]["reason"], "rollback: why");
+    assert_eq!(ro["timeline"][3]["guardrails"]["error_rate"]["value"], 0.04);
+    // Frozen: b's units coming back to a are not crossovers; nothing after the rollback
+    // counts, exactly as with --until.
+    assert_eq!(variant(&r, "b")["crossovers"], 0, "{r}");
+    assert!(
+        has_note(
+            &r,
+            &format!("the rollout rolled back at {rollback}: the comparison is frozen there")
+        ),
+        "{}",
+        r["notes"]
+    );
+    let until = config_report(root, &config, &["--until", rollback]);
+    assert_eq!(until["variants"], r["variants"]);
+    assert_eq!(until["comparisons"], r["comparisons"]);
+    assert!(!has_note(&until, "rolled back at"), "{}", until["notes"]);
+    let earlier = config_report(root, &config, &["--until", "2026-12-01T01:30:00Z"]);
+    assert!(
+        variant(&earlier, "b")["units"].as_u64() < variant(&r, "b")["units"].as_u64(),
+        "an earlier --until wins"
+    );
+
+    let run = |format: &str| {
+        let (code, out, err) = cohort(&[
+            "report",
+            "--events",
+            root,
+            "--config",
+            config.to_str().unwrap(),
+            "--format",
+            format,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let text = run("text");
+    assert!(
+        text.contains(&format!(
+            "rollout {id} of b: rolled back at step 3; the comparison is frozen at"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("time                      step  share  what      why"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{rollback}     3     0%  rollback  rollback: why")),
+        "{text}"
+    );
+    for line in text.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "wider than 100 columns: {line}"
+        );
+    }
+    let md = run("markdown");
+    assert!(md.contains("| time | step | share | what | why |"), "{md}");
+    assert!(
+        md.contains("| 2026-12-01T01:00:00.000Z | 2 | 20% | advance | advance: why |"),
+        "{md}"
+    );
+    let html = run("html");
+    assert!(html.contains("<h3>Rollout</h3>"), "{html}");
+    assert!(
+        html.contains("<td class=\"words why\">rollback: why</td>"),
+        "{html}"
+    );
+    for label in [
+        "step 1 · b 5%",
+        "step 2 · b 20%",
+        "step 3 · b 50%",
+        "rollback · b 0%",
+    ] {
+        assert_eq!(
+            html.matches(&format!("<title>shares changed: {label}</title>"))
+                .count(),
+            3,
+            "{label} on each chart"
+        );
+    }
+}
+
+/// Replicas' copies of the same actions are one; without --config the rollout is the one
+/// of the latest action, and its treatment is read from the versions.
+#[test]
+fn a_rollout_copied_on_two_replicas_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = rollout_id(ROLLOUT_ROUTES);
+    let (a, b) = (dir.path().join("replica-a"), dir.path().join("replica-b"));
+    write_rollout_log(&[&a, &b], &id);
+    let two = one_report(&[
+        "report",
+        "--events",
+        a.to_str().unwrap(),
+        "--events",
+        b.to_str().unwrap(),
+        "--control",
+        "a",
+        "--experiment",
+        "e",
+        "--format",
+        "json",
+    ]);
+    let ro = &two["rollout"];
+    assert_eq!(ro["rollout_id"], id.as_str());
+    assert_eq!(ro["treatment"], "b");
+    assert_eq!(ro["timeline"].as_array().unwrap().len(), 4, "{ro}");
+    // The earliest copy (replica a's).
+    assert_eq!(ro["timeline"][3]["ts"], "2026-12-01T03:00:00.000Z");
+    assert_eq!(variant(&two, "b")["crossovers"], 0);
+    let one = dir.path().join("one");
+    write_rollout_log(&[&one], &id);
+    let single = report_e(one.to_str().unwrap(), &[]);
+    assert_eq!(single["rollout"], two["rollout"]);
+    assert_eq!(single["variants"], two["variants"]);
+}
+
+/// A log without rollouts.jsonl: no `rollout` key, and no marker names a step.
+#[test]
+fn a_log_without_rollouts_has_no_rollout_key() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::ramped_log(dir.path());
+    let r = one_report(&[
+        "report",
+        "--events",
+        dir.path().to_str().unwrap(),
+        "--control",
+        "rf",
+        "--experiment",
+        "iris-model",
+        "--format",
+        "json",
+    ]);
+    assert!(r.get("rollout").is_none(), "{r}");
+    assert!(!has_note(&r, "rolled back"));
+}

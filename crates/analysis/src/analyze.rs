@@ -7,6 +7,7 @@ use cohort_config::schema::{DecisionConfig, UnitKind};
 
 use crate::population::Population;
 use crate::report::{self, Report};
+use crate::rollout::Rollout;
 use crate::tally::{self, ExperimentTally};
 use crate::versions::ConfigVersions;
 
@@ -60,6 +61,9 @@ pub struct Counted {
     pub setup: Setup,
     pub population: Population,
     pub notes: Vec<String>,
+    /// The experiment's rollout; its `frozen_at` is kept only when the counted phase was
+    /// cut there.
+    pub rollout: Option<Rollout>,
 }
 
 /// Analyses one experiment's tally. `notes` are carried into the report (e.g. lines the
@@ -70,8 +74,20 @@ pub fn analyze(
     computed_at: String,
     notes: Vec<String>,
 ) -> Report {
-    let c = count(tally, setup, notes);
-    report::build(&c.setup, &c.population, computed_at, c.notes)
+    analyze_with(tally, setup, None, computed_at, notes)
+}
+
+/// [`analyze`] with the experiment's rollout (from [`crate::RolloutLog::rollout`]): its
+/// timeline in the report, its actions on the charts' markers, and the comparison frozen
+/// at its rollback.
+pub fn analyze_with(
+    tally: &ExperimentTally,
+    setup: &Setup,
+    rollout: Option<Rollout>,
+    computed_at: String,
+    notes: Vec<String>,
+) -> Report {
+    report::build(count(tally, setup, rollout, notes), computed_at)
 }
 
 /// The phase a report covers: the configured salt's when it has exposures, else the one
@@ -89,8 +105,14 @@ pub fn choose_phase<'a>(
 }
 
 /// Counts one experiment's tally: the phase, the population, the notes about what was
-/// left out.
-pub fn count(tally: &ExperimentTally, setup: &Setup, mut notes: Vec<String>) -> Counted {
+/// left out. A rolled-back `rollout` cuts the phase at its rollback, when the phase has
+/// units from before it (a rollback of an earlier phase does not cut a later one).
+pub fn count(
+    tally: &ExperimentTally,
+    setup: &Setup,
+    rollout: Option<Rollout>,
+    mut notes: Vec<String>,
+) -> Counted {
     let mut setup = setup.clone();
     setup.tally_versions = tally.versions.clone();
     let chosen = choose_phase(
@@ -120,6 +142,17 @@ pub fn count(tally: &ExperimentTally, setup: &Setup, mut notes: Vec<String>) -> 
             chosen.map_or("(none)".to_owned(), |c| format!("{c:?}"))
         ));
     }
+    let frozen_at = rollout
+        .as_ref()
+        .and_then(|r| r.frozen_at)
+        .filter(|&f| phase.units.values().any(|u| u.first < f));
+    if let Some(f) = frozen_at {
+        notes.push(format!(
+            "the rollout rolled back at {}: the comparison is frozen there (units returning to the control afterwards are not crossovers)",
+            cohort_events::clock::from_nanos(f)
+        ));
+    }
+    let rollout = rollout.map(|r| Rollout { frozen_at, ..r });
     let names: Vec<String> = setup.variants.iter().map(|v| v.0.clone()).collect();
     let pop = Population::count(
         tally,
@@ -127,6 +160,7 @@ pub fn count(tally: &ExperimentTally, setup: &Setup, mut notes: Vec<String>) -> 
         &names,
         setup.decision.attribution_window_s,
         setup.decision.maturity_s().0,
+        frozen_at,
     );
     if tally.excluded_exposures > 0 {
         notes.push(format!(
@@ -162,5 +196,6 @@ pub fn count(tally: &ExperimentTally, setup: &Setup, mut notes: Vec<String>) -> 
         setup,
         population: pop,
         notes,
+        rollout,
     }
 }

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::analyze::{count, Setup};
 use crate::report::Report;
+use crate::rollout::RolloutLog;
 use crate::tally::{unit_key, ExposureObs};
 use crate::tally::{ExperimentTally, Tally};
 use crate::versions::ConfigVersions;
@@ -181,26 +182,26 @@ impl LiveCounts {
     }
 
     /// The live report of `exp`: the same analysis `cohort report` runs, over the events
-    /// this process has written (`events_dir` holds config-versions.jsonl). A sample-ratio
-    /// failure latches until the experiment's salt changes.
+    /// this process has written (`events_dir` holds config-versions.jsonl and
+    /// rollouts.jsonl). A sample-ratio failure latches until the experiment's salt changes.
     pub fn report(&self, exp: &cohort_config::Experiment, events_dir: &std::path::Path) -> Report {
         let mut versions = ConfigVersions::default();
         if let Err(e) = versions.add_dir(events_dir) {
             tracing::warn!(error = %e, "cannot read config-versions.jsonl; the configured shares are used");
         }
+        let mut rollouts = RolloutLog::default();
+        if let Err(e) = rollouts.add_dir(events_dir) {
+            tracing::warn!(error = %e, "cannot read rollouts.jsonl; the report has no rollout");
+        }
+        let rollout = rollouts.rollout(&exp.name, Some(exp), &versions);
         let setup = Setup::of(exp, std::sync::Arc::new(versions));
         let counted = {
             let tally = self.tally.lock().unwrap_or_else(|p| p.into_inner());
             let empty = ExperimentTally::default();
             let t = tally.experiments.get(&exp.name).unwrap_or(&empty);
-            count(t, &setup, Vec::new())
+            count(t, &setup, rollout, Vec::new())
         };
-        let mut r = crate::report::build(
-            &counted.setup,
-            &counted.population,
-            cohort_events::clock::now(),
-            counted.notes,
-        );
+        let mut r = crate::report::build(counted, cohort_events::clock::now());
         let mut latched = self.latched.lock().unwrap_or_else(|p| p.into_inner());
         if latched
             .get(&exp.name)

@@ -12,6 +12,8 @@
 //! * [`read`]: reading event directories in parallel, `--since/--until` (the file set and
 //!   the line format are [`cohort_events`]'s);
 //! * [`versions`]: `config-versions.jsonl`, the shares in force when each unit arrived;
+//! * [`rollout`]: `rollouts.jsonl`, the rollout's timeline, the actions behind share
+//!   changes, and the rollback at which the comparison freezes;
 //! * [`population`]: what counts — first exposure, crossovers, attribution;
 //! * [`walk`]: the replay in `ts` order (frozen baseline, frozen fixed decision, SRM
 //!   expectations, time series);
@@ -30,14 +32,16 @@ pub mod counts;
 mod population;
 pub mod read;
 pub mod report;
+pub mod rollout;
 pub mod series;
 pub mod tally;
 mod versions;
 mod walk;
 
-pub use analyze::{analyze, choose_phase, count, Counted, Setup};
+pub use analyze::{analyze, analyze_with, choose_phase, count, Counted, Setup};
 pub use counts::LiveCounts;
 pub use population::Population;
 pub use report::Report;
+pub use rollout::{Rollout, RolloutLog};
 pub use tally::{ExperimentTally, Tally};
 pub use versions::{ConfigVersions, Version};

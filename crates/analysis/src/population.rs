@@ -10,7 +10,9 @@
 //!   with `attribution_window_s`, within that many seconds of it; values sum per unit;
 //! * a conversion for a unit never exposed (in this phase) is unattributed;
 //! * for the estimated baseline a unit counts only once it has **matured**: its first
-//!   exposure is the maturity delay old (see [`Ripening`]).
+//!   exposure is the maturity delay old (see [`Ripening`]);
+//! * with a cut-off (a rollout's rollback), only what happened before it counts, as if
+//!   the log ended there.
 
 use super::tally::{ExperimentTally, PhaseTally, NEVER};
 use cohort_stats::welch::Moments;
@@ -69,13 +71,18 @@ pub struct Population {
 
 impl Population {
     /// Counts `phase` of `tally` for the variants `names` (others the log has are appended).
+    /// With `until`, exposures and conversions at or after it do not count, exactly as if
+    /// the log had been read up to it: a unit's first exposure and the earliest one in
+    /// another variant are each either before the cut-off, and kept, or not seen.
     pub fn count(
         tally: &ExperimentTally,
         phase: &PhaseTally,
         names: &[String],
         window_s: Option<f64>,
         maturity_s: f64,
+        until: Option<i64>,
     ) -> Population {
+        let until = until.unwrap_or(NEVER);
         let mut names = names.to_vec();
         let map: Vec<u16> = tally
             .variants
@@ -112,8 +119,8 @@ impl Population {
             (a.ts, a.value.to_bits(), &a.unit).cmp(&(b.ts, b.value.to_bits(), &b.unit))
         });
         let mut conv: super::tally::Map<u128, (i64, f64)> = super::tally::Map::default();
-        for c in conversions {
-            let Some(u) = phase.units.get(&c.unit) else {
+        for c in conversions.into_iter().filter(|c| c.ts < until) {
+            let Some(u) = phase.units.get(&c.unit).filter(|u| u.first < until) else {
                 pop.unattributed += 1;
                 continue;
             };
@@ -132,7 +139,8 @@ impl Population {
         pop.milestones.reserve(phase.units.len() + conv.len());
         let mut nonzero: Vec<Vec<f64>> = vec![Vec::new(); k];
         let mut zeros = vec![0u64; k];
-        for (unit, s) in &phase.units {
+        for (unit, s) in phase.units.iter().filter(|(_, s)| s.first < until) {
+            let other = if s.other < until { s.other } else { NEVER };
             let v = map[s.variant as usize];
             let (conv_ts, value) = conv.get(unit).copied().unwrap_or((NEVER, 0.0));
             let at = |ts, step| Milestone {
@@ -140,14 +148,14 @@ impl Population {
                 step,
                 variant: v,
                 version: s.version,
-                converted: step == Step::Leave && conv_ts < s.other,
+                converted: step == Step::Leave && conv_ts < other,
             };
             pop.milestones.push(at(s.first, Step::Enter));
-            if conv_ts < s.other {
+            if conv_ts < other {
                 pop.milestones.push(at(conv_ts, Step::Convert));
             }
-            if s.other != NEVER {
-                pop.milestones.push(at(s.other, Step::Leave));
+            if other != NEVER {
+                pop.milestones.push(at(other, Step::Leave));
                 pop.crossovers[v as usize] += 1;
                 continue;
             }

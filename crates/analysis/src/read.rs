@@ -1,5 +1,6 @@
 //! Reading event directories: every `*.jsonl` under each directory (replicas in
-//! subdirectories included), in parallel, into one [`Tally`].
+//! subdirectories included), in parallel, into one [`Tally`]; and the records beside the
+//! events (`config-versions.jsonl`, `rollouts.jsonl`) of every directory read.
 //!
 //! Order does not matter (the tally is order-independent), so files are simply shared
 //! among threads, largest first. Each line is parsed without copying its strings; a line
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use super::rollout::RolloutLog;
 use super::tally::{ExposureObs, Tally};
 use super::versions::ConfigVersions;
 use cohort_events::reader::{event_files, for_each_line};
@@ -36,6 +38,9 @@ pub struct ReadOptions {
 pub struct LogRead {
     pub tally: Tally,
     pub versions: ConfigVersions,
+    /// Every rollout action recorded, whatever `since` and `until` (a rollout's timeline
+    /// is shown whole).
+    pub rollouts: RolloutLog,
     pub files: usize,
     pub bytes: u64,
     pub lines: u64,
@@ -52,12 +57,18 @@ struct Skipped {
     other_types: u64,
 }
 
-fn version_dirs(dir: &Path, versions: &mut ConfigVersions) -> io::Result<()> {
+/// Adds the versions and rollout actions of `dir` and of every directory below it.
+fn record_dirs(
+    dir: &Path,
+    versions: &mut ConfigVersions,
+    rollouts: &mut RolloutLog,
+) -> io::Result<()> {
     versions.add_dir(dir)?;
+    rollouts.add_dir(dir)?;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         if entry.metadata()?.is_dir() {
-            version_dirs(&entry.path(), versions)?;
+            record_dirs(&entry.path(), versions, rollouts)?;
         }
     }
     Ok(())
@@ -67,11 +78,12 @@ fn version_dirs(dir: &Path, versions: &mut ConfigVersions) -> io::Result<()> {
 pub fn read_dirs(dirs: &[PathBuf], opts: &ReadOptions) -> io::Result<LogRead> {
     let mut files = Vec::new();
     let mut versions = ConfigVersions::default();
+    let mut rollouts = RolloutLog::default();
     for d in dirs {
         let listed = event_files(d)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.display())))?;
         files.extend(listed.into_iter().map(|f| (f.path, f.bytes)));
-        version_dirs(d, &mut versions)?;
+        record_dirs(d, &mut versions, &mut rollouts)?;
     }
     files.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let total: u64 = files.iter().map(|f| f.1).sum();
@@ -124,6 +136,7 @@ pub fn read_dirs(dirs: &[PathBuf], opts: &ReadOptions) -> io::Result<LogRead> {
     }
     let mut out = LogRead {
         versions,
+        rollouts,
         files: files.len(),
         bytes: total,
         ..LogRead::default()

@@ -7,10 +7,11 @@ use serde::Serialize;
 /// The decision's types, as renderers name them.
 pub use cohort_stats::decision::{Decision, Status};
 
+use super::analyze::Counted;
 use super::population::Population;
+use super::rollout::{Kind, Status as RolloutStatus, TAKES_EFFECT_WITHIN_NS};
 use super::versions::ShareTable;
 use super::walk::{self, Plan, TimePoint, Walk};
-use super::Setup;
 use cohort_stats::bayes::{self, Posterior};
 use cohort_stats::decision::{
     self, decide, fixed_p, holm_some, Arm, Judgement, Look, Method, Rule, Test,
@@ -96,10 +97,50 @@ pub struct Report {
     pub srm: Srm,
     pub power: Power,
     pub decision: Decision,
+    /// The experiment's rollout, when its actions are recorded (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutReport>,
     pub notes: Vec<String>,
     /// Counts over time, for the charts (not part of the JSON contract).
     #[serde(skip)]
     pub timeline: Timeline,
+}
+
+/// `rollout`: which rollout, where it is, and every action it recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutReport {
+    pub rollout_id: String,
+    /// The variant rolled out (null when the log alone does not say which).
+    pub treatment: Option<String>,
+    /// `running`, `paused`, `rolled_back`, `promoted` or `done`.
+    pub state: RolloutStatus,
+    /// Counts the starts, from 0: a resume after a rollback begins the next attempt.
+    pub attempt: u32,
+    /// The step in force, from 1 (for a rollback, the step it left).
+    pub step: usize,
+    /// When the comparison was frozen (the rollback), or null.
+    pub frozen_at: Option<String>,
+    /// The actions, copies removed, oldest first.
+    pub timeline: Vec<RolloutAction>,
+}
+
+/// `rollout.timeline[]`: one recorded action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutAction {
+    pub ts: String,
+    /// `start`, `advance`, `rollback`, `promote`, `done`, `pause` or `resume`.
+    pub kind: Kind,
+    pub attempt: u32,
+    /// The step in force after the action, from 1.
+    pub step: usize,
+    /// The treatment's share after the action.
+    pub share: f64,
+    pub reason: String,
+    /// `cohort`, or the admin caller.
+    pub by: String,
+    /// Each guardrail's value and bound when the action was decided (empty for an
+    /// operator's action).
+    pub guardrails: std::collections::BTreeMap<String, cohort_rollout::record::GuardrailRecord>,
 }
 
 /// What the charts draw.
@@ -108,17 +149,19 @@ pub struct Timeline {
     pub points: Vec<TimePoint>,
     pub n_star: f64,
     /// When the experiment's shares changed (a ramp, a weight change, a reload that moved
-    /// them), within the timeline: (ts, the shares then in force, as "rf 40% · lr 60%").
+    /// them), within the timeline: (ts, the shares then in force, as "rf 40% · lr 60%",
+    /// or the rollout action that set them, as "step 2 · lr 5%").
     pub changes: Vec<(i64, String)>,
 }
 
 /// The moments in `versions` at which `experiment`'s shares changed, between `from` and
-/// `to`, each with the shares that took effect.
+/// `to`, each with the shares that took effect, or the rollout action that set them.
 fn share_changes(
     versions: &super::versions::ConfigVersions,
     experiment: &str,
     names: &[String],
     (from, to): (i64, i64),
+    rollout: Option<&super::rollout::Rollout>,
 ) -> Vec<(i64, String)> {
     let mut out = Vec::new();
     let mut last: Option<Vec<(String, f64)>> = None;
@@ -136,7 +179,7 @@ fn share_changes(
                     .zip(&now)
                     .any(|(a, b)| a.0 != b.0 || (a.1 - b.1).abs() > 1e-9)
         });
-        if changed && v.ts > from && v.ts <= to {
+        if changed {
             let label = now
                 .iter()
                 .map(|(n, s)| format!("{n} {:.0}%", 100.0 * s))
@@ -146,6 +189,12 @@ fn share_changes(
         }
         last = Some(now);
     }
+    // Matched over every change, so that an action just before the window cannot claim
+    // a change inside it that another action made.
+    if let Some(r) = rollout {
+        r.label_changes(&mut out);
+    }
+    out.retain(|c| c.0 > from && c.0 <= to);
     out
 }
 
@@ -164,14 +213,16 @@ fn pair(lo: f64, hi: f64) -> Option<[f64; 2]> {
     (lo.is_finite() && hi.is_finite()).then_some([lo, hi])
 }
 
-/// Builds the report of `pop` for `setup`. `computed_at` is passed in (the live view and
-/// the CLI stamp their own time).
-pub fn build(
-    setup: &Setup,
-    pop: &Population,
-    computed_at: String,
-    mut notes: Vec<String>,
-) -> Report {
+/// Builds the report of what [`crate::count`] counted. `computed_at` is passed in (the
+/// live view and the CLI stamp their own time).
+pub fn build(counted: Counted, computed_at: String) -> Report {
+    let Counted {
+        setup,
+        population,
+        mut notes,
+        rollout,
+    } = counted;
+    let pop = &population;
     let d = &setup.decision;
     let alpha = d.alpha;
     let k = pop.names.len();
@@ -480,6 +531,33 @@ pub fn build(
     };
     let decision = decide(&look);
 
+    // A frozen comparison's charts run to the freeze, where its counts stay, and keep the
+    // marker of the rollback whose shares take effect just after it.
+    let mut points = w.series;
+    let frozen = rollout.as_ref().and_then(|r| r.frozen_at);
+    if let (Some(f), Some(last)) = (frozen, points.last()) {
+        if last.ts < f {
+            let end = TimePoint {
+                ts: f,
+                ..last.clone()
+            };
+            points.push(end);
+        }
+    }
+    let changes = match (points.first(), points.last()) {
+        (Some(a), Some(b)) => {
+            let to = frozen.map_or(b.ts, |f| b.ts.max(f + TAKES_EFFECT_WITHIN_NS));
+            share_changes(
+                &setup.versions,
+                &setup.experiment,
+                &pop.names,
+                (a.ts, to),
+                rollout.as_ref(),
+            )
+        }
+        _ => Vec::new(),
+    };
+
     Report {
         experiment: setup.experiment.clone(),
         unit: setup.unit_name(),
@@ -494,15 +572,11 @@ pub fn build(
         srm,
         power,
         decision,
+        rollout: rollout.as_ref().map(super::rollout::Rollout::report),
         notes,
         timeline: Timeline {
-            changes: match (w.series.first(), w.series.last()) {
-                (Some(a), Some(b)) => {
-                    share_changes(&setup.versions, &setup.experiment, &pop.names, (a.ts, b.ts))
-                }
-                _ => Vec::new(),
-            },
-            points: w.series,
+            changes,
+            points,
             n_star,
         },
     }

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::svg::{escape, Chart, Series, COLORS};
-use super::{headline, pct, power_line, pval, signed_pct};
+use super::{headline, pct, power_line, pval, rollout_line, rollout_rows, signed_pct};
 use cohort_analysis::report::Status;
 use cohort_analysis::Report;
 
@@ -13,7 +13,8 @@ td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right;white-space
 .sparse{color:#555;font-style:italic;margin-top:-0.5em}\
 td:first-child,th:first-child{text-align:left}.box{padding:12px 16px;border-radius:6px;margin:1em 0}\
 .winner,.control_wins{background:#e6f4ea}.continue,.no_difference{background:#eef2f7}.invalid{background:#fde8e8}\
-.ok{background:#f3f6f3}.bad{background:#fde8e8}svg{display:block;margin:1em 0}";
+.ok{background:#f3f6f3}.bad{background:#fde8e8}svg{display:block;margin:1em 0}\
+td.words,th.words{text-align:left}td.why{white-space:normal;min-width:20em}";
 
 /// The page.
 pub fn page(reports: &[Report]) -> String {
@@ -180,6 +181,25 @@ fn section(out: &mut String, r: &Report) {
                 c.prob_beat_control.map_or("—".into(), |p| format!("{p:.3}")),
                 c.expected_loss.map_or("—".into(), pct),
                 c.value_p_value.map_or("—".into(), pval),
+            );
+        }
+        out.push_str("</table></div>");
+    }
+    if let Some(ro) = &r.rollout {
+        let _ = write!(
+            out,
+            "<h3>Rollout</h3><p>{}</p><div class=\"scroll\"><table><tr><th>time</th><th>step</th><th>share</th><th class=\"words\">what</th><th class=\"words\">why</th></tr>",
+            escape(&rollout_line(ro))
+        );
+        for [ts, step, share, what, why] in rollout_rows(ro) {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"words\">{}</td><td class=\"words why\">{}</td></tr>",
+                escape(&ts),
+                escape(&step),
+                escape(&share),
+                escape(&what),
+                escape(&why)
             );
         }
         out.push_str("</table></div>");

@@ -12,7 +12,8 @@ pub mod svg;
 
 use std::fmt::Write;
 
-use cohort_analysis::report::Status;
+use cohort_analysis::report::{RolloutReport, Status};
+use cohort_analysis::rollout::{percent, Status as RolloutStatus};
 use cohort_analysis::Report;
 
 /// `12.34%`.
@@ -237,6 +238,103 @@ pub fn power_line(r: &Report) -> String {
     }
 }
 
+/// The rollout in one line, e.g. "rollout 5be5d1f0c3a8e2d7 of lr: rolled back at step 3;
+/// the comparison is frozen at 2026-12-07T20:10:03.112Z".
+pub fn rollout_line(r: &RolloutReport) -> String {
+    let state = match r.state {
+        RolloutStatus::Running => "running",
+        RolloutStatus::Paused => "paused",
+        RolloutStatus::RolledBack => "rolled back",
+        RolloutStatus::Promoted => "promoted",
+        RolloutStatus::Done => "done",
+    };
+    let mut out = format!("rollout {}", r.rollout_id);
+    if let Some(t) = &r.treatment {
+        let _ = write!(out, " of {t}");
+    }
+    let _ = write!(out, ": {state} at step {}", r.step);
+    if r.attempt > 0 {
+        let _ = write!(out, " (attempt {})", r.attempt + 1);
+    }
+    if let Some(f) = &r.frozen_at {
+        let _ = write!(out, "; the comparison is frozen at {f}");
+    }
+    out
+}
+
+const ROLLOUT_HEAD: [&str; 5] = ["time", "step", "share", "what", "why"];
+
+/// The rollout's timeline as rows: time, step (from 1), the treatment's share, the
+/// action (and who acted, when not cohort), its reason.
+fn rollout_rows(r: &RolloutReport) -> Vec<[String; 5]> {
+    r.timeline
+        .iter()
+        .map(|a| {
+            let mut what = a.kind.label().to_owned();
+            if a.by != "cohort" {
+                let _ = write!(what, " ({})", a.by);
+            }
+            [
+                a.ts.clone(),
+                a.step.to_string(),
+                percent(a.share),
+                what,
+                a.reason.clone(),
+            ]
+        })
+        .collect()
+}
+
+/// The timeline for a terminal: the reasons wrap in their column, so the table fits
+/// `width` columns.
+fn rollout_table(r: &RolloutReport, width: usize) -> String {
+    let rows = rollout_rows(r);
+    let mut w = [0usize; 4];
+    for row in std::iter::once(&ROLLOUT_HEAD.map(str::to_owned)).chain(&rows) {
+        for (w, cell) in w.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let lead: usize = w.iter().sum::<usize>() + 2 * 4;
+    let why_width = width.saturating_sub(lead).max(30);
+    let line = |cells: &[String; 5], why: &str| {
+        let pad = |s: &str, n: usize| " ".repeat(n - s.chars().count().min(n));
+        format!(
+            "{}{}  {}{}  {}{}  {}{}  {why}",
+            cells[0],
+            pad(&cells[0], w[0]),
+            pad(&cells[1], w[1]),
+            cells[1],
+            pad(&cells[2], w[2]),
+            cells[2],
+            cells[3],
+            pad(&cells[3], w[3]),
+        )
+        .trim_end()
+        .to_owned()
+    };
+    let mut out = String::new();
+    let head = ROLLOUT_HEAD.map(str::to_owned);
+    let _ = writeln!(out, "{}", line(&head, &head[4]));
+    let longest = rows
+        .iter()
+        .map(|r| r[4].chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(3, why_width);
+    let _ = writeln!(out, "{}", "─".repeat(lead + longest));
+    for row in &rows {
+        for (i, part) in wrap(&row[4], why_width).iter().enumerate() {
+            if i == 0 {
+                let _ = writeln!(out, "{}", line(row, part));
+            } else {
+                let _ = writeln!(out, "{}{part}", " ".repeat(lead));
+            }
+        }
+    }
+    out
+}
+
 /// The report for a terminal (fits 100 columns).
 pub fn text(r: &Report) -> String {
     let mut out = String::new();
@@ -263,6 +361,15 @@ pub fn text(r: &Report) -> String {
         for (i, l) in wrap(&line, 100 - label.len()).iter().enumerate() {
             let _ = writeln!(out, "{}{l}", if i == 0 { label } else { "        " });
         }
+    }
+    if let Some(ro) = &r.rollout {
+        out.push('\n');
+        for line in wrap(&rollout_line(ro), 100) {
+            let _ = writeln!(out, "{line}");
+        }
+        out.push('\n');
+        out.push_str(&rollout_table(ro, 100));
+        out.push('\n');
     }
     if !r.notes.is_empty() {
         let _ = writeln!(out, "notes:");
@@ -300,6 +407,11 @@ fn md_table<const N: usize>(head: &[String; N], rows: &[[String; N]]) -> String 
     out
 }
 
+/// A cell of a Markdown table: a `|` would end it, a line break the row.
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
 /// The report as Markdown.
 pub fn markdown(r: &Report) -> String {
     let mut out = String::new();
@@ -327,6 +439,15 @@ pub fn markdown(r: &Report) -> String {
         srm_line(r),
         power_line(r)
     );
+    if let Some(ro) = &r.rollout {
+        let _ = writeln!(out, "\n**{}**\n", md_cell(&rollout_line(ro)));
+        let rows: Vec<[String; 5]> = rollout_rows(ro)
+            .into_iter()
+            .map(|row| row.map(|c| md_cell(&c)))
+            .collect();
+        out.push_str(&md_table(&ROLLOUT_HEAD.map(str::to_owned), &rows));
+        out.push('\n');
+    }
     for n in &r.notes {
         let _ = writeln!(out, "- Note: {n}");
     }

@@ -45,6 +45,8 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 130.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 40.0;
+/// The width of a character of a marker's label (font size 10), a little generous.
+const MARKER_CHAR_PX: f64 = 6.0;
 
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -189,14 +191,36 @@ impl Chart<'_> {
                 escape(&series.name)
             );
         }
+        // Each label takes the first line down where it overlaps no other label.
+        let mut rows: Vec<Vec<(f64, f64)>> = Vec::new();
         for (x, what) in self.markers {
-            let xx = px(*x);
+            // A marker just past the last point (a rollback's shares take effect just
+            // after the comparison froze) is drawn at the edge; a label near the right
+            // edge ends at its line rather than run out of the plot.
+            let xx = px(x.min(x_max));
+            let width = MARKER_CHAR_PX * what.chars().count() as f64;
+            let (tx, anchor, span) = if xx + 3.0 + width > W - RIGHT {
+                (
+                    xx - 3.0,
+                    r#" text-anchor="end""#,
+                    (xx - 3.0 - width, xx - 3.0),
+                )
+            } else {
+                (xx + 3.0, "", (xx + 3.0, xx + 3.0 + width))
+            };
+            let row = rows
+                .iter()
+                .position(|r| r.iter().all(|o| span.1 < o.0 || span.0 > o.1))
+                .unwrap_or_else(|| {
+                    rows.push(Vec::new());
+                    rows.len() - 1
+                });
+            rows[row].push(span);
             let _ = write!(
                 s,
-                r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{TOP}" y2="{}" stroke="#777" stroke-dasharray="2 3"><title>shares changed: {w}</title></line><text x="{:.1}" y="{}" font-size="10" fill="#555">{w}</text>"##,
+                r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{TOP}" y2="{}" stroke="#777" stroke-dasharray="2 3"><title>shares changed: {w}</title></line><text x="{tx:.1}" y="{}" font-size="10" fill="#555"{anchor}>{w}</text>"##,
                 H - BOTTOM,
-                xx + 3.0,
-                TOP + 10.0,
+                TOP + 10.0 + 12.0 * row as f64,
                 w = escape(what)
             );
         }
@@ -265,7 +289,54 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::date_label;
+    use super::*;
+
+    /// A rollback's marker, just past the last point, is drawn at the plot's right edge
+    /// with its label ending there; a marker inside keeps its label to the right.
+    #[test]
+    fn a_marker_past_the_last_point_stays_in_the_plot() {
+        let markers = [
+            (100.0, "step 2 · lr 20%".to_owned()),
+            (3400.0, "step 3 · lr 50%".to_owned()),
+            (3600.4, "rollback · lr 0%".to_owned()),
+        ];
+        let svg = Chart {
+            title: "t",
+            y_label: "y",
+            series: vec![Series {
+                name: "a".into(),
+                color: COLORS[0],
+                points: vec![(0.0, 0.1), (3600.0, 0.2)],
+                band: Vec::new(),
+            }],
+            y_format: |y| format!("{y}"),
+            reference: None,
+            bounds: (0.0, 1.0),
+            start_s: 0.0,
+            markers: &markers,
+        }
+        .render();
+        let edge = W - RIGHT;
+        assert!(
+            svg.contains(&format!(r#"<line x1="{edge:.1}" x2="{edge:.1}""#)),
+            "{svg}"
+        );
+        assert!(svg.contains(&format!(
+            r##"<text x="{:.1}" y="{}" font-size="10" fill="#555" text-anchor="end">rollback · lr 0%</text>"##,
+            edge - 3.0,
+            TOP + 22.0
+        )));
+        assert!(svg.contains(r##"fill="#555">step 2 · lr 20%</text>"##));
+        // Two labels that would overlap: the later one a line lower.
+        assert!(svg.contains(&format!(
+            r##"y="{}" font-size="10" fill="#555" text-anchor="end">step 3 · lr 50%</text>"##,
+            TOP + 10.0
+        )));
+        assert!(svg.contains(&format!(
+            r##"y="{}" font-size="10" fill="#555" text-anchor="end">rollback · lr 0%</text>"##,
+            TOP + 22.0
+        )));
+    }
 
     #[test]
     fn dates_are_utc_as_precise_as_the_span_needs() {
