@@ -25,7 +25,37 @@ pub fn run(file: &Path, against: Option<&Path>, state: Option<&Path>, format: Fo
         Ok(old) => old,
         Err(err) => return invalid(&err, format),
     };
-    let comparison = old.as_ref().map(|old| compare(old, &new));
+    // With a state file, the tables compared are the ones in force: the runtime weights and
+    // each rollout's step over each file (what a reload of FILE would do to a running
+    // replica). A rollout whose block changes starts again from its first step.
+    let in_force = match (&old, state) {
+        (Some(old), Some(s)) => match in_force(old, &new, s) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                eprintln!("{e}");
+                return exit::INVALID;
+            }
+        },
+        _ => None,
+    };
+    let comparison = match (&in_force, &old) {
+        (Some((o, n)), _) => Some(compare(o, n)),
+        (None, Some(old)) => Some(compare(old, &new)),
+        _ => None,
+    };
+    let rollout_notes: Vec<String> = match (&old, state) {
+        (Some(old), None) => new
+            .experiments
+            .iter()
+            .chain(&old.experiments)
+            .filter(|e| e.rollout.is_some())
+            .map(|e| e.name.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|name| format!("experiment {name} has a rollout: the shares in force are its step's; pass --state with the replica's admin.state_file to compare what is in force"))
+            .collect(),
+        _ => Vec::new(),
+    };
     let removals: Vec<String> = old
         .as_ref()
         .map(|old| unacknowledged_removals(old, &new))
@@ -54,6 +84,8 @@ pub fn run(file: &Path, against: Option<&Path>, state: Option<&Path>, format: Fo
                     "experiments": c.experiments,
                     "removals": removals,
                     "state": state_notices,
+                    "in_force": in_force.is_some(),
+                    "notes": rollout_notes,
                     "exit_code": code,
                 }),
                 _ => plan_json(&new),
@@ -64,6 +96,12 @@ pub fn run(file: &Path, against: Option<&Path>, state: Option<&Path>, format: Fo
             print!("{}", plan_text(&new));
             if let (Some(c), Some(old)) = (&comparison, &old) {
                 print!("{}", comparison_text(c, &old.source.file));
+                if in_force.is_some() {
+                    println!("  (compared as in force: runtime weights and rollout steps of the state file over each file)");
+                }
+            }
+            for n in &rollout_notes {
+                println!("note: {n}");
             }
             for n in &state_notices {
                 println!("on restart with the runtime weights: {n}");
@@ -76,6 +114,24 @@ pub fn run(file: &Path, against: Option<&Path>, state: Option<&Path>, format: Fo
         }
     }
     code
+}
+
+/// `old` and `new` as a replica with `state` (its admin.state_file) serves them: runtime
+/// weights and rollout steps laid over each.
+fn in_force(old: &Routes, new: &Routes, state: &Path) -> Result<(Routes, Routes), String> {
+    let overrides = cohort_control::overrides::Overrides::load(state)?;
+    let layered = |r: &Routes| {
+        cohort_control::rollout::layered(r, &overrides)
+            .map(|l| l.routes)
+            .map_err(|e| {
+                format!(
+                    "{}: with the state of {}: {e}",
+                    r.source.file,
+                    state.display()
+                )
+            })
+    };
+    Ok((layered(old)?, layered(new)?))
 }
 
 /// The problem of a file without routes: every request would get 404, so `serve` does not

@@ -619,3 +619,61 @@ fn check_prints_a_rollouts_schedule_and_refuses_a_step_beyond_the_lane() {
         "{err}"
     );
 }
+
+/// `check NEW --against OLD --state STATE` compares the tables in force: an edit of a
+/// running rollout's steps starts a new rollout at its first step, moving units back to
+/// the control, which comparing the files alone does not show.
+#[test]
+fn check_against_with_a_state_shows_what_an_edit_to_a_running_rollout_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = |steps: &str| {
+        format!(
+            "routes: [{{name: r, match: {{path_prefix: /}}, experiment: e}}]\n\
+             experiments:\n  - name: e\n    salt: s\n    control: rf\n    variants:\n      \
+             - {{name: rf, weight: 50, upstream: \"http://127.0.0.1:1\"}}\n      \
+             - {{name: lr, weight: 50, upstream: \"http://127.0.0.1:2\"}}\n    \
+             rollout: {{treatment: lr, steps: {steps}}}\n"
+        )
+    };
+    let (old, new, state) = (
+        dir.path().join("old.yaml"),
+        dir.path().join("new.yaml"),
+        dir.path().join("state.json"),
+    );
+    std::fs::write(&old, yaml("[0.1, 0.5]")).unwrap();
+    std::fs::write(&new, yaml("[0.2, 0.6]")).unwrap();
+    let id = json(&run(&["check", old.to_str().unwrap(), "--format", "json"]))["experiments"][0]
+        ["rollout"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The old rollout has reached its second step (50%).
+    let event = |step: usize, kind: &str, share: f64| {
+        serde_json::json!({"type": "rollout", "ts": format!("2026-12-07T10:0{step}:00.000Z"), "experiment": "e",
+            "rollout_id": id, "attempt": 0, "step": step, "kind": kind, "share": share, "reason": "", "by": "cohort"})
+    };
+    let records = serde_json::json!({"v": 1, "experiments": {}, "rollouts": {"e": [event(0, "start", 0.1), event(1, "advance", 0.5)]}});
+    std::fs::write(&state, records.to_string()).unwrap();
+    let args = |with_state: bool| {
+        let mut a = vec![
+            "check",
+            new.to_str().unwrap(),
+            "--against",
+            old.to_str().unwrap(),
+        ];
+        if with_state {
+            a.extend(["--state", state.to_str().unwrap()]);
+        }
+        a
+    };
+    let out = run(&args(true));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("moves  lr → rf 30.000%"), "{text}");
+    assert!(text.contains("compared as in force"), "{text}");
+    // The files alone: the same weights, nothing moves, and a note says why to pass --state.
+    let out = run(&args(false));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("lr → rf"), "{text}");
+    assert!(text.contains("note: experiment e has a rollout"), "{text}");
+}
