@@ -93,6 +93,8 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
     } else {
         Vec::new()
     };
+    let mut recorded = recorded;
+    recorded.extend(fleet_rollouts_at_start(&from_file));
     let start = at_startup(&state_path, &from_file, recorded);
     for n in &start.notices {
         tracing::error!("{n}");
@@ -267,11 +269,22 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 return exit::INVALID;
             }
         }
+        // With shipping, a step is taken only while this replica's events reach ClickHouse
+        // within this bound, so that no replica advances on a fleet that lacks its data.
+        let fleet_rollouts = match (&fleet, &shipping, &events_cfg.clickhouse) {
+            (Some(live), Some(s), Some(ch)) => Some(cohort_control::rollout::FleetRollouts {
+                live: live.clone(),
+                lag: s.lag.clone(),
+                stale_after: (3 * Duration::from_millis(ch.flush_interval_ms)).max(FLEET_STALE_MIN),
+            }),
+            _ => None,
+        };
         let rollouts = Arc::new(cohort_control::rollout::Rollouts::new(
             reloader.clone(),
             proxy.clone(),
             guardrails,
             events_cfg.enabled.then_some(counts.clone()),
+            fleet_rollouts,
             rollout_metrics,
         ));
         let webhook_outcomes = cohort_control::webhooks::Webhooks::metric();
@@ -372,6 +385,55 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         tracing::info!("shut down");
         exit::OK
     })
+}
+
+/// The least shipping lag a replica tolerates before it stops stepping rollouts.
+const FLEET_STALE_MIN: Duration = Duration::from_secs(10);
+
+/// With shipping: every replica's recorded rollout actions of the file's rollouts, read
+/// from ClickHouse before serving, so that a new replica starts at the fleet's step. A
+/// store that cannot be read leaves this replica with its own records (logged).
+fn fleet_rollouts_at_start(file: &config::Routes) -> Vec<cohort_rollout::RolloutEvent> {
+    let Some(cfg) = &file.file.events.clickhouse else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = file
+        .experiments
+        .iter()
+        .filter(|e| e.rollout.is_some())
+        .map(|e| e.name.as_str())
+        .collect();
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let fleet = match cohort_clickhouse::connect(cfg, |v| std::env::var(v).ok()) {
+        Ok((client, tables)) => cohort_clickhouse::fleet::Fleet {
+            client,
+            tables,
+            timeout: Duration::from_millis(cfg.timeout_ms),
+            settings: Vec::new(),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the fleet's rollout actions at start");
+            return Vec::new();
+        }
+    };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for name in names {
+        match rt.block_on(fleet.rollout_events(name)) {
+            Ok(events) => out.extend(events),
+            Err(e) => {
+                tracing::warn!(experiment = %name, error = %e, "cannot read the fleet's rollout actions at start; starting from this replica's own")
+            }
+        }
+    }
+    out
 }
 
 /// How often the live analysis refreshes the `cohort_experiment_*` gauges (and checks

@@ -16,6 +16,8 @@ use cohort_proxy::metrics::Metrics;
 pub struct Shipping {
     stop: tokio::sync::oneshot::Sender<()>,
     thread: JoinHandle<()>,
+    /// `cohort_clickhouse_lag_seconds`: how far behind this replica's shipping is.
+    pub lag: prometheus::Gauge,
 }
 
 impl Shipping {
@@ -39,6 +41,7 @@ impl Shipping {
         let (client, tables) = cohort_clickhouse::connect(&cfg, |v| std::env::var(v).ok())?;
         std::fs::create_dir_all(&events.dir)
             .map_err(|e| format!("cannot create {}: {e}", events.dir.display()))?;
+        let lag = ship_metrics.lag.clone();
         let shipper = Shipper::new(
             &events.dir,
             client,
@@ -75,7 +78,7 @@ impl Shipping {
             })
             .map_err(|e| format!("cannot start the shipper thread: {e}"))?;
         tracing::info!(url = %cfg.url, database = %cfg.database, table = %cfg.table, "shipping events to ClickHouse");
-        Ok(Some(Shipping { stop, thread }))
+        Ok(Some(Shipping { stop, thread, lag }))
     }
 
     /// Stops it after the round under way and a last window of shipping (blocking).

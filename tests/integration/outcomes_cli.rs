@@ -11,7 +11,7 @@ use bytes::Bytes;
 use cohort_events::reader::read_dir;
 use cohort_events::Event;
 use common::net::{backend, client, send};
-use common::process::{admin_call, free_port, CohortProcess};
+use common::process::{admin_call, admin_post, free_port, CohortProcess};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
@@ -48,20 +48,6 @@ impl Setup {
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
         }
     }
-}
-
-async fn post(addr: SocketAddr, path: &str, body: &str) -> (StatusCode, Value) {
-    let req = Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/x-ndjson")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap();
-    let resp = client().request(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 /// Waits (bounded) until the live counts hold `requests` exposures; returns the counts.
@@ -150,13 +136,13 @@ async fn exposures_and_conversions_are_logged_counted_and_replayed() {
             "{{\"experiment\": \"iris-model\", \"unit\": \"user-{u}\", \"value\": 2}}\n"
         ));
     }
-    let (status, body) = post(admin, "/v1/conversions", &lines).await;
+    let (status, body) = admin_post(admin, "/v1/conversions", &lines).await;
     assert_eq!(
         (status, body["accepted"].as_u64()),
         (StatusCode::ACCEPTED, Some(40)),
         "{body}"
     );
-    let (status, body) = post(
+    let (status, body) = admin_post(
         proxy,
         "/cohort/conversions",
         "{\"experiment\": \"iris-model\", \"unit\": \"user-99\"}",
@@ -169,7 +155,7 @@ async fn exposures_and_conversions_are_logged_counted_and_replayed() {
     );
     // A bad batch is rejected whole, with line numbers; nothing of it is recorded.
     let bad = "{\"experiment\": \"iris-model\", \"unit\": \"user-50\"}\n{\"experiment\": \"nope\", \"unit\": \"x\"}\n{\"experiment\": \"iris-model\"}\n";
-    let (status, body) = post(admin, "/v1/conversions", bad).await;
+    let (status, body) = admin_post(admin, "/v1/conversions", bad).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let bad_lines: Vec<u64> = body["errors"]
         .as_array()
@@ -178,7 +164,7 @@ async fn exposures_and_conversions_are_logged_counted_and_replayed() {
         .map(|e| e["line"].as_u64().unwrap())
         .collect();
     assert_eq!(bad_lines, [2, 3]);
-    let (status, _) = post(proxy, "/cohort/conversions", &"x".repeat(10_000)).await;
+    let (status, _) = admin_post(proxy, "/cohort/conversions", &"x".repeat(10_000)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
     // Live counts equal what the users did.
@@ -322,7 +308,7 @@ async fn with_unit_request_a_conversion_names_the_request_id() {
         .unwrap()
         .to_owned();
     let variant = ans.headers["x-cohort-variant"].to_str().unwrap().to_owned();
-    let (status, body) = post(
+    let (status, body) = admin_post(
         admin,
         "/v1/conversions",
         &format!("{{\"experiment\": \"iris-model\", \"request_id\": \"{rid}\", \"value\": 5}}"),

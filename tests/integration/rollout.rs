@@ -107,6 +107,28 @@ async fn rollout_view(admin: SocketAddr) -> Value {
     v
 }
 
+/// (version, base_version) of `cohort_config_info`.
+async fn config_info(admin: SocketAddr) -> (String, String) {
+    let (_, m) = admin_call(admin, "GET", "/metrics", None).await;
+    let line = m
+        .as_str()
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("cohort_config_info{"))
+        .unwrap()
+        .to_owned();
+    let label = |name: &str| {
+        let labels = &line[line.find('{').unwrap() + 1..line.find('}').unwrap()];
+        labels
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_owned()
+    };
+    (label("version"), label("base_version"))
+}
+
 fn recorded(dir: &Path) -> Vec<Value> {
     std::fs::read_to_string(dir.join("data/events/rollouts.jsonl"))
         .unwrap_or_default()
@@ -238,6 +260,7 @@ async fn a_healthy_treatment_steps_to_the_end_across_a_restart_moving_no_unit_ba
     );
     let mut cohort = CohortProcess::start(&s.config, &[]);
     let c = client();
+    let before = config_info(s.admin).await;
     let users = 0..300;
     let mut seen: HashMap<u32, String> = HashMap::new();
     let mut check = |rows: Vec<(u32, String)>| {
@@ -274,6 +297,10 @@ async fn a_healthy_treatment_steps_to_the_end_across_a_restart_moving_no_unit_ba
         .map(|e| format!("{}@{}", e["kind"].as_str().unwrap(), e["step"]))
         .collect();
     assert_eq!(kinds, ["start@0", "advance@1", "advance@2", "done@2"]);
+    // Each step is a version of its own; the version without the steps stays.
+    let after = config_info(s.admin).await;
+    assert_ne!(after.0, before.0, "{before:?} {after:?}");
+    assert_eq!(after.1, before.1);
     check(round(&c, s.proxy, users.clone()).await);
     let on_lr = seen.values().filter(|v| *v == "lr").count();
     assert!((140..220).contains(&on_lr), "{on_lr} of 300 on lr at 60%");
@@ -487,5 +514,50 @@ async fn webhooks_are_signed_keyed_and_retried() {
             .contains("cohort_rollout_actions_total{experiment=\"iris-model\",kind=\"start\"} 1"),
         "{metrics}"
     );
+    drop(cohort);
+}
+
+/// A treatment 30% worse on conversions (35% against 50%) is rolled back by the
+/// primary-metric guardrail: the decision rule's verdict for it is roll back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_treatment_worse_on_conversions_is_rolled_back_by_the_primary_metric() {
+    let rf = model(0, Duration::ZERO).await;
+    let lr = model(0, Duration::ZERO).await;
+    let s = setup(
+        rf,
+        lr,
+        "      treatment: lr\n      steps: [0.5]\n      step_min_s: 600\n      evaluate_every_s: 0.3\n      \
+         guardrails: { max_latency_p99_ratio: null }\n    decision: { baseline_rate: 0.5, conversion_delay_s: 0 }\n",
+    );
+    let cohort = CohortProcess::start(&s.config, &[]);
+    let c = client();
+    let mut users = 0;
+    let line = loop {
+        let rows = round(&c, s.proxy, users..users + 200).await;
+        users += 200;
+        // rf's users convert 10 in 20, lr's 7 in 20.
+        let lines: String = rows
+            .iter()
+            .filter(|(u, v)| u % 20 < if v == "rf" { 10 } else { 7 })
+            .map(|(u, _)| format!("{{\"experiment\": \"iris-model\", \"unit\": \"user-{u}\"}}\n"))
+            .collect();
+        let (status, body) = common::process::admin_post(s.admin, "/v1/conversions", &lines).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        if let Some(line) = cohort.wait_log(
+            "rollout rolled back: the treatment's share is 0",
+            Duration::from_millis(400),
+        ) {
+            break line;
+        }
+        assert!(users < 20_000, "no rollback after {users} users");
+    };
+    let reason = line["fields"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("primary_metric:"), "{reason}");
+    let events = recorded(s.dir.path());
+    assert_eq!(
+        events.last().unwrap()["guardrails"]["primary_metric"]["value"],
+        1.0
+    );
+    eprintln!("rolled back on the primary metric after {users} users");
     drop(cohort);
 }

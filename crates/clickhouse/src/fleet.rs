@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use cohort_analysis::tally::{unit_key, PendingConversion, UnitState, NEVER};
 use cohort_analysis::{ConfigVersions, ExperimentTally, Version};
+use cohort_rollout::tally::moments;
+use cohort_rollout::{ArmStats, RolloutEvent};
 
 use crate::client::{Client, Error};
 use crate::query::{self, Scope};
@@ -227,6 +229,84 @@ impl Fleet {
                 |r| out.push(r),
             )
             .await?;
+        }
+        Ok(out)
+    }
+
+    /// Every replica's recorded actions of `experiment`'s rollouts (lines that do not
+    /// parse are skipped: the fold needs only the ones that do).
+    pub async fn rollout_events(&self, experiment: &str) -> Result<Vec<RolloutEvent>, Error> {
+        let mut out = Vec::new();
+        self.rows(
+            &query::rollouts(&self.tables, experiment),
+            |c| {
+                c.bytes()
+                    .map(|b| serde_json::from_slice::<RolloutEvent>(b).ok())
+            },
+            |e| out.extend(e),
+        )
+        .await?;
+        Ok(out)
+    }
+
+    /// The fleet's guardrail tallies of `arms` (`[control, treatment]`): exposures from
+    /// `attempt_ns` on, units seen since `step_ns`, the latency window ending at `now_ns`
+    /// of `window_s` whole seconds, as the replica's own tally ([`Guardrails`]) keeps them.
+    ///
+    /// [`Guardrails`]: cohort_rollout::Guardrails
+    pub async fn guardrail_arms(
+        &self,
+        arms: &query::Arms<'_>,
+        attempt_ns: i64,
+        step_ns: i64,
+        now_ns: i64,
+        window_s: f64,
+    ) -> Result<[ArmStats; 2], Error> {
+        let mut out = [ArmStats::default(), ArmStats::default()];
+        let index = |v: &str| (v == arms.treatment) as usize;
+        let mut units = Vec::new();
+        self.rows(
+            &query::guardrail_units(&self.tables, arms, attempt_ns, step_ns),
+            |c| {
+                Some((
+                    c.string()?,
+                    c.u64()?,
+                    c.f64()?,
+                    c.f64()?,
+                    c.u64()?,
+                    c.u64()?,
+                    c.u64()?,
+                ))
+            },
+            |r| units.push(r),
+        )
+        .await?;
+        for (variant, n, sum, sum_sq, requests, failures, step_units) in units {
+            let a = &mut out[index(&variant)];
+            a.units = n;
+            a.error_rates = moments(n, sum, sum_sq);
+            a.requests = requests;
+            a.failures = failures;
+            a.step_units = step_units;
+        }
+        // The seconds `now - span + 1 ..= now`, as the replica's window counts them.
+        let span = window_s.ceil().max(1.0) as i64;
+        let now_sec = now_ns.div_euclid(1_000_000_000);
+        let (from, to) = (
+            (now_sec - span + 1) * 1_000_000_000 - 1,
+            (now_sec + 1) * 1_000_000_000 - 1,
+        );
+        let mut latency = Vec::new();
+        self.rows(
+            &query::guardrail_latency(&self.tables, arms, from, to),
+            |c| Some((c.string()?, c.u64()?, c.f64()?)),
+            |r| latency.push(r),
+        )
+        .await?;
+        for (variant, n, p99) in latency {
+            let a = &mut out[index(&variant)];
+            a.window_requests = n;
+            a.p99_ms = (n > 0).then_some(p99);
         }
         Ok(out)
     }

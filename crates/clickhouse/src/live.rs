@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cohort_analysis::{analyze, ExperimentTally, Report, Setup};
+use cohort_analysis::{analyze_with, ExperimentTally, Report, RolloutLog, Setup};
 use cohort_config::Experiment;
 use prometheus::{GaugeVec, IntCounterVec, Opts};
 
@@ -51,6 +51,11 @@ impl FleetLive {
             max_age,
             slots: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The fleet's events, for other reads than reports.
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
     }
 
     /// The report of `exp`: the cached one if it is younger than `max_age` (and for this
@@ -143,11 +148,19 @@ impl FleetLive {
                 exp.name
             ));
         }
+        let mut rollouts = RolloutLog::default();
+        match self.fleet.rollout_events(&exp.name).await {
+            Ok(events) => rollouts.extend(events),
+            Err(e) if no_tables_yet(&e) => {}
+            Err(e) => return Err(e),
+        }
+        let rollout = rollouts.rollout(&exp.name, Some(exp), &versions);
         let empty = ExperimentTally::default();
         let setup = Setup::of(exp, versions);
-        Ok(analyze(
+        Ok(analyze_with(
             tally.as_ref().unwrap_or(&empty),
             &setup,
+            rollout,
             cohort_events::clock::now(),
             notes,
         ))
@@ -160,7 +173,7 @@ const UNKNOWN_DATABASE: u32 = 81;
 
 /// Whether `e` says the tables are not there: before the first replica has created them
 /// nothing is shipped yet, which is no failure.
-fn no_tables_yet(e: &Error) -> bool {
+pub fn no_tables_yet(e: &Error) -> bool {
     matches!(
         e,
         Error::Server {

@@ -192,6 +192,71 @@ pub fn versions(t: &Tables) -> String {
     )
 }
 
+/// Every replica's rollout actions for `experiment`: `payload String` (the line).
+pub fn rollouts(t: &Tables, experiment: &str) -> String {
+    format!(
+        "SELECT payload FROM {} WHERE experiment = {} ORDER BY ts_ns FORMAT RowBinary",
+        t.rollouts(),
+        literal(experiment)
+    )
+}
+
+/// The arms a rollout's guardrails compare.
+#[derive(Debug, Clone, Copy)]
+pub struct Arms<'a> {
+    pub experiment: &'a str,
+    pub control: &'a str,
+    pub treatment: &'a str,
+}
+
+impl Arms<'_> {
+    fn exposures(&self, since_ns: i64) -> String {
+        format!(
+            "{} AND variant IN ({}, {})",
+            exposures(
+                self.experiment,
+                &Scope {
+                    since: Some(since_ns),
+                    until: None
+                }
+            ),
+            literal(self.control),
+            literal(self.treatment)
+        )
+    }
+}
+
+/// The error guardrail's tallies of each arm from `attempt_ns` on, as the replica's own
+/// tally keeps them (a unit of each arm it was served by; copies of an exposure counted
+/// once by `event_id`): `variant String, units UInt64, Σ rate Float64, Σ rate² Float64,
+/// requests UInt64, failed UInt64, units seen since step_ns UInt64`.
+pub fn guardrail_units(t: &Tables, arms: &Arms, attempt_ns: i64, step_ns: i64) -> String {
+    format!(
+        "SELECT variant, toUInt64(count()), toFloat64(sum(rate)), toFloat64(sum(rate * rate)), \
+         toUInt64(sum(req)), toUInt64(sum(failed)), toUInt64(sum(last_ns >= {step_ns})) \
+         FROM (SELECT unit, variant, uniqExact(event_id) AS req, \
+         uniqExactIf(event_id, status >= 500 OR aborted = 1) AS failed, \
+         failed / req AS rate, max(ts_ns) AS last_ns \
+         FROM {} WHERE {} GROUP BY unit, variant) \
+         GROUP BY variant FORMAT RowBinary",
+        t.events(),
+        arms.exposures(attempt_ns)
+    )
+}
+
+/// The latency guardrail's window `(from_ns, to_ns]` of each arm: `variant String,
+/// requests UInt64, p99 Float64` (ms).
+pub fn guardrail_latency(t: &Tables, arms: &Arms, from_ns: i64, to_ns: i64) -> String {
+    format!(
+        "SELECT variant, toUInt64(uniqExact(event_id)), \
+         toFloat64(quantileExact(0.99)(ifNull(latency_ms, 0))) \
+         FROM {} WHERE {} AND ts_ns <= {to_ns} AND isNotNull(latency_ms) \
+         GROUP BY variant FORMAT RowBinary",
+        t.events(),
+        arms.exposures(from_ns + 1)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

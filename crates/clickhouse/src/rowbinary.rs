@@ -161,6 +161,29 @@ pub fn encode_versions(line: &[u8], replica: &str, out: &mut Vec<u8>) -> Result<
     Ok(rows)
 }
 
+/// One line of `rollouts.jsonl` as a row of the rollouts table; the line is skipped (Err)
+/// when it is not a rollout event.
+pub fn encode_rollout(line: &[u8], replica: &str, out: &mut Vec<u8>) -> Result<usize, LineError> {
+    #[derive(Deserialize)]
+    struct Head {
+        ts: String,
+        experiment: String,
+        rollout_id: String,
+        kind: String,
+    }
+    let h: Head = serde_json::from_slice(line).map_err(|e| LineError::NotAnEvent(e.to_string()))?;
+    let ts_ns =
+        cohort_events::clock::parse_nanos(&h.ts).ok_or_else(|| LineError::Ts(h.ts.clone()))?;
+    string(out, &h.ts);
+    out.extend_from_slice(&ts_ns.to_le_bytes());
+    string(out, &h.experiment);
+    string(out, &h.rollout_id);
+    string(out, &h.kind);
+    string(out, replica);
+    string_bytes(out, line);
+    Ok(1)
+}
+
 fn string(out: &mut Vec<u8>, s: &str) {
     string_bytes(out, s.as_bytes());
 }

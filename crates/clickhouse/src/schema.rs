@@ -9,6 +9,8 @@
 //!   `payload` keeps the whole line, so types this release does not analyse are kept.
 //! * `<table>_config_versions`: the shares in force over time (`config-versions.jsonl`),
 //!   one row per (version, experiment, variant), which the sample-ratio check needs.
+//! * `<table>_rollouts`: every replica's rollout actions (`rollouts.jsonl`), one row per
+//!   line, which each replica folds into the fleet's rollout state. `payload` is the line.
 
 use crate::client::{Client, Error};
 
@@ -47,6 +49,17 @@ pub const VERSION_COLUMNS: [(&str, &str); 7] = [
     ("replica", "String"),
 ];
 
+/// The rollouts table's columns, in the order [`crate::rowbinary`] writes them.
+pub const ROLLOUT_COLUMNS: [(&str, &str); 7] = [
+    ("ts", "String"),
+    ("ts_ns", "Int64"),
+    ("experiment", "String"),
+    ("rollout_id", "String"),
+    ("kind", "String"),
+    ("replica", "String"),
+    ("payload", "String"),
+];
+
 /// Where the events go: a database and the events table's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tables {
@@ -65,7 +78,12 @@ impl Tables {
         format!("`{}`.`{}_config_versions`", self.database, self.events)
     }
 
-    /// The statements that create the database and both tables when missing.
+    /// `database.table_rollouts`, quoted.
+    pub fn rollouts(&self) -> String {
+        format!("`{}`.`{}_rollouts`", self.database, self.events)
+    }
+
+    /// The statements that create the database and the tables when missing.
     pub fn ddl(&self) -> Vec<String> {
         let columns = |cols: &[(&str, &str)]| {
             cols.iter()
@@ -84,6 +102,11 @@ impl Tables {
                 "CREATE TABLE IF NOT EXISTS {} (\n{}\n) ENGINE = MergeTree\nORDER BY (experiment, ts_ns, config_version, variant)",
                 self.versions(),
                 columns(&VERSION_COLUMNS)
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (\n{}\n) ENGINE = MergeTree\nORDER BY (experiment, rollout_id, ts_ns)",
+                self.rollouts(),
+                columns(&ROLLOUT_COLUMNS)
             ),
         ]
     }

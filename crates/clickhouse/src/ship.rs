@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::client::{Client, Error};
-use crate::rowbinary::{encode_event, encode_versions, LineError};
-use crate::schema::{Tables, EVENT_COLUMNS, VERSION_COLUMNS};
+use crate::rowbinary::{encode_event, encode_rollout, encode_versions, LineError};
+use crate::schema::{Tables, EVENT_COLUMNS, ROLLOUT_COLUMNS, VERSION_COLUMNS};
 
 /// The longest wait between two attempts after failures.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -37,7 +37,7 @@ const MAX_BATCH_BYTES: u64 = 16 << 20;
 /// The cursor file, in the spool.
 pub const CURSOR_FILE: &str = "clickhouse.cursor";
 /// The dead-letter file and the shares history, in the spool.
-pub use cohort_events::reader::{DEAD_LETTER_FILE, VERSIONS_FILE};
+pub use cohort_events::reader::{DEAD_LETTER_FILE, ROLLOUTS_FILE, VERSIONS_FILE};
 
 /// Where shipping has got to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +48,9 @@ pub struct Cursor {
     pub offset: u64,
     /// Bytes of `config-versions.jsonl` shipped.
     pub versions_offset: u64,
+    /// Bytes of `rollouts.jsonl` shipped.
+    #[serde(default)]
+    pub rollouts_offset: u64,
 }
 
 impl Cursor {
@@ -156,12 +159,21 @@ impl Default for ShipMetrics {
     }
 }
 
+/// The history files shipped beside the segments.
+#[derive(Debug, Clone, Copy)]
+enum History {
+    Versions,
+    Rollouts,
+}
+
 /// What one round shipped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Round {
     pub shipped: u64,
     pub dead_letter: u64,
     pub versions: u64,
+    /// Rollout actions shipped.
+    pub rollouts: u64,
 }
 
 /// A batch read from the spool, not shipped yet.
@@ -246,7 +258,8 @@ impl Shipper {
 
     async fn try_round(&mut self) -> Result<Round, Error> {
         let mut round = Round {
-            versions: self.ship_versions().await?,
+            versions: self.ship_history(History::Versions).await?,
+            rollouts: self.ship_history(History::Rollouts).await?,
             ..Round::default()
         };
         let batch = match self.read_batch() {
@@ -310,34 +323,49 @@ impl Shipper {
         Ok(round)
     }
 
-    /// Ships whatever `config-versions.jsonl` has beyond the cursor.
-    async fn ship_versions(&mut self) -> Result<u64, Error> {
-        let path = self.spool.join(VERSIONS_FILE);
-        let Ok((bytes, end)) = read_complete(&path, self.cursor.versions_offset, MAX_BATCH_BYTES)
+    /// Ships whatever a history file (`config-versions.jsonl`, `rollouts.jsonl`) has
+    /// beyond its cursor; a line that is not what the file holds is skipped with a warning.
+    async fn ship_history(&mut self, h: History) -> Result<u64, Error> {
+        let (file, offset) = match h {
+            History::Versions => (VERSIONS_FILE, self.cursor.versions_offset),
+            History::Rollouts => (ROLLOUTS_FILE, self.cursor.rollouts_offset),
+        };
+        let Ok((bytes, end)) = read_complete(&self.spool.join(file), offset, MAX_BATCH_BYTES)
         else {
             return Ok(0);
         };
-        if end == self.cursor.versions_offset {
+        if end == offset {
             return Ok(0);
         }
         let mut rows = Vec::new();
         let mut n = 0;
         for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            match encode_versions(line, &self.replica, &mut rows) {
+            let encoded = match h {
+                History::Versions => encode_versions(line, &self.replica, &mut rows),
+                History::Rollouts => encode_rollout(line, &self.replica, &mut rows),
+            };
+            match encoded {
                 Ok(k) => n += k as u64,
-                Err(e) => warn!(error = %e, "skipping a config-versions line that is not one"),
+                Err(e) => {
+                    warn!(error = %e, file, "skipping a line that is not one of the file's records")
+                }
             }
         }
         if n > 0 {
-            let columns: Vec<&str> = VERSION_COLUMNS.iter().map(|c| c.0).collect();
+            let (table, columns) = match h {
+                History::Versions => (self.tables.versions(), &VERSION_COLUMNS[..]),
+                History::Rollouts => (self.tables.rollouts(), &ROLLOUT_COLUMNS[..]),
+            };
+            let columns: Vec<&str> = columns.iter().map(|c| c.0).collect();
             self.client
-                .insert(&self.tables.versions(), &columns, Bytes::from(rows))
+                .insert(&table, &columns, Bytes::from(rows))
                 .await?;
         }
-        let next = Cursor {
-            versions_offset: end,
-            ..self.cursor.clone()
-        };
+        let mut next = self.cursor.clone();
+        match h {
+            History::Versions => next.versions_offset = end,
+            History::Rollouts => next.rollouts_offset = end,
+        }
         if let Err(e) = next.save(&self.spool) {
             warn!(error = %e, "cannot save the shipping cursor");
         }
@@ -384,7 +412,7 @@ impl Shipper {
                 next: Cursor {
                     segment: segment.clone(),
                     offset,
-                    versions_offset: self.cursor.versions_offset,
+                    ..self.cursor.clone()
                 },
                 first_ts_ns: None,
             };

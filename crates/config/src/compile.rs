@@ -235,6 +235,7 @@ pub(crate) fn compile(
     let warnings = std::mem::take(&mut c.warnings);
     let version = version_of(&file);
     Ok(Routes {
+        base_version: version.clone(),
         source,
         version,
         process: crate::ProcessSettings::of(&file),
@@ -255,7 +256,7 @@ pub const MAX_WEIGHT: f64 = 1e12;
 
 /// The hash of the effective config: two files that differ only in comments, layout or
 /// spelled-out defaults have the same version.
-fn version_of(file: &FileConfig) -> String {
+pub fn version_of(file: &FileConfig) -> String {
     // Serializing plain data to JSON cannot fail; an empty string would still be a valid
     // (if uninformative) version, so no panic path is needed.
     let canonical = serde_json::to_vec(file).unwrap_or_default();

@@ -18,6 +18,7 @@
 mod assignment;
 pub mod compare;
 mod compile;
+pub use compile::version_of;
 mod error;
 mod positions;
 mod process;

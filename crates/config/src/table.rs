@@ -27,6 +27,10 @@ pub struct Routes {
     pub source: Source,
     /// Hash of the effective (defaults filled in) config: equal versions route identically.
     pub version: String,
+    /// The version without the rollouts' steps: the hash of the effective config before
+    /// rollout weights are laid over it, so that replicas at different steps of one
+    /// rollout (for the moment it takes them to converge) are not told apart by it.
+    pub base_version: String,
     /// The keys only a restart applies ([`crate::ProcessSettings`]).
     pub process: crate::ProcessSettings,
     /// The validated file, defaults filled in (listeners, limits, events …).

@@ -201,32 +201,16 @@ pub fn at_startup(state_path: &Path, file: &Routes, recorded: Vec<RolloutEvent>)
 }
 
 fn finish(mut overrides: Overrides, file: &Routes, mut notices: Vec<String>) -> Startup {
-    let layer = crate::rollout::layer(file, &overrides.rollouts);
-    for start in &layer.starts {
-        overrides
-            .rollouts
-            .entry(start.experiment.clone())
-            .or_default()
-            .push(start.clone());
-    }
-    if overrides.experiments.is_empty() && layer.weights.is_empty() {
-        return Startup {
-            overrides,
-            routes: file.clone(),
-            notices,
-            starts: layer.starts,
-        };
-    }
-    match cohort_config::compile_file(
-        layer.over(overrides.overlay(&file.file).0),
-        file.source.clone(),
-    ) {
-        Ok(routes) => Startup {
-            overrides,
-            routes,
-            notices,
-            starts: layer.starts,
-        },
+    match crate::rollout::layered(file, &overrides) {
+        Ok(layered) => {
+            overrides.merge_rollouts(layered.starts.iter().cloned());
+            Startup {
+                overrides,
+                routes: layered.routes,
+                notices,
+                starts: layered.starts,
+            }
+        }
         // Each fits alone; together they cannot fail, but if they did, the file is safe.
         Err(e) => {
             notices.push(format!(
@@ -240,7 +224,7 @@ fn finish(mut overrides: Overrides, file: &Routes, mut notices: Vec<String>) -> 
                 },
                 routes: file.clone(),
                 notices,
-                starts: layer.starts,
+                starts: Vec::new(),
             }
         }
     }

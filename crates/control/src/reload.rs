@@ -410,17 +410,11 @@ impl Reloader {
     /// table with `overrides` laid over it, compared with the table in force. Changes
     /// nothing.
     fn plan(&self, file: &Routes, overrides: &Overrides) -> Result<Plan, Blocked> {
-        let layer = crate::rollout::layer(file, &overrides.rollouts);
-        let routes = if overrides.experiments.is_empty() && layer.weights.is_empty() {
-            file.clone()
-        } else {
-            let (effective, ignored) = overrides.overlay(&file.file);
-            for i in ignored {
-                warn!("ignoring {i}");
-            }
-            config::compile_file(layer.over(effective), file.source.clone())
-                .map_err(Blocked::Invalid)?
-        };
+        let layered = crate::rollout::layered(file, overrides).map_err(Blocked::Invalid)?;
+        for i in &layered.ignored {
+            warn!("ignoring {i}");
+        }
+        let routes = layered.routes;
         let serving = self.tables.routes();
         let active = &serving.routes;
         let changed = active.process.changed(&routes.process);
@@ -443,7 +437,7 @@ impl Reloader {
         Ok(Plan {
             routes,
             comparison,
-            starts: layer.starts,
+            starts: layered.starts,
         })
     }
 
@@ -709,6 +703,56 @@ impl Reloader {
     pub fn rollouts(&self) -> (Routes, BTreeMap<String, Vec<RolloutEvent>>) {
         let st = self.lock();
         (st.file.clone(), st.overrides.rollouts.clone())
+    }
+
+    /// Adds actions other replicas recorded (read from the fleet's store) to `experiment`'s
+    /// records: kept in the state file (not in rollouts.jsonl, which holds this replica's
+    /// own), and the weights their fold gives put in force. Ok(false): nothing new.
+    pub fn merge_rollouts(
+        &self,
+        experiment: &str,
+        events: Vec<RolloutEvent>,
+    ) -> Result<bool, RolloutError> {
+        let mut st = self.lock();
+        let mut overrides = st.overrides.clone();
+        let held = overrides.rollouts.get(experiment).map_or(0, Vec::len);
+        overrides.merge_rollouts(events.into_iter().filter(|e| e.experiment == experiment));
+        if overrides.rollouts.get(experiment).map_or(0, Vec::len) == held {
+            return Ok(false);
+        }
+        let before = crate::rollout::state_of(&st.file, experiment, &st.overrides.rollouts);
+        let plan = self
+            .plan(&st.file, &overrides)
+            .map_err(|b| RolloutError::Invalid(b.runtime_reason()))?;
+        overrides.save(&self.state_path).map_err(|e| {
+            RolloutError::Persist(format!(
+                "cannot write {}: {e}; the fleet's rollout actions are not taken",
+                self.state_path.display()
+            ))
+        })?;
+        st.overrides = overrides;
+        let after = crate::rollout::state_of(&st.file, experiment, &st.overrides.rollouts);
+        if plan.routes.version != self.tables.routes().routes.version {
+            let (version, _) = self
+                .install(&mut st, plan)
+                .map_err(|e| RolloutError::Invalid(e.to_string()))?;
+            st.status.version = version;
+            st.status.loaded_at = cohort_events::clock::now();
+        }
+        if let (Some(b), Some(a)) = (&before, &after) {
+            if (b.attempt, b.step, b.status) != (a.attempt, a.step, a.status) {
+                info!(
+                    target: "cohort::rollout",
+                    experiment = %experiment,
+                    rollout = %a.rollout_id,
+                    step = a.step + 1,
+                    state = a.status.label(),
+                    reason = %a.reason,
+                    "rollout state taken from the fleet"
+                );
+            }
+        }
+        Ok(true)
     }
 
     /// Takes `action` on `experiment`'s rollout: recorded, then its weights in force.

@@ -15,8 +15,9 @@ use serde::Serialize;
 use tracing::{error, warn};
 
 use cohort_analysis::LiveCounts;
+use cohort_clickhouse::live::FleetLive;
 use cohort_config::schema::RolloutConfig;
-use cohort_config::{rollout_weights, FileConfig, Routes};
+use cohort_config::{rollout_weights, FileConfig, Rollout, Routes};
 use cohort_proxy::Proxy;
 use cohort_rollout::record::RolloutTag;
 use cohort_rollout::tally::Watch;
@@ -25,6 +26,7 @@ use cohort_rollout::{
     Verdicts,
 };
 
+use crate::overrides::Overrides;
 use crate::reload::{Reloader, RolloutAction, RolloutError, RolloutListener, RolloutOutcome};
 use crate::webhooks::{Notice, Webhooks};
 
@@ -50,6 +52,40 @@ impl Layer {
         }
         file
     }
+}
+
+/// What a file compiles to with the runtime weights and the rollouts' steps over it.
+pub struct Layered {
+    pub routes: Routes,
+    /// Rollouts without a record, which start now.
+    pub starts: Vec<RolloutEvent>,
+    /// Runtime weights the file no longer fits ("runtime weights for experiment …").
+    pub ignored: Vec<String>,
+}
+
+/// `file` with `overrides`' runtime weights and its rollouts' steps laid over it,
+/// compiled. Its `base_version` is that of the table without the steps.
+pub fn layered(
+    file: &Routes,
+    overrides: &Overrides,
+) -> Result<Layered, cohort_config::ConfigError> {
+    let layer = layer(file, &overrides.rollouts);
+    if overrides.experiments.is_empty() && layer.weights.is_empty() {
+        return Ok(Layered {
+            routes: file.clone(),
+            starts: layer.starts,
+            ignored: Vec::new(),
+        });
+    }
+    let (effective, ignored) = overrides.overlay(&file.file);
+    let base_version = cohort_config::version_of(&effective);
+    let mut routes = cohort_config::compile_file(layer.over(effective), file.source.clone())?;
+    routes.base_version = base_version;
+    Ok(Layered {
+        routes,
+        starts: layer.starts,
+        ignored,
+    })
 }
 
 /// The state of `experiment`'s rollout in `file`, from `records` (None: `experiment` has
@@ -265,6 +301,90 @@ struct Track {
     next_at: Option<Instant>,
 }
 
+/// What one evaluation starts from.
+struct Look {
+    rollout: Rollout,
+    state: RolloutState,
+    /// (rollout id, attempt, step, status) the evaluation is made on.
+    key: (String, u32, usize, Status),
+    control: String,
+    treatment: String,
+    /// This replica's tallies, `[control, treatment]`.
+    arms: [ArmStats; 2],
+    verdicts: Verdicts,
+    failures: u32,
+    now_ns: i64,
+    /// The experiment in force (for the fleet's report).
+    experiment: cohort_config::Experiment,
+}
+
+/// With shipping: where the fleet's actions and tallies are read, and how stale they may
+/// be for a step.
+pub struct FleetRollouts {
+    pub live: Arc<FleetLive>,
+    /// This replica's `cohort_clickhouse_lag_seconds`: the age of its oldest event not
+    /// shipped yet.
+    pub lag: prometheus::Gauge,
+    /// A step is taken only while `lag` is at most this.
+    pub stale_after: Duration,
+}
+
+/// What the fleet said at one evaluation.
+struct FleetLook {
+    /// The fleet's tallies (None: ClickHouse could not be read).
+    arms: Option<[ArmStats; 2]>,
+    /// The fleet's decision rule says roll back for the treatment.
+    roll_back: bool,
+    /// This replica's own events are in ClickHouse within the bound.
+    fresh: bool,
+}
+
+impl FleetRollouts {
+    async fn look(&self, look: &Look) -> FleetLook {
+        let fresh = self.lag.get() <= self.stale_after.as_secs_f64();
+        let arms = cohort_clickhouse::query::Arms {
+            experiment: &look.experiment.name,
+            control: &look.control,
+            treatment: &look.treatment,
+        };
+        let g = &look.rollout.config.guardrails;
+        let read = self
+            .live
+            .fleet()
+            .guardrail_arms(
+                &arms,
+                look.state.attempt_started_ns(),
+                look.state.step_started_ns(),
+                look.now_ns,
+                g.latency_window_s,
+            )
+            .await;
+        let arms = match read {
+            Ok(a) => Some(a),
+            Err(e) => {
+                warn!(experiment = %arms.experiment, error = %e, "cannot read the fleet's guardrail tallies: no step until it can; this replica's own may still roll back");
+                None
+            }
+        };
+        let roll_back = if g.primary_metric {
+            match self.live.report(&look.experiment).await {
+                Ok(c) => c.report.decision.roll_back.contains(&look.treatment),
+                Err(e) => {
+                    warn!(experiment = %look.experiment.name, error = %e, "cannot compute the fleet's report for the primary-metric guardrail");
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        FleetLook {
+            arms,
+            roll_back,
+            fresh,
+        }
+    }
+}
+
 /// The rollouts of one process: evaluates each every `evaluate_every_s` and acts.
 pub struct Rollouts {
     reloader: Arc<Reloader>,
@@ -272,6 +392,8 @@ pub struct Rollouts {
     guardrails: Arc<Guardrails>,
     /// The live counts, for the primary metric's verdict (None: no event log).
     counts: Option<Arc<LiveCounts>>,
+    /// With shipping: the fleet's actions and tallies.
+    fleet: Option<FleetRollouts>,
     metrics: RolloutMetrics,
     tracks: Mutex<HashMap<String, Track>>,
     /// Experiments whose rollout series are on /metrics.
@@ -287,6 +409,7 @@ impl Rollouts {
         proxy: Arc<Proxy>,
         guardrails: Arc<Guardrails>,
         counts: Option<Arc<LiveCounts>>,
+        fleet: Option<FleetRollouts>,
         metrics: RolloutMetrics,
     ) -> Self {
         Self {
@@ -294,6 +417,7 @@ impl Rollouts {
             proxy,
             guardrails,
             counts,
+            fleet,
             metrics,
             tracks: Mutex::new(HashMap::new()),
             shown: Mutex::new(std::collections::BTreeSet::new()),
@@ -379,27 +503,61 @@ impl Rollouts {
                     .collect()
             };
             for name in due {
-                let me = self.clone();
-                let _ = tokio::task::spawn_blocking(move || me.evaluate_one(&name)).await;
+                self.clone().evaluate(name).await;
             }
         }
     }
 
-    /// One evaluation of `experiment`'s rollout, and its action.
-    fn evaluate_one(&self, experiment: &str) {
+    /// One evaluation of `experiment`'s rollout, and its action. With a fleet: first the
+    /// fleet's recorded actions are adopted, then the fleet's tallies are read.
+    async fn evaluate(self: Arc<Self>, experiment: String) {
+        if let Some(f) = &self.fleet {
+            match f.live.fleet().rollout_events(&experiment).await {
+                Ok(events) => {
+                    let (me, exp) = (self.clone(), experiment.clone());
+                    let _ = tokio::task::spawn_blocking(move || me.adopt(&exp, events)).await;
+                }
+                Err(e) => {
+                    warn!(experiment = %experiment, error = %e, "cannot read the fleet's rollout actions; this replica acts on what it has")
+                }
+            }
+        }
+        let (me, exp) = (self.clone(), experiment.clone());
+        let Ok(Some(look)) = tokio::task::spawn_blocking(move || me.look(&exp)).await else {
+            return;
+        };
+        let fleet = match &self.fleet {
+            Some(f) => Some(f.look(&look).await),
+            None => None,
+        };
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || me.decide(&experiment, look, fleet)).await;
+    }
+
+    /// Takes the fleet's recorded actions of `experiment` into this replica's state.
+    fn adopt(&self, experiment: &str, events: Vec<RolloutEvent>) {
+        match self.reloader.merge_rollouts(experiment, events) {
+            Ok(true) => self.sync(),
+            Ok(false) => {}
+            Err(e) => {
+                error!(experiment = %experiment, error = %e, "cannot take the fleet's rollout actions")
+            }
+        }
+    }
+
+    /// What this replica knows of `experiment`'s rollout now (None: nothing to evaluate).
+    fn look(&self, experiment: &str) -> Option<Look> {
         let (file, records) = self.reloader.rollouts();
         // A reload may have started, changed or removed a rollout since the last look.
         watch_all(&self.guardrails, &file, &records);
-        let Some(rollout) = file.experiment(experiment).and_then(|e| e.rollout.clone()) else {
-            return;
-        };
+        let rollout = file.experiment(experiment)?.rollout.clone()?;
         let every = Duration::from_secs_f64(rollout.config.evaluate_every_s);
         let Some(state) = state_of(&file, experiment, &records) else {
             self.tracks()
                 .entry(experiment.to_owned())
                 .or_default()
                 .next_at = Some(Instant::now() + every);
-            return;
+            return None;
         };
         self.metrics.publish_state(experiment, &state);
         let key = (
@@ -425,31 +583,98 @@ impl Rollouts {
             t.latency_failures
         };
         let now_ns = cohort_events::clock::parse_nanos(&cohort_events::clock::now()).unwrap_or(0);
-        let Some(arms) = self.guardrails.snapshot(experiment, now_ns) else {
-            return;
+        let arms = self.guardrails.snapshot(experiment, now_ns)?;
+        let e = file.experiment(experiment)?;
+        let (control, treatment) = (
+            e.variants[e.control].name.clone(),
+            e.variants[rollout.treatment].name.clone(),
+        );
+        // With a fleet the primary verdict is the fleet's: one replica's units would be a
+        // test of its own, and several replicas' tests would multiply false rollbacks.
+        let verdicts = if self.fleet.is_some() {
+            Verdicts::default()
+        } else {
+            self.verdicts(experiment, Some(&treatment), &rollout.config)
         };
-        let treatment = file
-            .experiment(experiment)
-            .map(|e| e.variants[rollout.treatment].name.clone());
-        let verdicts = self.verdicts(experiment, treatment.as_deref(), &rollout.config);
-        let ev = evaluate(&rollout.config, &state, &arms, verdicts, failures, now_ns);
-        self.metrics.publish_evaluation(experiment, &ev);
+        Some(Look {
+            rollout,
+            state,
+            key,
+            control,
+            treatment,
+            arms,
+            verdicts,
+            failures,
+            now_ns,
+            experiment: e.clone(),
+        })
+    }
+
+    /// Evaluates and acts. Without a fleet: on this replica's tallies. With one: on the
+    /// fleet's tallies; a rollback on any reading of them, a step only when they are fresh
+    /// (this replica's shipping lag within the bound); when ClickHouse cannot be read, this
+    /// replica's own tallies may still roll back, never advance.
+    fn decide(&self, experiment: &str, look: Look, fleet: Option<FleetLook>) {
+        let cfg = &look.rollout.config;
+        let local = evaluate(
+            cfg,
+            &look.state,
+            &look.arms,
+            look.verdicts,
+            look.failures,
+            look.now_ns,
+        );
+        let (shown, arms, action) = match fleet {
+            None => (local.clone(), look.arms.clone(), local.action.clone()),
+            Some(FleetLook {
+                arms: Some(arms),
+                roll_back,
+                fresh,
+            }) => {
+                let verdicts = Verdicts {
+                    roll_back,
+                    win_last_step: None,
+                };
+                let ev = evaluate(
+                    cfg,
+                    &look.state,
+                    &arms,
+                    verdicts,
+                    look.failures,
+                    look.now_ns,
+                );
+                let action = match &ev.action {
+                    Some((Kind::Rollback, _)) => ev.action.clone(),
+                    Some(_) if fresh => ev.action.clone(),
+                    _ => None,
+                };
+                (ev, arms, action)
+            }
+            Some(FleetLook { arms: None, .. }) => {
+                let action = local
+                    .action
+                    .clone()
+                    .filter(|(kind, _)| *kind == Kind::Rollback);
+                (local.clone(), look.arms.clone(), action)
+            }
+        };
+        self.metrics.publish_evaluation(experiment, &shown);
         {
             let mut tracks = self.tracks();
             let t = tracks.entry(experiment.to_owned()).or_default();
-            t.latency_failures = ev.latency_failures;
-            t.last = Some(ev.clone());
+            t.latency_failures = shown.latency_failures;
+            t.last = Some(shown.clone());
             t.arms = Some(arms);
             t.evaluated_at = Some(cohort_events::clock::now());
         }
-        let Some((kind, reason)) = ev.action.clone() else {
+        let Some((kind, reason)) = action else {
             return;
         };
         let action = RolloutAction::Decided {
-            on: key,
+            on: look.key,
             kind,
             reason,
-            guardrails: ev.records(),
+            guardrails: shown.records(),
         };
         match self.reloader.rollout_action(experiment, action, "cohort") {
             Ok(RolloutOutcome {

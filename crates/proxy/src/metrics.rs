@@ -171,8 +171,11 @@ impl Metrics {
             )
             .expect("valid metric"),
             config_info: IntGaugeVec::new(
-                Opts::new("cohort_config_info", "The active config version (value 1)."),
-                &["version"],
+                Opts::new(
+                    "cohort_config_info",
+                    "The active config version (value 1); base_version leaves out rollout steps.",
+                ),
+                &["version", "base_version"],
             )
             .expect("valid metric"),
             config_pending: IntGaugeVec::new(

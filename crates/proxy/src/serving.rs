@@ -106,7 +106,7 @@ impl Serving {
         metrics.config_info.reset();
         metrics
             .config_info
-            .with_label_values(&[&routes.version])
+            .with_label_values(&[&routes.version, &routes.base_version])
             .set(1);
         let served_before = by_route.iter().map(|v| served(v)).collect();
         Ok(Serving {

@@ -3,7 +3,8 @@
 //!
 //! Rules, in order:
 //! 1. only the actions of this rollout id count, and copies of one action (same rollout
-//!    id, attempt, step and kind) are one, the earliest;
+//!    id, attempt, step and kind; for pauses and resumes, the same line) are one, the
+//!    earliest;
 //! 2. the latest attempt is the one in force (a resume after a rollback starts a new one);
 //! 3. within it, a rollback outranks everything (a rollback and an advance decided at once
 //!    on two replicas end rolled back), then a promotion, then `done`;
@@ -123,6 +124,9 @@ pub fn fold<'a>(
             rank(b.kind),
         ))
     });
+    // Exact copies (a pause read from two places) are one, and so are copies of a keyed
+    // action recorded apart by several replicas.
+    mine.dedup_by(|a, b| a == b);
     let mut seen = std::collections::HashSet::new();
     mine.retain(|e| e.key().is_none_or(|k| seen.insert(k)));
     let attempt = mine.iter().map(|e| e.attempt).max()?;

@@ -7,6 +7,7 @@ use crate::common;
 mod failures;
 mod live;
 mod report;
+mod rollout;
 mod spool;
 
 use std::process::Command;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cohort_clickhouse::rowbinary::{encode_event, encode_versions};
-use cohort_clickhouse::schema::{EVENT_COLUMNS, VERSION_COLUMNS};
+use cohort_clickhouse::schema::{EVENT_COLUMNS, ROLLOUT_COLUMNS, VERSION_COLUMNS};
 use cohort_clickhouse::{Client, Tables};
 
 fn server() -> String {
@@ -101,6 +102,7 @@ async fn init_creates_the_tables_once_and_changes_nothing_after() {
         describe("events_config_versions").await,
         want(&VERSION_COLUMNS)
     );
+    assert_eq!(describe("events_rollouts").await, want(&ROLLOUT_COLUMNS));
     // The server says why it refuses, through the client's error.
     let bad = Command::new(env!("CARGO_BIN_EXE_cohort"))
         .args(["clickhouse", "init", "--url", "http://127.0.0.1:1"])

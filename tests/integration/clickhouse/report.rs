@@ -42,6 +42,22 @@ pub(super) fn fleet_logs(root: &Path) -> Vec<PathBuf> {
         )
         .unwrap();
     }
+    // ranker is rolled out and rolled back on day 4: the start recorded by two replicas,
+    // the rollback by one, so the report's timeline and its frozen comparison come from
+    // every replica's actions.
+    let action = |hours: i64, step: usize, kind: &str, share: f64| {
+        format!(
+            "{{\"type\":\"rollout\",\"ts\":\"{}\",\"experiment\":\"ranker\",\"rollout_id\":\"r1\",\"attempt\":0,\"step\":{step},\"kind\":\"{kind}\",\"share\":{share},\"reason\":\"{kind}\",\"by\":\"cohort\"}}\n",
+            from_nanos(START - HOUR + hours * HOUR)
+        )
+    };
+    let start = action(0, 0, "start", 0.5);
+    std::fs::write(dirs[0].join("rollouts.jsonl"), &start).unwrap();
+    std::fs::write(
+        dirs[2].join("rollouts.jsonl"),
+        start.clone() + &action(97, 0, "rollback", 0.0),
+    )
+    .unwrap();
     let replica = |what: String| (draw(&what) * 3.0) as usize;
     let mut request = 0u64;
     let mut exposure = |logs: &mut Vec<String>, r: usize, ts: i64, fields: String| {
@@ -286,13 +302,13 @@ async fn growthbook_view_has_the_units(url: &str) {
 
 /// tests/integration/clickhouse/chdb_http.py, killed when the test ends (and ending by
 /// itself when its standard input closes, should the test process die first).
-struct Chdb {
+pub(super) struct Chdb {
     child: std::process::Child,
-    url: String,
+    pub(super) url: String,
 }
 
 impl Chdb {
-    fn start(data: &Path) -> Chdb {
+    pub(super) fn start(data: &Path) -> Chdb {
         let mut child = std::process::Command::new("python3")
             .arg(
                 Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -414,6 +430,20 @@ async fn fleet_report_equals_directories(url: &str, db: &str) {
                     local["notes"]
                 );
             }
+        }
+        if i == 1 {
+            // ranker's rollback, recorded on one replica: the timeline and the freeze.
+            assert_eq!(
+                local["rollout"]["state"], "rolled_back",
+                "{}",
+                local["rollout"]
+            );
+            assert_eq!(local["rollout"]["timeline"].as_array().unwrap().len(), 2);
+            assert!(
+                local["rollout"]["frozen_at"].is_string(),
+                "{}",
+                local["rollout"]
+            );
         }
     }
 }

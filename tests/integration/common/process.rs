@@ -190,6 +190,21 @@ pub async fn admin_call(
     (status, json)
 }
 
+/// A POST of JSON Lines to an admin endpoint (e.g. conversions): (status, JSON body).
+pub async fn admin_post(addr: SocketAddr, path: &str, body: &str) -> (StatusCode, Value) {
+    let req = Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/x-ndjson")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let resp = super::net::client().request(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
 /// `cohort serve` on the event log of [`super::ramped_log`] (replayed at start, so the
 /// live report has 10 days and a ramp to show): (scratch dir, process, admin address).
 pub async fn serve_ramped_log() -> (tempfile::TempDir, CohortProcess, SocketAddr) {
