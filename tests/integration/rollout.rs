@@ -561,3 +561,78 @@ async fn a_treatment_worse_on_conversions_is_rolled_back_by_the_primary_metric()
     eprintln!("rolled back on the primary metric after {users} users");
     drop(cohort);
 }
+
+/// With `on_last_step: promote`, the last step holds until the treatment wins on the units
+/// first exposed during it; then it gets every unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_waits_for_a_win_on_the_last_steps_units() {
+    let rf = model(0, Duration::ZERO).await;
+    let lr = model(0, Duration::ZERO).await;
+    let s = setup(
+        rf,
+        lr,
+        "      treatment: lr\n      steps: [0.2, 0.5]\n      step_min_s: 0.3\n      step_min_units: 20\n      \
+         evaluate_every_s: 0.2\n      on_last_step: promote\n      \
+         guardrails: { max_latency_p99_ratio: null, primary_metric: false }\n    \
+         decision: { baseline_rate: 0.3, conversion_delay_s: 0 }\n",
+    );
+    let cohort = CohortProcess::start(&s.config, &[]);
+    let c = client();
+    let mut users = 0;
+    // To the last step, without conversions.
+    loop {
+        round(&c, s.proxy, users..users + 50).await;
+        users += 50;
+        if rollout_view(s.admin).await["step"] == 2 {
+            break;
+        }
+        assert!(users < 5000, "the last step was never reached");
+    }
+    // Several evaluations on the last step without a win: it holds.
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 4 {
+        round(&c, s.proxy, users..users + 30).await;
+        users += 30;
+        let v = rollout_view(s.admin).await;
+        assert_eq!(
+            (v["state"].as_str(), v["step"].as_u64()),
+            (Some("running"), Some(2)),
+            "{v}"
+        );
+        if let Some(at) = v["evaluated_at"].as_str() {
+            seen.insert(at.to_owned());
+        }
+    }
+    // New users of the last step: lr converts 3 in 5, rf 1 in 5.
+    let line = loop {
+        let rows = round(&c, s.proxy, users..users + 100).await;
+        users += 100;
+        let lines: String = rows
+            .iter()
+            .filter(|(u, v)| u % 5 < if v == "lr" { 3 } else { 1 })
+            .map(|(u, _)| format!("{{\"experiment\": \"iris-model\", \"unit\": \"user-{u}\"}}\n"))
+            .collect();
+        let (status, body) = common::process::admin_post(s.admin, "/v1/conversions", &lines).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        if let Some(line) = cohort.wait_log("rollout promote", Duration::from_millis(300)) {
+            break line;
+        }
+        assert!(users < 20_000, "never promoted after {users} users");
+    };
+    assert!(
+        line["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("wins on the units first exposed during the last step"),
+        "{line}"
+    );
+    let v = rollout_view(s.admin).await;
+    assert_eq!(
+        (v["state"].as_str(), v["share"].as_f64()),
+        (Some("promoted"), Some(1.0))
+    );
+    for (_, v) in round(&c, s.proxy, 0..200).await {
+        assert_eq!(v, "lr");
+    }
+    drop(cohort);
+}

@@ -152,6 +152,13 @@ pub fn count(
             cohort_events::clock::from_nanos(f)
         ));
     }
+    let since = rollout.as_ref().and_then(|r| r.judged_since);
+    if let Some(s) = since {
+        notes.push(format!(
+            "judged on the units first exposed since {} (the rollout's last step)",
+            cohort_events::clock::from_nanos(s)
+        ));
+    }
     let rollout = rollout.map(|r| Rollout { frozen_at, ..r });
     let names: Vec<String> = setup.variants.iter().map(|v| v.0.clone()).collect();
     let pop = Population::count(
@@ -160,7 +167,7 @@ pub fn count(
         &names,
         setup.decision.attribution_window_s,
         setup.decision.maturity_s().0,
-        frozen_at,
+        (since, frozen_at),
     );
     if tally.excluded_exposures > 0 {
         notes.push(format!(

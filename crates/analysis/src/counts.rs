@@ -231,6 +231,30 @@ impl LiveCounts {
         r
     }
 
+    /// The decision on `exp`'s units first exposed at or after `since` (ns): what a
+    /// rollout's promotion is judged on. None when the experiment has no rollout record.
+    pub fn decision_since(
+        &self,
+        exp: &cohort_config::Experiment,
+        events_dir: &std::path::Path,
+        since: i64,
+    ) -> Option<Decision> {
+        let mut versions = ConfigVersions::default();
+        let _ = versions.add_dir(events_dir);
+        let mut rollouts = RolloutLog::default();
+        let _ = rollouts.add_dir(events_dir);
+        let mut rollout = rollouts.rollout(&exp.name, Some(exp), &versions)?;
+        rollout.judged_since = Some(since);
+        let setup = Setup::of(exp, std::sync::Arc::new(versions));
+        let counted = {
+            let tally = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+            let empty = ExperimentTally::default();
+            let t = tally.experiments.get(&exp.name).unwrap_or(&empty);
+            count(t, &setup, Some(rollout), Vec::new())
+        };
+        Some(crate::report::build(counted, cohort_events::clock::now()).decision)
+    }
+
     /// How many distinct units are held (for the memory figure).
     pub fn units(&self) -> usize {
         let all = self.inner.lock().unwrap_or_else(|p| p.into_inner());

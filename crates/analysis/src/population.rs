@@ -73,16 +73,18 @@ impl Population {
     /// Counts `phase` of `tally` for the variants `names` (others the log has are appended).
     /// With `until`, exposures and conversions at or after it do not count, exactly as if
     /// the log had been read up to it: a unit's first exposure and the earliest one in
-    /// another variant are each either before the cut-off, and kept, or not seen.
+    /// another variant are each either before the cut-off, and kept, or not seen. With
+    /// `since`, only units first exposed at or after it count, with their conversions.
     pub fn count(
         tally: &ExperimentTally,
         phase: &PhaseTally,
         names: &[String],
         window_s: Option<f64>,
         maturity_s: f64,
-        until: Option<i64>,
+        (since, until): (Option<i64>, Option<i64>),
     ) -> Population {
         let until = until.unwrap_or(NEVER);
+        let since = since.unwrap_or(i64::MIN);
         let mut names = names.to_vec();
         let map: Vec<u16> = tally
             .variants
@@ -124,6 +126,10 @@ impl Population {
                 pop.unattributed += 1;
                 continue;
             };
+            if u.first < since {
+                // A unit of the steps before: left out with its conversions.
+                continue;
+            }
             if c.ts < u.first {
                 pop.before_exposure += 1;
                 continue;
@@ -139,7 +145,11 @@ impl Population {
         pop.milestones.reserve(phase.units.len() + conv.len());
         let mut nonzero: Vec<Vec<f64>> = vec![Vec::new(); k];
         let mut zeros = vec![0u64; k];
-        for (unit, s) in phase.units.iter().filter(|(_, s)| s.first < until) {
+        for (unit, s) in phase
+            .units
+            .iter()
+            .filter(|(_, s)| s.first < until && s.first >= since)
+        {
             let other = if s.other < until { s.other } else { NEVER };
             let v = map[s.variant as usize];
             let (conv_ts, value) = conv.get(unit).copied().unwrap_or((NEVER, 0.0));

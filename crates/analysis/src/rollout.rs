@@ -53,6 +53,10 @@ pub struct Rollout {
     /// The comparison counts only events before this (ns since the epoch): the rollback's
     /// `ts` when the rollout is rolled back. None: not frozen.
     pub frozen_at: Option<i64>,
+    /// The comparison counts only units first exposed at or after this (ns): the verdict
+    /// a promotion is judged on, the last step's own units, since pooling units of several
+    /// steps would confound the comparison with time. None: every unit.
+    pub judged_since: Option<i64>,
 }
 
 impl RolloutLog {
@@ -115,6 +119,7 @@ impl RolloutLog {
             state,
             treatment,
             frozen_at,
+            judged_since: None,
         })
     }
 }

@@ -118,7 +118,24 @@ impl FleetLive {
         }
     }
 
+    /// The decision on `exp`'s units first exposed at or after `since` (ns), computed
+    /// now (not cached): what a rollout's promotion is judged on. None: no rollout record.
+    pub async fn decision_since(
+        &self,
+        exp: &Experiment,
+        since: i64,
+    ) -> Result<Option<cohort_stats::decision::Decision>, Error> {
+        let r = self.compute_judged(exp, Some(since)).await?;
+        Ok(r.rollout.is_some().then_some(r.decision))
+    }
+
     async fn compute(&self, exp: &Experiment) -> Result<Report, Error> {
+        self.compute_judged(exp, None).await
+    }
+
+    /// The report of `exp`; with `since` and a rollout record, judged on the units first
+    /// exposed since then.
+    async fn compute_judged(&self, exp: &Experiment, since: Option<i64>) -> Result<Report, Error> {
         let mut notes = vec!["the whole fleet's events, as shipped to ClickHouse".to_owned()];
         let read = async {
             let versions = self.fleet.versions().await?;
@@ -154,7 +171,13 @@ impl FleetLive {
             Err(e) if no_tables_yet(&e) => {}
             Err(e) => return Err(e),
         }
-        let rollout = rollouts.rollout(&exp.name, Some(exp), &versions);
+        let rollout =
+            rollouts
+                .rollout(&exp.name, Some(exp), &versions)
+                .map(|r| cohort_analysis::Rollout {
+                    judged_since: since,
+                    ..r
+                });
         let empty = ExperimentTally::default();
         let setup = Setup::of(exp, versions);
         Ok(analyze_with(

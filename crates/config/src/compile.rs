@@ -743,12 +743,6 @@ fn check_rollout(
         &gp("failures_before_rollback"),
         u64::from(g.failures_before_rollback),
     );
-    if r.on_last_step == super::schema::OnLastStep::Promote {
-        c.error(
-            &p("on_last_step"),
-            "`promote` is not available in this release (the verdict on the last step's own units is not computed yet): use `hold`, then promote through the file once the report says the treatment wins",
-        );
-    }
     for (k, w) in r.webhooks.iter().enumerate() {
         let wp = format!("{}[{k}]", p("webhooks"));
         match w.url.parse::<Uri>() {

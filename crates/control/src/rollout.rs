@@ -301,6 +301,20 @@ struct Track {
     next_at: Option<Instant>,
 }
 
+/// Whether `state` is where a promotion waits on a win: running on the last step of a
+/// rollout with `on_last_step: promote`.
+fn promote_due(cfg: &RolloutConfig, state: &RolloutState) -> bool {
+    cfg.on_last_step == cohort_config::schema::OnLastStep::Promote
+        && state.status == Status::Running
+        && state.step + 1 == cfg.steps.len()
+}
+
+/// Whether `decision` names `treatment` the winner.
+fn wins(decision: &cohort_stats::decision::Decision, treatment: &str) -> bool {
+    decision.status == cohort_stats::decision::Status::Winner
+        && decision.variant.as_deref() == Some(treatment)
+}
+
 /// What one evaluation starts from.
 struct Look {
     rollout: Rollout,
@@ -335,6 +349,9 @@ struct FleetLook {
     arms: Option<[ArmStats; 2]>,
     /// The fleet's decision rule says roll back for the treatment.
     roll_back: bool,
+    /// On the last step of a rollout that promotes: the treatment wins on that step's
+    /// units, in the fleet's report.
+    win_last_step: Option<bool>,
     /// This replica's own events are in ClickHouse within the bound.
     fresh: bool,
 }
@@ -377,9 +394,25 @@ impl FleetRollouts {
         } else {
             false
         };
+        let win_last_step = if promote_due(&look.rollout.config, &look.state) {
+            match self
+                .live
+                .decision_since(&look.experiment, look.state.step_started_ns())
+                .await
+            {
+                Ok(d) => Some(d.is_some_and(|d| wins(&d, &look.treatment))),
+                Err(e) => {
+                    warn!(experiment = %look.experiment.name, error = %e, "cannot compute the fleet's verdict on the last step's units");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         FleetLook {
             arms,
             roll_back,
+            win_last_step,
             fresh,
         }
     }
@@ -594,7 +627,7 @@ impl Rollouts {
         let verdicts = if self.fleet.is_some() {
             Verdicts::default()
         } else {
-            self.verdicts(experiment, Some(&treatment), &rollout.config)
+            self.verdicts(experiment, &treatment, &rollout.config, &state)
         };
         Some(Look {
             rollout,
@@ -629,11 +662,12 @@ impl Rollouts {
             Some(FleetLook {
                 arms: Some(arms),
                 roll_back,
+                win_last_step,
                 fresh,
             }) => {
                 let verdicts = Verdicts {
                     roll_back,
-                    win_last_step: None,
+                    win_last_step,
                 };
                 let ev = evaluate(
                     cfg,
@@ -692,22 +726,39 @@ impl Rollouts {
         }
     }
 
-    /// The decision rule's verdicts for `treatment`, from this process' live report.
-    fn verdicts(&self, experiment: &str, treatment: Option<&str>, cfg: &RolloutConfig) -> Verdicts {
-        let (Some(counts), Some(treatment)) = (&self.counts, treatment) else {
+    /// The decision rule's verdicts for `treatment`, from this process' live report: roll
+    /// back (with the primary-metric guardrail), and on the last step of a rollout that
+    /// promotes, win on the units first exposed during that step.
+    fn verdicts(
+        &self,
+        experiment: &str,
+        treatment: &str,
+        cfg: &RolloutConfig,
+        state: &RolloutState,
+    ) -> Verdicts {
+        let Some(counts) = &self.counts else {
             return Verdicts::default();
         };
-        if !cfg.guardrails.primary_metric {
-            return Verdicts::default();
-        }
         let serving = self.proxy.routes();
         let Some(exp) = serving.routes.experiment(experiment) else {
             return Verdicts::default();
         };
-        let report = counts.report(exp, &serving.routes.file.events.dir);
+        let dir = &serving.routes.file.events.dir;
+        let roll_back = cfg.guardrails.primary_metric
+            && counts
+                .report(exp, dir)
+                .decision
+                .roll_back
+                .iter()
+                .any(|v| v == treatment);
+        let win_last_step = promote_due(cfg, state).then(|| {
+            counts
+                .decision_since(exp, dir, state.step_started_ns())
+                .is_some_and(|d| wins(&d, treatment))
+        });
         Verdicts {
-            roll_back: report.decision.roll_back.iter().any(|v| v == treatment),
-            win_last_step: None,
+            roll_back,
+            win_last_step,
         }
     }
 
