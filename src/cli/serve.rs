@@ -292,13 +292,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             eprintln!("cohort serve: {e}");
             return exit::INVALID;
         }
-        let webhooks = match cohort_control::webhooks::Webhooks::start(webhook_outcomes) {
-            Ok(w) => w,
-            Err(e) => {
-                eprintln!("cohort serve: webhooks: {e}");
-                return exit::INVALID;
-            }
-        };
+        let webhooks = cohort_control::webhooks::Webhooks::start(webhook_outcomes);
         let told = rollouts.listener(Some(webhooks));
         // The starts recorded before the reloader existed are told like every later action.
         for s in &starts {

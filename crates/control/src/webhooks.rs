@@ -84,18 +84,31 @@ pub struct Notice<'a> {
 }
 
 impl Webhooks {
-    /// Starts the sender on the current runtime; its outcomes count in `outcomes`.
-    pub fn start(outcomes: IntCounterVec) -> Result<Self, String> {
-        let client = client()?;
+    /// Starts the sender on the current runtime; its outcomes count in `outcomes`. The
+    /// HTTP client (and the system's CA roots it loads) is made at the first delivery, so
+    /// that a process without webhooks holds none of it.
+    pub fn start(outcomes: IntCounterVec) -> Self {
         let (tx, mut rx) = mpsc::channel::<Delivery>(QUEUE);
         let counted = outcomes.clone();
         tokio::spawn(async move {
+            let mut client: Option<HttpsClient> = None;
             while let Some(d) = rx.recv().await {
+                if client.is_none() {
+                    match self::client() {
+                        Ok(c) => client = Some(c),
+                        Err(e) => {
+                            counted.with_label_values(&["failed"]).inc();
+                            error!(url = %d.url, error = %e, "rollout webhook not sent");
+                            continue;
+                        }
+                    }
+                }
+                let Some(c) = &client else { continue };
                 // Each delivery on its own: a slow receiver holds up no other.
-                tokio::spawn(deliver(client.clone(), d, counted.clone()));
+                tokio::spawn(deliver(c.clone(), d, counted.clone()));
             }
         });
-        Ok(Self { tx, outcomes })
+        Self { tx, outcomes }
     }
 
     /// The family that counts outcomes: `cohort_rollout_webhooks_total{result}`.
