@@ -215,6 +215,11 @@ async fn a_failing_treatment_is_rolled_back_and_stays_rolled_back() {
     assert!(metrics.contains(
         "cohort_rollout_guardrail_bound{experiment=\"iris-model\",guardrail=\"error_rate\"} 0.005"
     ));
+    let info = format!(
+        "cohort_rollout_info{{experiment=\"iris-model\",rollout_id=\"{}\"}} 1",
+        v["rollout_id"].as_str().unwrap()
+    );
+    assert!(metrics.contains(&info), "{metrics}");
 
     // A restart restores the rollback before serving.
     drop(cohort);

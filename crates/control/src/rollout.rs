@@ -188,6 +188,8 @@ pub fn watch_all(
 /// The rollout families on /metrics.
 #[derive(Clone)]
 pub struct RolloutMetrics {
+    /// `cohort_rollout_info{experiment,rollout_id}`: 1 for the rollout in force.
+    pub info: IntGaugeVec,
     pub step: IntGaugeVec,
     pub state: IntGaugeVec,
     pub guardrail: GaugeVec,
@@ -210,6 +212,11 @@ impl RolloutMetrics {
             IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
         };
         RolloutMetrics {
+            info: int_gauge(
+                "cohort_rollout_info",
+                "1 for the rollout in force of each experiment, named by its rollout id (the id in rollouts.jsonl, the report and webhooks).",
+                &["experiment", "rollout_id"],
+            ),
             step: int_gauge(
                 "cohort_rollout_step",
                 "The rollout's step in force, from 1 (the step a rollback left, while rolled back).",
@@ -244,6 +251,7 @@ impl RolloutMetrics {
     /// Everything to register on /metrics.
     pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
         vec![
+            Box::new(self.info.clone()),
             Box::new(self.step.clone()),
             Box::new(self.state.clone()),
             Box::new(self.guardrail.clone()),
@@ -252,8 +260,29 @@ impl RolloutMetrics {
         ]
     }
 
+    /// Removes `experiment`'s info series, whatever rollout it named.
+    fn forget_info(&self, experiment: &str) {
+        use prometheus::core::Collector;
+        for family in self.info.collect() {
+            for m in family.get_metric() {
+                let value = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_owned())
+                };
+                if let (Some(e), Some(id)) = (value("experiment"), value("rollout_id")) {
+                    if e == experiment {
+                        let _ = self.info.remove_label_values(&[&e, &id]);
+                    }
+                }
+            }
+        }
+    }
+
     /// Removes every series of `experiment` but its action counts.
     fn forget(&self, experiment: &str) {
+        self.forget_info(experiment);
         let _ = self.step.remove_label_values(&[experiment]);
         for st in Status::ALL {
             let _ = self.state.remove_label_values(&[experiment, st.label()]);
@@ -265,6 +294,11 @@ impl RolloutMetrics {
     }
 
     fn publish_state(&self, experiment: &str, s: &RolloutState) {
+        // One series per experiment: the rollout in force names it.
+        self.forget_info(experiment);
+        self.info
+            .with_label_values(&[experiment, &s.rollout_id])
+            .set(1);
         self.step
             .with_label_values(&[experiment])
             .set(i64::try_from(s.step + 1).unwrap_or(i64::MAX));
