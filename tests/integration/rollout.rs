@@ -65,10 +65,15 @@ struct Setup {
 
 /// A config with rf (control) and lr under `rollout` (YAML, indented for the block).
 fn setup(rf: SocketAddr, lr: SocketAddr, rollout: &str) -> Setup {
+    setup_with(rf, lr, rollout, "")
+}
+
+/// [`setup`] with more keys of `admin` (`, key: value…`).
+fn setup_with(rf: SocketAddr, lr: SocketAddr, rollout: &str, admin_keys: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nshutdown: {{ grace_ms: 20 }}\n\
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin}{admin_keys} }}\nshutdown: {{ grace_ms: 20 }}\n\
          events: {{ segment_max_age_s: 0.2 }}\n\
          routes:\n  - {{ name: iris, match: {{ path_prefix: / }}, experiment: iris-model }}\n\
          experiments:\n  - name: iris-model\n    salt: rollout-test\n    control: rf\n    variants:\n      \
@@ -639,5 +644,49 @@ async fn promote_waits_for_a_win_on_the_last_steps_units() {
     for (_, v) in round(&c, s.proxy, 0..200).await {
         assert_eq!(v, "lr");
     }
+    drop(cohort);
+}
+
+/// With tokens, the rollout's state and its calls need the `control` scope; a token of
+/// another scope is refused, as is no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollout_api_needs_the_control_scope() {
+    let rf = model(0, Duration::ZERO).await;
+    let lr = model(0, Duration::ZERO).await;
+    let s = setup_with(
+        rf,
+        lr,
+        "      treatment: lr\n      steps: [0.5]\n",
+        ", tokens: [{ name: ops, env: OPS_TOKEN, scopes: [control] }, { name: biz, env: BIZ_TOKEN, scopes: [conversions] }]",
+    );
+    let cohort = CohortProcess::start(
+        &s.config,
+        &[("OPS_TOKEN", "ops-secret"), ("BIZ_TOKEN", "biz-secret")],
+    );
+    let path = "/v1/experiments/iris-model/rollout";
+    let (status, _) = admin_call(s.admin, "GET", path, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = admin_call(s.admin, "GET", path, Some("biz-secret")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = admin_call(s.admin, "GET", path, Some("ops-secret")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "running");
+    let (status, _) = admin_call(
+        s.admin,
+        "POST",
+        &format!("{path}/pause"),
+        Some("biz-secret"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = admin_call(
+        s.admin,
+        "POST",
+        &format!("{path}/pause"),
+        Some("ops-secret"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"]["status"], "paused");
     drop(cohort);
 }

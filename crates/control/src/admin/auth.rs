@@ -124,6 +124,24 @@ impl AdminAuth {
         self.token(headers).map(|_| ())
     }
 
+    /// A read that needs `scope` when tokens are configured (a rollout's state is for
+    /// whoever may act on it); without tokens, like any read.
+    pub fn check_read_scope(&self, headers: &HeaderMap, scope: Scope) -> Result<(), Denied> {
+        if self.tokens.is_empty() {
+            return Ok(());
+        }
+        let token = self.token(headers)?;
+        if token.scopes.contains(&scope) {
+            Ok(())
+        } else {
+            Err(Denied::Forbidden(format!(
+                "token {} lacks the scope {} needed here",
+                token.name,
+                cohort_config::schema::yaml_name(&scope)
+            )))
+        }
+    }
+
     /// The configured token a request presents.
     fn token(&self, headers: &HeaderMap) -> Result<&Token, Denied> {
         let presented = headers

@@ -293,6 +293,9 @@ impl Admin {
                         json!({"error": "/v1/experiments/{name}/rollout answers GET only; POST to …/rollout/pause, /abort or /resume"}),
                     );
                 }
+                if let Err(denied) = self.auth.check_read_scope(req.headers(), Scope::Control) {
+                    return denied_response(denied);
+                }
                 return match rollouts.view(name) {
                     Ok(v) => json_response(
                         StatusCode::OK,
