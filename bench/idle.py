@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Opens N keep-alive connections to HOST:PORT, proves a sample of them alive with a
 request each, then holds them all open until stdin closes (bench/run.sh reads the proxy's
-RSS meanwhile). Prints one line: "open N alive K". Bounded: gives up after 60 s of setup.
+RSS meanwhile). Prints one line: "open N alive K of S". Bounded: gives up after 60 s of
+setup. SAMPLE (default 100) is how many of them send a request: N makes every connection
+carry one before it idles (bench/conn_memory.sh).
 
-  python3 bench/idle.py 127.0.0.1 18120 10000 < fifo
+  python3 bench/idle.py 127.0.0.1 18120 10000 [SAMPLE] < fifo
 """
 import asyncio
 import sys
@@ -46,4 +48,5 @@ async def main(host, port, n, sample):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), 100))
+    sample = int(sys.argv[4]) if len(sys.argv) > 4 else 100
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sample))

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Memory per idle keep-alive connection that has carried a request: cohort (event log on,
+# one worker) against the floor (bench/floor.rs), on loopback. For each: RSS at rest, then
+# with N connections open, each of which has sent one request and read its answer, held
+# idle; per connection = (with − at rest) / N, for the whole RSS and for its anonymous part
+# (the heap and stacks, without the binary's pages). Bounded: one hold of at most 120 s each.
+#
+#   bench/conn_memory.sh             # N=10000
+#   N=2000 bench/conn_memory.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+N=${N:-10000}
+. bench/common.sh
+need_nginx_and_wrk
+cargo build --release --quiet --bin cohort --example floor
+make_work
+start_backends
+
+FLOOR=18240; COH=18220; ADM=18221
+"$ROOT/target/release/examples/floor" 127.0.0.1:$FLOOR "http://127.0.0.1:$B1" "http://127.0.0.1:$B2" 1 &
+pids+=($!); FLOOR_PID=$!
+cohort_config "$work/on.yaml" $COH $ADM "events: { dir: $work/events, fsync: interval }"
+(cd "$work" && RUST_LOG=warn exec "$ROOT/target/release/cohort" serve --config "$work/on.yaml" --workers 1) &
+pids+=($!); COH_PID=$!
+wait_http $ADM /readyz; wait_http $FLOOR /
+
+status_kib() { # pid field
+  awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"
+}
+
+echo "idle keep-alive connections that each carried one request: N=$N"
+printf '%-8s %12s %12s %12s %12s %s\n' proxy "rest KiB" "with KiB" "B/conn" "anon B/conn" alive
+for t in floor cohort; do
+  pid=$FLOOR_PID; port=$FLOOR
+  [ $t = cohort ] && pid=$COH_PID && port=$COH
+  rest=$(status_kib "$pid" VmRSS); rest_anon=$(status_kib "$pid" RssAnon)
+  mkfifo "$work/hold"
+  python3 "$ROOT/bench/idle.py" 127.0.0.1 "$port" "$N" "$N" < "$work/hold" > "$work/idle.out" &
+  idle_pid=$!
+  exec 9>"$work/hold"
+  for _ in $(seq 1200); do [ -s "$work/idle.out" ] && break; sleep 0.1; done
+  with=$(status_kib "$pid" VmRSS); with_anon=$(status_kib "$pid" RssAnon)
+  printf '%-8s %12s %12s %12s %12s %s\n' "$t" "$rest" "$with" \
+    $(( (with - rest) * 1024 / N )) $(( (with_anon - rest_anon) * 1024 / N )) "$(cat "$work/idle.out")"
+  exec 9>&-
+  wait "$idle_pid" 2>/dev/null || true
+  rm -f "$work/hold"
+done
