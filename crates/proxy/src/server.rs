@@ -241,7 +241,10 @@ where
             let activity = activity.clone();
             service_fn(move |req| {
                 activity.start();
-                let response = handler(req, peer);
+                // Boxed: hyper keeps a slot for the service's future inside each
+                // connection's task, so an unboxed request future (several KiB: every
+                // phase's state) would be held by every idle keep-alive connection too.
+                let response = Box::pin(handler(req, peer));
                 let activity = activity.clone();
                 async move {
                     let resp = response.await;
