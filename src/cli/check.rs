@@ -395,14 +395,10 @@ fn schedule(r: &Routes, e: &config::Experiment, ro: &config::Rollout) -> Vec<Sch
     let mut out = Vec::new();
     for (k, &step) in ro.config.steps.iter().enumerate() {
         let mut file = r.file.clone();
-        let weights = config::rollout_weights(cfg, &ro.config.treatment, step);
-        if let Some(x) = file.experiments.iter_mut().find(|x| x.name == e.name) {
-            for v in &mut x.variants {
-                if let Some(w) = weights.get(&v.name) {
-                    v.weight = *w;
-                }
-            }
-        }
+        file.set_weights(
+            &e.name,
+            &config::rollout_weights(cfg, &ro.config.treatment, step),
+        );
         let Ok(compiled) = config::compile_file(file, r.source.clone()) else {
             continue;
         };

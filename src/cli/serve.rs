@@ -272,11 +272,11 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         // With shipping, a step is taken only while this replica's events reach ClickHouse
         // within this bound, so that no replica advances on a fleet that lacks its data.
         let fleet_rollouts = match (&fleet, &shipping, &events_cfg.clickhouse) {
-            (Some(live), Some(s), Some(ch)) => Some(cohort_control::rollout::FleetRollouts {
-                live: live.clone(),
-                lag: s.lag.clone(),
-                stale_after: (3 * Duration::from_millis(ch.flush_interval_ms)).max(FLEET_STALE_MIN),
-            }),
+            (Some(live), Some(s), Some(ch)) => Some(cohort_control::rollout::FleetRollouts::new(
+                live.clone(),
+                s.lag.clone(),
+                (3 * Duration::from_millis(ch.flush_interval_ms)).max(FLEET_STALE_MIN),
+            )),
             _ => None,
         };
         let rollouts = Arc::new(cohort_control::rollout::Rollouts::new(

@@ -378,8 +378,8 @@ async fn a_slow_treatment_is_rolled_back_after_the_failing_evaluations_in_a_row(
     drop(cohort);
 }
 
-/// What a webhook receiver got: (headers, body) per request, in order.
-type Received = Arc<std::sync::Mutex<Vec<(http::HeaderMap, Value)>>>;
+/// What a webhook receiver got: (headers, body, raw body) per request, in order.
+type Received = Arc<std::sync::Mutex<Vec<(http::HeaderMap, Value, Bytes)>>>;
 
 /// A webhook receiver that answers 503 to its first request and 200 after.
 async fn receiver() -> (
@@ -404,7 +404,8 @@ async fn receiver() -> (
                         let bytes = body.collect().await.unwrap().to_bytes();
                         let first = {
                             let mut seen = seen.lock().unwrap();
-                            seen.push((parts.headers, serde_json::from_slice(&bytes).unwrap()));
+                            let json = serde_json::from_slice(&bytes).unwrap();
+                            seen.push((parts.headers, json, bytes));
                             seen.len() == 1
                         };
                         let _ = tx.send(());
@@ -469,9 +470,9 @@ async fn webhooks_are_signed_keyed_and_retried() {
         .unwrap()
         .to_owned();
     // Deliveries are independent: the rollback may arrive before the start's retry.
-    let keyed = |key: String| -> Vec<&(http::HeaderMap, Value)> {
+    let keyed = |key: String| -> Vec<&(http::HeaderMap, Value, Bytes)> {
         got.iter()
-            .filter(|(h, _)| h["x-cohort-idempotency-key"] == key.as_str())
+            .filter(|(h, _, _)| h["x-cohort-idempotency-key"] == key.as_str())
             .collect()
     };
     let starts = keyed(format!("{id}-0-0-start"));
@@ -483,12 +484,12 @@ async fn webhooks_are_signed_keyed_and_retried() {
     assert_eq!(starts[0].1, starts[1].1);
     let rollbacks = keyed(format!("{id}-0-0-rollback"));
     assert_eq!(rollbacks.len(), 1);
-    for (headers, body) in &got {
+    for (headers, body, raw) in &got {
+        // Signed over the bytes as sent, which is how a receiver checks it.
         let sig = headers["x-cohort-signature"].to_str().unwrap();
-        let raw = serde_json::to_vec(body).unwrap();
         assert_eq!(
             sig,
-            cohort_control::webhooks::signature(b"s3cret", &raw),
+            cohort_control::webhooks::signature(b"s3cret", raw),
             "{body}"
         );
         assert_eq!(body["experiment"], "iris-model");
@@ -503,7 +504,7 @@ async fn webhooks_are_signed_keyed_and_retried() {
         starts[0].1["to"],
         serde_json::json!({"step": 1, "share": 0.4})
     );
-    let (headers, rb) = rollbacks[0];
+    let (headers, rb, _) = rollbacks[0];
     assert_eq!(headers["x-cohort-event"], "rollback");
     assert_eq!(rb["from"], serde_json::json!({"step": 1, "share": 0.4}));
     assert_eq!(rb["to"]["share"], 0.0);

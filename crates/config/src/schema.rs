@@ -47,6 +47,38 @@ pub struct FileConfig {
     pub experiments: Vec<ExperimentConfig>,
 }
 
+/// What [`FileConfig::set_weights`] could not set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnknownName {
+    /// The file has no experiment of that name.
+    Experiment,
+    /// The experiment has no variant of that name.
+    Variant(String),
+}
+
+impl FileConfig {
+    /// Sets the `weight` of each of `experiment`'s variants that `weights` names (the others
+    /// keep theirs): the one way runtime weights and rollout steps are laid over a file.
+    /// Returns what it could not find; the rest is set.
+    pub fn set_weights(
+        &mut self,
+        experiment: &str,
+        weights: &BTreeMap<String, f64>,
+    ) -> Vec<UnknownName> {
+        let Some(exp) = self.experiments.iter_mut().find(|e| e.name == experiment) else {
+            return vec![UnknownName::Experiment];
+        };
+        let mut unknown = Vec::new();
+        for (variant, w) in weights {
+            match exp.variants.iter_mut().find(|v| &v.name == variant) {
+                Some(v) => v.weight = *w,
+                None => unknown.push(UnknownName::Variant(variant.clone())),
+            }
+        }
+        unknown
+    }
+}
+
 /// The admin listener: probes, metrics, the read API and (with tokens) the control plane.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]

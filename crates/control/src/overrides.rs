@@ -94,22 +94,19 @@ impl Overrides {
     /// `file` with the runtime weights laid over it; the second value lists what was
     /// ignored because the file no longer has it.
     pub fn overlay(&self, file: &FileConfig) -> (FileConfig, Vec<String>) {
+        use cohort_config::schema::UnknownName;
         let mut out = file.clone();
         let mut ignored = Vec::new();
         for (exp_name, o) in &self.experiments {
-            let Some(exp) = out.experiments.iter_mut().find(|e| &e.name == exp_name) else {
-                ignored.push(format!(
-                    "runtime weights for experiment {exp_name:?}, which the file no longer has"
-                ));
-                continue;
-            };
-            for (variant, w) in &o.weights {
-                match exp.variants.iter_mut().find(|v| &v.name == variant) {
-                    Some(v) => v.weight = *w,
-                    None => ignored.push(format!(
+            for unknown in out.set_weights(exp_name, &o.weights) {
+                ignored.push(match unknown {
+                    UnknownName::Experiment => format!(
+                        "runtime weights for experiment {exp_name:?}, which the file no longer has"
+                    ),
+                    UnknownName::Variant(variant) => format!(
                         "runtime weight of {exp_name}/{variant}, a variant the file no longer has"
-                    )),
-                }
+                    ),
+                });
             }
         }
         (out, ignored)

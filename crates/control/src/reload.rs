@@ -705,6 +705,18 @@ impl Reloader {
         (st.file.clone(), st.overrides.rollouts.clone())
     }
 
+    /// Installs `plan` unless it routes as the table in force does (a pause, an action
+    /// another replica's fold already gave), and says so in the status.
+    fn install_if_changed(&self, st: &mut State, plan: Plan) -> Result<(), ConfigError> {
+        if plan.routes.version == self.tables.routes().routes.version {
+            return Ok(());
+        }
+        let (version, _) = self.install(st, plan)?;
+        st.status.version = version;
+        st.status.loaded_at = cohort_events::clock::now();
+        Ok(())
+    }
+
     /// Adds actions other replicas recorded (read from the fleet's store) to `experiment`'s
     /// records: kept in the state file (not in rollouts.jsonl, which holds this replica's
     /// own), and the weights their fold gives put in force. Ok(false): nothing new.
@@ -732,13 +744,8 @@ impl Reloader {
         })?;
         st.overrides = overrides;
         let after = crate::rollout::state_of(&st.file, experiment, &st.overrides.rollouts);
-        if plan.routes.version != self.tables.routes().routes.version {
-            let (version, _) = self
-                .install(&mut st, plan)
-                .map_err(|e| RolloutError::Invalid(e.to_string()))?;
-            st.status.version = version;
-            st.status.loaded_at = cohort_events::clock::now();
-        }
+        self.install_if_changed(&mut st, plan)
+            .map_err(|e| RolloutError::Invalid(e.to_string()))?;
         if let (Some(b), Some(a)) = (&before, &after) {
             if (b.attempt, b.step, b.status) != (a.attempt, a.step, a.status) {
                 info!(
@@ -877,13 +884,8 @@ impl Reloader {
         let file = st.file.clone();
         self.record_rollouts(&mut st, &file, before, std::slice::from_ref(&event))
             .map_err(RolloutError::Persist)?;
-        if plan.routes.version != self.tables.routes().routes.version {
-            let (version, _) = self
-                .install(&mut st, plan)
-                .map_err(|e| RolloutError::Invalid(e.to_string()))?;
-            st.status.version = version;
-            st.status.loaded_at = cohort_events::clock::now();
-        }
+        self.install_if_changed(&mut st, plan)
+            .map_err(|e| RolloutError::Invalid(e.to_string()))?;
         let state =
             crate::rollout::state_of(&st.file, experiment, &st.overrides.rollouts).unwrap_or(state);
         Ok(RolloutOutcome {

@@ -31,24 +31,20 @@ use crate::reload::{Reloader, RolloutAction, RolloutError, RolloutListener, Roll
 use crate::webhooks::{Notice, Webhooks};
 
 /// What the rollouts of a file do to its weights.
-pub struct Layer {
+struct Layer {
     /// experiment → the weights its rollout's state gives.
-    pub weights: BTreeMap<String, BTreeMap<String, f64>>,
+    weights: BTreeMap<String, BTreeMap<String, f64>>,
     /// Rollouts without a record: they start now, at their first step.
-    pub starts: Vec<RolloutEvent>,
+    starts: Vec<RolloutEvent>,
 }
 
 impl Layer {
     /// `file` with the rollouts' weights laid over it.
-    pub fn over(&self, mut file: FileConfig) -> FileConfig {
+    fn over(&self, mut file: FileConfig) -> FileConfig {
+        // The layer is made from this file's own experiments and variants: nothing is
+        // unknown.
         for (name, weights) in &self.weights {
-            if let Some(e) = file.experiments.iter_mut().find(|e| &e.name == name) {
-                for v in &mut e.variants {
-                    if let Some(w) = weights.get(&v.name) {
-                        v.weight = *w;
-                    }
-                }
-            }
+            file.set_weights(name, weights);
         }
         file
     }
@@ -100,13 +96,16 @@ pub fn state_of(
 }
 
 /// The rollout layer of `file` given the recorded actions.
-pub fn layer(file: &Routes, records: &BTreeMap<String, Vec<RolloutEvent>>) -> Layer {
+fn layer(file: &Routes, records: &BTreeMap<String, Vec<RolloutEvent>>) -> Layer {
     let mut out = Layer {
         weights: BTreeMap::new(),
         starts: Vec::new(),
     };
-    for (e, cfg) in file.experiments.iter().zip(&file.file.experiments) {
+    for e in &file.experiments {
         let Some(r) = &e.rollout else { continue };
+        let Some(cfg) = file.file.experiments.iter().find(|c| c.name == e.name) else {
+            continue;
+        };
         let share = match state_of(file, &e.name, records) {
             Some(s) => s.share(&r.config.steps),
             None => {
@@ -375,6 +374,9 @@ pub struct FleetRollouts {
     pub lag: prometheus::Gauge,
     /// A step is taken only while `lag` is at most this.
     pub stale_after: Duration,
+    /// (experiment, what) of the fleet reads failing now: each failure is logged when it
+    /// starts and when it ends, not at every evaluation.
+    failing: Mutex<std::collections::HashSet<(String, &'static str)>>,
 }
 
 /// What the fleet said at one evaluation.
@@ -391,6 +393,43 @@ struct FleetLook {
 }
 
 impl FleetRollouts {
+    /// Fleet reads of `experiment` from `live`, lag bounded by `stale_after`.
+    pub fn new(live: Arc<FleetLive>, lag: prometheus::Gauge, stale_after: Duration) -> Self {
+        Self {
+            live,
+            lag,
+            stale_after,
+            failing: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// Logs a read of `what` that failed (once, until it works again) or worked (once,
+    /// after it had failed); hands back the value.
+    fn noted<T>(
+        &self,
+        experiment: &str,
+        what: &'static str,
+        consequence: &str,
+        read: Result<T, cohort_clickhouse::Error>,
+    ) -> Option<T> {
+        let key = (experiment.to_owned(), what);
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match read {
+            Ok(v) => {
+                if failing.remove(&key) {
+                    tracing::info!(experiment = %experiment, "the fleet's {what} can be read again");
+                }
+                Some(v)
+            }
+            Err(e) => {
+                if failing.insert(key) {
+                    warn!(experiment = %experiment, error = %e, "cannot read the fleet's {what}; {consequence}");
+                }
+                None
+            }
+        }
+    }
+
     async fn look(&self, look: &Look) -> FleetLook {
         let fresh = self.lag.get() <= self.stale_after.as_secs_f64();
         let arms = cohort_clickhouse::query::Arms {
@@ -410,36 +449,30 @@ impl FleetRollouts {
                 g.latency_window_s,
             )
             .await;
-        let arms = match read {
-            Ok(a) => Some(a),
-            Err(e) => {
-                warn!(experiment = %arms.experiment, error = %e, "cannot read the fleet's guardrail tallies: no step until it can; this replica's own may still roll back");
-                None
-            }
-        };
+        let name = look.experiment.name.as_str();
+        let arms = self.noted(
+            name,
+            "guardrail tallies",
+            "no step until it can; this replica's own tallies may still roll back",
+            read,
+        );
         let roll_back = if g.primary_metric {
-            match self.live.report(&look.experiment).await {
-                Ok(c) => c.report.decision.roll_back.contains(&look.treatment),
-                Err(e) => {
-                    warn!(experiment = %look.experiment.name, error = %e, "cannot compute the fleet's report for the primary-metric guardrail");
-                    false
-                }
-            }
+            let report = self.live.report(&look.experiment).await;
+            self.noted(name, "report", "the primary-metric guardrail waits", report)
+                .is_some_and(|c| c.report.decision.roll_back.contains(&look.treatment))
         } else {
             false
         };
         let win_last_step = if promote_due(&look.rollout.config, &look.state) {
-            match self
-                .live
-                .decision_since(&look.experiment, look.state.step_started_ns())
-                .await
-            {
-                Ok(d) => Some(d.is_some_and(|d| wins(&d, &look.treatment))),
-                Err(e) => {
-                    warn!(experiment = %look.experiment.name, error = %e, "cannot compute the fleet's verdict on the last step's units");
-                    None
-                }
-            }
+            let since = look.state.step_started_ns();
+            let decision = self.live.decision_since(&look.experiment, since).await;
+            self.noted(
+                name,
+                "verdict on the last step's units",
+                "no promotion until it can",
+                decision,
+            )
+            .map(|d| d.is_some_and(|d| wins(&d, &look.treatment)))
         } else {
             None
         };
@@ -579,14 +612,11 @@ impl Rollouts {
     /// fleet's recorded actions are adopted, then the fleet's tallies are read.
     async fn evaluate(self: Arc<Self>, experiment: String) {
         if let Some(f) = &self.fleet {
-            match f.live.fleet().rollout_events(&experiment).await {
-                Ok(events) => {
-                    let (me, exp) = (self.clone(), experiment.clone());
-                    let _ = tokio::task::spawn_blocking(move || me.adopt(&exp, events)).await;
-                }
-                Err(e) => {
-                    warn!(experiment = %experiment, error = %e, "cannot read the fleet's rollout actions; this replica acts on what it has")
-                }
+            let read = f.live.fleet().rollout_events(&experiment).await;
+            let consequence = "this replica acts on the actions it has";
+            if let Some(events) = f.noted(&experiment, "rollout actions", consequence, read) {
+                let (me, exp) = (self.clone(), experiment.clone());
+                let _ = tokio::task::spawn_blocking(move || me.adopt(&exp, events)).await;
             }
         }
         let (me, exp) = (self.clone(), experiment.clone());

@@ -38,7 +38,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The webhook event an action is, if any.
-pub fn event_of(kind: Kind) -> Option<WebhookEvent> {
+fn event_of(kind: Kind) -> Option<WebhookEvent> {
     match kind {
         Kind::Start | Kind::Advance => Some(WebhookEvent::Step),
         Kind::Rollback => Some(WebhookEvent::Rollback),

@@ -242,7 +242,7 @@ where
             service_fn(move |req| {
                 activity.start();
                 // Boxed: hyper keeps a slot for the service's future inside each
-                // connection's task, so an unboxed request future (several KiB: every
+                // connection's task, so an unboxed request future (it holds every
                 // phase's state) would be held by every idle keep-alive connection too.
                 let response = Box::pin(handler(req, peer));
                 let activity = activity.clone();

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 /// The file of an event directory that holds the rollout actions.
-pub use cohort_events::reader::ROLLOUTS_FILE;
+use cohort_events::reader::ROLLOUTS_FILE;
 
 /// What an action did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
