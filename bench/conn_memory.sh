@@ -7,6 +7,10 @@
 #
 #   bench/conn_memory.sh             # N=10000
 #   N=2000 bench/conn_memory.sh
+#   bench/conn_memory.sh 'off=target/release/cohort log=off' 'sys=/tmp/other/cohort'
+#
+# Arguments, if any, name the cohorts to measure instead of this tree's, as in bench/ab.sh:
+# NAME=BINARY [VAR=VALUE ...], `log=off` serving it with the event log off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -17,23 +21,38 @@ cargo build --release --quiet --bin cohort --example floor
 make_work
 start_backends
 
-FLOOR=18240; COH=18220; ADM=18221
+FLOOR=18240
 "$ROOT/target/release/examples/floor" 127.0.0.1:$FLOOR "http://127.0.0.1:$B1" "http://127.0.0.1:$B2" 1 &
-pids+=($!); FLOOR_PID=$!
-cohort_config "$work/on.yaml" $COH $ADM "events: { dir: $work/events, fsync: interval }"
-(cd "$work" && RUST_LOG=warn exec "$ROOT/target/release/cohort" serve --config "$work/on.yaml" --workers 1) &
-pids+=($!); COH_PID=$!
-wait_http $ADM /readyz; wait_http $FLOOR /
+pids+=($!)
+names=(floor); ports=($FLOOR); procs=($!)
+wait_http $FLOOR /
+[ $# -gt 0 ] || set -- "cohort=target/release/cohort"
+port=18250
+for spec in "$@"; do
+  name=${spec%%=*}; rest=${spec#*=}
+  read -r -a words <<<"$rest"
+  binary=$(realpath "${words[0]}")
+  events="events: { dir: $work/events-$name, fsync: interval }"
+  vars=()
+  for w in "${words[@]:1}"; do
+    if [ "$w" = log=off ]; then events="events: { enabled: false }"; else vars+=("$w"); fi
+  done
+  cohort_config "$work/$name.yaml" $port $((port + 1)) "$events"
+  (cd "$work" && RUST_LOG=warn exec env "${vars[@]}" "$binary" serve --config "$work/$name.yaml" --workers 1) &
+  pids+=($!)
+  wait_http $((port + 1)) /readyz
+  names+=("$name"); ports+=($port); procs+=($!)
+  port=$((port + 10))
+done
 
 status_kib() { # pid field
   awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"
 }
 
 echo "idle keep-alive connections that each carried one request: N=$N"
-printf '%-8s %12s %12s %12s %12s %s\n' proxy "rest KiB" "with KiB" "B/conn" "anon B/conn" alive
-for t in floor cohort; do
-  pid=$FLOOR_PID; port=$FLOOR
-  [ $t = cohort ] && pid=$COH_PID && port=$COH
+printf '%-12s %12s %12s %12s %12s %s\n' proxy "rest KiB" "with KiB" "B/conn" "anon B/conn" alive
+for i in "${!names[@]}"; do
+  t=${names[$i]}; pid=${procs[$i]}; port=${ports[$i]}
   rest=$(status_kib "$pid" VmRSS); rest_anon=$(status_kib "$pid" RssAnon)
   mkfifo "$work/hold"
   python3 "$ROOT/bench/idle.py" 127.0.0.1 "$port" "$N" "$N" < "$work/hold" > "$work/idle.out" &
@@ -41,7 +60,7 @@ for t in floor cohort; do
   exec 9>"$work/hold"
   for _ in $(seq 1200); do [ -s "$work/idle.out" ] && break; sleep 0.1; done
   with=$(status_kib "$pid" VmRSS); with_anon=$(status_kib "$pid" RssAnon)
-  printf '%-8s %12s %12s %12s %12s %s\n' "$t" "$rest" "$with" \
+  printf '%-12s %12s %12s %12s %12s %s\n' "$t" "$rest" "$with" \
     $(( (with - rest) * 1024 / N )) $(( (with_anon - rest_anon) * 1024 / N )) "$(cat "$work/idle.out")"
   exec 9>&-
   wait "$idle_pid" 2>/dev/null || true

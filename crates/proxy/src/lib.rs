@@ -22,6 +22,7 @@
 // `cargo doc --document-private-items`.
 #![allow(rustdoc::private_intra_doc_links)]
 
+mod ablate;
 pub mod body;
 pub mod conversions;
 mod errors;

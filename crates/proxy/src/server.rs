@@ -38,6 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
+use crate::ablate::{off, Piece};
 use crate::body::{Body, BoxError};
 use crate::workers::Workers;
 use cohort_config::schema::LimitsConfig;
@@ -240,7 +241,10 @@ where
         let service = {
             let activity = activity.clone();
             service_fn(move |req| {
-                activity.start();
+                let tracked = !off(Piece::Activity);
+                if tracked {
+                    activity.start();
+                }
                 // Boxed: hyper keeps a slot for the service's future inside each
                 // connection's task, so an unboxed request future (it holds every
                 // phase's state) would be held by every idle keep-alive connection too.
@@ -250,7 +254,7 @@ where
                     let resp = response.await;
                     Ok::<_, Infallible>(resp.map(|body| Tracked {
                         inner: body,
-                        activity: Some(activity),
+                        activity: tracked.then_some(activity),
                     }))
                 }
             })

@@ -15,6 +15,7 @@ use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 
 use super::{Exchange, Pick};
+use crate::ablate::{off, Piece};
 use crate::body::{Body, BoxError};
 use crate::serving::Serving;
 use crate::tap::{Ending, Tap, Tapped};
@@ -39,11 +40,13 @@ where
         (Some(r), Some(p)) => &ex.serving.by_route[r][p.variant].requests,
         _ => &ex.serving.unrouted,
     };
-    handles.count(status);
     // The time to the response head (the upstream's, or cohort's own answer): one clock
     // read serves the histogram and the exposure.
     let latency = ex.head.unwrap_or_else(|| ex.start.elapsed());
-    handles.duration.observe(latency.as_secs_f64());
+    if !off(Piece::Metrics) {
+        handles.count(status);
+        handles.duration.observe(latency.as_secs_f64());
+    }
     let pending = match (events, ex.route, ex.pick) {
         (Some(log), Some(route), Some(pick)) => Some((
             log,
@@ -68,6 +71,10 @@ where
             resp
         }
         (Err(resp), None) => resp,
+        (Ok(resp), Some((log, pending))) if off(Piece::ResponseTap) => {
+            log.record_lazy(pending);
+            resp.map(|body| body.boxed())
+        }
         // Written when the response ends: complete, or aborted mid-body.
         (Ok(resp), Some((log, pending))) => resp.map(|body| {
             Tapped::new(

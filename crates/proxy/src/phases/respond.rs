@@ -10,6 +10,7 @@ use http::header::{HeaderName, HeaderValue, SET_COOKIE};
 use http::{Response, StatusCode, Version};
 
 use super::Exchange;
+use crate::ablate::{off, Piece};
 use crate::errors::ProxyError;
 use crate::headers;
 use crate::idle::IdleTimeoutBody;
@@ -39,6 +40,10 @@ pub fn respond(
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let (mut parts, body) = resp.into_parts();
     parts.version = version;
+    if off(Piece::Headers) {
+        let body = IdleTimeoutBody::new(body, t.route.idle_timeout, t.handles.metrics.clone());
+        return Ok(Response::from_parts(parts, body));
+    }
     headers::strip_hop_by_hop(&mut parts.headers, false, switching);
     let h = &mut parts.headers;
     h.reserve(3);

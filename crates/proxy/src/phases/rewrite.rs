@@ -11,6 +11,7 @@ use http::uri::{self, PathAndQuery};
 use http::{StatusCode, Uri, Version};
 
 use super::{Exchange, Target};
+use crate::ablate::{off, Piece};
 use crate::errors::ProxyError;
 use crate::headers;
 use crate::phases::respond::H_REQUEST_ID;
@@ -30,6 +31,11 @@ pub fn rewrite(ex: &Exchange, parts: &mut Parts, upgrade: bool) -> Result<(), Pr
             "the request path cannot be forwarded",
         )
     })?;
+    if off(Piece::Headers) {
+        parts.uri = uri;
+        parts.version = version(ex, &t)?;
+        return Ok(());
+    }
     headers::strip_hop_by_hop(&mut parts.headers, true, upgrade);
     // Room made once for what is added.
     parts.headers.reserve(5);

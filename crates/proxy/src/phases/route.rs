@@ -11,6 +11,7 @@ use http::{StatusCode, Version};
 
 use super::respond::H_VARIANT;
 use super::{Exchange, Pick};
+use crate::ablate::{off, Piece};
 use crate::errors::ProxyError;
 use crate::headers;
 use crate::request_id;
@@ -61,8 +62,16 @@ pub fn route(ex: &mut Exchange, parts: &Parts) -> Result<(), ProxyError> {
 fn pick(ex: &Exchange, route: usize, parts: &Parts) -> Result<Pick, ProxyError> {
     let routes = &ex.serving.routes;
     let exp = &routes.experiments[routes.routes[route].experiment];
-    let nonce: u128 = rand::random();
-    let (unit, generated) = identify(ex, exp, parts, nonce)?;
+    let nonce: u128 = if off(Piece::RequestId) {
+        0
+    } else {
+        rand::random()
+    };
+    let (unit, generated) = if off(Piece::Assign) {
+        (None, false)
+    } else {
+        identify(ex, exp, parts, nonce)?
+    };
     // Looked up only where it can count: without `allow_override` it is ignored.
     let forced_header = exp
         .allow_override
@@ -78,13 +87,16 @@ fn pick(ex: &Exchange, route: usize, parts: &Parts) -> Result<Pick, ProxyError> 
     };
     // Names are validated to header-safe characters, so the id always is a header value.
     let prefix = &ex.serving.by_route[route][variant].request_id_prefix;
-    let request_id =
+    let request_id = if off(Piece::RequestId) {
+        HeaderValue::from_static("ablated")
+    } else {
         HeaderValue::try_from(request_id::mint_after(prefix, nonce)).map_err(|_| {
             ex.fail(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "cannot make a request id from these names",
             )
-        })?;
+        })?
+    };
     Ok(Pick {
         variant,
         unit,

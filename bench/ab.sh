@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Same-run A/B of cohort builds or settings against the floor: each candidate is a cohort
+# binary, optionally with environment settings, served with bench/run.sh's config (event
+# log on, 1 worker by default), and saturated in alternating rounds beside the floor.
+# Prints each round's req/s and each candidate's ratio to the first candidate and to the
+# floor, round by round. See bench/README.md, "A/B of builds".
+#
+#   bench/ab.sh before=/tmp/old/target/release/cohort after=target/release/cohort
+#   bench/ab.sh on=target/release/cohort 'off=target/release/cohort log=off'
+#
+# A candidate is NAME=BINARY [VAR=VALUE ...] (one shell word); `log=off` serves it with the
+# event log off instead of passing a variable. The floor is built from this
+# tree unless FLOOR names a binary. Loopback only; ROUNDS × (candidates + 1) runs of
+# DURATION s each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-6}
+CONNS=${CONNS:-64}
+WORKERS=${WORKERS:-1}
+[ $# -ge 1 ] || { sed -n '2,13p' "$0"; exit 2; }
+
+. bench/common.sh
+need_nginx_and_wrk
+if [ -z "${FLOOR:-}" ]; then
+  cargo build --release --quiet --example floor
+  FLOOR=$ROOT/target/release/examples/floor
+fi
+
+make_work
+start_backends
+write_users_lua
+
+names=(); ports=()
+port=18200
+for spec in "$@"; do
+  name=${spec%%=*}; rest=${spec#*=}
+  read -r -a words <<<"$rest"
+  binary=$(cd "$ROOT" && realpath "${words[0]}")
+  events="events: { dir: $work/events-$name, fsync: interval }"
+  vars=()
+  for w in "${words[@]:1}"; do
+    if [ "$w" = log=off ]; then events="events: { enabled: false }"; else vars+=("$w"); fi
+  done
+  cohort_config "$work/$name.yaml" $port $((port + 1)) "$events"
+  (cd "$work" && RUST_LOG=warn exec env "${vars[@]}" "$binary" serve --config "$work/$name.yaml" --workers "$WORKERS") &
+  pids+=($!)
+  wait_http $((port + 1)) /readyz
+  names+=("$name"); ports+=($port)
+  port=$((port + 10))
+done
+"$FLOOR" 127.0.0.1:18190 "http://127.0.0.1:$B1" "http://127.0.0.1:$B2" "$WORKERS" &
+pids+=($!)
+wait_http 18190 /
+names+=(floor); ports+=(18190)
+
+rps() { # port
+  wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$work/users.lua" "http://127.0.0.1:$1/invocations" |
+    awk '/Requests\/sec/ {print $2}'
+}
+
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+declare -A got
+n=${#names[@]}
+for round in $(seq "$ROUNDS"); do
+  # Alternate the order each round, so that the machine's drift hits everyone alike.
+  for k in $(seq 0 $((n - 1))); do
+    i=$k; [ $((round % 2)) = 0 ] && i=$((n - 1 - k))
+    got[$round,$i]=$(rps "${ports[$i]}")
+  done
+  line="round $round:"
+  for i in $(seq 0 $((n - 1))); do line+=" ${names[$i]} ${got[$round,$i]}"; done
+  echo "$line"
+done
+
+ratio_line() { # i j: candidate i over j, round by round, and the median
+  python3 - "$@" <<'PY'
+import statistics, sys
+a = [float(x) for x in sys.argv[1].split()]
+b = [float(x) for x in sys.argv[2].split()]
+r = [x / y for x, y in zip(a, b)]
+print(f"{statistics.median(r):.3f}  (" + " ".join(f"{x:.2f}" for x in r) + ")")
+PY
+}
+series() { local s="" r; for r in $(seq "$ROUNDS"); do s+="${got[$r,$1]} "; done; echo "$s"; }
+floor=$((n - 1))
+for i in $(seq 0 $((n - 2))); do
+  printf '%-14s /floor %s' "${names[$i]}" "$(ratio_line "$(series "$i")" "$(series $floor)")"
+  [ "$i" -gt 0 ] && printf '   /%s %s' "${names[0]}" "$(ratio_line "$(series "$i")" "$(series 0)")"
+  echo
+done
