@@ -87,7 +87,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    cohort_sys::disable_transparent_huge_pages();
     let args = Cli::parse();
     cli::init_tracing(args.log_format);
     let code = match args.command {

@@ -17,16 +17,11 @@ pub fn disable_transparent_huge_pages() {
     }
 }
 
-/// mimalloc's `mi_option_arena_eager_commit`: its index in `mi_option_t` (mimalloc.h, v3),
-/// which the Rust bindings do not name.
-const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-
-/// Before anything allocates (a constructor, run ahead of `main` and of the standard
-/// library's own set-up): the allocator (mimalloc) commits its arena's memory as it is used
-/// instead of eagerly, and transparent huge pages are off. Either one set in `main` comes
-/// too late: the first allocation has already committed the arena and, where the kernel
-/// allows THP on request, faulted in a 2 MiB page, which an idle process then holds for
-/// good (bench/README.md).
+/// Transparent huge pages off before anything allocates (a constructor, run ahead of
+/// `main` and of the standard library's own set-up). Turned off from `main` it comes too
+/// late: the allocator's first arena has already been touched and, where the kernel grants
+/// huge pages on request (`madvise`, as mimalloc asks for its arenas), whole 2 MiB pages
+/// were faulted in, which an idle process then holds for good (bench/README.md).
 #[cfg(target_os = "linux")]
 #[used]
 #[unsafe(link_section = ".init_array")]
@@ -34,9 +29,6 @@ static BEFORE_MAIN: extern "C" fn() = before_main;
 
 #[cfg(target_os = "linux")]
 extern "C" fn before_main() {
-    // SAFETY: mi_option_set takes an option index and a value and only stores them (an
-    // index mimalloc does not know is ignored); it allocates nothing.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
     disable_transparent_huge_pages();
 }
 
@@ -73,18 +65,10 @@ pub const SCHED_BATCH: i32 = libc::SCHED_BATCH;
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    use super::*;
-
     #[test]
     fn the_constructor_has_run_before_the_test_harness() {
-        // SAFETY: both calls read a setting and touch no memory of ours.
-        let (eager, thp_off) = unsafe {
-            (
-                libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT),
-                libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0),
-            )
-        };
-        assert_eq!(eager, 0, "mimalloc still commits its arenas eagerly");
+        // SAFETY: prctl(PR_GET_THP_DISABLE) reads a setting and touches no memory of ours.
+        let thp_off = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
         assert_eq!(thp_off, 1, "transparent huge pages are still allowed");
     }
 }
