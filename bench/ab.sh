@@ -3,7 +3,7 @@
 # binary, optionally with environment settings, served with bench/run.sh's config (event
 # log on, 1 worker by default), and saturated in alternating rounds beside the floor.
 # Prints each round's req/s and each candidate's ratio to the first candidate and to the
-# floor, round by round. See bench/README.md, "A/B of builds".
+# floor, round by round. See bench/README.md, "`bench/ab.sh`".
 #
 #   bench/ab.sh before=/tmp/old/target/release/cohort after=target/release/cohort
 #   bench/ab.sh on=target/release/cohort 'off=target/release/cohort log=off'
@@ -14,8 +14,8 @@
 # over the floor's.
 #
 # A candidate is NAME=BINARY [VAR=VALUE ...] (one shell word); `log=off` serves it with the
-# event log off instead of passing a variable. The floor is built from this
-# tree unless FLOOR names a binary. Loopback only; ROUNDS × (candidates + 1) runs of
+# event log off instead of passing a variable. The floor is built from this tree unless
+# FLOOR names a binary. Loopback only; ROUNDS × (candidates + 1, + 2 with RATE) runs of
 # DURATION s each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-6}
 CONNS=${CONNS:-64}
 WORKERS=${WORKERS:-1}
-[ $# -ge 1 ] || { sed -n '2,13p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,19p' "$0"; exit 2; }
 
 . bench/common.sh
 need_nginx_and_wrk
