@@ -282,6 +282,55 @@ async fn http2_prior_knowledge_inbound_and_h2c_upstream() {
     assert_eq!(body["backend"], "lr");
 }
 
+/// The protocol is picked from the connection's first bytes; they may come in pieces. "P"
+/// alone could begin the HTTP/2 preface or a POST, so it must wait for more either way.
+#[tokio::test]
+async fn first_bytes_in_pieces_still_pick_the_right_protocol() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (rf, lr) = (backend("rf").await, backend("lr").await);
+    let proxy = start_proxy(routes(&two_arm(rf, lr, ""))).await;
+    async fn split_write(proxy: std::net::SocketAddr, first: &[u8], rest: &[u8]) -> Vec<u8> {
+        let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        s.write_all(first).await.unwrap();
+        s.flush().await.unwrap();
+        // Nothing outside tells when cohort has peeked the first piece, so a pause lets it
+        // arrive alone; the answer must be right whether or not it did.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s.write_all(rest).await.unwrap();
+        let mut got = vec![0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        got.truncate(n);
+        got
+    }
+    // HTTP/1.1, its method split after the "P" it shares with the preface.
+    let http1 = split_write(
+        proxy,
+        b"P",
+        b"OST /invocations HTTP/1.1\r\nHost: a\r\nx-user-id: u1\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await;
+    assert!(
+        http1.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&http1)
+    );
+    // The HTTP/2 preface in two pieces, then an empty SETTINGS frame: the server's own
+    // SETTINGS frame (type 4 on stream 0) comes back.
+    let mut rest = b"\r\nSM\r\n\r\n".to_vec();
+    rest.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let http2 = split_write(proxy, b"PRI * HTTP/2.0\r\n", &rest).await;
+    assert!(http2.len() >= 9, "{http2:?}");
+    assert_eq!(
+        (http2[3], &http2[5..9]),
+        (4, &[0u8, 0, 0, 0][..]),
+        "{http2:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_http10_upstream_is_answered_as_http11() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -10,7 +10,8 @@
 //! Bodies stream both ways (hyper's `Incoming` is passed through, never collected); the one
 //! place to observe their bytes is a [`tap::Tap`].
 //!
-//! Modules: [`server`] (accept loop, limits, graceful shutdown), [`workers`] (one runtime
+//! Modules: [`server`] (accept loop, limits, graceful shutdown), [`protocol`] (HTTP/1.1 or
+//! h2c, from a connection's first bytes), [`workers`] (one runtime
 //! per serving thread), [`handler`] (the shared state and the run through the phases),
 //! [`phases`], [`serving`] (the table plus per-variant clients and metric handles),
 //! [`upstream`] and [`pool`] (clients), [`headers`] (hop-by-hop hygiene), [`errors`] (JSON and
@@ -34,6 +35,7 @@ pub mod metrics;
 mod phases;
 mod pool;
 mod probe;
+mod protocol;
 pub mod request_id;
 pub mod server;
 mod serving;

@@ -31,8 +31,9 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -40,6 +41,7 @@ use tracing::{debug, warn};
 
 use crate::ablate::{off, Piece};
 use crate::body::{Body, BoxError};
+use crate::protocol::{Served, Servers};
 use crate::workers::Workers;
 use cohort_config::schema::LimitsConfig;
 
@@ -122,7 +124,7 @@ pub async fn serve_http<H, Fut>(
     // Connections are told to close only once the listener is closed, so that nobody can
     // see a closed connection and then still connect.
     let (closed_tx, closed_rx) = watch::channel(false);
-    let builder = Arc::new(builder(&limits));
+    let servers = Arc::new(servers(&limits));
     let idle_timeout = Duration::from_millis(limits.h2_idle_timeout_ms);
     let first_request_timeout = Duration::from_millis(limits.header_read_timeout_ms);
     let mut accept_warnings = Throttle::new(Duration::from_secs(1));
@@ -161,7 +163,7 @@ pub async fn serve_http<H, Fut>(
             what,
             reset_floods: reset_floods.clone(),
             handler: handler.clone(),
-            builder: builder.clone(),
+            servers: servers.clone(),
             closed: closed_rx.clone(),
             idle_timeout,
             first_request_timeout,
@@ -182,7 +184,7 @@ struct Connection<H> {
     /// One warning a second for connections closed for too many stream resets.
     reset_floods: Arc<Mutex<Throttle>>,
     handler: H,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    servers: Arc<Servers>,
     /// Turns true once the listener is closed: the connection then finishes gracefully.
     closed: watch::Receiver<bool>,
     idle_timeout: Duration,
@@ -232,7 +234,7 @@ where
             what,
             reset_floods,
             handler,
-            builder,
+            servers,
             closed: mut stop,
             idle_timeout,
             first_request_timeout,
@@ -259,8 +261,7 @@ where
                 }
             })
         };
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        tokio::pin!(conn);
+        let mut conn = Served::new(stream, service, &servers);
         // What ends a connection from the side: shutdown, idleness, or silence before a
         // first request. Polled only when its own timer or signal fired, not on each of the
         // connection's wake-ups.
@@ -275,10 +276,10 @@ where
         let side_waker = Arc::new(SideWaker::default());
         let waker = Waker::from(side_waker.clone());
         if closing {
-            conn.as_mut().graceful_shutdown();
+            conn.graceful_shutdown();
         }
         let ended = std::future::poll_fn(|cx| {
-            if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+            if let Poll::Ready(res) = Pin::new(&mut conn).poll(cx) {
                 return Poll::Ready(res);
             }
             if !closing && side_waker.take(cx.waker()) {
@@ -292,7 +293,7 @@ where
                         debug!(listener = what, %peer, "idle connection closed");
                     }
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    conn.graceful_shutdown();
                     // The connection acts on it when polled again.
                     cx.waker().wake_by_ref();
                 }
@@ -313,17 +314,24 @@ where
     }
 }
 
-fn builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
+fn servers(limits: &LimitsConfig) -> Servers {
+    let header_read_timeout = Duration::from_millis(limits.header_read_timeout_ms);
+    let max_buf_size = (limits.max_header_bytes as usize).max(8192);
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(max_buf_size);
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
-        .max_buf_size((limits.max_header_bytes as usize).max(8192));
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(max_buf_size);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(limits.max_header_bytes);
-    b
+    Servers { http1, auto: b }
 }
 
 /// Whether a connection ended because its peer reset streams faster than allowed: h2 then
