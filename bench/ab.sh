@@ -40,19 +40,8 @@ write_users_lua
 names=(); ports=()
 port=18200
 for spec in "$@"; do
-  name=${spec%%=*}; rest=${spec#*=}
-  read -r -a words <<<"$rest"
-  binary=$(cd "$ROOT" && realpath "${words[0]}")
-  events="events: { dir: $work/events-$name, fsync: interval }"
-  vars=()
-  for w in "${words[@]:1}"; do
-    if [ "$w" = log=off ]; then events="events: { enabled: false }"; else vars+=("$w"); fi
-  done
-  cohort_config "$work/$name.yaml" $port $((port + 1)) "$events"
-  (cd "$work" && RUST_LOG=warn exec env "${vars[@]}" "$binary" serve --config "$work/$name.yaml" --workers "$WORKERS") &
-  pids+=($!)
-  wait_http $((port + 1)) /readyz
-  names+=("$name"); ports+=($port)
+  start_candidate "$spec" $port "$WORKERS"
+  names+=("$cand_name"); ports+=($port)
   port=$((port + 10))
 done
 "$FLOOR" 127.0.0.1:18190 "http://127.0.0.1:$B1" "http://127.0.0.1:$B2" "$WORKERS" &

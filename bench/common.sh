@@ -100,6 +100,27 @@ experiments:
 YAML
 }
 
+# Starts one cohort candidate of bench/ab.sh and bench/conn_memory.sh, given as
+# NAME=BINARY [VAR=VALUE ...] (`log=off`: the event log off instead of a variable), with
+# cohort_config's config on $port (admin $port + 1), once it is ready. Sets $cand_name and
+# $cand_pid. Relative binaries are taken from the repo's root ($ROOT).
+start_candidate() { # spec port workers
+  local spec=$1 port=$2 workers=$3 rest binary events w
+  local -a words vars=()
+  cand_name=${spec%%=*}; rest=${spec#*=}
+  read -r -a words <<<"$rest"
+  binary=$(cd "$ROOT" && realpath "${words[0]}")
+  events="events: { dir: $work/events-$cand_name, fsync: interval }"
+  for w in "${words[@]:1}"; do
+    if [ "$w" = log=off ]; then events="events: { enabled: false }"; else vars+=("$w"); fi
+  done
+  cohort_config "$work/$cand_name.yaml" "$port" $((port + 1)) "$events"
+  (cd "$work" && RUST_LOG=warn exec env "${vars[@]}" "$binary" serve --config "$work/$cand_name.yaml" --workers "$workers") &
+  cand_pid=$!
+  pids+=($cand_pid)
+  wait_http $((port + 1)) /readyz
+}
+
 # The id of process $1's thread named $2 (cohort's event writer: cohort-events); empty
 # when it has none (the log is off).
 thread_id() { # pid comm

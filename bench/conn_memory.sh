@@ -29,19 +29,8 @@ wait_http $FLOOR /
 [ $# -gt 0 ] || set -- "cohort=target/release/cohort"
 port=18250
 for spec in "$@"; do
-  name=${spec%%=*}; rest=${spec#*=}
-  read -r -a words <<<"$rest"
-  binary=$(realpath "${words[0]}")
-  events="events: { dir: $work/events-$name, fsync: interval }"
-  vars=()
-  for w in "${words[@]:1}"; do
-    if [ "$w" = log=off ]; then events="events: { enabled: false }"; else vars+=("$w"); fi
-  done
-  cohort_config "$work/$name.yaml" $port $((port + 1)) "$events"
-  (cd "$work" && RUST_LOG=warn exec env "${vars[@]}" "$binary" serve --config "$work/$name.yaml" --workers 1) &
-  pids+=($!)
-  wait_http $((port + 1)) /readyz
-  names+=("$name"); ports+=($port); procs+=($!)
+  start_candidate "$spec" $port 1
+  names+=("$cand_name"); ports+=($port); procs+=("$cand_pid")
   port=$((port + 10))
 done
 

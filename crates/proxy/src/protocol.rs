@@ -46,8 +46,8 @@ where
     B: HttpBody,
 {
     Peeking {
-        stream: Option<TcpStream>,
-        service: Option<S>,
+        stream: TcpStream,
+        service: S,
         servers: &'a Servers,
     },
     Http1(Pin<Box<http1::UpgradeableConnection<Io, S>>>),
@@ -73,8 +73,8 @@ where
 {
     pub fn new(stream: TcpStream, service: S, servers: &'a Servers) -> Self {
         Served::Peeking {
-            stream: Some(stream),
-            service: Some(service),
+            stream,
+            service,
             servers,
         }
     }
@@ -103,17 +103,10 @@ where
         let this = self.get_mut();
         loop {
             match this {
-                Served::Peeking {
-                    stream,
-                    service,
-                    servers,
-                } => {
-                    let Some(s) = stream.as_ref() else {
-                        return Poll::Ready(Ok(()));
-                    };
+                Served::Peeking { stream, .. } => {
                     let mut first = [0u8; H2_PREFACE.len()];
                     let mut buf = ReadBuf::new(&mut first);
-                    match s.poll_peek(cx, &mut buf) {
+                    match stream.poll_peek(cx, &mut buf) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                         // Closed before a byte: nothing to serve.
@@ -122,12 +115,17 @@ where
                             return Poll::Ready(Ok(()));
                         }
                         Poll::Ready(Ok(n)) => {
-                            let (Some(stream), Some(service)) = (stream.take(), service.take())
+                            let h2 = buf.filled()[..n] == H2_PREFACE[..n];
+                            let Served::Peeking {
+                                stream,
+                                service,
+                                servers,
+                            } = std::mem::replace(this, Served::Done)
                             else {
-                                return Poll::Ready(Ok(()));
+                                unreachable!("matched as Peeking above");
                             };
                             let io = TokioIo::new(stream);
-                            *this = if buf.filled()[..n] == H2_PREFACE[..n] {
+                            *this = if h2 {
                                 Served::Auto(Box::pin(
                                     servers.auto.serve_connection_with_upgrades(io, service),
                                 ))

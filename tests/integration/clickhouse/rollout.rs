@@ -252,6 +252,20 @@ fn fleet_replica(
     (config, port, admin)
 }
 
+/// Users 0..100 on the replica at `port` are all served by the control, rf.
+async fn all_on_control(c: &crate::common::net::HttpClient, port: u16) {
+    for u in 0..100 {
+        let ans = crate::common::net::send(
+            c,
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            "/invocations",
+            &[("x-user-id", &format!("user-{u}"))],
+        )
+        .await;
+        assert_eq!(ans.headers["x-cohort-variant"], "rf", "user-{u} on :{port}");
+    }
+}
+
 /// Three replicas sharing ClickHouse step one rollout together to its end, each on the
 /// fleet's tallies; an abort on one is applied by the others within the convergence time
 /// README states (an evaluation interval plus the shipping delay), and a new replica
@@ -367,31 +381,13 @@ async fn three_replicas_reach_the_same_step_and_all_apply_a_rollback() {
         aborted.elapsed()
     );
     for (_, port, _) in &replicas[1..] {
-        for u in 0..100 {
-            let ans = send(
-                &c,
-                format!("127.0.0.1:{port}").parse().unwrap(),
-                "/invocations",
-                &[("x-user-id", &format!("user-{u}"))],
-            )
-            .await;
-            assert_eq!(ans.headers["x-cohort-variant"], "rf");
-        }
+        all_on_control(&c, *port).await;
     }
     // A fourth replica, new, with nothing of its own: rolled back from its start.
     let (config, port, admin) = fleet_replica(dir.path(), 3, &db, rf, lr);
     let fourth = CohortProcess::start(&config, &[("HOSTNAME", "replica-3")]);
     assert_eq!(view(admin).await["state"], "rolled_back");
-    for u in 0..100 {
-        let ans = send(
-            &c,
-            format!("127.0.0.1:{port}").parse().unwrap(),
-            "/invocations",
-            &[("x-user-id", &format!("user-{u}"))],
-        )
-        .await;
-        assert_eq!(ans.headers["x-cohort-variant"], "rf");
-    }
+    all_on_control(&c, port).await;
     drop(fourth);
     for (p, _, _) in &mut replicas {
         assert_eq!(p.terminate(), Some(0));
