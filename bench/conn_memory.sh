@@ -33,6 +33,9 @@ for spec in "$@"; do
   names+=("$cand_name"); ports+=($port); procs+=("$cand_pid")
   port=$((port + 10))
 done
+# cohort lets go of its start-up code pages a second after it starts serving (see
+# bench/README.md, "Memory at rest"): what is at rest is measured after that.
+sleep 2
 
 status_kib() { # pid field
   awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"

@@ -350,6 +350,12 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         // that line appears must find them registered.
         let mut signals = signals();
         tracing::info!(%listen, admin = %admin_listen, %version, workers = worker_threads, "serving");
+        // Start-up's code is not needed again once the first passes of the background tasks
+        // (analysis, probes, rollouts) are done; serving maps back the little it runs.
+        tokio::spawn(async {
+            tokio::time::sleep(START_UP_SETTLES).await;
+            cohort_sys::release_start_up_code();
+        });
         signals.recv().await;
         // From here on, a second signal means "now".
         tokio::spawn(async move {
@@ -380,6 +386,11 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         exit::OK
     })
 }
+
+/// How long after cohort starts serving its start-up code pages are let go
+/// ([`cohort_sys::release_start_up_code`]): by then the background tasks' first passes have
+/// run. Earlier is harmless but lets go of less.
+const START_UP_SETTLES: Duration = Duration::from_secs(1);
 
 /// The least shipping lag a replica tolerates before it stops stepping rollouts.
 const FLEET_STALE_MIN: Duration = Duration::from_secs(10);

@@ -32,6 +32,65 @@ extern "C" fn before_main() {
     disable_transparent_huge_pages();
 }
 
+/// Unmaps, from this process only, the pages of code and read-only data that start-up
+/// touched: each loaded object's segments that are never written (its text, its constants),
+/// with `MADV_DONTNEED`. Start-up (argument and YAML parsing, compiling the config,
+/// registering metrics, starting the runtimes) runs code all over the binary, and the
+/// kernel maps 64 KiB around each first touch, so an idle process would otherwise keep most
+/// of the binary's text resident. The pages stay in the page cache: what serving touches
+/// again comes back with a minor fault, nothing is read from disk, and no content can be
+/// lost, because a segment mapped without write permission holds only what its file holds.
+/// Call once start-up is done; a refused call leaves the pages mapped.
+pub fn release_start_up_code() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: the callback only reads what the dynamic linker hands it, and advises
+        // on segments that are mapped read-only from their file.
+        unsafe { libc::dl_iterate_phdr(Some(release_read_only_segments), std::ptr::null_mut()) };
+    }
+}
+
+#[cfg(target_os = "linux")]
+unsafe extern "C" fn release_read_only_segments(
+    info: *mut libc::dl_phdr_info,
+    _size: libc::size_t,
+    _data: *mut libc::c_void,
+) -> libc::c_int {
+    // SAFETY: the dynamic linker passes a valid `dl_phdr_info` whose `dlpi_phdr` points at
+    // `dlpi_phnum` program headers and whose name is a C string, for this call's duration.
+    let (base, name, headers) = unsafe {
+        let info = &*info;
+        let name = if info.dlpi_name.is_null() {
+            &b""[..]
+        } else {
+            std::ffi::CStr::from_ptr(info.dlpi_name).to_bytes()
+        };
+        let headers: Vec<libc::Elf64_Phdr> =
+            std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)).to_vec();
+        (info.dlpi_addr as usize, name, headers)
+    };
+    // The kernel's own object has no file behind it.
+    if name.starts_with(b"linux-vdso") || name.starts_with(b"linux-gate") {
+        return 0;
+    }
+    // SAFETY: sysconf takes a plain integer.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    // The headers were copied first: they live in the first segment, unmapped below.
+    for h in headers
+        .iter()
+        .filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_W == 0)
+    {
+        let start = base + h.p_vaddr as usize;
+        let first = start & !(page - 1);
+        let len = (start + h.p_memsz as usize).next_multiple_of(page) - first;
+        // SAFETY: a loaded segment of this process, mapped without write permission, so
+        // every page of it equals its file's: dropping the mapping loses nothing, and the
+        // next touch maps the page again from the page cache.
+        unsafe { libc::madvise(first as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    }
+    0
+}
+
 /// Lowers the calling thread's scheduling priority below the threads that serve requests:
 /// `SCHED_BATCH` (its wake-ups do not preempt a running thread) and `nice` steps nicer than
 /// the thread that started it (at most 19). Linux keeps scheduling attributes per thread,
@@ -70,5 +129,42 @@ mod tests {
         // SAFETY: prctl(PR_GET_THP_DISABLE) reads a setting and touches no memory of ours.
         let thp_off = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
         assert_eq!(thp_off, 1, "transparent huge pages are still allowed");
+    }
+
+    /// KiB of this test binary's code resident now, from /proc/self/smaps.
+    fn resident_code_kib() -> u64 {
+        let exe = std::fs::read_link("/proc/self/exe").expect("exe");
+        let exe = exe.to_string_lossy().into_owned();
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut in_code = false;
+        let mut kib = 0;
+        for line in smaps.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields
+                .first()
+                .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+            {
+                in_code = fields.get(1) == Some(&"r-xp") && fields.last() == Some(&exe.as_str());
+            } else if in_code && fields.first() == Some(&"Rss:") {
+                kib += fields[1].parse::<u64>().expect("Rss in kB");
+            }
+        }
+        kib
+    }
+
+    #[test]
+    fn letting_go_of_start_up_code_unmaps_it_and_code_still_runs() {
+        let before = resident_code_kib();
+        assert!(before > 0, "no resident code found in /proc/self/smaps");
+        super::release_start_up_code();
+        let after = resident_code_kib();
+        assert!(
+            after < before,
+            "code resident before {before} KiB, after {after} KiB"
+        );
+        // What runs next is mapped back from the page cache, the same bytes.
+        let s: String = format!("{:?}", (1..5).map(|i| i * 3).collect::<Vec<_>>());
+        assert_eq!(s, "[3, 6, 9, 12]");
+        assert!(resident_code_kib() > 0);
     }
 }
