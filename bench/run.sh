@@ -78,6 +78,8 @@ port_of() { case $1 in direct) echo $B1;; floor) echo $FLOOR;; cohort) echo $COH
 
 for w in $WORKERS_LIST; do
   start_proxies "$w"
+  # cohort lets go of its start-up code a second after it serves: at rest is after that.
+  sleep 2
   record "rss_rest cohort $w $(rss_kib "$COH_PID" VmRSS)"
   record "rss_rest nginx $w $(rss_kib "$NGX_PID" VmRSS)"
   record "rss_rest floor $w $(rss_kib "$FLOOR_PID" VmRSS)"

@@ -15,14 +15,19 @@
 //! * [`relative`]: the relative lift with GrowthBook's fixed and sequential intervals;
 //! * [`sequential`]: GrowthBook's always-valid confidence sequence, and with it the
 //!   interval and p of a difference of per-unit means (a rollout guardrail's error rate);
-//! * [`welch`]: value per unit, Welch's t-test on running moments.
+//! * [`welch`]: value per unit, Welch's t-test on running moments;
+//! * [`psi`] and [`ks`]: drift of a live sample from a reference, the population stability
+//!   index over decile bins and the exact two-sample Kolmogorov–Smirnov test (the
+//!   categorical goodness of fit is in [`tables`]).
 
 #![forbid(unsafe_code)]
 
 pub mod bayes;
 pub mod decision;
+pub mod ks;
 pub mod power;
 pub mod proportions;
+pub mod psi;
 pub mod relative;
 pub mod sequential;
 pub mod tables;

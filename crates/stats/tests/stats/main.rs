@@ -4,6 +4,7 @@
 
 mod bayes;
 mod decision_aa;
+mod drift;
 mod properties;
 mod proportions;
 mod relative;
