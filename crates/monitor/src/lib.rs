@@ -3,7 +3,7 @@
 //!
 //! * [`payload`]: inference bodies (MLflow, KServe v1 and v2, or a configured JSON pointer)
 //!   read into rows of named columns and predictions;
-//! * [`column`]: one column's reference (decile bins or categories, a reservoir for KS) and
+//! * [`mod@column`]: one column's reference (decile bins or categories, a reservoir for KS) and
 //!   its live window, kept as bin counts per sub-window and a reservoir of rows;
 //! * [`drift`]: a variant's columns together, and the PSI, KS and chi-square of a window.
 //!

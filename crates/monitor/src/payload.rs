@@ -8,7 +8,7 @@
 //!   instance a list (by position), an object (by key) or a single value (one column);
 //!   `{"inputs": {"a": [...], "b": [...]}}` — columns by name;
 //! * KServe v2, `{"inputs": [{"name": ..., "shape": [...], "data": [...]}, ...]}` — a tensor
-//!   of shape [N] or [N, 1] is one column named by the tensor; one of shape [N, F], F
+//!   of shape `[N]` or `[N, 1]` is one column named by the tensor; one of shape `[N, F]`, F
 //!   columns by position; `data` flat (row-major) or nested.
 //!
 //! Outputs: `{"predictions": [...]}` (MLflow, KServe v1: one value per row, or an object
@@ -292,8 +292,8 @@ fn columns_of(cols: &serde_json::Map<String, Value>, shape: &Shape) -> Result<Ta
     Ok(t)
 }
 
-/// KServe v2 tensors: each of shape [N] or [N, 1] a column named by the tensor; one of
-/// shape [N, F] (F > 1), F columns by position.
+/// KServe v2 tensors: each of shape `[N]` or `[N, 1]` a column named by the tensor; one of
+/// shape `[N, F]` (F > 1), F columns by position.
 fn v2_tensors(tensors: &[Value], shape: &Shape) -> Result<Table, Unreadable> {
     let mut columns: Vec<(String, Vec<Cell>)> = Vec::new();
     for (k, tensor) in tensors.iter().enumerate() {

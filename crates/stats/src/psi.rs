@@ -20,7 +20,7 @@
 /// Bin edges of a numeric column, from its reference.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bins {
-    /// Strictly increasing; bin `i` holds the values in (edges[i-1], edges[i]].
+    /// Strictly increasing; bin `i` holds the values in `(edges[i-1], edges[i]]`.
     edges: Vec<f64>,
 }
 
