@@ -92,26 +92,10 @@ pub fn srm(observed: &[u64], shares: &[f64]) -> Option<ChiSquare> {
 /// never had (the last bin, "other", by the caller's convention) expects a little, never
 /// nothing. df = B − 1. None with fewer than two bins, different lengths, or nothing live.
 pub fn goodness_of_fit(live: &[u64], reference: &[u64]) -> Option<ChiSquare> {
-    if live.len() < 2 || live.len() != reference.len() {
+    if live.len() != reference.len() {
         return None;
     }
-    let total: f64 = live.iter().map(|&o| o as f64).sum();
-    if total == 0.0 {
-        return None;
-    }
-    let r_den = reference.iter().map(|&r| r as f64).sum::<f64>() + 0.5 * reference.len() as f64;
-    let chi2: f64 = live
-        .iter()
-        .zip(reference)
-        .map(|(&o, &r)| {
-            let e = total * (r as f64 + 0.5) / r_den;
-            (o as f64 - e).powi(2) / e
-        })
-        .sum();
-    let df = (live.len() - 1) as u32;
-    Some(ChiSquare {
-        chi2,
-        df,
-        p_value: chi2_sf(chi2, df),
-    })
+    // The same test as the sample-ratio check, with the smoothed counts as the shares.
+    let shares: Vec<f64> = reference.iter().map(|&r| r as f64 + 0.5).collect();
+    srm(live, &shares)
 }
