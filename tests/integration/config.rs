@@ -263,7 +263,7 @@ fn the_readme_reference_lists_every_key_with_its_default() {
     // A minimal file: every key not written here takes its default.
     // `events.clickhouse` is null by default; its url is written so that its keys show.
     let minimal = "routes: [{name: r, match: {path_prefix: /}, experiment: e}]\n\
-         experiments: [{name: e, control: a, variants: [{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}, {name: b, weight: 1, upstream: \"http://127.0.0.1:2\"}], rollout: {treatment: b, steps: [0.5]}}]\n\
+         experiments: [{name: e, control: a, variants: [{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}, {name: b, weight: 1, upstream: \"http://127.0.0.1:2\"}], rollout: {treatment: b, steps: [0.5]}, monitor: {}}]\n\
          events: {clickhouse: {url: \"http://127.0.0.1:8123\"}}\n";
     let compiled = config::parse("t.yaml", minimal).unwrap();
     let file = serde_json::to_value(&compiled.file).unwrap();
@@ -463,4 +463,41 @@ fn events_clickhouse_keys_are_checked() {
     // The url is the one key without a default.
     let p = problem("events: {clickhouse: {database: x}}\n");
     assert!(p.reason.contains("needs a `url`"), "{}", p.reason);
+}
+
+#[test]
+fn monitor_keys_are_checked_with_their_defaults() {
+    let exp = |monitor: &str| {
+        format!(
+            "experiments: [{{name: e, control: a, variants: [{{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}}], monitor: {monitor}}}]\n"
+        )
+    };
+    let ok = config::parse("t.yaml", &exp("{}")).unwrap();
+    let m = ok.experiments[0].monitor.clone().expect("monitored");
+    assert_eq!(
+        (m.sample, m.max_per_s, m.max_body_bytes, m.window_s, m.min_rows, m.ks_rows),
+        (0.05, 200, 65_536, 1800, 300, 1024)
+    );
+    assert!(config::parse("t.yaml", "experiments: [{name: e, control: a, variants: [{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}]}]\n")
+        .unwrap()
+        .experiments[0]
+        .monitor
+        .is_none());
+    for (keys, path, words) in [
+        ("{sample: 0}", "experiments[0].monitor.sample", "(0, 1]"),
+        ("{sample: 1.5}", "experiments[0].monitor.sample", "(0, 1]"),
+        ("{max_per_s: 0}", "experiments[0].monitor.max_per_s", "greater than 0"),
+        ("{max_body_bytes: 0}", "experiments[0].monitor.max_body_bytes", "between 1 and 16777216"),
+        ("{window_s: 30}", "experiments[0].monitor.window_s", "at least 60 seconds"),
+        ("{ks_rows: 100000}", "experiments[0].monitor.ks_rows", "between 16 and 4096"),
+        ("{reference_rows: 3}", "experiments[0].monitor.reference_rows", "at least 10 rows"),
+        ("{features: {pointer: \"rows\"}}", "experiments[0].monitor.features.pointer", "starts with \"/\""),
+        ("{features: {element: 1}}", "experiments[0].monitor.features.element", "only a prediction"),
+        ("{reference_from: control}", "experiments[0].monitor.reference_from", "must be one of variant | shared"),
+        ("{sampel: 0.1}", "experiments[0].monitor.sampel", "a typo?"),
+    ] {
+        let p = problem(&exp(keys));
+        assert_eq!(p.path, path, "{keys}: {p}");
+        assert!(p.reason.contains(words), "{keys}: {p}");
+    }
 }

@@ -14,7 +14,7 @@ use http::uri::{Scheme, Uri};
 use super::error::{ConfigError, Problem};
 use super::positions::Positions;
 use super::schema::{
-    ExperimentConfig, FileConfig, RolloutConfig, UnitKind, UnitSourceConfig, VariantConfig,
+    ExperimentConfig, FileConfig, MonitorConfig, RolloutConfig, UnitKind, UnitSourceConfig, VariantConfig,
 };
 use super::table::{Experiment, HostHeader, Rollout, Route, Routes, Source, Upstream, Variant};
 use cohort_assign::hash::{salt_seed, BUCKETS};
@@ -591,6 +591,10 @@ fn compile_experiment(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> 
         Some(r) => Some(check_rollout(c, path, e, &variants, &salt, r)?),
         None => None,
     };
+    let monitor = match &e.monitor {
+        Some(m) => Some(check_monitor(c, path, m)?),
+        None => None,
+    };
     Some(Experiment {
         name_value: header_value(&e.name),
         name: e.name.clone(),
@@ -609,7 +613,67 @@ fn compile_experiment(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> 
         layout,
         decision: e.decision.clone(),
         rollout,
+        monitor,
     })
+}
+
+/// The largest body monitoring reads: bodies are copied while they stream, and a larger
+/// limit would let one sampled call hold that much memory.
+const MONITOR_MAX_BODY_BYTES: usize = 16 << 20;
+/// The exact KS test costs the product of the two samples' sizes per column and window.
+const MONITOR_MAX_KS_ROWS: usize = 4096;
+
+/// Validates `experiments[i].monitor`.
+fn check_monitor(c: &mut Checker<'_>, path: &str, m: &MonitorConfig) -> Option<MonitorConfig> {
+    let before = c.problems.len();
+    let p = |k: &str| format!("{path}.monitor.{k}");
+    c.share_in(&p("sample"), m.sample, 0.0, 1.0, true);
+    c.positive(&p("max_per_s"), u64::from(m.max_per_s));
+    if !(1..=MONITOR_MAX_BODY_BYTES).contains(&m.max_body_bytes) {
+        c.error(
+            &p("max_body_bytes"),
+            format!(
+                "must be between 1 and {MONITOR_MAX_BODY_BYTES} bytes (got {})",
+                m.max_body_bytes
+            ),
+        );
+    }
+    if m.window_s < 60 {
+        c.error(
+            &p("window_s"),
+            format!("must be at least 60 seconds (got {}); 1800 is the usual half hour", m.window_s),
+        );
+    }
+    c.positive(&p("min_rows"), m.min_rows);
+    if !(16..=MONITOR_MAX_KS_ROWS).contains(&m.ks_rows) {
+        c.error(
+            &p("ks_rows"),
+            format!("must be between 16 and {MONITOR_MAX_KS_ROWS} (got {})", m.ks_rows),
+        );
+    }
+    if m.reference_rows < 10 {
+        c.error(
+            &p("reference_rows"),
+            format!("must be at least 10 rows (got {})", m.reference_rows),
+        );
+    }
+    for (side, shape) in [("features", &m.features), ("prediction", &m.prediction)] {
+        if let Some(ptr) = &shape.pointer {
+            if !(ptr.is_empty() || ptr.starts_with('/')) {
+                c.error(
+                    &format!("{}.pointer", p(side)),
+                    format!("a JSON pointer starts with \"/\" (got {ptr:?}), e.g. \"/payload/rows\""),
+                );
+            }
+        }
+    }
+    if m.features.element.is_some() {
+        c.error(
+            &format!("{}.element", p("features")),
+            "only a prediction has an element to pick (of a list of class probabilities)",
+        );
+    }
+    (c.problems.len() == before).then(|| m.clone())
 }
 
 /// Validates `experiments[i].rollout` against its experiment (variants, lanes).

@@ -382,6 +382,82 @@ pub struct ExperimentConfig {
     /// are the experiment's, changed only by hand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutConfig>,
+    /// Drift of each variant's inputs and predictions from a reference (null: not
+    /// monitored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<MonitorConfig>,
+}
+
+/// Model monitoring: a sample of each variant's calls is read (request and response bodies,
+/// up to a size, while they stream) and compared, window by window, with a reference.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// The share of requests whose bodies are read, in (0, 1].
+    #[serde(default = "defaults::monitor_sample")]
+    pub sample: f64,
+    /// At most this many captured calls per second for the experiment (per replica).
+    #[serde(default = "defaults::monitor_max_per_s")]
+    pub max_per_s: u32,
+    /// Bodies longer than this are not monitored (counted as too large).
+    #[serde(default = "defaults::monitor_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// The window the statistics are taken over; refreshed every sixth of it.
+    #[serde(default = "defaults::monitor_window_s")]
+    pub window_s: u64,
+    /// Values of a column a window needs before the column is reported.
+    #[serde(default = "defaults::monitor_min_rows")]
+    pub min_rows: u64,
+    /// Live values (and reference values) the KS test is taken on, at most.
+    #[serde(default = "defaults::monitor_ks_rows")]
+    pub ks_rows: usize,
+    /// Training rows, CSV with a header or JSON Lines of objects (null: the reference is
+    /// the first `reference_rows` rows captured in the experiment's current phase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<std::path::PathBuf>,
+    /// Rows captured before the reference is frozen (without a `reference` file).
+    #[serde(default = "defaults::monitor_reference_rows")]
+    pub reference_rows: usize,
+    /// Whether each variant has its own captured reference (`variant`) or all share the
+    /// control's (`shared`).
+    #[serde(default)]
+    pub reference_from: ReferenceFrom,
+    #[serde(default)]
+    pub features: PayloadShapeConfig,
+    #[serde(default)]
+    pub prediction: PayloadShapeConfig,
+}
+
+/// Whose captured rows make a variant's reference.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceFrom {
+    /// Each variant's own first rows.
+    #[default]
+    Variant,
+    /// The control's first rows, for every variant.
+    Shared,
+}
+
+/// How one side of a call (the features in the request, the prediction in the response) is
+/// read when the payload does not say it all.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadShapeConfig {
+    /// Names of the columns the payload gives by position only, in order (the rest are
+    /// `f0`, `f1`, … by position).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Columns whose numbers are codes, compared as categories.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categorical: Vec<String>,
+    /// A JSON pointer (RFC 6901, e.g. `/payload/rows`) to read at instead of the known
+    /// shapes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// Of a prediction that is a list (class probabilities), the element monitored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub element: Option<usize>,
 }
 
 /// A rollout: the treatment's share goes up step by step while its guardrails pass, and
@@ -738,6 +814,28 @@ pub enum DecisionMethod {
 pub mod defaults {
     use std::net::{Ipv4Addr, SocketAddr};
     use std::path::PathBuf;
+
+    pub fn monitor_sample() -> f64 {
+        0.05
+    }
+    pub fn monitor_max_per_s() -> u32 {
+        200
+    }
+    pub fn monitor_max_body_bytes() -> usize {
+        65_536
+    }
+    pub fn monitor_window_s() -> u64 {
+        1800
+    }
+    pub fn monitor_min_rows() -> u64 {
+        300
+    }
+    pub fn monitor_ks_rows() -> usize {
+        1024
+    }
+    pub fn monitor_reference_rows() -> usize {
+        1000
+    }
 
     pub fn listen() -> SocketAddr {
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080))

@@ -15,7 +15,7 @@ use http::uri::{Authority, Scheme};
 
 use super::error::Problem;
 use super::schema::{
-    CookieConfig, DecisionConfig, FileConfig, OnMissingUnit, Protocol, RolloutConfig, UnitKind,
+    CookieConfig, DecisionConfig, FileConfig, MonitorConfig, OnMissingUnit, Protocol, RolloutConfig, UnitKind,
 };
 use cohort_assign::layout::{Lane, Layout};
 use cohort_assign::unit::UnitSource;
@@ -128,6 +128,8 @@ pub struct Experiment {
     pub layout: Layout,
     pub decision: DecisionConfig,
     pub rollout: Option<Rollout>,
+    /// Validated; the column names it gives are the payload's business.
+    pub monitor: Option<MonitorConfig>,
 }
 
 /// A validated rollout of one treatment.
