@@ -189,6 +189,18 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             .spool_max_bytes
             .filter(|_| events_cfg.clickhouse.is_some())
             .map(|max| Arc::new(SpoolBound::new(max)));
+        // Calls sampled for model monitoring go to the monitor thread, started below.
+        let (capture_tx, capture_rx) = crossbeam_channel::bounded(CAPTURE_QUEUE);
+        let skipped = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("cohort_monitor_skipped_total", "Calls sampled for monitoring but not captured, by reason: too_large, incomplete, queue_full, status."),
+            &["experiment", "reason"],
+        )
+        .expect("valid metric");
+        if let Err(e) = metrics.register(Box::new(skipped.clone())) {
+            eprintln!("cohort serve: {e}");
+            return exit::INVALID;
+        }
+        let captures = cohort_proxy::capture::Captures::new(capture_tx, skipped);
         let (proxy, writer) = if events_cfg.enabled {
             let sink = match SegmentLog::open(&events_cfg) {
                 Ok(s) => s,
@@ -212,7 +224,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                     .with_spool_bound(spool_bound.clone()),
             );
             match Proxy::served_by(routes, metrics, workers) {
-                Ok(p) => (Arc::new(p.with_events(event_log)), Some(writer)),
+                Ok(p) => (Arc::new(p.with_events(event_log).with_captures(captures)), Some(writer)),
                 Err(err) => {
                     eprintln!("{err}");
                     return exit::INVALID;
@@ -221,7 +233,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         } else {
             tracing::warn!("events.enabled is false: no exposures are recorded and conversions are refused");
             match Proxy::served_by(routes, metrics, workers) {
-                Ok(p) => (Arc::new(p), None),
+                Ok(p) => (Arc::new(p.with_captures(captures)), None),
                 Err(err) => {
                     eprintln!("{err}");
                     return exit::INVALID;
@@ -230,6 +242,17 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         };
         // Name every upstream that does not listen now and after each reload.
         proxy.probe_upstreams();
+        let monitor_gauges = cohort_control::monitoring::gauges();
+        for family in monitor_gauges.collectors() {
+            if let Err(e) = proxy.metrics().register(family) {
+                eprintln!("cohort serve: {e}");
+                return exit::INVALID;
+            }
+        }
+        if let Err(e) = cohort_control::monitoring::start(capture_rx, proxy.clone(), monitor_gauges) {
+            eprintln!("cohort serve: cannot start the monitor thread: {e}");
+            return exit::INVALID;
+        }
         let ship_window = Duration::from_millis(proxy.routes().routes.file.shutdown.ship_timeout_ms);
         let shipping = match super::shipping::Shipping::start(&events_cfg, ship_window, proxy.metrics(), spool_bound) {
             Ok(s) => s,
@@ -386,6 +409,10 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
         exit::OK
     })
 }
+
+/// Captured calls waiting for the monitor thread, at most; past it a capture is dropped
+/// and counted (`cohort_monitor_skipped_total{reason="queue_full"}`).
+const CAPTURE_QUEUE: usize = 1024;
 
 /// How long after cohort starts serving its start-up code pages are let go
 /// ([`cohort_sys::release_start_up_code`]): by then the background tasks' first passes have

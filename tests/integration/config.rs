@@ -475,7 +475,14 @@ fn monitor_keys_are_checked_with_their_defaults() {
     let ok = config::parse("t.yaml", &exp("{}")).unwrap();
     let m = ok.experiments[0].monitor.clone().expect("monitored");
     assert_eq!(
-        (m.sample, m.max_per_s, m.max_body_bytes, m.window_s, m.min_rows, m.ks_rows),
+        (
+            m.sample,
+            m.max_per_s,
+            m.max_body_bytes,
+            m.window_s,
+            m.min_rows,
+            m.ks_rows
+        ),
         (0.05, 200, 65_536, 1800, 300, 1024)
     );
     assert!(config::parse("t.yaml", "experiments: [{name: e, control: a, variants: [{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}]}]\n")
@@ -486,14 +493,46 @@ fn monitor_keys_are_checked_with_their_defaults() {
     for (keys, path, words) in [
         ("{sample: 0}", "experiments[0].monitor.sample", "(0, 1]"),
         ("{sample: 1.5}", "experiments[0].monitor.sample", "(0, 1]"),
-        ("{max_per_s: 0}", "experiments[0].monitor.max_per_s", "greater than 0"),
-        ("{max_body_bytes: 0}", "experiments[0].monitor.max_body_bytes", "between 1 and 16777216"),
-        ("{window_s: 30}", "experiments[0].monitor.window_s", "at least 60 seconds"),
-        ("{ks_rows: 100000}", "experiments[0].monitor.ks_rows", "between 16 and 4096"),
-        ("{reference_rows: 3}", "experiments[0].monitor.reference_rows", "at least 10 rows"),
-        ("{features: {pointer: \"rows\"}}", "experiments[0].monitor.features.pointer", "starts with \"/\""),
-        ("{features: {element: 1}}", "experiments[0].monitor.features.element", "only a prediction"),
-        ("{reference_from: control}", "experiments[0].monitor.reference_from", "must be one of variant | shared"),
+        (
+            "{max_per_s: 0}",
+            "experiments[0].monitor.max_per_s",
+            "greater than 0",
+        ),
+        (
+            "{max_body_bytes: 0}",
+            "experiments[0].monitor.max_body_bytes",
+            "between 1 and 16777216",
+        ),
+        (
+            "{window_s: 30}",
+            "experiments[0].monitor.window_s",
+            "at least 60 seconds",
+        ),
+        (
+            "{ks_rows: 100000}",
+            "experiments[0].monitor.ks_rows",
+            "between 16 and 4096",
+        ),
+        (
+            "{reference_rows: 3}",
+            "experiments[0].monitor.reference_rows",
+            "at least 10 rows",
+        ),
+        (
+            "{features: {pointer: \"rows\"}}",
+            "experiments[0].monitor.features.pointer",
+            "starts with \"/\"",
+        ),
+        (
+            "{features: {element: 1}}",
+            "experiments[0].monitor.features.element",
+            "only a prediction",
+        ),
+        (
+            "{reference_from: control}",
+            "experiments[0].monitor.reference_from",
+            "must be one of variant | shared",
+        ),
         ("{sampel: 0.1}", "experiments[0].monitor.sampel", "a typo?"),
     ] {
         let p = problem(&exp(keys));

@@ -18,6 +18,7 @@ mod events;
 mod golden;
 mod grpc;
 mod limits;
+mod monitor;
 mod outcomes_cli;
 mod pool;
 mod proxy;

@@ -14,7 +14,8 @@ use http::uri::{Scheme, Uri};
 use super::error::{ConfigError, Problem};
 use super::positions::Positions;
 use super::schema::{
-    ExperimentConfig, FileConfig, MonitorConfig, RolloutConfig, UnitKind, UnitSourceConfig, VariantConfig,
+    ExperimentConfig, FileConfig, MonitorConfig, RolloutConfig, UnitKind, UnitSourceConfig,
+    VariantConfig,
 };
 use super::table::{Experiment, HostHeader, Rollout, Route, Routes, Source, Upstream, Variant};
 use cohort_assign::hash::{salt_seed, BUCKETS};
@@ -641,14 +642,20 @@ fn check_monitor(c: &mut Checker<'_>, path: &str, m: &MonitorConfig) -> Option<M
     if m.window_s < 60 {
         c.error(
             &p("window_s"),
-            format!("must be at least 60 seconds (got {}); 1800 is the usual half hour", m.window_s),
+            format!(
+                "must be at least 60 seconds (got {}); 1800 is the usual half hour",
+                m.window_s
+            ),
         );
     }
     c.positive(&p("min_rows"), m.min_rows);
     if !(16..=MONITOR_MAX_KS_ROWS).contains(&m.ks_rows) {
         c.error(
             &p("ks_rows"),
-            format!("must be between 16 and {MONITOR_MAX_KS_ROWS} (got {})", m.ks_rows),
+            format!(
+                "must be between 16 and {MONITOR_MAX_KS_ROWS} (got {})",
+                m.ks_rows
+            ),
         );
     }
     if m.reference_rows < 10 {
@@ -662,7 +669,9 @@ fn check_monitor(c: &mut Checker<'_>, path: &str, m: &MonitorConfig) -> Option<M
             if !(ptr.is_empty() || ptr.starts_with('/')) {
                 c.error(
                     &format!("{}.pointer", p(side)),
-                    format!("a JSON pointer starts with \"/\" (got {ptr:?}), e.g. \"/payload/rows\""),
+                    format!(
+                        "a JSON pointer starts with \"/\" (got {ptr:?}), e.g. \"/payload/rows\""
+                    ),
                 );
             }
         }

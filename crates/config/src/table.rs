@@ -15,7 +15,8 @@ use http::uri::{Authority, Scheme};
 
 use super::error::Problem;
 use super::schema::{
-    CookieConfig, DecisionConfig, FileConfig, MonitorConfig, OnMissingUnit, Protocol, RolloutConfig, UnitKind,
+    CookieConfig, DecisionConfig, FileConfig, MonitorConfig, OnMissingUnit, Protocol,
+    RolloutConfig, UnitKind,
 };
 use cohort_assign::layout::{Lane, Layout};
 use cohort_assign::unit::UnitSource;

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod gauges;
+pub mod monitoring;
 pub mod overrides;
 pub mod reload;
 pub mod rollout;

@@ -66,6 +66,28 @@ impl Table {
         self.rows.push(row);
     }
 
+    /// Appends `other`'s rows, by column name.
+    pub fn append(&mut self, other: &Table) {
+        for row in &other.rows {
+            self.push_row(
+                other
+                    .columns
+                    .iter()
+                    .cloned()
+                    .zip(row.iter().cloned())
+                    .collect(),
+            );
+        }
+    }
+
+    /// Adds a column with one cell per row (cells past the rows are dropped).
+    pub fn add_column(&mut self, name: &str, cells: Vec<Cell>) {
+        let i = self.column(name);
+        for (row, cell) in self.rows.iter_mut().zip(cells) {
+            row[i] = cell;
+        }
+    }
+
     /// The cells of column `name`, one per row.
     pub fn column_cells(&self, name: &str) -> Option<impl Iterator<Item = &Cell>> {
         let i = self.columns.iter().position(|c| c == name)?;
@@ -202,6 +224,11 @@ pub fn outputs(body: &[u8], shape: &Shape) -> Result<Vec<Cell>, Unreadable> {
             x => shape.cell(&column, x),
         })
         .collect())
+}
+
+/// Rows given as a JSON list (of lists, objects or single values), as in a reference file.
+pub fn rows(v: &Value, shape: &Shape) -> Result<Table, Unreadable> {
+    rows_of(v, shape)
 }
 
 fn is_v2_tensor(v: &Value) -> bool {

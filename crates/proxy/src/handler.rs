@@ -7,7 +7,10 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
+use http_body_util::BodyExt;
+
 use crate::body::Body;
+use crate::capture::{Captures, Skip, Slot};
 use crate::errors::{is_grpc, ProxyError};
 use crate::idle::IdleTimeoutBody;
 use crate::live::Live;
@@ -16,6 +19,7 @@ use crate::phases::{record, respond, rewrite, route, send, upgrade, Exchange};
 use crate::pool::UpstreamBody;
 use crate::server::{serve_http, Connections, Shutdown};
 use crate::serving::Serving;
+use crate::tap::Tapped;
 use crate::upstream::Clients;
 use crate::workers::Workers;
 use cohort_config::{ConfigError, Routes};
@@ -26,6 +30,8 @@ pub struct Proxy {
     tables: Installer,
     /// The outcome log; None when the process records no events (tests, demo).
     events: Option<EventLog>,
+    /// Where calls sampled for model monitoring go; None: nothing is captured.
+    captures: Option<Captures>,
     /// The threads that serve connections.
     workers: Workers,
 }
@@ -94,11 +100,18 @@ impl Proxy {
         Ok(Self {
             tables: Installer { shared },
             events: None,
+            captures: None,
             workers,
         })
     }
 
     /// Records an exposure event for every request that runs an experiment.
+    /// Hands the calls that experiments' `monitor` sections sample to `captures`.
+    pub fn with_captures(mut self, captures: Captures) -> Self {
+        self.captures = Some(captures);
+        self
+    }
+
     pub fn with_events(mut self, log: EventLog) -> Self {
         self.events = Some(log);
         self
@@ -178,10 +191,23 @@ impl Proxy {
             }
         }
         let mut ex = Exchange::new(serving, peer, is_grpc(req.headers()));
-        let resp = forward(&mut ex, req)
+        let resp = forward(&mut ex, req, self.captures.as_ref())
             .await
             .map_err(|err| err.into_response(ex.grpc));
-        record::record(ex, resp, self.events.as_ref())
+        // Only the model's own successful answer is monitored.
+        let capture = ex.capture.take().filter(|slot| match &resp {
+            Ok(r) if r.status().is_success() => true,
+            Ok(_) => {
+                slot.abandon(Skip::Status);
+                false
+            }
+            Err(_) => false,
+        });
+        let resp = record::record(ex, resp, self.events.as_ref());
+        match capture {
+            Some(slot) => resp.map(|body| Tapped::new(body, slot.response_tap()).boxed()),
+            None => resp,
+        }
     }
 
     /// `conversions.public_path`: conversions from browsers.
@@ -205,16 +231,45 @@ impl Proxy {
     }
 }
 
+/// Whether this call is captured for model monitoring ([`crate::capture`]).
+fn sample(ex: &mut Exchange, captures: &Captures) {
+    let (Some(route), Some(pick)) = (ex.route, &ex.pick) else {
+        return;
+    };
+    let routes = &ex.serving.routes;
+    let e = routes.routes[route].experiment;
+    let Some(sampling) = &ex.serving.sampling[e] else {
+        return;
+    };
+    if sampling.take(ex.arrival) {
+        let exp = &routes.experiments[e];
+        ex.capture = Some(Slot::new(
+            captures.clone(),
+            sampling.max_body_bytes,
+            &exp.name,
+            &exp.variants[pick.variant].name,
+            &exp.salt,
+            ex.arrival,
+        ));
+    }
+}
+
 /// The phases from route to respond; the upstream's body stays unboxed until the record
 /// phase wraps it.
 async fn forward(
     ex: &mut Exchange,
     mut req: Request<Incoming>,
+    captures: Option<&Captures>,
 ) -> Result<Response<IdleTimeoutBody<UpstreamBody>>, ProxyError> {
     let client_upgrade = upgrade::client_half(&mut req);
     let (mut parts, body) = req.into_parts();
     let version = parts.version;
     route::route(ex, &parts)?;
+    if client_upgrade.is_none() {
+        if let Some(captures) = captures {
+            sample(ex, captures);
+        }
+    }
     rewrite::rewrite(ex, &mut parts, client_upgrade.is_some())?;
     let mut resp = send::send(ex, parts, body, client_upgrade.is_some()).await?;
     ex.head = Some(ex.start.elapsed());

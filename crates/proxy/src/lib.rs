@@ -16,7 +16,8 @@
 //! [`phases`], [`serving`] (the table plus per-variant clients and metric handles),
 //! [`upstream`] and [`pool`] (clients), [`headers`] (hop-by-hop hygiene), [`errors`] (JSON and
 //! gRPC error responses), [`idle`] (the mid-stream idle timeout), [`metrics`] (every
-//! Prometheus family), [`request_id`], [`conversions`] (reported conversions).
+//! Prometheus family), [`request_id`], [`conversions`] (reported conversions), [`capture`] (the bodies of calls
+//! sampled for model monitoring).
 
 #![forbid(unsafe_code)]
 // The crate doc is the code map and names private modules too: read it with
@@ -25,6 +26,7 @@
 
 mod ablate;
 pub mod body;
+pub mod capture;
 pub mod conversions;
 mod errors;
 mod handler;

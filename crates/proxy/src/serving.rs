@@ -21,6 +21,8 @@ pub struct Serving {
     pub unrouted: RequestMetrics,
     /// `cohort_client_errors_total{kind="body"}`.
     pub client_body_errors: prometheus::IntCounter,
+    /// Per experiment (by index): its sampling for model monitoring, when monitored.
+    pub sampling: Vec<Option<crate::capture::Sampling>>,
     /// Per route, the requests its variants had answered when this table went into force.
     served_before: Vec<u64>,
 }
@@ -109,7 +111,13 @@ impl Serving {
             .with_label_values(&[&routes.version, &routes.base_version])
             .set(1);
         let served_before = by_route.iter().map(|v| served(v)).collect();
+        let sampling = routes
+            .experiments
+            .iter()
+            .map(|e| e.monitor.as_ref().map(crate::capture::Sampling::of))
+            .collect();
         Ok(Serving {
+            sampling,
             served_before,
             unrouted: metrics.request_handles("", "", ""),
             client_body_errors: metrics.client_errors.with_label_values(&["body"]),

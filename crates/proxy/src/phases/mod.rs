@@ -52,6 +52,9 @@ pub struct Exchange {
     pub pick: Option<Pick>,
     /// Time from arrival to the upstream's response head (set by [`send`]).
     pub head: Option<Duration>,
+    /// A call sampled for model monitoring: its bodies are copied as they pass (set
+    /// between [`route`] and [`rewrite`]).
+    pub capture: Option<Arc<crate::capture::Slot>>,
 }
 
 /// The variant a request was assigned, and who it is.
@@ -89,6 +92,7 @@ impl Exchange {
             route: None,
             pick: None,
             head: None,
+            capture: None,
         }
     }
 

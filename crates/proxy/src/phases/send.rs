@@ -42,6 +42,15 @@ pub async fn send(
         let tapped = Tapped::new(body, upload.clone());
         (tapped.map_err(BoxError::from).boxed(), Some(upload))
     };
+    // A call sampled for monitoring: its request body is copied on its way out too.
+    let body = match &ex.capture {
+        Some(slot) if body.is_end_stream() => {
+            slot.no_request_body();
+            body
+        }
+        Some(slot) => Tapped::new(body, slot.request_tap()).boxed(),
+        None => body,
+    };
     let req = Request::from_parts(head, body);
     // `Clients` makes one client per worker, so there always is one.
     let Some(general) = t.handles.client() else {

@@ -1,0 +1,427 @@
+//! Model monitoring: the thread that reads the captured calls ([`cohort_proxy::capture`]),
+//! keeps each variant's reference and drift windows ([`cohort_monitor`]) and publishes the
+//! figures as gauges.
+//!
+//! Everything here runs off the request path, on one thread at a lower CPU priority than
+//! the serving threads. The table in force decides what is monitored: a capture whose
+//! experiment has lost its `monitor` section, or was served under another salt than the
+//! one in force, is dropped; a changed salt or `monitor` section starts the experiment over
+//! (a new reference).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use prometheus::{GaugeVec, IntCounterVec, Opts};
+use serde_json::Value;
+
+use cohort_config::schema::{MonitorConfig, PayloadShapeConfig, ReferenceFrom};
+use cohort_config::Experiment;
+use cohort_monitor::drift::{Settings, VariantMonitor, WindowDrift};
+use cohort_monitor::payload::{self, Shape, Table, Unreadable};
+use cohort_proxy::capture::Capture;
+use cohort_proxy::Proxy;
+
+/// The default name of the prediction column.
+pub const PREDICTION: &str = "prediction";
+
+/// How long the thread waits for a capture before it looks at the clock anyway.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Rows read from a reference file, at most.
+const MAX_REFERENCE_ROWS: usize = 1_000_000;
+
+/// The monitor's series.
+#[derive(Clone)]
+pub struct Gauges {
+    psi: GaugeVec,
+    ks_p: GaugeVec,
+    chi2_p: GaugeVec,
+    rows: GaugeVec,
+    captured: IntCounterVec,
+    unreadable: IntCounterVec,
+}
+
+impl Gauges {
+    fn new() -> Self {
+        let g = |name: &str, help: &str, labels: &[&str]| {
+            GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let c = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let col = ["experiment", "variant", "column"];
+        Self {
+            psi: g("cohort_drift_psi", "PSI of the column's last window against its reference.", &col),
+            ks_p: g(
+                "cohort_drift_ks_p_value",
+                "Two-sample KS p-value of the numeric column's last window against its reference.",
+                &col,
+            ),
+            chi2_p: g(
+                "cohort_drift_chi2_p_value",
+                "Chi-square goodness-of-fit p-value of the categorical column's last window against its reference.",
+                &col,
+            ),
+            rows: g(
+                "cohort_monitor_window_rows",
+                "Rows captured in the variant's last window.",
+                &["experiment", "variant"],
+            ),
+            captured: c(
+                "cohort_monitor_captured_total",
+                "Calls captured and read for monitoring.",
+                &["experiment", "variant"],
+            ),
+            unreadable: c(
+                "cohort_monitor_unreadable_total",
+                "Captured bodies that could not be read: side is request or response.",
+                &["experiment", "side", "reason"],
+            ),
+        }
+    }
+
+    /// Every family, for registering.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.psi.clone()),
+            Box::new(self.ks_p.clone()),
+            Box::new(self.chi2_p.clone()),
+            Box::new(self.rows.clone()),
+            Box::new(self.captured.clone()),
+            Box::new(self.unreadable.clone()),
+        ]
+    }
+}
+
+/// The series of the monitor, to register before [`start`].
+pub fn gauges() -> Gauges {
+    Gauges::new()
+}
+
+/// Starts the monitor thread on `captures`; it stops when every sender is gone.
+pub fn start(
+    captures: Receiver<Capture>,
+    proxy: Arc<Proxy>,
+    gauges: Gauges,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("cohort-monitor".into())
+        .spawn(move || {
+            cohort_sys::lower_thread_priority(10);
+            run(&captures, &proxy, &gauges);
+        })
+        .map(|_| ())
+}
+
+fn run(captures: &Receiver<Capture>, proxy: &Proxy, gauges: &Gauges) {
+    let mut state = Monitors::default();
+    loop {
+        match captures.recv_timeout(TICK) {
+            Ok(c) => {
+                let serving = proxy.routes();
+                if let Some(exp) = serving.routes.experiment(&c.experiment) {
+                    state.add(exp, &c, gauges);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        state.tick(now_s(), gauges);
+    }
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Every monitored experiment.
+#[derive(Default)]
+pub struct Monitors {
+    experiments: HashMap<String, Watched>,
+}
+
+struct Watched {
+    salt: String,
+    config: MonitorConfig,
+    control: String,
+    features: Shape,
+    prediction: Shape,
+    /// A shared reference: the control's rows while they are gathered, then frozen.
+    shared: Option<Reference>,
+    variants: HashMap<String, VariantWatch>,
+}
+
+enum Reference {
+    Gathering(Table),
+    Frozen(Table),
+}
+
+struct VariantWatch {
+    monitor: VariantMonitor,
+    /// The sub-window last evaluated.
+    evaluated: i64,
+    /// Columns whose gauges are set.
+    published: Vec<String>,
+}
+
+impl Monitors {
+    /// Reads one capture and adds its rows to its variant's window.
+    pub fn add(&mut self, exp: &Experiment, c: &Capture, gauges: &Gauges) {
+        let Some(config) = &exp.monitor else {
+            return;
+        };
+        if c.salt != exp.salt {
+            return;
+        }
+        let w = self
+            .experiments
+            .entry(exp.name.clone())
+            .or_insert_with(|| Watched::new(exp, config));
+        if w.salt != exp.salt || w.config != *config {
+            w.clear(&exp.name, gauges);
+            *w = Watched::new(exp, config);
+        }
+        let Some(table) = read(c, &w.features, &w.prediction, gauges) else {
+            return;
+        };
+        gauges
+            .captured
+            .with_label_values(&[c.experiment.as_str(), c.variant.as_str()])
+            .inc();
+        let t =
+            c.at.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        w.observe(&c.variant, t, &table);
+    }
+
+    /// Evaluates every variant whose sub-window has closed since its last evaluation.
+    pub fn tick(&mut self, now_s: i64, gauges: &Gauges) {
+        for (name, w) in &mut self.experiments {
+            for (variant, v) in &mut w.variants {
+                let slot = w_settings(&w.config).slot(now_s);
+                if slot <= v.evaluated {
+                    continue;
+                }
+                v.evaluated = slot;
+                if let Some(drift) = v.monitor.evaluate(now_s) {
+                    publish(gauges, name, variant, &drift, &mut v.published);
+                }
+            }
+        }
+    }
+}
+
+impl Watched {
+    fn new(exp: &Experiment, config: &MonitorConfig) -> Self {
+        let mut prediction = shape(&config.prediction);
+        if prediction.names.is_empty() {
+            prediction.names.push(PREDICTION.to_owned());
+        }
+        let mut w = Self {
+            salt: exp.salt.clone(),
+            config: config.clone(),
+            control: exp.variants[exp.control].name.clone(),
+            features: shape(&config.features),
+            prediction,
+            shared: None,
+            variants: HashMap::new(),
+        };
+        if let Some(path) = &config.reference {
+            match reference_file(path, &w.features) {
+                Ok(t) => w.shared = Some(Reference::Frozen(t)),
+                Err(e) => tracing::warn!(
+                    experiment = %exp.name,
+                    file = %path.display(),
+                    error = %e,
+                    "cannot read the monitor's reference file: each variant's first captured rows are its reference instead"
+                ),
+            }
+        } else if config.reference_from == ReferenceFrom::Shared {
+            w.shared = Some(Reference::Gathering(Table::default()));
+        }
+        w
+    }
+
+    fn observe(&mut self, variant: &str, t: i64, table: &Table) {
+        let settings = w_settings(&self.config);
+        if let Some(Reference::Gathering(gathered)) = &mut self.shared {
+            if variant == self.control {
+                gathered.append(table);
+            }
+            if gathered.rows.len() >= self.config.reference_rows {
+                let frozen = std::mem::take(gathered);
+                self.shared = Some(Reference::Frozen(frozen));
+            } else {
+                return;
+            }
+        }
+        let shared = &self.shared;
+        let watch = self.variants.entry(variant.to_owned()).or_insert_with(|| {
+            let seed = rand::random();
+            let monitor = match shared {
+                Some(Reference::Frozen(r)) => {
+                    VariantMonitor::with_reference(settings.clone(), seed, r)
+                }
+                _ => VariantMonitor::new(settings.clone(), seed),
+            };
+            VariantWatch {
+                monitor,
+                evaluated: settings.slot(t),
+                published: Vec::new(),
+            }
+        });
+        watch.monitor.observe(t, table);
+    }
+
+    /// Removes every series this experiment set.
+    fn clear(&mut self, experiment: &str, gauges: &Gauges) {
+        for (variant, v) in &mut self.variants {
+            for column in v.published.drain(..) {
+                remove(gauges, experiment, variant, &column);
+            }
+            let _ = gauges.rows.remove_label_values(&[experiment, variant]);
+        }
+    }
+}
+
+fn w_settings(m: &MonitorConfig) -> Settings {
+    let mut categorical = m.features.categorical.clone();
+    categorical.extend(m.prediction.categorical.iter().cloned());
+    Settings {
+        window_s: m.window_s,
+        min_rows: m.min_rows,
+        ks_rows: m.ks_rows,
+        reference_rows: m.reference_rows,
+        categorical,
+    }
+}
+
+fn shape(c: &PayloadShapeConfig) -> Shape {
+    Shape {
+        names: c.names.clone(),
+        categorical: c.categorical.clone(),
+        pointer: c.pointer.clone().filter(|p| !p.is_empty()),
+        element: c.element,
+    }
+}
+
+/// The rows of a call: its features, and its prediction as one more column when the
+/// response has one per row.
+fn read(c: &Capture, features: &Shape, prediction: &Shape, gauges: &Gauges) -> Option<Table> {
+    let unreadable = |side: &str, why: &str| {
+        gauges
+            .unreadable
+            .with_label_values(&[c.experiment.as_str(), side, why])
+            .inc();
+    };
+    let mut table = match payload::inputs(&c.request, features) {
+        Ok(t) => t,
+        Err(e) => {
+            unreadable("request", e.as_str());
+            return None;
+        }
+    };
+    match payload::outputs(&c.response, prediction) {
+        Ok(p) if p.len() == table.rows.len() => table.add_column(&prediction.names[0], p),
+        Ok(_) => unreadable("response", "row_count"),
+        Err(e) => unreadable("response", e.as_str()),
+    }
+    Some(table)
+}
+
+fn publish(
+    gauges: &Gauges,
+    experiment: &str,
+    variant: &str,
+    d: &WindowDrift,
+    published: &mut Vec<String>,
+) {
+    gauges
+        .rows
+        .with_label_values(&[experiment, variant])
+        .set(d.rows as f64);
+    for gone in published
+        .iter()
+        .filter(|c| !d.columns.iter().any(|x| x.column == **c))
+    {
+        remove(gauges, experiment, variant, gone);
+    }
+    published.clear();
+    for c in &d.columns {
+        let labels = [experiment, variant, c.column.as_str()];
+        if let Some(psi) = c.psi {
+            gauges.psi.with_label_values(&labels).set(psi);
+        }
+        if let Some(ks) = c.ks {
+            gauges.ks_p.with_label_values(&labels).set(ks.p_value);
+        }
+        if let Some(chi2) = c.chi2 {
+            gauges.chi2_p.with_label_values(&labels).set(chi2.p_value);
+        }
+        published.push(c.column.clone());
+    }
+}
+
+fn remove(gauges: &Gauges, experiment: &str, variant: &str, column: &str) {
+    let labels = [experiment, variant, column];
+    let _ = gauges.psi.remove_label_values(&labels);
+    let _ = gauges.ks_p.remove_label_values(&labels);
+    let _ = gauges.chi2_p.remove_label_values(&labels);
+}
+
+/// A reference file's rows: CSV with a header (`.csv`), else JSON Lines of objects.
+fn reference_file(path: &Path, shape: &Shape) -> Result<Table, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let is_csv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let rows: Vec<Value> = if is_csv {
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let header = reader.headers().map_err(|e| e.to_string())?.clone();
+        reader
+            .records()
+            .take(MAX_REFERENCE_ROWS)
+            .map(|r| {
+                let r = r.map_err(|e| e.to_string())?;
+                Ok(Value::Object(
+                    header
+                        .iter()
+                        .zip(r.iter())
+                        .map(|(k, v)| (k.to_owned(), csv_value(v)))
+                        .collect(),
+                ))
+            })
+            .collect::<Result<_, String>>()?
+    } else {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .take(MAX_REFERENCE_ROWS)
+            .enumerate()
+            .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
+            .collect::<Result<_, String>>()?
+    };
+    let table =
+        payload::rows(&Value::Array(rows), shape).map_err(|e: Unreadable| e.as_str().to_owned())?;
+    if table.rows.is_empty() {
+        return Err("no rows".to_owned());
+    }
+    Ok(table)
+}
+
+/// A CSV field: a number where it reads as one, else text (empty: missing).
+fn csv_value(v: &str) -> Value {
+    if v.is_empty() {
+        return Value::Null;
+    }
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() => {
+            serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+        }
+        _ => Value::String(v.to_owned()),
+    }
+}

@@ -1,0 +1,289 @@
+//! Model monitoring end to end: a real model behind `cohort serve`, calls captured from the
+//! request path, drift gauges per variant and column on /metrics, bad payloads counted, and
+//! the client's answers the same with monitoring on and off.
+
+use crate::common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::net::client;
+use common::process::{admin_call, free_port, CohortProcess};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+/// A model that scores each row of a `dataframe_split` body as x0 + x1; any other JSON
+/// gets `{"predictions": [0]}`, and a body that is not JSON a 400.
+async fn model() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let (status, answer) = match serde_json::from_slice::<Value>(&body) {
+                        Ok(v) => {
+                            let rows = v["dataframe_split"]["data"].as_array().cloned();
+                            let scores: Vec<f64> = rows.map_or(vec![0.0], |rows| {
+                                rows.iter()
+                                    .map(|r| {
+                                        r[0].as_f64().unwrap_or(0.0) + r[1].as_f64().unwrap_or(0.0)
+                                    })
+                                    .collect()
+                            });
+                            (StatusCode::OK, json!({ "predictions": scores }))
+                        }
+                        Err(_) => (StatusCode::BAD_REQUEST, json!({"error": "not JSON"})),
+                    };
+                    let mut resp = Response::new(Full::new(Bytes::from(answer.to_string())));
+                    *resp.status_mut() = status;
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct Served {
+    _dir: tempfile::TempDir,
+    _cohort: CohortProcess,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+}
+
+/// cohort in front of `model` with two routes: `/on` runs experiment `e` (rf and lr, both
+/// the same model, monitored), `/off` experiment `plain` (not monitored).
+fn serve(model: SocketAddr) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\n\
+         admin: {{ listen: 127.0.0.1:{admin} }}\n\
+         events: {{ dir: {events} }}\n\
+         routes:\n\
+         \x20 - {{ name: on, match: {{ path_prefix: /on }}, experiment: e }}\n\
+         \x20 - {{ name: off, match: {{ path_prefix: /off }}, experiment: plain }}\n\
+         experiments:\n\
+         \x20 - name: e\n\
+         \x20   control: rf\n\
+         \x20   allow_override: true\n\
+         \x20   variants:\n\
+         \x20     - {{ name: rf, weight: 50, upstream: \"http://{model}\" }}\n\
+         \x20     - {{ name: lr, weight: 50, upstream: \"http://{model}\" }}\n\
+         \x20   monitor: {{ sample: 1.0, max_per_s: 100000, window_s: 60, min_rows: 300, reference_rows: 500, ks_rows: 256 }}\n\
+         \x20 - name: plain\n\
+         \x20   control: rf\n\
+         \x20   variants:\n\
+         \x20     - {{ name: rf, weight: 50, upstream: \"http://{model}\" }}\n\
+         \x20     - {{ name: lr, weight: 50, upstream: \"http://{model}\" }}\n",
+        events = dir.path().join("events").display(),
+    );
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let cohort = CohortProcess::start(&config, &[]);
+    Served {
+        _dir: dir,
+        _cohort: cohort,
+        proxy: format!("127.0.0.1:{port}").parse().unwrap(),
+        admin: format!("127.0.0.1:{admin}").parse().unwrap(),
+    }
+}
+
+/// POSTs `body` to `path`, forced to `variant`: (status, body bytes, x-cohort-variant).
+async fn call(
+    proxy: SocketAddr,
+    path: &str,
+    variant: &str,
+    user: &str,
+    body: String,
+) -> (StatusCode, Bytes, String) {
+    let req = Request::post(format!("http://{proxy}{path}"))
+        .header("content-type", "application/json")
+        .header("x-user-id", user)
+        .header("x-cohort-variant", variant)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let status = resp.status();
+    let served = resp
+        .headers()
+        .get("x-cohort-variant")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (
+        status,
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        served,
+    )
+}
+
+/// A `dataframe_split` body of one row: x0, x1 (shifted by `shift`) and a plan.
+fn row(rng: &mut SmallRng, shift: f64) -> String {
+    let normal = |rng: &mut SmallRng| -> f64 {
+        // Box–Muller: the test needs no more than a normal draw.
+        let (u, v): (f64, f64) = (rng.random_range(1e-12..1.0), rng.random());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    };
+    let plan = ["free", "pro"][rng.random_range(0..2)];
+    json!({"dataframe_split": {"columns": ["x0", "x1", "plan"], "data": [[normal(rng), normal(rng) + shift, plan]]}})
+        .to_string()
+}
+
+/// The value of the series `name{labels}` on /metrics, if present (labels in the order
+/// the registry prints them: by name).
+fn series(metrics: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn metrics(admin: SocketAddr) -> String {
+    let (_, m) = admin_call(admin, "GET", "/metrics", None).await;
+    m.as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_shifted_feature_in_one_variant_raises_that_variant_and_column_only() {
+    let s = serve(model().await);
+    let mut rng = SmallRng::seed_from_u64(11);
+    // The first 500 rows of each variant are its reference; the next 400 its live window,
+    // lr's x1 shifted by one standard deviation.
+    for (shift_lr, n) in [(0.0, 500), (1.0, 400)] {
+        for i in 0..n {
+            for (variant, shift) in [("rf", 0.0), ("lr", shift_lr)] {
+                let (status, _, served) = call(
+                    s.proxy,
+                    "/on",
+                    variant,
+                    &format!("u{i}"),
+                    row(&mut rng, shift),
+                )
+                .await;
+                assert_eq!((status, served.as_str()), (StatusCode::OK, variant));
+            }
+        }
+    }
+    let lr_x1 = r#"column="x1",experiment="e",variant="lr""#;
+    // The window is evaluated when its sub-window (10 s) closes.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let m = loop {
+        let m = metrics(s.admin).await;
+        let rf_rows = series(
+            &m,
+            "cohort_drift_psi",
+            r#"column="x1",experiment="e",variant="rf""#,
+        );
+        if series(&m, "cohort_drift_psi", lr_x1).is_some() && rf_rows.is_some() {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no drift gauges within 40 s:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let psi = |variant: &str, column: &str| {
+        series(
+            &m,
+            "cohort_drift_psi",
+            &format!(r#"column="{column}",experiment="e",variant="{variant}""#),
+        )
+        .unwrap_or_else(|| panic!("no PSI for {variant}/{column}:\n{m}"))
+    };
+    assert!(psi("lr", "x1") > 0.2, "lr x1: {}", psi("lr", "x1"));
+    assert!(psi("lr", "x0") < 0.2, "lr x0: {}", psi("lr", "x0"));
+    assert!(psi("rf", "x1") < 0.2, "rf x1: {}", psi("rf", "x1"));
+    // The model's scores move with x1: the prediction drifts in lr too.
+    assert!(
+        psi("lr", "prediction") > 0.2,
+        "lr prediction: {}",
+        psi("lr", "prediction")
+    );
+    // KS for numbers, chi-square for the categorical column.
+    let ks = series(&m, "cohort_drift_ks_p_value", lr_x1).unwrap();
+    assert!(ks < 1e-6, "KS p of lr x1: {ks}");
+    assert!(
+        series(
+            &m,
+            "cohort_drift_chi2_p_value",
+            r#"column="plan",experiment="e",variant="rf""#
+        )
+        .is_some(),
+        "{m}"
+    );
+    let captured = series(
+        &m,
+        "cohort_monitor_captured_total",
+        r#"experiment="e",variant="lr""#,
+    )
+    .unwrap();
+    assert_eq!(captured, 900.0);
+}
+
+#[tokio::test]
+async fn answers_are_the_same_with_monitoring_on_and_off_and_bad_bodies_are_counted() {
+    let s = serve(model().await);
+    let mut rng = SmallRng::seed_from_u64(5);
+    for i in 0..20 {
+        let body = row(&mut rng, 0.0);
+        let on = call(s.proxy, "/on", "lr", &format!("u{i}"), body.clone()).await;
+        let off = call(s.proxy, "/off", "lr", &format!("u{i}"), body).await;
+        assert_eq!((on.0, &on.1), (off.0, &off.1), "call {i}");
+    }
+    // JSON the model takes but no known shape: the client gets the model's answer, and
+    // the request side is counted unreadable.
+    let (status, body, _) = call(s.proxy, "/on", "rf", "x", r#"{"features": [1, 2]}"#.into()).await;
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::OK, &br#"{"predictions":[0.0]}"#[..])
+    );
+    // Not JSON: the model's 400 reaches the client; the call is not monitored.
+    let (status, _, _) = call(s.proxy, "/on", "rf", "y", "not json".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = metrics(s.admin).await;
+        let unreadable = series(
+            &m,
+            "cohort_monitor_unreadable_total",
+            r#"experiment="e",reason="unknown_shape",side="request""#,
+        );
+        let status = series(
+            &m,
+            "cohort_monitor_skipped_total",
+            r#"experiment="e",reason="status""#,
+        );
+        if unreadable == Some(1.0) && status == Some(1.0) {
+            assert_eq!(
+                series(
+                    &m,
+                    "cohort_monitor_captured_total",
+                    r#"experiment="e",variant="lr""#
+                ),
+                Some(20.0),
+                "{m}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counts not seen within 10 s:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
