@@ -83,7 +83,7 @@ NGINX
 }
 
 # cohort's bench config: 50/50 sticky on x-user-id over the two backends.
-cohort_config() { # file port admin events-line [route timeout ms]
+cohort_config() { # file port admin events-line [route timeout ms] [experiment keys]
   cat > "$1" <<YAML
 listen: 127.0.0.1:$2
 admin: { listen: 127.0.0.1:$3 }
@@ -97,24 +97,30 @@ experiments:
     variants:
       - { name: rf, weight: 50, upstream: "http://127.0.0.1:$B1" }
       - { name: lr, weight: 50, upstream: "http://127.0.0.1:$B2" }
+${6:-}
 YAML
 }
 
 # Starts one cohort candidate of bench/ab.sh and bench/conn_memory.sh, given as
-# NAME=BINARY [VAR=VALUE ...] (`log=off`: the event log off instead of a variable), with
+# NAME=BINARY [VAR=VALUE ...] (`log=off`: the event log off instead of a variable;
+# `monitor=SHARE`: the experiment monitored, SHARE of its calls captured), with
 # cohort_config's config on $port (admin $port + 1), once it is ready. Sets $cand_name and
 # $cand_pid. Relative binaries are taken from the repo's root ($ROOT).
 start_candidate() { # spec port workers
-  local spec=$1 port=$2 workers=$3 rest binary events w
+  local spec=$1 port=$2 workers=$3 rest binary events w monitor=""
   local -a words vars=()
   cand_name=${spec%%=*}; rest=${spec#*=}
   read -r -a words <<<"$rest"
   binary=$(cd "$ROOT" && realpath "${words[0]}")
   events="events: { dir: $work/events-$cand_name, fsync: interval }"
   for w in "${words[@]:1}"; do
-    if [ "$w" = log=off ]; then events="events: { enabled: false }"; else vars+=("$w"); fi
+    case $w in
+      log=off) events="events: { enabled: false }" ;;
+      monitor=*) monitor="    monitor: { sample: ${w#monitor=}, max_per_s: 1000000 }" ;;
+      *) vars+=("$w") ;;
+    esac
   done
-  cohort_config "$work/$cand_name.yaml" "$port" $((port + 1)) "$events"
+  cohort_config "$work/$cand_name.yaml" "$port" $((port + 1)) "$events" 30000 "$monitor"
   (cd "$work" && RUST_LOG=warn exec env "${vars[@]}" "$binary" serve --config "$work/$cand_name.yaml" --workers "$workers") &
   cand_pid=$!
   pids+=($cand_pid)
