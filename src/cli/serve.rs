@@ -249,7 +249,16 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 return exit::INVALID;
             }
         }
-        if let Err(e) = cohort_control::monitoring::start(capture_rx, proxy.clone(), monitor_gauges) {
+        let drift_webhooks = cohort_control::monitoring::webhook_metric();
+        if let Err(e) = proxy.metrics().register(Box::new(drift_webhooks.clone())) {
+            eprintln!("cohort serve: {e}");
+            return exit::INVALID;
+        }
+        let trigger = cohort_control::monitoring::Trigger {
+            webhooks: cohort_control::webhooks::Webhooks::start(drift_webhooks),
+            admin: admin_listen,
+        };
+        if let Err(e) = cohort_control::monitoring::start(capture_rx, proxy.clone(), monitor_gauges, trigger) {
             eprintln!("cohort serve: cannot start the monitor thread: {e}");
             return exit::INVALID;
         }

@@ -263,7 +263,7 @@ fn the_readme_reference_lists_every_key_with_its_default() {
     // A minimal file: every key not written here takes its default.
     // `events.clickhouse` is null by default; its url is written so that its keys show.
     let minimal = "routes: [{name: r, match: {path_prefix: /}, experiment: e}]\n\
-         experiments: [{name: e, control: a, variants: [{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}, {name: b, weight: 1, upstream: \"http://127.0.0.1:2\"}], rollout: {treatment: b, steps: [0.5]}, monitor: {}}]\n\
+         experiments: [{name: e, control: a, variants: [{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}, {name: b, weight: 1, upstream: \"http://127.0.0.1:2\"}], rollout: {treatment: b, steps: [0.5]}, monitor: {on_drift: {webhook: {url: \"http://127.0.0.1:9\"}}}}]\n\
          events: {clickhouse: {url: \"http://127.0.0.1:8123\"}}\n";
     let compiled = config::parse("t.yaml", minimal).unwrap();
     let file = serde_json::to_value(&compiled.file).unwrap();
@@ -300,6 +300,7 @@ fn the_readme_reference_lists_every_key_with_its_default() {
         "events.clickhouse.url",
         "experiments[].rollout.treatment",
         "experiments[].rollout.steps",
+        "experiments[].monitor.on_drift.webhook.url",
     ];
     let mut wrong = Vec::new();
     for (key, value) in &leaves {
@@ -534,6 +535,16 @@ fn monitor_keys_are_checked_with_their_defaults() {
             "must be one of variant | shared",
         ),
         ("{sampel: 0.1}", "experiments[0].monitor.sampel", "a typo?"),
+        (
+            "{on_drift: {psi_above: 0, webhook: {url: \"http://h/x\"}}}",
+            "experiments[0].monitor.on_drift.psi_above",
+            "greater than 0",
+        ),
+        (
+            "{on_drift: {webhook: {url: \"airflow:8080\"}}}",
+            "experiments[0].monitor.on_drift.webhook.url",
+            "not an http(s) URL",
+        ),
     ] {
         let p = problem(&exp(keys));
         assert_eq!(p.path, path, "{keys}: {p}");

@@ -6,6 +6,7 @@ use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -64,9 +65,41 @@ struct Served {
     admin: SocketAddr,
 }
 
+type Deliveries = Arc<Mutex<Vec<(http::HeaderMap, Value, Bytes)>>>;
+
+/// A webhook receiver that keeps every POST (headers, JSON, bytes) and answers 200.
+async fn receiver() -> (SocketAddr, Deliveries) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: Deliveries = Arc::default();
+    let seen = got.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let bytes = body.collect().await.unwrap().to_bytes();
+                        let json = serde_json::from_slice(&bytes).unwrap();
+                        seen.lock().unwrap().push((parts.headers, json, bytes));
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, got)
+}
+
 /// cohort in front of `model` with two routes: `/on` runs experiment `e` (rf and lr, both
-/// the same model, monitored), `/off` experiment `plain` (not monitored).
-fn serve(model: SocketAddr) -> Served {
+/// the same model, monitored, with `monitor_extra` keys), `/off` experiment `plain` (not
+/// monitored).
+fn serve(model: SocketAddr, monitor_extra: &str, env: &[(&str, &str)]) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
@@ -83,7 +116,7 @@ fn serve(model: SocketAddr) -> Served {
          \x20   variants:\n\
          \x20     - {{ name: rf, weight: 50, upstream: \"http://{model}\" }}\n\
          \x20     - {{ name: lr, weight: 50, upstream: \"http://{model}\" }}\n\
-         \x20   monitor: {{ sample: 1.0, max_per_s: 100000, window_s: 60, min_rows: 300, reference_rows: 500, ks_rows: 256 }}\n\
+         \x20   monitor: {{ sample: 1.0, max_per_s: 100000, window_s: 60, min_rows: 300, reference_rows: 500, ks_rows: 256{monitor_extra} }}\n\
          \x20 - name: plain\n\
          \x20   control: rf\n\
          \x20   variants:\n\
@@ -93,7 +126,7 @@ fn serve(model: SocketAddr) -> Served {
     );
     let config = dir.path().join("routes.yaml");
     std::fs::write(&config, yaml).unwrap();
-    let cohort = CohortProcess::start(&config, &[]);
+    let cohort = CohortProcess::start(&config, env);
     Served {
         _dir: dir,
         _cohort: cohort,
@@ -159,7 +192,12 @@ async fn metrics(admin: SocketAddr) -> String {
 
 #[tokio::test]
 async fn a_shifted_feature_in_one_variant_raises_that_variant_and_column_only() {
-    let s = serve(model().await);
+    let (hook, deliveries) = receiver().await;
+    let s = serve(
+        model().await,
+        &format!(", on_drift: {{ psi_above: 0.2, webhook: {{ url: \"http://{hook}/retrain\", secret_env: DRIFT_SECRET }} }}"),
+        &[("DRIFT_SECRET", "s3cret")],
+    );
     let mut rng = SmallRng::seed_from_u64(11);
     // The first 500 rows of each variant are its reference; the next 400 its live window,
     // lr's x1 shifted by one standard deviation.
@@ -233,11 +271,58 @@ async fn a_shifted_feature_in_one_variant_raises_that_variant_and_column_only() 
     )
     .unwrap();
     assert_eq!(captured, 900.0);
+
+    // The retrain trigger: one signed POST per drifted column of lr, none for rf.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while deliveries.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "no drift webhook within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Another window is evaluated with the columns still over the bound: no new call.
+    let lr = r#"experiment="e",variant="lr""#;
+    let windows = |m: &str| series(m, "cohort_monitor_windows_total", lr).unwrap();
+    let seen = windows(&metrics(s.admin).await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while windows(&metrics(s.admin).await) < seen + 1.0 {
+        assert!(Instant::now() < deadline, "no further window within 30 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let got = deliveries.lock().unwrap().clone();
+    let mut columns: Vec<&str> = got
+        .iter()
+        .map(|(_, j, _)| j["column"].as_str().unwrap())
+        .collect();
+    columns.sort_unstable();
+    assert_eq!(columns, ["prediction", "x1"], "{got:?}");
+    for (headers, json, raw) in &got {
+        assert_eq!(
+            (json["event"].as_str(), json["variant"].as_str()),
+            (Some("drift"), Some("lr"))
+        );
+        assert!(json["psi"].as_f64().unwrap() > 0.2, "{json}");
+        assert_eq!(headers["x-cohort-event"], "drift");
+        let start = window_start_s(json);
+        assert_eq!(
+            headers["x-cohort-idempotency-key"].to_str().unwrap(),
+            format!("e/lr/{}/{start}", json["column"].as_str().unwrap())
+        );
+        assert_eq!(
+            headers["x-cohort-signature"].to_str().unwrap(),
+            cohort_control::webhooks::signature(b"s3cret", raw)
+        );
+    }
+}
+
+/// The window start of a drift body, in seconds since the epoch (its RFC 3339
+/// `window.start` read back).
+fn window_start_s(json: &Value) -> i64 {
+    let start = json["window"]["start"].as_str().unwrap();
+    cohort_events::clock::parse_nanos(start).unwrap() / 1_000_000_000
 }
 
 #[tokio::test]
 async fn answers_are_the_same_with_monitoring_on_and_off_and_bad_bodies_are_counted() {
-    let s = serve(model().await);
+    let s = serve(model().await, "", &[]);
     let mut rng = SmallRng::seed_from_u64(5);
     for i in 0..20 {
         let body = row(&mut rng, 0.0);

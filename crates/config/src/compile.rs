@@ -676,6 +676,34 @@ fn check_monitor(c: &mut Checker<'_>, path: &str, m: &MonitorConfig) -> Option<M
             }
         }
     }
+    if let Some(d) = &m.on_drift {
+        let dp = |k: &str| format!("{}.{k}", p("on_drift"));
+        if !(d.psi_above.is_finite() && d.psi_above > 0.0) {
+            c.error(
+                &dp("psi_above"),
+                format!(
+                    "must be a PSI greater than 0, e.g. 0.2 (got {})",
+                    d.psi_above
+                ),
+            );
+        }
+        match d.webhook.url.parse::<Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+            _ => c.error(
+                &dp("webhook.url"),
+                format!(
+                    "{:?} is not an http(s) URL (expected e.g. \"https://airflow.example.com/api/v1/dags/retrain/dagRuns\")",
+                    d.webhook.url
+                ),
+            ),
+        }
+        if d.webhook.secret_env.as_deref().is_some_and(str::is_empty) {
+            c.error(
+                &dp("webhook.secret_env"),
+                "must name an environment variable, or be left out",
+            );
+        }
+    }
     if m.features.element.is_some() {
         c.error(
             &format!("{}.element", p("features")),

@@ -426,6 +426,31 @@ pub struct MonitorConfig {
     pub features: PayloadShapeConfig,
     #[serde(default)]
     pub prediction: PayloadShapeConfig,
+    /// What to call when a column drifts (null: only the gauges and the alert rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_drift: Option<OnDriftConfig>,
+}
+
+/// The retrain trigger: a column's PSI above the bound POSTs to a webhook, once per breach.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OnDriftConfig {
+    /// The bound a column's PSI must exceed.
+    #[serde(default = "defaults::psi_above")]
+    pub psi_above: f64,
+    pub webhook: DriftWebhookConfig,
+}
+
+/// Where a drift is POSTed.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DriftWebhookConfig {
+    /// `http://…` or `https://…`.
+    pub url: String,
+    /// The environment variable holding the HMAC-SHA256 key that signs each body (null:
+    /// unsigned).
+    #[serde(default)]
+    pub secret_env: Option<String>,
 }
 
 /// Whose captured rows make a variant's reference.
@@ -835,6 +860,9 @@ pub mod defaults {
     }
     pub fn monitor_reference_rows() -> usize {
         1000
+    }
+    pub fn psi_above() -> f64 {
+        0.2
     }
 
     pub fn listen() -> SocketAddr {

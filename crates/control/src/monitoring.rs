@@ -7,6 +7,14 @@
 //! experiment has lost its `monitor` section, or was served under another salt than the
 //! one in force, is dropped; a changed salt or `monitor` section starts the experiment over
 //! (a new reference).
+//!
+//! **The retrain trigger** (`monitor.on_drift`): when a column's PSI in a window exceeds
+//! `psi_above`, its webhook gets one POST for that column; the column is armed again only
+//! once it has been reported below the bound over a whole window (a window that starts after
+//! it was first seen below, every evaluation between below), so a column that hovers at the
+//! bound does not call again and again. The idempotency key is `<experiment>/<variant>/
+//! <column>/<window start, s>`: replicas' windows share their boundaries (multiples of the
+//! sub-window since the epoch), so copies from several replicas carry the same key.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,12 +25,14 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use prometheus::{GaugeVec, IntCounterVec, Opts};
 use serde_json::Value;
 
-use cohort_config::schema::{MonitorConfig, PayloadShapeConfig, ReferenceFrom};
+use cohort_config::schema::{MonitorConfig, OnDriftConfig, PayloadShapeConfig, ReferenceFrom};
 use cohort_config::Experiment;
 use cohort_monitor::drift::{Settings, VariantMonitor, WindowDrift};
 use cohort_monitor::payload::{self, Shape, Table, Unreadable};
 use cohort_proxy::capture::Capture;
 use cohort_proxy::Proxy;
+
+use crate::webhooks::Webhooks;
 
 /// The default name of the prediction column.
 pub const PREDICTION: &str = "prediction";
@@ -42,6 +52,7 @@ pub struct Gauges {
     rows: GaugeVec,
     captured: IntCounterVec,
     unreadable: IntCounterVec,
+    windows: IntCounterVec,
 }
 
 impl Gauges {
@@ -80,6 +91,11 @@ impl Gauges {
                 "Captured bodies that could not be read: side is request or response.",
                 &["experiment", "side", "reason"],
             ),
+            windows: c(
+                "cohort_monitor_windows_total",
+                "Windows evaluated per variant (one each time a sub-window closes, once the reference is in place).",
+                &["experiment", "variant"],
+            ),
         }
     }
 
@@ -92,6 +108,7 @@ impl Gauges {
             Box::new(self.rows.clone()),
             Box::new(self.captured.clone()),
             Box::new(self.unreadable.clone()),
+            Box::new(self.windows.clone()),
         ]
     }
 }
@@ -101,22 +118,42 @@ pub fn gauges() -> Gauges {
     Gauges::new()
 }
 
+/// Where drifts are told: the webhook sender and the admin address for the report link.
+#[derive(Clone)]
+pub struct Trigger {
+    pub webhooks: Webhooks,
+    pub admin: std::net::SocketAddr,
+}
+
+/// The family that counts drift webhook deliveries by result.
+pub fn webhook_metric() -> IntCounterVec {
+    IntCounterVec::new(
+        Opts::new(
+            "cohort_drift_webhooks_total",
+            "Drift webhook deliveries by result: delivered, retried (one per failed try that is tried again), failed (given up), dropped (the queue was full).",
+        ),
+        &["result"],
+    )
+    .expect("valid metric")
+}
+
 /// Starts the monitor thread on `captures`; it stops when every sender is gone.
 pub fn start(
     captures: Receiver<Capture>,
     proxy: Arc<Proxy>,
     gauges: Gauges,
+    trigger: Trigger,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("cohort-monitor".into())
         .spawn(move || {
             cohort_sys::lower_thread_priority(10);
-            run(&captures, &proxy, &gauges);
+            run(&captures, &proxy, &gauges, &trigger);
         })
         .map(|_| ())
 }
 
-fn run(captures: &Receiver<Capture>, proxy: &Proxy, gauges: &Gauges) {
+fn run(captures: &Receiver<Capture>, proxy: &Proxy, gauges: &Gauges, trigger: &Trigger) {
     let mut state = Monitors::default();
     loop {
         match captures.recv_timeout(TICK) {
@@ -129,8 +166,60 @@ fn run(captures: &Receiver<Capture>, proxy: &Proxy, gauges: &Gauges) {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        state.tick(now_s(), gauges);
+        for d in state.tick(now_s(), gauges) {
+            tell(trigger, &d);
+        }
     }
+}
+
+/// A column that crossed its experiment's `on_drift` bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drifted {
+    pub experiment: String,
+    pub variant: String,
+    pub column: cohort_monitor::drift::ColumnDrift,
+    pub start_s: i64,
+    pub end_s: i64,
+    pub on_drift: OnDriftConfig,
+}
+
+/// POSTs one drift to its webhook.
+fn tell(t: &Trigger, d: &Drifted) {
+    let host = if t.admin.ip().is_unspecified() {
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned())
+    } else {
+        t.admin.ip().to_string()
+    };
+    let c = &d.column;
+    let body = serde_json::json!({
+        "event": "drift",
+        "experiment": d.experiment,
+        "variant": d.variant,
+        "column": c.column,
+        "kind": c.kind,
+        "psi": c.psi,
+        "psi_above": d.on_drift.psi_above,
+        "ks_p_value": c.ks.map(|k| k.p_value),
+        "chi2_p_value": c.chi2.map(|x| x.p_value),
+        "rows": c.rows,
+        "window": {
+            "start": cohort_events::clock::rfc3339(secs(d.start_s)),
+            "end": cohort_events::clock::rfc3339(secs(d.end_s)),
+        },
+        "report_url": format!("http://{host}:{}/v1/experiments/{}/report.html", t.admin.port(), d.experiment),
+    });
+    let key = format!("{}/{}/{}/{}", d.experiment, d.variant, c.column, d.start_s);
+    t.webhooks.post(
+        &d.on_drift.webhook.url,
+        bytes::Bytes::from(body.to_string()),
+        "drift",
+        key,
+        d.on_drift.webhook.secret_env.clone(),
+    );
+}
+
+fn secs(s: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(s).unwrap_or(0))
 }
 
 fn now_s() -> i64 {
@@ -167,6 +256,46 @@ struct VariantWatch {
     evaluated: i64,
     /// Columns whose gauges are set.
     published: Vec<String>,
+    /// Per column, for the retrain trigger.
+    arming: HashMap<String, Arming>,
+}
+
+/// Whether a column's next breach calls the webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arming {
+    Armed,
+    /// Fired; below the bound in every window since `below_since` (s), if it has been.
+    Fired {
+        below_since: Option<i64>,
+    },
+}
+
+impl Arming {
+    /// One reported window of the column: whether it fires now.
+    fn window(&mut self, above: bool, start_s: i64, end_s: i64) -> bool {
+        match (*self, above) {
+            (Arming::Armed, true) => {
+                *self = Arming::Fired { below_since: None };
+                true
+            }
+            (Arming::Armed, false) => false,
+            (Arming::Fired { .. }, true) => {
+                *self = Arming::Fired { below_since: None };
+                false
+            }
+            (Arming::Fired { below_since }, false) => {
+                let since = below_since.unwrap_or(end_s);
+                *self = if start_s >= since {
+                    Arming::Armed
+                } else {
+                    Arming::Fired {
+                        below_since: Some(since),
+                    }
+                };
+                false
+            }
+        }
+    }
 }
 
 impl Monitors {
@@ -199,8 +328,10 @@ impl Monitors {
         w.observe(&c.variant, t, &table);
     }
 
-    /// Evaluates every variant whose sub-window has closed since its last evaluation.
-    pub fn tick(&mut self, now_s: i64, gauges: &Gauges) {
+    /// Evaluates every variant whose sub-window has closed since its last evaluation;
+    /// returns the columns that crossed their `on_drift` bound while armed.
+    pub fn tick(&mut self, now_s: i64, gauges: &Gauges) -> Vec<Drifted> {
+        let mut drifted = Vec::new();
         for (name, w) in &mut self.experiments {
             for (variant, v) in &mut w.variants {
                 let slot = w_settings(&w.config).slot(now_s);
@@ -208,11 +339,34 @@ impl Monitors {
                     continue;
                 }
                 v.evaluated = slot;
-                if let Some(drift) = v.monitor.evaluate(now_s) {
-                    publish(gauges, name, variant, &drift, &mut v.published);
+                let Some(drift) = v.monitor.evaluate(now_s) else {
+                    continue;
+                };
+                gauges
+                    .windows
+                    .with_label_values(&[name.as_str(), variant.as_str()])
+                    .inc();
+                publish(gauges, name, variant, &drift, &mut v.published);
+                let Some(on) = &w.config.on_drift else {
+                    continue;
+                };
+                for c in &drift.columns {
+                    let Some(psi) = c.psi else { continue };
+                    let arming = v.arming.entry(c.column.clone()).or_insert(Arming::Armed);
+                    if arming.window(psi > on.psi_above, drift.start_s, drift.end_s) {
+                        drifted.push(Drifted {
+                            experiment: name.clone(),
+                            variant: variant.clone(),
+                            column: c.clone(),
+                            start_s: drift.start_s,
+                            end_s: drift.end_s,
+                            on_drift: on.clone(),
+                        });
+                    }
                 }
             }
         }
+        drifted
     }
 }
 
@@ -273,6 +427,7 @@ impl Watched {
                 monitor,
                 evaluated: settings.slot(t),
                 published: Vec::new(),
+                arming: HashMap::new(),
             }
         });
         watch.monitor.observe(t, table);
@@ -423,5 +578,54 @@ fn csv_value(v: &str) -> Value {
             serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
         }
         _ => Value::String(v.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_breach_fires_once_and_rearms_after_a_whole_window_below() {
+        let mut a = Arming::Armed;
+        // Windows of 60 s refreshed every 10 s: window k is [10k, 10k + 60).
+        let above = [
+            true, true, false, true, false, false, false, false, false, false, false, true,
+        ];
+        let fired: Vec<usize> = above
+            .iter()
+            .enumerate()
+            .filter(|&(k, &up)| a.window(up, k as i64 * 10, k as i64 * 10 + 60))
+            .map(|(k, _)| k)
+            .collect();
+        // k=0 fires; k=3 is above again before a whole window below; from k=4 (ending at
+        // 100) it is below, and the window starting at 100 (k=10), wholly after it, is below
+        // too: armed again, so the breach at k=11 fires.
+        assert_eq!(fired, vec![0, 11]);
+        let mut b = Arming::Armed;
+        assert!(!b.window(false, 0, 60));
+        assert_eq!(b, Arming::Armed);
+    }
+
+    #[test]
+    fn reference_files_are_read_as_csv_or_json_lines() {
+        let dir = std::env::temp_dir().join(format!("cohort-ref-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let csv = dir.join("train.csv");
+        std::fs::write(&csv, "age,city,score\n31,Oslo,0.5\n\"40\",\"Rome, IT\",\n").unwrap();
+        let t = reference_file(&csv, &Shape::default()).unwrap();
+        assert_eq!(t.columns, ["age", "city", "score"]);
+        assert_eq!(t.rows[1][0], payload::Cell::Number(40.0));
+        assert_eq!(t.rows[1][1], payload::Cell::Category("Rome, IT".into()));
+        assert_eq!(t.rows[1][2], payload::Cell::Missing);
+        let jsonl = dir.join("train.jsonl");
+        std::fs::write(&jsonl, "{\"age\": 31}\n\n{\"age\": 40, \"x\": 1}\n").unwrap();
+        let t = reference_file(&jsonl, &Shape::default()).unwrap();
+        assert_eq!((t.columns.len(), t.rows.len()), (2, 2));
+        std::fs::write(&jsonl, "{\"age\": 31}\nnot json\n").unwrap();
+        let e = reference_file(&jsonl, &Shape::default()).unwrap_err();
+        assert!(e.starts_with("line 2:"), "{e}");
+        assert!(reference_file(&dir.join("missing.csv"), &Shape::default()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

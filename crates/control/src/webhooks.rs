@@ -1,9 +1,9 @@
-//! Webhooks: each rollout action a receiver asked for, POSTed as JSON, off the request
-//! path and off the control plane's lock.
+//! Webhooks: each rollout action a receiver asked for, and each drift a monitor's
+//! `on_drift` names, POSTed as JSON, off the request path and off the control plane's lock.
 //!
-//! A delivery carries `x-cohort-idempotency-key: <rollout id>-<attempt>-<step>-<kind>`, the
-//! same on every replica that records the action, so that a receiver can drop the copies
-//! several replicas send, and, with `secret_env`, `x-cohort-signature: sha256=<hex>`, the
+//! A delivery carries `x-cohort-idempotency-key` (a rollout action's:
+//! `<rollout id>-<attempt>-<step>-<kind>`), the same on every replica that sends it, so that
+//! a receiver can drop the copies several replicas send, and, with `secret_env`, `x-cohort-signature: sha256=<hex>`, the
 //! HMAC-SHA256 of the body under that secret. A delivery is retried with backoff (1 s,
 //! doubling, capped at 60 s) on a connection failure, a timeout, 408, 429 or 5xx, up to
 //! [`MAX_ATTEMPTS`] times; another 4xx is final. Deliveries still pending when the process
@@ -98,7 +98,7 @@ impl Webhooks {
                         Ok(c) => client = Some(c),
                         Err(e) => {
                             counted.with_label_values(&["failed"]).inc();
-                            error!(url = %d.url, error = %e, "rollout webhook not sent");
+                            error!(url = %d.url, event = d.event, error = %e, "webhook not sent");
                             continue;
                         }
                     }
@@ -153,6 +153,32 @@ impl Webhooks {
     }
 }
 
+impl Webhooks {
+    /// Queues one POST of `body` (JSON) to `url`, sent as `x-cohort-event: event` with its
+    /// idempotency key, signed with the key in `secret_env`. Never waits: a full queue
+    /// drops it (counted).
+    pub fn post(
+        &self,
+        url: &str,
+        body: Bytes,
+        event: &'static str,
+        key: String,
+        secret_env: Option<String>,
+    ) {
+        let d = Delivery {
+            url: url.to_owned(),
+            body,
+            event,
+            key,
+            secret_env,
+        };
+        if self.tx.try_send(d).is_err() {
+            self.outcomes.with_label_values(&["dropped"]).inc();
+            warn!(url = %url, event, "the webhook queue is full: a webhook was dropped");
+        }
+    }
+}
+
 /// The JSON body of a delivery.
 fn body(n: &Notice<'_>, event: WebhookEvent) -> Bytes {
     let e = n.event;
@@ -197,7 +223,7 @@ async fn deliver(client: HttpsClient, d: Delivery, outcomes: IntCounterVec) {
             Ok(secret) => Some(signature(secret.as_bytes(), &d.body)),
             Err(_) => {
                 outcomes.with_label_values(&["failed"]).inc();
-                error!(url = %d.url, env = %var, "rollout webhook not sent: its secret_env is not set");
+                error!(url = %d.url, event = d.event, env = %var, "webhook not sent: its secret_env is not set");
                 return;
             }
         },
@@ -221,7 +247,7 @@ async fn deliver(client: HttpsClient, d: Delivery, outcomes: IntCounterVec) {
             Ok(r) => r,
             Err(e) => {
                 outcomes.with_label_values(&["failed"]).inc();
-                error!(url = %d.url, error = %e, "rollout webhook not sent");
+                error!(url = %d.url, event = d.event, error = %e, "webhook not sent");
                 return;
             }
         };
@@ -234,7 +260,7 @@ async fn deliver(client: HttpsClient, d: Delivery, outcomes: IntCounterVec) {
                 let s = resp.status();
                 if s.is_client_error() && s.as_u16() != 408 && s.as_u16() != 429 {
                     outcomes.with_label_values(&["failed"]).inc();
-                    error!(url = %d.url, status = s.as_u16(), key = %d.key, "rollout webhook refused by its receiver; not retried");
+                    error!(url = %d.url, status = s.as_u16(), key = %d.key, "webhook refused by its receiver; not retried");
                     return;
                 }
                 format!("answered {s}")
@@ -244,11 +270,11 @@ async fn deliver(client: HttpsClient, d: Delivery, outcomes: IntCounterVec) {
         };
         if attempt == MAX_ATTEMPTS {
             outcomes.with_label_values(&["failed"]).inc();
-            error!(url = %d.url, key = %d.key, attempts = attempt, last = %why, "rollout webhook given up");
+            error!(url = %d.url, key = %d.key, attempts = attempt, last = %why, "webhook given up");
             return;
         }
         outcomes.with_label_values(&["retried"]).inc();
-        warn!(url = %d.url, key = %d.key, attempt, error = %why, retry_in_s = backoff.as_secs(), "rollout webhook failed; retrying");
+        warn!(url = %d.url, key = %d.key, attempt, error = %why, retry_in_s = backoff.as_secs(), "webhook failed; retrying");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
