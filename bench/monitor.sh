@@ -8,8 +8,10 @@
 #
 # Each round: wrk -t1 -c64 for DURATION s; the monitor thread's user + system ticks
 # (/proc/PID/task/TID/stat) before and after, divided by the calls it read in between
-# (`cohort_monitor_captured_total` plus the unreadable ones, from /metrics). The body is
-# bench/run.sh's: one row of four features, and one prediction back.
+# (`cohort_monitor_captured_total` plus the unreadable ones, from /metrics), and cohort's
+# RSS after each round: under sustained capture it must stay flat (the windows keep bin
+# counts and bounded reservoirs, not rows). The body is bench/run.sh's: one row of four
+# features, and one prediction back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -46,7 +48,8 @@ for round in $(seq "$ROUNDS"); do
   sleep 1
   t1=$(ticks); c1=$(read_calls)
   calls=$((c1 - c0))
-  awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$calls" -v r="$rps" -v k="$round" 'BEGIN {
-    printf "round %d: %s req/s, %d calls read, %.2f µs of monitor CPU each\n", k, r, n, (n > 0 ? t / hz * 1e6 / n : 0) }'
+  rss=$(awk '$1 == "VmRSS:" {print $2}' "/proc/$pid/status")
+  awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$calls" -v r="$rps" -v k="$round" -v m="$rss" 'BEGIN {
+    printf "round %d: %s req/s, %d calls read, %.2f µs of monitor CPU each, RSS %.1f MiB\n", k, r, n, (n > 0 ? t / hz * 1e6 / n : 0), m / 1024 }'
 done
 curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | grep -E '^cohort_monitor_(skipped|unreadable)' || true
