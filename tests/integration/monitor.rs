@@ -59,7 +59,7 @@ async fn model() -> SocketAddr {
 }
 
 struct Served {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     _cohort: CohortProcess,
     proxy: SocketAddr,
     admin: SocketAddr,
@@ -128,7 +128,7 @@ fn serve(model: SocketAddr, monitor_extra: &str, env: &[(&str, &str)]) -> Served
     std::fs::write(&config, yaml).unwrap();
     let cohort = CohortProcess::start(&config, env);
     Served {
-        _dir: dir,
+        dir,
         _cohort: cohort,
         proxy: format!("127.0.0.1:{port}").parse().unwrap(),
         admin: format!("127.0.0.1:{admin}").parse().unwrap(),
@@ -287,6 +287,39 @@ async fn a_shifted_feature_in_one_variant_raises_that_variant_and_column_only() 
         assert!(Instant::now() < deadline, "no further window within 30 s");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // Each evaluated window is a monitor line in the event log, with its bin counts.
+    let lines = monitor_lines(&s);
+    let lr_line = lines
+        .iter()
+        .rev()
+        .find(|l| l["variant"] == "lr" && l["rows"].as_u64() >= Some(300))
+        .unwrap_or_else(|| panic!("no monitor line for lr: {lines:?}"));
+    let x1 = lr_line["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["column"] == "x1")
+        .unwrap();
+    assert!(x1["psi"].as_f64().unwrap() > 0.2, "{x1}");
+    assert_eq!(x1["kind"], "numeric");
+    let counts: u64 = x1["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(counts, x1["rows"].as_u64().unwrap());
+    assert_eq!(
+        x1["reference_counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .sum::<u64>(),
+        500
+    );
+    assert_eq!(lr_line["phase"], "e");
+
     let got = deliveries.lock().unwrap().clone();
     let mut columns: Vec<&str> = got
         .iter()
@@ -311,6 +344,34 @@ async fn a_shifted_feature_in_one_variant_raises_that_variant_and_column_only() 
             cohort_control::webhooks::signature(b"s3cret", raw)
         );
     }
+}
+
+/// The `"type": "monitor"` lines of the served cohort's event log, in order.
+fn monitor_lines(s: &Served) -> Vec<Value> {
+    let dir = s.dir.path().join("events");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("events-")
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["type"] == "monitor")
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// The window start of a drift body, in seconds since the epoch (its RFC 3339

@@ -440,7 +440,8 @@ fn the_html_report_has_the_plan_dates_and_the_ramp() {
 }
 
 /// Lines of event types this release does not analyse (a rollout line of a later one) are
-/// skipped and counted apart from malformed lines.
+/// skipped and counted apart from malformed lines; cohort's own monitoring lines are
+/// skipped without a note.
 #[test]
 fn other_event_types_are_counted_apart_from_malformed_lines() {
     let dir = tempfile::tempdir().unwrap();
@@ -450,6 +451,7 @@ fn other_event_types_are_counted_apart_from_malformed_lines() {
             "{\"type\":\"exposure\",\"ts\":\"2026-11-25T00:00:01Z\",\"experiment\":\"e\",\"unit\":\"u1\",\"variant\":\"a\"}\n",
             "{\"type\":\"rollout\",\"ts\":\"2026-11-25T00:00:02Z\",\"experiment\":\"e\",\"step\":2}\n",
             "{\"type\":\"shadow\",\"ts\":\"2026-11-25T00:00:03Z\"}\n",
+            "{\"type\":\"monitor\",\"v\":1,\"ts\":\"2026-11-25T00:00:04Z\",\"experiment\":\"e\",\"variant\":\"a\",\"rows\":0,\"columns\":[]}\n",
             "not json\n",
         ),
     )
@@ -468,13 +470,13 @@ fn other_event_types_are_counted_apart_from_malformed_lines() {
     assert!(
         has_note(
             &r,
-            "2 lines of other event types than exposure and conversion skipped (of 4 read)"
+            "2 lines of other event types than exposure and conversion skipped (of 5 read)"
         ),
         "{}",
         r["notes"]
     );
     assert!(
-        has_note(&r, "1 malformed lines skipped (of 4 read)"),
+        has_note(&r, "1 malformed lines skipped (of 5 read)"),
         "{}",
         r["notes"]
     );

@@ -180,7 +180,9 @@ fn read_file(
 fn line(l: &[u8], opts: &ReadOptions, tally: &mut Tally, lines: &mut u64, skipped: &mut Skipped) {
     *lines += 1;
     if !ingest(l, opts, tally) {
-        if cohort_events::scan::other_type(l).is_some() {
+        if cohort_events::scan::own_other_type(l) {
+            // cohort's own monitoring lines: not outcomes, and not foreign either.
+        } else if cohort_events::scan::other_type(l).is_some() {
             skipped.other_types += 1;
         } else {
             skipped.malformed += 1;

@@ -166,10 +166,51 @@ fn run(captures: &Receiver<Capture>, proxy: &Proxy, gauges: &Gauges, trigger: &T
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        for d in state.tick(now_s(), gauges) {
+        let evaluated = state.tick(now_s(), gauges);
+        if let Some(log) = proxy.event_log() {
+            for line in evaluated.lines {
+                log.record_line(line);
+            }
+        }
+        for d in evaluated.drifted {
             tell(trigger, &d);
         }
     }
+}
+
+/// What one tick evaluated.
+pub struct Evaluated {
+    /// One `"type": "monitor"` line (JSON, no newline) per evaluated window.
+    pub lines: Vec<Vec<u8>>,
+    pub drifted: Vec<Drifted>,
+}
+
+/// A window's summary line for the event log: `{"type": "monitor", "v": 1, "ts": <window
+/// end>, "experiment", "variant", "phase", "window_start", "window_end", "window_s",
+/// "rows", "columns": [...]}`, each column with its figures and its bin counts against the
+/// reference's, so that replicas' windows can be read together.
+fn monitor_line(
+    experiment: &str,
+    variant: &str,
+    salt: &str,
+    window_s: u64,
+    d: &WindowDrift,
+) -> Vec<u8> {
+    let end = cohort_events::clock::rfc3339(secs(d.end_s));
+    let line = serde_json::json!({
+        "type": "monitor",
+        "v": 1,
+        "ts": end,
+        "experiment": experiment,
+        "variant": variant,
+        "phase": salt,
+        "window_start": cohort_events::clock::rfc3339(secs(d.start_s)),
+        "window_end": end,
+        "window_s": window_s,
+        "rows": d.rows,
+        "columns": d.columns,
+    });
+    line.to_string().into_bytes()
 }
 
 /// A column that crossed its experiment's `on_drift` bound.
@@ -329,9 +370,11 @@ impl Monitors {
     }
 
     /// Evaluates every variant whose sub-window has closed since its last evaluation;
-    /// returns the columns that crossed their `on_drift` bound while armed.
-    pub fn tick(&mut self, now_s: i64, gauges: &Gauges) -> Vec<Drifted> {
+    /// returns each window's monitor line and the columns that crossed their `on_drift`
+    /// bound while armed.
+    pub fn tick(&mut self, now_s: i64, gauges: &Gauges) -> Evaluated {
         let mut drifted = Vec::new();
+        let mut lines = Vec::new();
         for (name, w) in &mut self.experiments {
             for (variant, v) in &mut w.variants {
                 let slot = w_settings(&w.config).slot(now_s);
@@ -347,6 +390,13 @@ impl Monitors {
                     .with_label_values(&[name.as_str(), variant.as_str()])
                     .inc();
                 publish(gauges, name, variant, &drift, &mut v.published);
+                lines.push(monitor_line(
+                    name,
+                    variant,
+                    &w.salt,
+                    w.config.window_s,
+                    &drift,
+                ));
                 let Some(on) = &w.config.on_drift else {
                     continue;
                 };
@@ -366,7 +416,7 @@ impl Monitors {
                 }
             }
         }
-        drifted
+        Evaluated { lines, drifted }
     }
 }
 

@@ -155,6 +155,7 @@ pub fn replay(dir: &Path, mut each: impl FnMut(Event)) -> io::Result<Replayed> {
                         r.events += 1;
                         each(e);
                     }
+                    Err(_) if crate::scan::own_other_type(line) => {}
                     Err(_) if crate::scan::other_type(line).is_some() => r.other_types += 1,
                     Err(e) => {
                         r.malformed += 1;

@@ -302,6 +302,19 @@ pub fn with_fields<R>(line: &[u8], f: impl FnOnce(Fields<'_>) -> R) -> Option<R>
 /// count them apart from malformed ones. None for an exposure, a conversion, or a line
 /// that is not a typed JSON object.
 pub fn other_type(line: &[u8]) -> Option<String> {
+    other_type_str(line)
+}
+
+/// The line types cohort itself writes beside exposures and conversions: model
+/// monitoring's window summaries. Readers of outcomes skip them without counting them.
+pub const OWN_OTHER_TYPES: [&str; 1] = ["monitor"];
+
+/// Whether `line` is one of cohort's own lines of another type ([`OWN_OTHER_TYPES`]).
+pub fn own_other_type(line: &[u8]) -> bool {
+    other_type_str(line).is_some_and(|t| OWN_OTHER_TYPES.contains(&t.as_str()))
+}
+
+fn other_type_str(line: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     struct Typed<'a> {
         #[serde(rename = "type", borrow)]

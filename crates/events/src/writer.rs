@@ -193,6 +193,10 @@ impl Item {
 enum Msg {
     Event(Box<Event>),
     Lazy(Box<dyn LazyEvent>),
+    /// A whole line of another type than exposure and conversion (a monitoring summary),
+    /// JSON without its newline: written as it is, after the batch's events, and seen by
+    /// no observer.
+    Line(Vec<u8>),
     /// Write what came before, sync, and stop (clean shutdown).
     Stop,
 }
@@ -230,6 +234,15 @@ impl EventLog {
 
     /// Records an event without ever waiting; a full channel drops (and counts) it.
     #[inline]
+    /// Writes `line` (one JSON object of another type, e.g. `"type": "monitor"`, without a
+    /// newline) to the log; like [`EventLog::record`] it never waits, and a full channel
+    /// drops it (counted).
+    pub fn record_line(&self, line: Vec<u8>) {
+        if self.tx.try_send(Msg::Line(line)).is_err() {
+            self.dropped.inc();
+        }
+    }
+
     pub fn record(&self, event: Event) {
         match self.tx.try_send(Msg::Event(Box::new(event))) {
             Ok(()) => {}
@@ -377,6 +390,7 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
     let (fsync, interval) = (opts.fsync, opts.fsync_interval);
     let mut buf = Vec::with_capacity(256 * 1024);
     let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
+    let mut lines: Vec<Vec<u8>> = Vec::new();
     let mut last_sync = Instant::now();
     let mut dirty = false;
     let mut failing = false;
@@ -387,8 +401,12 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
         // Past the spool's bound exposures (the lazy events of the request path) are
         // dropped and counted; events handed over whole (conversions a client was told
         // about) are always written.
-        let take = |m: Msg| match m {
+        let mut take = |m: Msg| match m {
             Msg::Event(e) => Some(Item::Owned(e)),
+            Msg::Line(l) => {
+                lines.push(l);
+                None
+            }
             Msg::Lazy(_) if spool_full => {
                 opts.dropped.inc();
                 None
@@ -469,6 +487,28 @@ fn run(rx: Receiver<Msg>, mut sink: Box<dyn EventSink>, opts: WriterOptions) {
                 }
                 done += lines;
             }
+        }
+        if !lines.is_empty() {
+            buf.clear();
+            for l in &lines {
+                buf.extend_from_slice(l);
+                buf.push(b'\n');
+            }
+            let ok = write_batch(
+                &mut *sink,
+                &buf,
+                lines.len(),
+                fsync,
+                &opts,
+                &mut failing,
+                &mut dirty,
+            );
+            if ok {
+                if let Some(b) = &opts.spool {
+                    b.wrote(buf.len() as u64);
+                }
+            }
+            lines.clear();
         }
         if stop {
             break;

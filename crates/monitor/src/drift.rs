@@ -67,6 +67,16 @@ pub struct ColumnDrift {
     pub ks: Option<Ks>,
     /// Categorical columns: live counts against the reference's proportions.
     pub chi2: Option<ChiSquare>,
+    /// Numeric columns: the bin edges (bin i holds values up to edge i; the last bin, the
+    /// rest).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<f64>,
+    /// Categorical columns: the reference's categories (the last bin: every other value).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    /// Per bin: the window's count, and the reference's.
+    pub counts: Vec<u64>,
+    pub reference_counts: Vec<u64>,
 }
 
 /// A window's figures for a variant.
@@ -225,12 +235,20 @@ impl VariantMonitor {
                 continue;
             }
             let r = &w.reference;
-            let (kind, ks, chi2) = match &r.binning {
-                Binning::Numeric(_) => ("numeric", ks_2samp(&window.sample, &r.sample), None),
-                Binning::Categorical(_) => (
+            let (kind, ks, chi2, edges, categories) = match &r.binning {
+                Binning::Numeric(b) => (
+                    "numeric",
+                    ks_2samp(&window.sample, &r.sample),
+                    None,
+                    b.edges().to_vec(),
+                    Vec::new(),
+                ),
+                Binning::Categorical(names) => (
                     "categorical",
                     None,
                     goodness_of_fit(&window.counts, &r.counts),
+                    Vec::new(),
+                    names.clone(),
                 ),
             };
             out.push(ColumnDrift {
@@ -241,6 +259,10 @@ impl VariantMonitor {
                 psi: psi(&r.counts, &window.counts),
                 ks,
                 chi2,
+                edges,
+                categories,
+                reference_counts: r.counts.clone(),
+                counts: window.counts,
             });
         }
         Some(WindowDrift {
