@@ -307,13 +307,9 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
         let rollout = rollouts
             .rollout(&name, configured, &versions)
             .map(|r| r.read_until(opts.until));
-        out.push(analyze_with(
-            &tally,
-            &setup,
-            rollout,
-            computed_at.clone(),
-            notes,
-        ));
+        let mut report = analyze_with(&tally, &setup, rollout, computed_at.clone(), notes);
+        report.monitoring = source.monitoring(&name, configured.map(|e| e.salt.as_str()));
+        out.push(report);
     }
     Ok(out)
 }
@@ -321,7 +317,7 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
 /// Where a report's events come from: replicas' directories, read here, or the fleet's
 /// store, asked one experiment at a time.
 enum Source {
-    Local(LogRead),
+    Local(Box<LogRead>),
     Fleet(Box<FleetSource>),
 }
 
@@ -340,7 +336,7 @@ impl Source {
             let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
             return Err(ReportError::NoEvents(dirs.join(", ")));
         }
-        Ok(Source::Local(read))
+        Ok(Source::Local(Box::new(read)))
     }
 
     fn fleet(
@@ -421,6 +417,19 @@ impl Source {
     }
 
     /// Every rollout action the directories, or the store, record of the experiments.
+    /// The monitoring section from the directories' monitor lines (the fleet's store is
+    /// not asked for them).
+    fn monitoring(
+        &self,
+        experiment: &str,
+        phase: Option<&str>,
+    ) -> Option<cohort_analysis::monitoring::MonitoringReport> {
+        match self {
+            Source::Local(read) => read.monitor.report(experiment, phase),
+            Source::Fleet(_) => None,
+        }
+    }
+
     fn rollouts(&mut self, experiments: &[String]) -> Result<RolloutLog, ReportError> {
         match self {
             Source::Local(read) => Ok(std::mem::take(&mut read.rollouts)),

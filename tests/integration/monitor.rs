@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::net::client;
-use common::process::{admin_call, free_port, CohortProcess};
+use common::process::{admin_call, cohort_stdout, free_port, CohortProcess};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -319,6 +319,55 @@ async fn a_shifted_feature_in_one_variant_raises_that_variant_and_column_only() 
         500
     );
     assert_eq!(lr_line["phase"], "e");
+
+    // The report reads them back: a monitoring section in every format.
+    let events = s.dir.path().join("events");
+    let config = s.dir.path().join("routes.yaml");
+    let report = |format: &str| {
+        cohort_stdout(&[
+            "report",
+            "--events",
+            events.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--experiment",
+            "e",
+            "--format",
+            format,
+        ])
+    };
+    let json: Value = serde_json::from_str(&report("json")).unwrap();
+    let json = if json.is_array() {
+        json[0].clone()
+    } else {
+        json
+    };
+    let m = &json["monitoring"];
+    let lr_x1 = m["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["variant"] == "lr" && c["column"] == "x1")
+        .unwrap_or_else(|| panic!("no lr/x1 in {m}"));
+    assert!(lr_x1["psi"].as_f64().unwrap() > 0.2, "{lr_x1}");
+    assert!(!lr_x1["psi_series"].as_array().unwrap().is_empty());
+    assert_eq!(m["worst"]["variant"], "lr", "{m}");
+    let text = report("text");
+    assert!(
+        text.contains("drifted in the latest window (PSI above 0.2): lr/"),
+        "{text}"
+    );
+    let html = report("html");
+    assert!(
+        html.contains("<h3>Model monitoring</h3>"),
+        "no monitoring section in the HTML"
+    );
+    assert!(html.contains("PSI of x1 per window"), "no PSI chart of x1");
+    assert!(
+        html.contains("reference against its latest window"),
+        "no histogram"
+    );
+    assert!(report("markdown").contains("| variant | column | kind | rows | PSI | max PSI | p |"));
 
     let got = deliveries.lock().unwrap().clone();
     let mut columns: Vec<&str> = got

@@ -29,6 +29,7 @@
 
 mod analyze;
 pub mod counts;
+pub mod monitoring;
 mod population;
 pub mod read;
 pub mod report;

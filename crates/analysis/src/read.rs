@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use super::monitoring::MonitorLines;
 use super::rollout::RolloutLog;
 use super::tally::{ExposureObs, Tally};
 use super::versions::ConfigVersions;
@@ -48,13 +49,16 @@ pub struct LogRead {
     pub malformed: u64,
     /// Lines of other event types than exposure and conversion (skipped).
     pub other_types: u64,
+    /// Model monitoring's window lines.
+    pub monitor: MonitorLines,
 }
 
-/// Lines a read skipped: not valid events, and events of other types.
-#[derive(Debug, Default, Clone, Copy)]
+/// Lines a read set aside: not valid events, events of other types, and monitor lines.
+#[derive(Debug, Default, Clone)]
 struct Skipped {
     malformed: u64,
     other_types: u64,
+    monitor: MonitorLines,
 }
 
 /// Adds the versions and rollout actions of `dir` and of every directory below it.
@@ -149,6 +153,7 @@ pub fn read_dirs(dirs: &[PathBuf], opts: &ReadOptions) -> io::Result<LogRead> {
         out.lines += lines;
         out.malformed += skipped.malformed;
         out.other_types += skipped.other_types;
+        out.monitor.merge(skipped.monitor);
         if out.tally.experiments.is_empty() {
             out.tally = t;
         } else {
@@ -182,6 +187,7 @@ fn line(l: &[u8], opts: &ReadOptions, tally: &mut Tally, lines: &mut u64, skippe
     if !ingest(l, opts, tally) {
         if cohort_events::scan::own_other_type(l) {
             // cohort's own monitoring lines: not outcomes, and not foreign either.
+            skipped.monitor.add(l);
         } else if cohort_events::scan::other_type(l).is_some() {
             skipped.other_types += 1;
         } else {

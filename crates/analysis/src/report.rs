@@ -100,6 +100,9 @@ pub struct Report {
     /// The experiment's rollout, when its actions are recorded (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutReport>,
+    /// Drift per variant and column, from the log's monitor lines (absent without them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<crate::monitoring::MonitoringReport>,
     pub notes: Vec<String>,
     /// Counts over time, for the charts (not part of the JSON contract).
     #[serde(skip)]
@@ -573,6 +576,7 @@ pub fn build(counted: Counted, computed_at: String) -> Report {
         power,
         decision,
         rollout: rollout.as_ref().map(super::rollout::Rollout::report),
+        monitoring: None,
         notes,
         timeline: Timeline {
             changes,

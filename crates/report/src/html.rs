@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::svg::{escape, Chart, Series, COLORS};
+use super::svg::{escape, Bars, Chart, Series, COLORS};
 use super::{headline, pct, power_line, pval, rollout_line, rollout_rows, signed_pct};
 use cohort_analysis::report::Status;
 use cohort_analysis::Report;
@@ -207,6 +207,9 @@ fn section(out: &mut String, r: &Report) {
     for chart in charts(r) {
         out.push_str(&chart);
     }
+    if let Some(m) = &r.monitoring {
+        monitoring(out, m);
+    }
     if !r.notes.is_empty() {
         out.push_str("<h3>Notes</h3><ul>");
         for n in &r.notes {
@@ -222,6 +225,87 @@ fn section(out: &mut String, r: &Report) {
         "<p><small>computed at {}</small></p></section>",
         escape(&r.computed_at)
     );
+}
+
+/// The monitoring section: the summary, a table per variant and column, PSI over time per
+/// column, and the worst column's bins against its reference's.
+fn monitoring(out: &mut String, m: &cohort_analysis::monitoring::MonitoringReport) {
+    let _ = write!(
+        out,
+        "<h3>Model monitoring</h3><p>{}</p><div class=\"scroll\"><table><tr>",
+        escape(&crate::monitoring_line(m))
+    );
+    for h in crate::MONITOR_HEAD {
+        let _ = write!(out, "<th>{}</th>", escape(h));
+    }
+    out.push_str("</tr>");
+    for row in crate::monitoring_rows(m) {
+        out.push_str("<tr>");
+        for cell in row {
+            let _ = write!(out, "<td>{}</td>", escape(&cell));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table></div>");
+    let start_s = m
+        .columns
+        .iter()
+        .filter_map(|c| c.psi_series.first().map(|p| p.window_end_s))
+        .min()
+        .unwrap_or(0);
+    let mut columns: Vec<&str> = m.columns.iter().map(|c| c.column.as_str()).collect();
+    columns.sort_unstable();
+    columns.dedup();
+    let mut variants: Vec<&str> = m.columns.iter().map(|c| c.variant.as_str()).collect();
+    variants.sort_unstable();
+    variants.dedup();
+    for column in columns {
+        let series: Vec<Series> = m
+            .columns
+            .iter()
+            .filter(|c| c.column == column)
+            .map(|c| Series {
+                name: c.variant.clone(),
+                color: COLORS
+                    [variants.iter().position(|v| *v == c.variant).unwrap_or(0) % COLORS.len()],
+                points: c
+                    .psi_series
+                    .iter()
+                    .map(|p| ((p.window_end_s - start_s) as f64, p.psi))
+                    .collect(),
+                band: Vec::new(),
+            })
+            .collect();
+        out.push_str(
+            &Chart {
+                title: &format!("PSI of {column} per window (drift above 0.2)"),
+                y_label: "PSI",
+                series,
+                y_format: |y| format!("{y:.2}"),
+                reference: Some(0.2),
+                bounds: (0.0, f64::INFINITY),
+                start_s: start_s as f64,
+                markers: &[],
+            }
+            .render(),
+        );
+    }
+    if let Some(w) = &m.worst {
+        out.push_str(
+            &Bars {
+                title: &format!(
+                    "{} of {}: reference against its latest window (PSI {:.2})",
+                    w.column, w.variant, w.psi
+                ),
+                labels: w.bin_labels(),
+                groups: vec![
+                    ("reference", "#999999", w.reference_counts.clone()),
+                    ("latest window", "#d62728", w.counts.clone()),
+                ],
+            }
+            .render(),
+        );
+    }
 }
 
 fn charts(r: &Report) -> Vec<String> {

@@ -12,6 +12,7 @@ pub mod svg;
 
 use std::fmt::Write;
 
+use cohort_analysis::monitoring::MonitoringReport;
 use cohort_analysis::report::{RolloutReport, Status};
 use cohort_analysis::rollout::{percent, Status as RolloutStatus};
 use cohort_analysis::Report;
@@ -335,6 +336,60 @@ fn rollout_table(r: &RolloutReport, width: usize) -> String {
     out
 }
 
+pub(crate) const MONITOR_HEAD: [&str; 7] =
+    ["variant", "column", "kind", "rows", "PSI", "max PSI", "p"];
+
+/// The PSI above which a column is drifted, as the alert rule and `on_drift` default say.
+const DRIFT_PSI: f64 = 0.2;
+
+/// The monitoring section in one line, e.g. "model monitoring: 12 windows; drifted (PSI
+/// above 0.2): lr/x1 0.62".
+pub fn monitoring_line(m: &MonitoringReport) -> String {
+    let drifted: Vec<String> = m
+        .columns
+        .iter()
+        .filter(|c| c.psi.is_some_and(|p| p > DRIFT_PSI))
+        .map(|c| format!("{}/{} {:.2}", c.variant, c.column, c.psi.unwrap_or(0.0)))
+        .collect();
+    format!(
+        "model monitoring: {} window{}; {}",
+        m.windows,
+        if m.windows == 1 { "" } else { "s" },
+        if drifted.is_empty() {
+            format!("no column drifted in its latest window (PSI above {DRIFT_PSI})")
+        } else {
+            format!(
+                "drifted in the latest window (PSI above {DRIFT_PSI}): {}",
+                drifted.join(", ")
+            )
+        }
+    )
+}
+
+/// Per variant and column: the latest window's figures.
+pub(crate) fn monitoring_rows(m: &MonitoringReport) -> Vec<[String; 7]> {
+    let num = |x: Option<f64>| x.map_or("—".to_owned(), |v| format!("{v:.3}"));
+    m.columns
+        .iter()
+        .map(|c| {
+            let p = c
+                .ks_p_value
+                .map(|p| format!("KS {}", pval(p)))
+                .or_else(|| c.chi2_p_value.map(|p| format!("χ² {}", pval(p))))
+                .unwrap_or_else(|| "—".to_owned());
+            [
+                c.variant.clone(),
+                c.column.clone(),
+                c.kind.clone(),
+                c.rows.to_string(),
+                num(c.psi),
+                num(c.max_psi),
+                p,
+            ]
+        })
+        .collect()
+}
+
 /// The report for a terminal (fits 100 columns).
 pub fn text(r: &Report) -> String {
     let mut out = String::new();
@@ -369,6 +424,18 @@ pub fn text(r: &Report) -> String {
         }
         out.push('\n');
         out.push_str(&rollout_table(ro, 100));
+        out.push('\n');
+    }
+    if let Some(m) = &r.monitoring {
+        out.push('\n');
+        for line in wrap(&monitoring_line(m), 100) {
+            let _ = writeln!(out, "{line}");
+        }
+        out.push('\n');
+        out.push_str(&table(
+            &MONITOR_HEAD.map(str::to_owned),
+            &monitoring_rows(m),
+        ));
         out.push('\n');
     }
     if !r.notes.is_empty() {
@@ -446,6 +513,15 @@ pub fn markdown(r: &Report) -> String {
             .map(|row| row.map(|c| md_cell(&c)))
             .collect();
         out.push_str(&md_table(&ROLLOUT_HEAD.map(str::to_owned), &rows));
+        out.push('\n');
+    }
+    if let Some(m) = &r.monitoring {
+        let _ = writeln!(out, "\n**{}**\n", md_cell(&monitoring_line(m)));
+        let rows: Vec<[String; 7]> = monitoring_rows(m)
+            .into_iter()
+            .map(|row| row.map(|c| md_cell(&c)))
+            .collect();
+        out.push_str(&md_table(&MONITOR_HEAD.map(str::to_owned), &rows));
         out.push('\n');
     }
     for n in &r.notes {

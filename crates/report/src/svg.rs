@@ -287,9 +287,115 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     out
 }
 
+/// A grouped bar chart of two distributions over the same bins (a reference and a live
+/// window), each bar the bin's share of its own total.
+pub struct Bars<'a> {
+    pub title: &'a str,
+    pub labels: Vec<String>,
+    /// (name, colour, counts per bin).
+    pub groups: Vec<(&'a str, &'static str, Vec<u64>)>,
+}
+
+impl Bars<'_> {
+    pub fn render(&self) -> String {
+        let bins = self.labels.len().max(1);
+        let shares: Vec<Vec<f64>> = self
+            .groups
+            .iter()
+            .map(|(_, _, counts)| {
+                let total = counts.iter().sum::<u64>().max(1) as f64;
+                counts.iter().map(|&c| c as f64 / total).collect()
+            })
+            .collect();
+        let top = shares
+            .iter()
+            .flatten()
+            .copied()
+            .fold(0.0f64, f64::max)
+            .max(0.01);
+        let (plot_w, plot_h) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+        let slot = plot_w / bins as f64;
+        let bar = slot * 0.8 / self.groups.len().max(1) as f64;
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "<figure><svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" aria-label=\"{}\"><text x=\"{LEFT}\" y=\"18\" font-size=\"13\" font-weight=\"bold\">{}</text>",
+            escape(self.title),
+            escape(self.title)
+        );
+        for k in 0..=4 {
+            let v = top * f64::from(k) / 4.0;
+            let y = TOP + plot_h - plot_h * v / top;
+            let _ = write!(
+                out,
+                "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{:.0}%</text>",
+                LEFT + plot_w,
+                LEFT - 6.0,
+                y + 3.0,
+                100.0 * v
+            );
+        }
+        for (g, ((name, color, _), s)) in self.groups.iter().zip(&shares).enumerate() {
+            for (i, &v) in s.iter().enumerate() {
+                let h = plot_h * v / top;
+                let x = LEFT + slot * i as f64 + slot * 0.1 + bar * g as f64;
+                let _ = write!(
+                    out,
+                    "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{color}\"><title>{}: {:.1}%</title></rect>",
+                    TOP + plot_h - h,
+                    bar.max(1.0),
+                    escape(name),
+                    100.0 * v
+                );
+            }
+            let _ = write!(
+                out,
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">{}</text>",
+                W - RIGHT + 10.0,
+                TOP + 16.0 * g as f64,
+                W - RIGHT + 24.0,
+                TOP + 9.0 + 16.0 * g as f64,
+                escape(name)
+            );
+        }
+        for (i, label) in self.labels.iter().enumerate() {
+            let x = LEFT + slot * (i as f64 + 0.5);
+            let _ = write!(
+                out,
+                "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"middle\">{}</text>",
+                H - BOTTOM + 14.0,
+                escape(label)
+            );
+        }
+        out.push_str("</svg></figure>");
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bars_are_shares_of_each_group_side_by_side() {
+        let svg = Bars {
+            title: "x <1>",
+            labels: vec!["≤ 0".into(), "> 0".into()],
+            groups: vec![
+                ("reference", "#999999", vec![1, 1]),
+                ("live", "#d62728", vec![3, 1]),
+            ],
+        }
+        .render();
+        assert_eq!(
+            svg.matches("<rect").count(),
+            2 * 2 + 2,
+            "a bar per bin and group, a key per group"
+        );
+        assert!(svg.contains("<title>reference: 50.0%</title>"));
+        assert!(svg.contains("<title>live: 75.0%</title>"));
+        assert!(svg.contains("x &lt;1&gt;"), "the title is escaped");
+    }
 
     /// A rollback's marker, just past the last point, is drawn at the plot's right edge
     /// with its label ending there; a marker inside keeps its label to the right.
