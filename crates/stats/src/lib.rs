@@ -18,7 +18,9 @@
 //! * [`welch`]: value per unit, Welch's t-test on running moments;
 //! * [`psi`] and [`ks`]: drift of a live sample from a reference, the population stability
 //!   index over decile bins and the exact two-sample Kolmogorov–Smirnov test (the
-//!   categorical goodness of fit is in [`tables`]).
+//!   categorical goodness of fit is in [`tables`]);
+//! * [`quality`]: a binary model's log loss, ROC AUC, calibration, accuracy and F1 from its
+//!   scores and the labels that arrived later.
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +30,7 @@ pub mod ks;
 pub mod power;
 pub mod proportions;
 pub mod psi;
+pub mod quality;
 pub mod relative;
 pub mod sequential;
 pub mod tables;

@@ -7,6 +7,7 @@ mod decision_aa;
 mod drift;
 mod properties;
 mod proportions;
+mod quality;
 mod relative;
 mod sequential_mean;
 mod tables;
