@@ -201,6 +201,8 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             return exit::INVALID;
         }
         let captures = cohort_proxy::capture::Captures::new(capture_tx, skipped);
+        // Conversions as the writer writes them: the labels of monitoring's online quality.
+        let conversion_feed = Arc::new(cohort_control::monitoring::ConversionFeed::default());
         let (proxy, writer) = if events_cfg.enabled {
             let sink = match SegmentLog::open(&events_cfg) {
                 Ok(s) => s,
@@ -221,6 +223,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                     .event_writer_options(&events_cfg)
                     .observed_by(counts.clone())
                     .observed_by(guardrails.clone())
+                    .observed_by(conversion_feed.clone())
                     .with_spool_bound(spool_bound.clone()),
             );
             match Proxy::served_by(routes, metrics, workers) {
@@ -258,7 +261,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             webhooks: cohort_control::webhooks::Webhooks::start(drift_webhooks),
             admin: admin_listen,
         };
-        if let Err(e) = cohort_control::monitoring::start(capture_rx, proxy.clone(), monitor_gauges, trigger) {
+        if let Err(e) = cohort_control::monitoring::start(capture_rx, proxy.clone(), monitor_gauges, trigger, conversion_feed) {
             eprintln!("cohort serve: cannot start the monitor thread: {e}");
             return exit::INVALID;
         }

@@ -263,7 +263,7 @@ fn the_readme_reference_lists_every_key_with_its_default() {
     // A minimal file: every key not written here takes its default.
     // `events.clickhouse` is null by default; its url is written so that its keys show.
     let minimal = "routes: [{name: r, match: {path_prefix: /}, experiment: e}]\n\
-         experiments: [{name: e, control: a, variants: [{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}, {name: b, weight: 1, upstream: \"http://127.0.0.1:2\"}], rollout: {treatment: b, steps: [0.5]}, monitor: {on_drift: {webhook: {url: \"http://127.0.0.1:9\"}}}}]\n\
+         experiments: [{name: e, control: a, variants: [{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}, {name: b, weight: 1, upstream: \"http://127.0.0.1:2\"}], rollout: {treatment: b, steps: [0.5]}, monitor: {on_drift: {webhook: {url: \"http://127.0.0.1:9\"}}, quality: {}}}]\n\
          events: {clickhouse: {url: \"http://127.0.0.1:8123\"}}\n";
     let compiled = config::parse("t.yaml", minimal).unwrap();
     let file = serde_json::to_value(&compiled.file).unwrap();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::net::client;
-use common::process::{admin_call, cohort_stdout, free_port, CohortProcess};
+use common::process::{admin_call, admin_post, cohort_stdout, free_port, CohortProcess};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -113,6 +113,7 @@ fn serve(model: SocketAddr, monitor_extra: &str, env: &[(&str, &str)]) -> Served
          \x20 - name: e\n\
          \x20   control: rf\n\
          \x20   allow_override: true\n\
+         \x20   decision: {{ attribution_window_s: 5 }}\n\
          \x20   variants:\n\
          \x20     - {{ name: rf, weight: 50, upstream: \"http://{model}\" }}\n\
          \x20     - {{ name: lr, weight: 50, upstream: \"http://{model}\" }}\n\
@@ -481,4 +482,60 @@ async fn answers_are_the_same_with_monitoring_on_and_off_and_bad_bodies_are_coun
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn model_quality_comes_from_conversions_once_their_window_closes() {
+    let s = serve(
+        model().await,
+        ", quality: { threshold: 0.5, min_labels: 10 }",
+        &[],
+    );
+    let mut rng = SmallRng::seed_from_u64(3);
+    // The model scores x0 + x1 = p; the units it scores above 0.5 convert, the others not:
+    // a perfect ranking, with a log loss the test computes itself.
+    let mut expected_loss = 0.0;
+    let n = 60;
+    for i in 0..n {
+        let p: f64 = rng.random_range(0.05..0.95);
+        let body =
+            json!({"dataframe_split": {"columns": ["x0", "x1"], "data": [[p, 0.0]]}}).to_string();
+        let (status, _, _) = call(s.proxy, "/on", "lr", &format!("q{i}"), body).await;
+        assert_eq!(status, StatusCode::OK);
+        let converts = p > 0.5;
+        expected_loss -= if converts { p.ln() } else { (1.0 - p).ln() };
+        // The conversion right after the call: well within the 5 s window.
+        if converts {
+            let line = format!("{{\"experiment\": \"e\", \"unit\": \"q{i}\"}}");
+            let (status, body) = admin_post(s.admin, "/v1/conversions", &line).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        }
+    }
+    let expected_loss = expected_loss / f64::from(n);
+    // Labelled once the 5 s attribution window after each call has closed.
+    let lr = |measure: &str| format!(r#"experiment="e",measure="{measure}",variant="lr""#);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let m = loop {
+        let m = metrics(s.admin).await;
+        if series(&m, "cohort_model_quality", &lr("labelled")) == Some(f64::from(n)) {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "predictions not labelled within 20 s:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let q = |measure: &str| {
+        series(&m, "cohort_model_quality", &lr(measure))
+            .unwrap_or_else(|| panic!("no {measure}:\n{m}"))
+    };
+    assert_eq!(q("auc"), 1.0);
+    assert_eq!(q("accuracy"), 1.0);
+    assert_eq!(q("f1"), 1.0);
+    let loss = q("log_loss");
+    assert!(
+        (loss - expected_loss).abs() < 1e-9,
+        "log loss {loss}, expected {expected_loss}"
+    );
 }

@@ -704,6 +704,16 @@ fn check_monitor(c: &mut Checker<'_>, path: &str, m: &MonitorConfig) -> Option<M
             );
         }
     }
+    if let Some(q) = &m.quality {
+        c.share_in(
+            &format!("{}.threshold", p("quality")),
+            q.threshold,
+            0.0,
+            1.0,
+            true,
+        );
+        c.positive(&format!("{}.min_labels", p("quality")), q.min_labels);
+    }
     if m.features.element.is_some() {
         c.error(
             &format!("{}.element", p("features")),

@@ -429,6 +429,23 @@ pub struct MonitorConfig {
     /// What to call when a column drifts (null: only the gauges and the alert rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_drift: Option<OnDriftConfig>,
+    /// Online model quality, with conversions as the labels (null: not measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityConfig>,
+}
+
+/// Online quality of a binary model whose prediction is a score in [0, 1] (or a 0/1 label):
+/// each captured prediction is labelled positive when its unit converts within the
+/// experiment's attribution window after the call, once that window has closed.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QualityConfig {
+    /// Scores at or above it count as positive, for accuracy and F1.
+    #[serde(default = "defaults::quality_threshold")]
+    pub threshold: f64,
+    /// Labelled predictions (of each label) a variant needs before its figures are shown.
+    #[serde(default = "defaults::quality_min_labels")]
+    pub min_labels: u64,
 }
 
 /// The retrain trigger: a column's PSI above the bound POSTs to a webhook, once per breach.
@@ -863,6 +880,12 @@ pub mod defaults {
     }
     pub fn psi_above() -> f64 {
         0.2
+    }
+    pub fn quality_threshold() -> f64 {
+        0.5
+    }
+    pub fn quality_min_labels() -> u64 {
+        30
     }
 
     pub fn listen() -> SocketAddr {

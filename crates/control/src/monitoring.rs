@@ -8,6 +8,15 @@
 //! one in force, is dropped; a changed salt or `monitor` section starts the experiment over
 //! (a new reference).
 //!
+//! **Online quality** (`monitor.quality`): each captured prediction that is a score in
+//! [0, 1] waits, with its unit and time, until the experiment's attribution window after
+//! the call has closed ([`cohort_config::schema::DecisionConfig::maturity_s`]); it is then
+//! labelled positive when a conversion of its unit was written within that window
+//! ([`ConversionFeed`] hands the writer's conversions over), and joins the variant's last
+//! [`QUALITY_PAIRS`] labelled predictions, on which log loss, AUC, accuracy and F1 are taken
+//! ([`cohort_stats::quality`]). Only this replica's conversions count: in a fleet, one whose
+//! conversions reach other replicas sees too few positives (the docs say so).
+//!
 //! **The retrain trigger** (`monitor.on_drift`): when a column's PSI in a window exceeds
 //! `psi_above`, its webhook gets one POST for that column; the column is armed again only
 //! once it has been reported below the bound over a whole window (a window that starts after
@@ -43,6 +52,38 @@ const TICK: Duration = Duration::from_secs(1);
 /// Rows read from a reference file, at most.
 const MAX_REFERENCE_ROWS: usize = 1_000_000;
 
+/// Labelled predictions a variant's quality is taken over: the latest ones.
+pub const QUALITY_PAIRS: usize = 10_000;
+
+/// Predictions waiting for their label, per variant, at most (the oldest go first).
+const QUALITY_PENDING: usize = 100_000;
+
+/// The conversions the event writer wrote, handed to the monitor thread (which takes them
+/// every tick): the labels of online quality.
+#[derive(Default)]
+pub struct ConversionFeed {
+    written: std::sync::Mutex<Vec<(String, String, i64)>>,
+}
+
+impl cohort_events::Observer for ConversionFeed {
+    fn written(&self, events: &[cohort_events::EventRef<'_>]) {
+        let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        for e in events {
+            if let cohort_events::EventRef::Conversion(c) = e {
+                if let Some(ns) = cohort_events::clock::parse_nanos(&c.ts) {
+                    w.push((c.experiment.clone(), c.unit.clone(), ns / 1_000_000_000));
+                }
+            }
+        }
+    }
+}
+
+impl ConversionFeed {
+    fn take(&self) -> Vec<(String, String, i64)> {
+        std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 /// The monitor's series.
 #[derive(Clone)]
 pub struct Gauges {
@@ -53,6 +94,7 @@ pub struct Gauges {
     captured: IntCounterVec,
     unreadable: IntCounterVec,
     windows: IntCounterVec,
+    quality: GaugeVec,
 }
 
 impl Gauges {
@@ -91,6 +133,11 @@ impl Gauges {
                 "Captured bodies that could not be read: side is request or response.",
                 &["experiment", "side", "reason"],
             ),
+            quality: g(
+                "cohort_model_quality",
+                "Online quality of the variant's model over its latest labelled predictions: measure is log_loss, auc, accuracy, f1 or labelled.",
+                &["experiment", "variant", "measure"],
+            ),
             windows: c(
                 "cohort_monitor_windows_total",
                 "Windows evaluated per variant (one each time a sub-window closes, once the reference is in place).",
@@ -109,6 +156,7 @@ impl Gauges {
             Box::new(self.captured.clone()),
             Box::new(self.unreadable.clone()),
             Box::new(self.windows.clone()),
+            Box::new(self.quality.clone()),
         ]
     }
 }
@@ -143,17 +191,24 @@ pub fn start(
     proxy: Arc<Proxy>,
     gauges: Gauges,
     trigger: Trigger,
+    conversions: Arc<ConversionFeed>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("cohort-monitor".into())
         .spawn(move || {
             cohort_sys::lower_thread_priority(10);
-            run(&captures, &proxy, &gauges, &trigger);
+            run(&captures, &proxy, &gauges, &trigger, &conversions);
         })
         .map(|_| ())
 }
 
-fn run(captures: &Receiver<Capture>, proxy: &Proxy, gauges: &Gauges, trigger: &Trigger) {
+fn run(
+    captures: &Receiver<Capture>,
+    proxy: &Proxy,
+    gauges: &Gauges,
+    trigger: &Trigger,
+    conversions: &ConversionFeed,
+) {
     let mut state = Monitors::default();
     loop {
         match captures.recv_timeout(TICK) {
@@ -166,6 +221,8 @@ fn run(captures: &Receiver<Capture>, proxy: &Proxy, gauges: &Gauges, trigger: &T
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
+        state.conversions(conversions.take());
+        state.label(now_s(), gauges);
         let evaluated = state.tick(now_s(), gauges);
         if let Some(log) = proxy.event_log() {
             for line in evaluated.lines {
@@ -284,6 +341,27 @@ struct Watched {
     /// A shared reference: the control's rows while they are gathered, then frozen.
     shared: Option<Reference>,
     variants: HashMap<String, VariantWatch>,
+    quality: Option<Quality>,
+}
+
+/// Online quality of an experiment's variants.
+struct Quality {
+    threshold: f64,
+    min_labels: u64,
+    /// Seconds after a call within which its unit's conversion makes it positive.
+    maturity_s: i64,
+    /// unit → times (s) of its conversions written since.
+    conversions: HashMap<String, Vec<i64>>,
+    variants: HashMap<String, VariantQuality>,
+    pruned_s: i64,
+}
+
+#[derive(Default)]
+struct VariantQuality {
+    /// (unit, score, time of the call), oldest first.
+    pending: std::collections::VecDeque<(String, f64, i64)>,
+    /// (score, label), the latest [`QUALITY_PAIRS`].
+    labelled: std::collections::VecDeque<(f64, bool)>,
 }
 
 enum Reference {
@@ -366,7 +444,84 @@ impl Monitors {
         let t =
             c.at.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        if let (Some(q), Some(unit)) = (&mut w.quality, &c.unit) {
+            let pending = &mut q.variants.entry(c.variant.clone()).or_default().pending;
+            if let Some(cells) = table.column_cells(&w.prediction.names[0]) {
+                for cell in cells {
+                    if let payload::Cell::Number(p) = cell {
+                        if (0.0..=1.0).contains(p) {
+                            pending.push_back((unit.clone(), *p, t));
+                        }
+                    }
+                }
+            }
+            while pending.len() > QUALITY_PENDING {
+                pending.pop_front();
+            }
+        }
         w.observe(&c.variant, t, &table);
+    }
+
+    /// Notes conversions (experiment, unit, time in s) for the experiments whose quality
+    /// is measured.
+    pub fn conversions(&mut self, written: Vec<(String, String, i64)>) {
+        for (experiment, unit, ts) in written {
+            if let Some(q) = self
+                .experiments
+                .get_mut(&experiment)
+                .and_then(|w| w.quality.as_mut())
+            {
+                q.conversions.entry(unit).or_default().push(ts);
+            }
+        }
+    }
+
+    /// Labels every prediction whose window has closed by `now_s` and publishes each
+    /// variant's quality.
+    pub fn label(&mut self, now_s: i64, gauges: &Gauges) {
+        for (name, w) in &mut self.experiments {
+            let Some(q) = &mut w.quality else { continue };
+            let mut changed = Vec::new();
+            for (variant, v) in &mut q.variants {
+                let before = v.labelled.len();
+                while v
+                    .pending
+                    .front()
+                    .is_some_and(|p| p.2 + q.maturity_s <= now_s)
+                {
+                    let (unit, score, at) = v.pending.pop_front().expect("checked");
+                    let converted = q
+                        .conversions
+                        .get(&unit)
+                        .is_some_and(|ts| ts.iter().any(|&c| c >= at && c <= at + q.maturity_s));
+                    v.labelled.push_back((score, converted));
+                    if v.labelled.len() > QUALITY_PAIRS {
+                        v.labelled.pop_front();
+                    }
+                }
+                if v.labelled.len() != before {
+                    changed.push(variant.clone());
+                }
+            }
+            for variant in changed {
+                let v = &q.variants[&variant];
+                publish_quality(gauges, name, &variant, v, q.threshold, q.min_labels);
+            }
+            // Conversions older than any pending call can still use are let go, every minute.
+            if now_s - q.pruned_s >= 60 {
+                q.pruned_s = now_s;
+                let oldest = q
+                    .variants
+                    .values()
+                    .filter_map(|v| v.pending.front().map(|p| p.2))
+                    .min()
+                    .unwrap_or(now_s);
+                q.conversions.retain(|_, ts| {
+                    ts.retain(|&c| c >= oldest);
+                    !ts.is_empty()
+                });
+            }
+        }
     }
 
     /// Evaluates every variant whose sub-window has closed since its last evaluation;
@@ -434,6 +589,14 @@ impl Watched {
             prediction,
             shared: None,
             variants: HashMap::new(),
+            quality: config.quality.as_ref().map(|q| Quality {
+                threshold: q.threshold,
+                min_labels: q.min_labels,
+                maturity_s: exp.decision.maturity_s().0.ceil() as i64,
+                conversions: HashMap::new(),
+                variants: HashMap::new(),
+                pruned_s: 0,
+            }),
         };
         if let Some(path) = &config.reference {
             match reference_file(path, &w.features) {
@@ -491,6 +654,15 @@ impl Watched {
             }
             let _ = gauges.rows.remove_label_values(&[experiment, variant]);
         }
+        if let Some(q) = &self.quality {
+            for variant in q.variants.keys() {
+                for measure in ["labelled", "log_loss", "auc", "accuracy", "f1"] {
+                    let _ = gauges
+                        .quality
+                        .remove_label_values(&[experiment, variant, measure]);
+                }
+            }
+        }
     }
 }
 
@@ -537,6 +709,42 @@ fn read(c: &Capture, features: &Shape, prediction: &Shape, gauges: &Gauges) -> O
         Err(e) => unreadable("response", e.as_str()),
     }
     Some(table)
+}
+
+/// Sets a variant's quality gauges once it has `min_labels` of each label.
+fn publish_quality(
+    gauges: &Gauges,
+    experiment: &str,
+    variant: &str,
+    v: &VariantQuality,
+    threshold: f64,
+    min_labels: u64,
+) {
+    use cohort_stats::quality::{log_loss, roc_auc, Confusion};
+    let (scores, labels): (Vec<f64>, Vec<bool>) = v.labelled.iter().copied().unzip();
+    let positives = labels.iter().filter(|&&y| y).count() as u64;
+    let negatives = labels.len() as u64 - positives;
+    let set = |measure: &str, value: f64| {
+        gauges
+            .quality
+            .with_label_values(&[experiment, variant, measure])
+            .set(value);
+    };
+    set("labelled", labels.len() as f64);
+    if positives < min_labels || negatives < min_labels {
+        return;
+    }
+    if let Some(l) = log_loss(&scores, &labels) {
+        set("log_loss", l);
+    }
+    if let Some(a) = roc_auc(&scores, &labels) {
+        set("auc", a);
+    }
+    let c = Confusion::at(&scores, &labels, threshold);
+    if let Some(a) = c.accuracy() {
+        set("accuracy", a);
+    }
+    set("f1", c.f1());
 }
 
 fn publish(

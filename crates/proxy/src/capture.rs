@@ -26,6 +26,9 @@ use cohort_config::schema::MonitorConfig;
 pub struct Capture {
     pub experiment: String,
     pub variant: String,
+    /// The unit the call was served for (None: served without one): what conversions,
+    /// the labels of model quality, are reported for.
+    pub unit: Option<String>,
     /// The experiment's salt when the call was served: a new one starts a new reference.
     pub salt: String,
     /// When the request arrived.
@@ -147,6 +150,7 @@ impl Slot {
         max: usize,
         experiment: &str,
         variant: &str,
+        unit: Option<&str>,
         salt: &str,
         at: SystemTime,
     ) -> Arc<Self> {
@@ -157,6 +161,7 @@ impl Slot {
                 capture: Some(Capture {
                     experiment: experiment.to_owned(),
                     variant: variant.to_owned(),
+                    unit: unit.map(str::to_owned),
                     salt: salt.to_owned(),
                     at,
                     request: Bytes::new(),
@@ -317,7 +322,7 @@ mod tests {
             IntCounterVec::new(prometheus::Opts::new("s", "s"), &["experiment", "reason"]).unwrap();
         let c = Captures::new(tx, skipped.clone());
         (
-            Slot::new(c, max, "e", "a", "salt", SystemTime::UNIX_EPOCH),
+            Slot::new(c, max, "e", "a", Some("u"), "salt", SystemTime::UNIX_EPOCH),
             rx,
             skipped,
         )

@@ -248,6 +248,7 @@ fn sample(ex: &mut Exchange, captures: &Captures) {
             sampling.max_body_bytes,
             &exp.name,
             &exp.variants[pick.variant].name,
+            pick.unit.as_deref(),
             &exp.salt,
             ex.arrival,
         ));
