@@ -843,6 +843,76 @@ fn csv_value(v: &str) -> Value {
 mod tests {
     use super::*;
 
+    fn experiment(monitor: &str) -> cohort_config::Routes {
+        cohort_config::parse(
+            "t.yaml",
+            &format!(
+                "experiments: [{{name: e, control: a, variants: [{{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}}, {{name: b, weight: 1, upstream: \"http://127.0.0.1:2\"}}], monitor: {monitor}}}]\n"
+            ),
+        )
+        .unwrap()
+    }
+
+    /// A call of `variant` at `t` with one row x = `x`, and its prediction.
+    fn capture(variant: &str, t: u64, x: f64) -> Capture {
+        Capture {
+            experiment: "e".into(),
+            variant: variant.into(),
+            unit: Some(format!("u{t}")),
+            salt: "e".into(),
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(t),
+            request: bytes::Bytes::from(format!("{{\"instances\": [[{x}]]}}")),
+            response: bytes::Bytes::from_static(b"{\"predictions\": [1]}"),
+        }
+    }
+
+    /// The x column's PSI of `variant` in the window evaluated at `now`.
+    fn psi_of(
+        routes: &cohort_config::Routes,
+        captures: &[Capture],
+        variant: &str,
+        now: i64,
+    ) -> Option<f64> {
+        let gauges = gauges();
+        let mut m = Monitors::default();
+        let exp = routes.experiment("e").unwrap();
+        for c in captures {
+            m.add(exp, c, &gauges);
+        }
+        let watch = m.experiments.get_mut("e")?.variants.get_mut(variant)?;
+        let d = watch.monitor.evaluate(now)?;
+        d.columns
+            .iter()
+            .find(|c| c.column == "f0")
+            .and_then(|c| c.psi)
+    }
+
+    #[test]
+    fn a_shared_reference_is_the_controls_first_rows_for_every_variant() {
+        // a's values spread over 0..100; b's all at 150, from t = 200 on.
+        let mut calls: Vec<Capture> = (0..100).map(|i| capture("a", 100 + i, i as f64)).collect();
+        calls.extend((0..100).map(|i| capture("b", 200 + i, 150.0)));
+        calls.extend((0..100).map(|i| capture("a", 200 + i, i as f64)));
+        let keys = "{window_s: 600, min_rows: 20, reference_rows: 50";
+        // Shared: b is compared with a's rows, and has drifted far.
+        let shared = experiment(&format!("{keys}, reference_from: shared}}"));
+        let psi = psi_of(&shared, &calls, "b", 400).expect("b is watched");
+        assert!(psi > 2.0, "shared reference: {psi}");
+        // Each variant's own: b's first 50 rows are its reference, and it has not moved.
+        let own = experiment(&format!("{keys}}}"));
+        let psi = psi_of(&own, &calls, "b", 400).expect("b is watched");
+        assert!(psi < 0.1, "own reference: {psi}");
+        // Shared, but the control has not given 50 rows yet: nobody is watched.
+        let early: Vec<Capture> = calls
+            .iter()
+            .filter(|c| {
+                c.variant == "b" || c.at < SystemTime::UNIX_EPOCH + Duration::from_secs(130)
+            })
+            .cloned()
+            .collect();
+        assert_eq!(psi_of(&shared, &early, "b", 400), None);
+    }
+
     #[test]
     fn a_breach_fires_once_and_rearms_after_a_whole_window_below() {
         let mut a = Arming::Armed;
