@@ -11,8 +11,13 @@ Run through run.sh, which makes the virtualenv. Steps:
   4. simulate users: each is shown one flower (from the held-out test set) and sends 1-3
      scoring requests in MLflow's /invocations format through cohort
   5. the "business" reports conversions to cohort's admin API (rule below)
-  6. print cohort's live per-variant counts and live report, stop cohort (SIGTERM flushes
-     the event log), print `cohort report` on the log, and stop everything it started
+  6. print cohort's live per-variant counts and live report
+  7. drift: the inputs of new users move (petal length and width grow), cohort's model
+     monitoring (every call captured; each variant's first rows are its reference) sees
+     the PSI of those columns cross 0.2 and POSTs its retrain webhook, which a receiver
+     started here takes and checks (HMAC signature)
+  8. stop cohort (SIGTERM flushes the event log), print `cohort report` on the log (with its
+     monitoring section), and stop everything it started
 
 Conversion rule (a simulation, deterministic from the user id): a user converts when the
 model that served them predicted their flower's species correctly AND a coin drawn from
@@ -27,7 +32,9 @@ its own process group and is stopped on exit (normal, error, Ctrl-C or SIGTERM).
 import argparse
 import concurrent.futures
 import hashlib
+import hmac
 import http.client
+import http.server
 import json
 import os
 import shutil
@@ -35,6 +42,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -44,6 +52,7 @@ EXPERIMENT = "iris-model"
 COIN = {"rf": 0.10, "lr": 0.15}  # P(convert | correct prediction), per variant served
 
 PROCS = []  # (name, Popen) of every process this driver started
+DRIFT_SECRET = "example-drift-secret"  # signs cohort's drift webhook (COHORT_DRIFT_SECRET)
 
 
 def log(msg):
@@ -183,7 +192,7 @@ def train_and_save(models_dir, seed):
 # ---------------------------------------------------------------- cohort
 
 
-def cohort_config(public, admin, upstreams, events_dir, state_file, salt):
+def cohort_config(public, admin, upstreams, events_dir, state_file, salt, hook_url):
     return f"""# written by examples/mlflow/driver.py
 listen: 127.0.0.1:{public}
 admin:
@@ -208,7 +217,75 @@ experiments:
     variants:
       - {{ name: rf, weight: 50, upstream: "{upstreams['rf']}" }}
       - {{ name: lr, weight: 50, upstream: "{upstreams['lr']}" }}
+    monitor:
+      sample: 1.0              # every call read, for the example; 0.05 is the default
+      max_per_s: 2000
+      window_s: 60             # the shortest window: figures every 10 s
+      reference_rows: 1000     # each variant's first 1000 rows are its reference
+      min_rows: 300
+      ks_rows: 256
+      on_drift:
+        psi_above: 0.2
+        webhook: {{ url: "{hook_url}", secret_env: COHORT_DRIFT_SECRET }}
 """
+
+
+class DriftReceiver(http.server.BaseHTTPRequestHandler):
+    """The retraining job's side: takes cohort's drift webhook, checks its signature."""
+
+    received = []  # (headers, body, signature ok)
+    lock = threading.Lock()
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        want = "sha256=" + hmac.new(DRIFT_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        ok = hmac.compare_digest(want, self.headers.get("x-cohort-signature", ""))
+        with DriftReceiver.lock:
+            DriftReceiver.received.append((dict(self.headers), json.loads(body), ok))
+        self.send_response(200 if ok else 401)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *_args):
+        pass
+
+
+def start_receiver():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DriftReceiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def drift_phase(public, flowers, timeout=150.0):
+    """Scores new users whose petals are larger than any seen in training, until cohort's
+    drift webhook has arrived for both variants (bounded by `timeout`); returns the notices
+    received."""
+    log("drift: new users' flowers have petal length +2.5 cm and petal width +1 cm")
+    client = Client(public)
+    deadline = time.monotonic() + timeout
+    sent = 0
+    try:
+        while time.monotonic() < deadline:
+            for _ in range(50):
+                user = f"drift-user-{sent}"
+                features, _ = flowers[sent % len(flowers)]
+                moved = [features[0], features[1], features[2] + 2.5, features[3] + 1.0]
+                body = json.dumps({"dataframe_split": {"columns": FEATURES, "data": [moved]}})
+                status, _, _ = client.post(
+                    "/invocations", body, {"Content-Type": "application/json", "x-user-id": user})
+                if status != 200:
+                    raise RuntimeError(f"drifted request -> {status}")
+                sent += 1
+            with DriftReceiver.lock:
+                got = list(DriftReceiver.received)
+            if {body["variant"] for _, body, _ in got} >= {"rf", "lr"}:
+                log(f"{sent} drifted requests sent; {len(got)} drift webhook(s) received")
+                return got
+            time.sleep(0.05)
+    finally:
+        if client.conn is not None:
+            client.conn.close()
+    raise RuntimeError(f"no drift webhook within {timeout:.0f}s ({sent} drifted requests)")
 
 
 def uniform(user, tag):
@@ -361,11 +438,14 @@ def main():
             log(f"direct POST /invocations to {name}: {r.status} {r.read().decode().strip()}")
 
     public, admin = free_port(), free_port()
+    receiver = start_receiver()
+    hook_url = f"http://127.0.0.1:{receiver.server_address[1]}/retrain"
     config_path = os.path.join(work, "cohort.yaml")
     with open(config_path, "w") as f:
         f.write(cohort_config(public, admin,
                               {n: f"http://127.0.0.1:{p}" for n, p in ports.items()},
-                              events_dir, os.path.join(work, "state.json"), args.salt))
+                              events_dir, os.path.join(work, "state.json"), args.salt,
+                              hook_url))
     check = subprocess.run([args.cohort_bin, "check", config_path], capture_output=True,
                            text=True, timeout=60)
     print(check.stdout + check.stderr, end="", flush=True)
@@ -373,8 +453,9 @@ def main():
         raise RuntimeError(f"cohort check failed with exit {check.returncode}")
 
     cohort_log = os.path.join(logs_dir, "cohort.log")
+    cohort_env = dict(os.environ, COHORT_DRIFT_SECRET=DRIFT_SECRET)
     cohort = start("cohort", [args.cohort_bin, "serve", "--config", config_path], cohort_log,
-                   cwd=work)
+                   env=cohort_env, cwd=work)
     wait_http(f"http://127.0.0.1:{admin}/readyz", "cohort serve", cohort, cohort_log, 60)
     log(f"cohort ready: public 127.0.0.1:{public}, admin 127.0.0.1:{admin}")
 
@@ -425,6 +506,21 @@ def main():
     print(f"\ncohort live report (GET /v1/experiments/{EXPERIMENT}/report; in full in "
           f"live-report.json), decision:\n  {json.dumps(report.get('decision', report))}",
           flush=True)
+
+    notices = drift_phase(public, flowers)
+    print("\ncohort's drift webhook, as the retraining job received it:")
+    for headers, body, ok in notices:
+        print(f"  {body['variant']}/{body['column']}: PSI {body['psi']:.2f} over "
+              f"{body['window']['start']} .. {body['window']['end']} ({body['rows']} rows), "
+              f"key {headers.get('x-cohort-idempotency-key') or headers.get('X-Cohort-Idempotency-Key')}, "
+              f"signature {'verified' if ok else 'WRONG'}")
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
+        drift = [l for l in r.read().decode().splitlines() if l.startswith("cohort_drift_psi{")]
+    print("\ncohort_drift_psi on /metrics:")
+    for l in sorted(drift):
+        print(f"  {l}")
+    print(flush=True)
+    receiver.shutdown()
 
     log("stopping cohort (SIGTERM: it flushes and fsyncs the event log)")
     rc = stop("cohort", cohort, timeout=30)
