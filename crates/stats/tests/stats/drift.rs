@@ -6,6 +6,8 @@ use cohort_stats::psi::{psi, Bins};
 use cohort_stats::tables::goodness_of_fit;
 use serde_json::Value;
 
+use crate::close;
+
 fn fixture() -> Value {
     serde_json::from_str(include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -28,15 +30,6 @@ fn counts(v: &Value) -> Vec<u64> {
         .iter()
         .map(|x| x.as_u64().unwrap())
         .collect()
-}
-
-/// Within 1e-12 of the reference, relative to it where it is above 1.
-fn close(got: f64, want: f64, what: &str) {
-    let tol = 1e-12 * want.abs().max(1.0);
-    assert!(
-        (got - want).abs() <= tol,
-        "{what}: got {got:e}, reference {want:e}"
-    );
 }
 
 #[test]

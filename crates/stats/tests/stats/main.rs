@@ -12,3 +12,12 @@ mod relative;
 mod sequential_mean;
 mod tables;
 mod welch;
+
+/// Within 1e-12 of the reference, relative to it where it is above 1.
+pub fn close(got: f64, want: f64, what: &str) {
+    let tol = 1e-12 * want.abs().max(1.0);
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: got {got:e}, reference {want:e}"
+    );
+}

@@ -4,20 +4,14 @@
 use cohort_stats::quality::{calibration, log_loss, roc_auc, Confusion};
 use serde_json::Value;
 
+use crate::close;
+
 fn fixture() -> Value {
     serde_json::from_str(include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/fixtures/stats/quality.json"
     )))
     .unwrap()
-}
-
-fn close(got: f64, want: f64, what: &str) {
-    let tol = 1e-12 * want.abs().max(1.0);
-    assert!(
-        (got - want).abs() <= tol,
-        "{what}: got {got:e}, reference {want:e}"
-    );
 }
 
 #[test]
