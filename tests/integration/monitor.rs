@@ -495,6 +495,8 @@ async fn model_quality_comes_from_conversions_once_their_window_closes() {
     // The model scores x0 + x1 = p; the units it scores above 0.5 convert, the others not:
     // a perfect ranking, with a log loss the test computes itself.
     let mut expected_loss = 0.0;
+    // Per tenth of the score: (sum of scores, conversions, predictions).
+    let mut tenths = [(0.0f64, 0u32, 0u32); 10];
     let n = 60;
     for i in 0..n {
         let p: f64 = rng.random_range(0.05..0.95);
@@ -504,6 +506,8 @@ async fn model_quality_comes_from_conversions_once_their_window_closes() {
         assert_eq!(status, StatusCode::OK);
         let converts = p > 0.5;
         expected_loss -= if converts { p.ln() } else { (1.0 - p).ln() };
+        let t = &mut tenths[((p * 10.0).ceil() as usize).clamp(1, 10) - 1];
+        *t = (t.0 + p, t.1 + u32::from(converts), t.2 + 1);
         // The conversion right after the call: well within the 5 s window.
         if converts {
             let line = format!("{{\"experiment\": \"e\", \"unit\": \"q{i}\"}}");
@@ -537,5 +541,18 @@ async fn model_quality_comes_from_conversions_once_their_window_closes() {
     assert!(
         (loss - expected_loss).abs() < 1e-9,
         "log loss {loss}, expected {expected_loss}"
+    );
+    let expected_ece: f64 = tenths
+        .iter()
+        .filter(|t| t.2 > 0)
+        .map(|&(sum, pos, k)| {
+            (sum / f64::from(k) - f64::from(pos) / f64::from(k)).abs() * f64::from(k)
+        })
+        .sum::<f64>()
+        / f64::from(n);
+    let ece = q("calibration_error");
+    assert!(
+        (ece - expected_ece).abs() < 1e-9,
+        "calibration error {ece}, expected {expected_ece}"
     );
 }

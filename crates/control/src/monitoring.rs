@@ -52,6 +52,9 @@ const TICK: Duration = Duration::from_secs(1);
 /// Rows read from a reference file, at most.
 const MAX_REFERENCE_ROWS: usize = 1_000_000;
 
+/// The largest reference file read: it is read whole, on the monitor thread.
+const MAX_REFERENCE_BYTES: u64 = 256 << 20;
+
 /// Labelled predictions a variant's quality is taken over: the latest ones.
 pub const QUALITY_PAIRS: usize = 10_000;
 
@@ -135,7 +138,7 @@ impl Gauges {
             ),
             quality: g(
                 "cohort_model_quality",
-                "Online quality of the variant's model over its latest labelled predictions: measure is log_loss, auc, accuracy, f1 or labelled.",
+                "Online quality of the variant's model over its latest labelled predictions: measure is log_loss, auc, accuracy, f1, calibration_error or labelled.",
                 &["experiment", "variant", "measure"],
             ),
             windows: c(
@@ -656,7 +659,14 @@ impl Watched {
         }
         if let Some(q) = &self.quality {
             for variant in q.variants.keys() {
-                for measure in ["labelled", "log_loss", "auc", "accuracy", "f1"] {
+                for measure in [
+                    "labelled",
+                    "log_loss",
+                    "auc",
+                    "accuracy",
+                    "f1",
+                    "calibration_error",
+                ] {
                     let _ = gauges
                         .quality
                         .remove_label_values(&[experiment, variant, measure]);
@@ -720,7 +730,7 @@ fn publish_quality(
     threshold: f64,
     min_labels: u64,
 ) {
-    use cohort_stats::quality::{log_loss, roc_auc, Confusion};
+    use cohort_stats::quality::{calibration, log_loss, roc_auc, Confusion};
     let (scores, labels): (Vec<f64>, Vec<bool>) = v.labelled.iter().copied().unzip();
     let positives = labels.iter().filter(|&&y| y).count() as u64;
     let negatives = labels.len() as u64 - positives;
@@ -745,6 +755,15 @@ fn publish_quality(
         set("accuracy", a);
     }
     set("f1", c.f1());
+    // The expected calibration error: over ten equal-width bins of the score, the mean
+    // distance between the predicted and the observed rate, weighted by the bin's pairs.
+    let bins = calibration(&scores, &labels, 10);
+    let ece = bins
+        .iter()
+        .map(|b| b.n as f64 * (b.predicted - b.observed).abs())
+        .sum::<f64>()
+        / labels.len() as f64;
+    set("calibration_error", ece);
 }
 
 fn publish(
@@ -789,6 +808,12 @@ fn remove(gauges: &Gauges, experiment: &str, variant: &str, column: &str) {
 
 /// A reference file's rows: CSV with a header (`.csv`), else JSON Lines of objects.
 fn reference_file(path: &Path, shape: &Shape) -> Result<Table, String> {
+    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if size > MAX_REFERENCE_BYTES {
+        return Err(format!(
+            "{size} bytes is more than the {MAX_REFERENCE_BYTES} a reference file may hold: sample the training rows"
+        ));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let is_csv = path
         .extension()

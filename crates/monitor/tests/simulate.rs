@@ -112,3 +112,33 @@ fn with_no_shift_no_window_of_a_long_run_crosses_the_bound() {
     let x0 = w.columns.iter().find(|c| c.column == "x0").unwrap();
     assert!(x0.ks.is_some() && x0.chi2.is_none());
 }
+
+/// The rule behind `min_rows`: with 10 bins and no drift at all, how often PSI exceeds 0.2
+/// in a window of n rows against a reference of 1 000 rows of the same distribution.
+fn share_over_bound(n: usize, windows: usize, seed: u64) -> f64 {
+    use cohort_stats::psi::{psi, Bins};
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let normal = Normal::new(0.0, 1.0).unwrap();
+    let reference: Vec<f64> = (0..1000).map(|_| normal.sample(&mut rng)).collect();
+    let bins = Bins::deciles(&reference).unwrap();
+    let r = bins.counts(&reference);
+    let over = (0..windows)
+        .filter(|_| {
+            let live: Vec<f64> = (0..n).map(|_| normal.sample(&mut rng)).collect();
+            psi(&r, &bins.counts(&live)).unwrap() > 0.2
+        })
+        .count();
+    over as f64 / windows as f64
+}
+
+#[test]
+fn windows_of_300_rows_do_not_cross_the_bound_by_chance_and_windows_of_50_do() {
+    let small = share_over_bound(50, 2000, 1);
+    assert!(
+        (0.1..0.4).contains(&small),
+        "windows of 50 rows over 0.2: {small}"
+    );
+    let enough = share_over_bound(300, 2000, 2);
+    eprintln!("PSI over 0.2 with no drift: {small} of windows of 50 rows, {enough} of 300");
+    assert_eq!(enough, 0.0, "windows of 300 rows over 0.2: {enough}");
+}
