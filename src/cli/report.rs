@@ -308,7 +308,7 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
             .rollout(&name, configured, &versions)
             .map(|r| r.read_until(opts.until));
         let mut report = analyze_with(&tally, &setup, rollout, computed_at.clone(), notes);
-        report.monitoring = source.monitoring(&name, configured.map(|e| e.salt.as_str()));
+        report.monitoring = source.monitoring(&name, configured.map(|e| e.salt.as_str()))?;
         out.push(report);
     }
     Ok(out)
@@ -417,16 +417,28 @@ impl Source {
     }
 
     /// Every rollout action the directories, or the store, record of the experiments.
-    /// The monitoring section from the directories' monitor lines (the fleet's store is
-    /// not asked for them).
+    /// The monitoring section from the monitor lines of the directories, or of every
+    /// replica in the fleet's store.
     fn monitoring(
         &self,
         experiment: &str,
         phase: Option<&str>,
-    ) -> Option<cohort_analysis::monitoring::MonitoringReport> {
+    ) -> Result<Option<cohort_analysis::monitoring::MonitoringReport>, ReportError> {
         match self {
-            Source::Local(read) => read.monitor.report(experiment, phase),
-            Source::Fleet(_) => None,
+            Source::Local(read) => Ok(read.monitor.report(experiment, phase)),
+            Source::Fleet(f) => {
+                let lines = f.runtime.block_on(f.fleet.monitor_lines(experiment));
+                let lines = match lines {
+                    Ok(l) => l,
+                    Err(e) if cohort_clickhouse::live::no_tables_yet(&e) => Vec::new(),
+                    Err(e) => return Err(ReportError::Query(e)),
+                };
+                let mut m = cohort_analysis::monitoring::MonitorLines::default();
+                for l in &lines {
+                    m.add(l);
+                }
+                Ok(m.report(experiment, phase))
+            }
         }
     }
 

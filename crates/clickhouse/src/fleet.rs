@@ -233,6 +233,18 @@ impl Fleet {
         Ok(out)
     }
 
+    /// Every replica's monitor lines of `experiment` (each the line as written).
+    pub async fn monitor_lines(&self, experiment: &str) -> Result<Vec<Vec<u8>>, Error> {
+        let mut out = Vec::new();
+        self.rows(
+            &query::monitor_lines(&self.tables, experiment),
+            |c| c.bytes().map(<[u8]>::to_vec),
+            |l| out.push(l),
+        )
+        .await?;
+        Ok(out)
+    }
+
     /// Every replica's recorded actions of `experiment`'s rollouts (lines that do not
     /// parse are skipped: the fold needs only the ones that do).
     pub async fn rollout_events(&self, experiment: &str) -> Result<Vec<RolloutEvent>, Error> {

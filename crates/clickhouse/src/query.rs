@@ -192,6 +192,16 @@ pub fn versions(t: &Tables) -> String {
     )
 }
 
+/// Every replica's monitor lines of `experiment` (model monitoring's windows): `payload
+/// String` (the line).
+pub fn monitor_lines(t: &Tables, experiment: &str) -> String {
+    format!(
+        "SELECT payload FROM {} WHERE type = 'monitor' AND experiment = {} ORDER BY ts_ns FORMAT RowBinary",
+        t.events(),
+        literal(experiment)
+    )
+}
+
 /// Every replica's rollout actions for `experiment`: `payload String` (the line).
 pub fn rollouts(t: &Tables, experiment: &str) -> String {
     format!(

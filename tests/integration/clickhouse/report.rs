@@ -191,6 +191,21 @@ pub(super) fn fleet_logs(root: &Path) -> Vec<PathBuf> {
             );
         }
     }
+    // Model monitoring's windows: replicas 0 and 1 each saw lr's x1 drift, by different
+    // amounts, and the report takes the worst replica per window; replica 2's line of the
+    // old phase is left out when the config says iris-new.
+    let monitor = |logs: &mut Vec<String>, r: usize, phase: &str, hours: i64, psi: f64| {
+        let t = from_nanos(START + hours * HOUR);
+        let _ = writeln!(
+            logs[r],
+            "{{\"type\":\"monitor\",\"v\":1,\"ts\":\"{t}\",\"experiment\":\"iris-model\",\"variant\":\"lr\",\"phase\":\"{phase}\",\"window_start\":\"{t}\",\"window_end\":\"{t}\",\"window_s\":3600,\"rows\":400,\"columns\":[{{\"column\":\"x1\",\"kind\":\"numeric\",\"rows\":400,\"unplaced\":0,\"psi\":{psi},\"ks\":{{\"statistic\":0.2,\"p_value\":0.001}},\"edges\":[0.0,1.0],\"counts\":[100,200,100],\"reference_counts\":[300,100,100]}}]}}"
+        );
+    };
+    for (r, psi) in [(0, 0.31), (1, 0.12)] {
+        monitor(&mut logs, r, "iris-new", 80, psi);
+        monitor(&mut logs, r, "iris-new", 81, psi + 0.01);
+    }
+    monitor(&mut logs, 2, "iris-old", 81, 0.9);
     for (d, log) in dirs.iter().zip(&logs) {
         std::fs::write(d.join("events-20261101T000000Z-000001.jsonl"), log).unwrap();
     }
@@ -395,6 +410,11 @@ async fn fleet_report_equals_directories(url: &str, db: &str) {
         .await
         .unwrap();
     let report = same_report(url, db, &dirs, runs[0]);
+    // The monitoring section, the same from the store as from the directories.
+    let m = &report["monitoring"];
+    assert_eq!(m["windows"], 2, "{m}");
+    assert_eq!(m["columns"][0]["psi"], 0.32, "{m}");
+    assert_eq!(m["columns"][0]["max_psi"], 0.32, "{m}");
     let mut want: Vec<(String, u64, u64)> = report["variants"]
         .as_array()
         .unwrap()
