@@ -252,6 +252,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 return exit::INVALID;
             }
         }
+        let recent_windows = Arc::new(cohort_control::monitoring::RecentWindows::default());
         let drift_webhooks = cohort_control::monitoring::webhook_metric();
         if let Err(e) = proxy.metrics().register(Box::new(drift_webhooks.clone())) {
             eprintln!("cohort serve: {e}");
@@ -261,7 +262,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             webhooks: cohort_control::webhooks::Webhooks::start(drift_webhooks),
             admin: admin_listen,
         };
-        if let Err(e) = cohort_control::monitoring::start(capture_rx, proxy.clone(), monitor_gauges, trigger, conversion_feed) {
+        if let Err(e) = cohort_control::monitoring::start(capture_rx, proxy.clone(), monitor_gauges, trigger, conversion_feed, recent_windows.clone()) {
             eprintln!("cohort serve: cannot start the monitor thread: {e}");
             return exit::INVALID;
         }
@@ -369,6 +370,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             counts: events_cfg.enabled.then_some(counts.clone()),
             fleet: fleet.clone(),
             rollouts: Some(rollouts),
+            monitoring: Some(recent_windows),
         });
         match (fleet, live_every) {
             (Some(fleet), Some(every)) => spawn_fleet_analysis(proxy.clone(), fleet, live_metrics, every),

@@ -90,6 +90,7 @@ async fn start_admin(
         counts: None,
         fleet: None,
         rollouts: None,
+        monitoring: None,
     });
     tokio::spawn(admin.serve(listener));
     (addr, ready)

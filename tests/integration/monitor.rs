@@ -288,6 +288,17 @@ async fn a_shifted_feature_in_one_variant_raises_that_variant_and_column_only() 
         assert!(Instant::now() < deadline, "no further window within 30 s");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The live report shows this replica's windows.
+    let (status, live) = admin_call(s.admin, "GET", "/v1/experiments/e/report", None).await;
+    assert_eq!(status, StatusCode::OK, "{live}");
+    let live_lr_x1 = live["monitoring"]["columns"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no monitoring in the live report: {live}"))
+        .iter()
+        .find(|c| c["variant"] == "lr" && c["column"] == "x1")
+        .cloned()
+        .unwrap();
+    assert!(live_lr_x1["psi"].as_f64().unwrap() > 0.2, "{live_lr_x1}");
     // Each evaluated window is a monitor line in the event log, with its bin counts.
     let lines = monitor_lines(&s);
     let lr_line = lines

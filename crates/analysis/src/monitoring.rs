@@ -73,6 +73,16 @@ impl MonitorLines {
         true
     }
 
+    /// Keeps each experiment's latest `n` lines (by window end).
+    pub fn keep_last(&mut self, n: usize) {
+        for lines in self.lines.values_mut() {
+            if lines.len() > n {
+                lines.sort_by_key(|(end, _)| *end);
+                lines.drain(..lines.len() - n);
+            }
+        }
+    }
+
     pub fn merge(&mut self, other: MonitorLines) {
         for (e, mut v) in other.lines {
             self.lines.entry(e).or_default().append(&mut v);

@@ -55,6 +55,35 @@ const MAX_REFERENCE_ROWS: usize = 1_000_000;
 /// The largest reference file read: it is read whole, on the monitor thread.
 const MAX_REFERENCE_BYTES: u64 = 256 << 20;
 
+/// Windows the live report shows, per experiment: the latest ones.
+const LIVE_WINDOWS: usize = 2000;
+
+/// This replica's latest monitor lines, for the live report (`GET
+/// /v1/experiments/{name}/report`): what `cohort report` shows from the log, without
+/// reading it.
+#[derive(Default)]
+pub struct RecentWindows {
+    lines: std::sync::Mutex<cohort_analysis::monitoring::MonitorLines>,
+}
+
+impl RecentWindows {
+    fn add(&self, line: &[u8]) {
+        let mut l = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        l.add(line);
+        l.keep_last(LIVE_WINDOWS);
+    }
+
+    /// The monitoring section of `experiment` in `phase`, from this replica's windows.
+    pub fn report(
+        &self,
+        experiment: &str,
+        phase: &str,
+    ) -> Option<cohort_analysis::monitoring::MonitoringReport> {
+        let l = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        l.report(experiment, Some(phase))
+    }
+}
+
 /// Labelled predictions a variant's quality is taken over: the latest ones.
 pub const QUALITY_PAIRS: usize = 10_000;
 
@@ -195,12 +224,13 @@ pub fn start(
     gauges: Gauges,
     trigger: Trigger,
     conversions: Arc<ConversionFeed>,
+    recent: Arc<RecentWindows>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("cohort-monitor".into())
         .spawn(move || {
             cohort_sys::lower_thread_priority(10);
-            run(&captures, &proxy, &gauges, &trigger, &conversions);
+            run(&captures, &proxy, &gauges, &trigger, &conversions, &recent);
         })
         .map(|_| ())
 }
@@ -211,6 +241,7 @@ fn run(
     gauges: &Gauges,
     trigger: &Trigger,
     conversions: &ConversionFeed,
+    recent: &RecentWindows,
 ) {
     let mut state = Monitors::default();
     loop {
@@ -227,6 +258,9 @@ fn run(
         state.conversions(conversions.take());
         state.label(now_s(), gauges);
         let evaluated = state.tick(now_s(), gauges);
+        for line in &evaluated.lines {
+            recent.add(line);
+        }
         if let Some(log) = proxy.event_log() {
             for line in evaluated.lines {
                 log.record_line(line);

@@ -68,6 +68,8 @@ pub struct Admin {
     pub fleet: Option<Arc<FleetLive>>,
     /// The rollouts' task, where rollouts are evaluated.
     pub rollouts: Option<Arc<Rollouts>>,
+    /// Model monitoring's latest windows, for the live report's monitoring section.
+    pub monitoring: Option<Arc<crate::monitoring::RecentWindows>>,
 }
 
 /// How the admin listener reaches the reload task.
@@ -507,7 +509,8 @@ impl Admin {
             );
         };
         let metrics = self.proxy.metrics().clone();
-        let report = match &self.fleet {
+        let (name, salt) = (exp.name.clone(), exp.salt.clone());
+        let mut report = match &self.fleet {
             Some(fleet) => match fleet.report(&exp).await {
                 Ok(c) => (*c.report).clone(),
                 Err(e) => {
@@ -531,6 +534,11 @@ impl Admin {
             }
         };
         crate::gauges::publish(&metrics, &report);
+        // This replica's windows (the fleet's, every replica's, are `cohort report
+        // --clickhouse`'s).
+        if let Some(recent) = &self.monitoring {
+            report.monitoring = recent.report(&name, &salt);
+        }
         if let Some(refresh) = html {
             return html_response(cohort_report::html::live_page(&report, refresh));
         }
