@@ -262,10 +262,6 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             webhooks: cohort_control::webhooks::Webhooks::start(drift_webhooks),
             admin: admin_listen,
         };
-        if let Err(e) = cohort_control::monitoring::start(capture_rx, proxy.clone(), monitor_gauges, trigger, conversion_feed, recent_windows.clone()) {
-            eprintln!("cohort serve: cannot start the monitor thread: {e}");
-            return exit::INVALID;
-        }
         let ship_window = Duration::from_millis(proxy.routes().routes.file.shutdown.ship_timeout_ms);
         let shipping = match super::shipping::Shipping::start(&events_cfg, ship_window, proxy.metrics(), spool_bound) {
             Ok(s) => s,
@@ -291,6 +287,21 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
                 return exit::INVALID;
             }
         };
+        // With the fleet's live view, online quality is labelled from ClickHouse (every
+        // replica's predictions and conversions); this replica only writes its predictions.
+        let fleet_quality = fleet.is_some() && live_every.is_some();
+        if let Err(e) = cohort_control::monitoring::start(
+            capture_rx,
+            proxy.clone(),
+            monitor_gauges.clone(),
+            trigger,
+            conversion_feed,
+            recent_windows.clone(),
+            fleet_quality,
+        ) {
+            eprintln!("cohort serve: cannot start the monitor thread: {e}");
+            return exit::INVALID;
+        }
 
         // One reload task; file events, SIGHUP, the poll and the admin API feed it.
         let mut reloader = Reloader::with_overrides(path.clone(), &proxy, from_file.clone(), overrides, state_path);
@@ -373,7 +384,7 @@ pub fn run(config_path: &Path, workers: Option<usize>) -> u8 {
             monitoring: Some(recent_windows),
         });
         match (fleet, live_every) {
-            (Some(fleet), Some(every)) => spawn_fleet_analysis(proxy.clone(), fleet, live_metrics, every),
+            (Some(fleet), Some(every)) => spawn_fleet_analysis(proxy.clone(), fleet, live_metrics, every, monitor_gauges),
             _ if events_cfg.enabled => spawn_analysis(proxy.clone(), counts),
             _ => {}
         }
@@ -550,6 +561,7 @@ fn spawn_fleet_analysis(
     fleet: Arc<FleetLive>,
     metrics: LiveMetrics,
     every: LiveEvery,
+    monitor_gauges: cohort_control::monitoring::Gauges,
 ) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every.counts.min(AGE_EVERY));
@@ -571,6 +583,15 @@ fn spawn_fleet_analysis(
                             counted.insert(exp.name.clone(), c.at);
                         }
                         Err(e) => failed = Some(e),
+                    }
+                    if let Err(e) = cohort_control::monitoring::publish_fleet_quality(
+                        &monitor_gauges,
+                        fleet.fleet(),
+                        exp,
+                    )
+                    .await
+                    {
+                        failed.get_or_insert(e);
                     }
                 } else if counts_due {
                     match fleet.counts(exp).await {

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 
 /// A model that scores each row of a `dataframe_split` body as x0 + x1; any other JSON
 /// gets `{"predictions": [0]}`, and a body that is not JSON a 400.
-async fn model() -> SocketAddr {
+pub(crate) async fn model() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

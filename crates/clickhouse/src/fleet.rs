@@ -233,6 +233,35 @@ impl Fleet {
         Ok(out)
     }
 
+    /// Model monitoring's labelled predictions of `experiment`'s `phase`, every replica's,
+    /// labelled by every replica's conversions: (variant, score, label), the latest `limit`
+    /// per variant whose `window_s` has closed by `now_ns` ([`query::quality_pairs`]).
+    pub async fn quality_pairs(
+        &self,
+        experiment: &str,
+        phase: &str,
+        window_s: f64,
+        now_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, f64, bool)>, Error> {
+        let window_ns = (window_s * 1e9) as i64;
+        let mut out = Vec::new();
+        self.rows(
+            &query::quality_pairs(
+                &self.tables,
+                experiment,
+                phase,
+                window_ns,
+                now_ns.saturating_sub(window_ns),
+                limit,
+            ),
+            |c| Some((c.string()?, c.f64()?, c.u64()? == 1)),
+            |r| out.push(r),
+        )
+        .await?;
+        Ok(out)
+    }
+
     /// Every replica's monitor lines of `experiment` (each the line as written).
     pub async fn monitor_lines(&self, experiment: &str) -> Result<Vec<Vec<u8>>, Error> {
         let mut out = Vec::new();

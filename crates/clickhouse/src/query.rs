@@ -192,6 +192,45 @@ pub fn versions(t: &Tables) -> String {
     )
 }
 
+/// Model monitoring's labelled predictions: the latest `limit` per variant of
+/// `experiment`'s `phase` made at or before `matured_ns` (their attribution window has
+/// closed), each labelled 1 when its unit has a conversion (of any replica) at or after it
+/// and at most `window_ns` later: `variant String, score Float64, label UInt64`. Copies of
+/// a prediction line (a batch shipped twice) collapse by `event_id`.
+pub fn quality_pairs(
+    t: &Tables,
+    experiment: &str,
+    phase: &str,
+    window_ns: i64,
+    matured_ns: i64,
+    limit: usize,
+) -> String {
+    format!(
+        "SELECT variant, score, toUInt64(arrayExists(c -> c >= at AND c - at <= {window_ns}, convs)) \
+         FROM ( \
+           SELECT event_id, any(unit) AS unit, any(variant) AS variant, min(ts_ns) AS at, \
+             ifNull(any(value), toFloat64(-1)) AS score \
+           FROM {events} WHERE type = 'prediction' AND experiment = {exp} AND phase = {phase} \
+             AND ts_ns <= {matured_ns} \
+           GROUP BY event_id \
+         ) AS p \
+         ALL LEFT JOIN ( \
+           SELECT unit, groupArray(conv_ts) AS convs \
+           FROM ( \
+             SELECT unit, event_id, min(ts_ns) AS conv_ts FROM {events} WHERE {conv} \
+             GROUP BY unit, event_id \
+           ) AS distinct_conversions \
+           GROUP BY unit \
+         ) AS y USING unit \
+         WHERE score >= 0 AND score <= 1 \
+         ORDER BY variant, at DESC LIMIT {limit} BY variant FORMAT RowBinary",
+        events = t.events(),
+        exp = literal(experiment),
+        phase = literal(phase),
+        conv = conversions(experiment, &Scope::default()),
+    )
+}
+
 /// Every replica's monitor lines of `experiment` (model monitoring's windows): `payload
 /// String` (the line).
 pub fn monitor_lines(t: &Tables, experiment: &str) -> String {

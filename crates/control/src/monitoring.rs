@@ -14,8 +14,9 @@
 //! labelled positive when a conversion of its unit was written within that window
 //! ([`ConversionFeed`] hands the writer's conversions over), and joins the variant's last
 //! [`QUALITY_PAIRS`] labelled predictions, on which log loss, AUC, accuracy and F1 are taken
-//! ([`cohort_stats::quality`]). Only this replica's conversions count: in a fleet, one whose
-//! conversions reach other replicas sees too few positives (the docs say so).
+//! ([`cohort_stats::quality`]). With the fleet's live view on, every replica's predictions
+//! are instead written as `"type": "prediction"` lines and labelled in ClickHouse by every
+//! replica's conversions ([`publish_fleet_quality`]).
 //!
 //! **The retrain trigger** (`monitor.on_drift`): when a column's PSI in a window exceeds
 //! `psi_above`, its webhook gets one POST for that column; the column is armed again only
@@ -225,12 +226,21 @@ pub fn start(
     trigger: Trigger,
     conversions: Arc<ConversionFeed>,
     recent: Arc<RecentWindows>,
+    fleet_quality: bool,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("cohort-monitor".into())
         .spawn(move || {
             cohort_sys::lower_thread_priority(10);
-            run(&captures, &proxy, &gauges, &trigger, &conversions, &recent);
+            run(
+                &captures,
+                &proxy,
+                &gauges,
+                &trigger,
+                &conversions,
+                &recent,
+                fleet_quality,
+            );
         })
         .map(|_| ())
 }
@@ -242,8 +252,12 @@ fn run(
     trigger: &Trigger,
     conversions: &ConversionFeed,
     recent: &RecentWindows,
+    fleet_quality: bool,
 ) {
-    let mut state = Monitors::default();
+    let mut state = Monitors {
+        fleet_quality,
+        ..Monitors::default()
+    };
     loop {
         match captures.recv_timeout(TICK) {
             Ok(c) => {
@@ -262,7 +276,7 @@ fn run(
             recent.add(line);
         }
         if let Some(log) = proxy.event_log() {
-            for line in evaluated.lines {
+            for line in evaluated.lines.into_iter().chain(state.take_lines()) {
                 log.record_line(line);
             }
         }
@@ -270,6 +284,24 @@ fn run(
             tell(trigger, &d);
         }
     }
+}
+
+/// A scored prediction for the event log, so that the fleet can label every replica's
+/// predictions with every replica's conversions: `{"type": "prediction", "v": 1, "ts": <the
+/// call>, "experiment", "variant", "unit", "phase", "value": <score>}`.
+fn prediction_line(c: &Capture, unit: &str, at: &str, score: f64) -> Vec<u8> {
+    serde_json::json!({
+        "type": "prediction",
+        "v": 1,
+        "ts": at,
+        "experiment": c.experiment,
+        "variant": c.variant,
+        "unit": unit,
+        "phase": c.salt,
+        "value": score,
+    })
+    .to_string()
+    .into_bytes()
 }
 
 /// What one tick evaluated.
@@ -367,6 +399,11 @@ fn now_s() -> i64 {
 #[derive(Default)]
 pub struct Monitors {
     experiments: HashMap<String, Watched>,
+    /// The fleet labels predictions from ClickHouse ([`publish_fleet_quality`]): this replica
+    /// only writes them out.
+    fleet_quality: bool,
+    /// `"type": "prediction"` lines waiting to be written.
+    lines: Vec<Vec<u8>>,
 }
 
 struct Watched {
@@ -483,11 +520,15 @@ impl Monitors {
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         if let (Some(q), Some(unit)) = (&mut w.quality, &c.unit) {
             let pending = &mut q.variants.entry(c.variant.clone()).or_default().pending;
+            let at = cohort_events::clock::rfc3339(c.at);
             if let Some(cells) = table.column_cells(&w.prediction.names[0]) {
                 for cell in cells {
                     if let payload::Cell::Number(p) = cell {
                         if (0.0..=1.0).contains(p) {
-                            pending.push_back((unit.clone(), *p, t));
+                            self.lines.push(prediction_line(c, unit, &at, *p));
+                            if !self.fleet_quality {
+                                pending.push_back((unit.clone(), *p, t));
+                            }
                         }
                     }
                 }
@@ -497,6 +538,11 @@ impl Monitors {
             }
         }
         w.observe(&c.variant, t, &table);
+    }
+
+    /// The prediction lines made since the last call, to write to the event log.
+    pub fn take_lines(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.lines)
     }
 
     /// Notes conversions (experiment, unit, time in s) for the experiments whose quality
@@ -764,8 +810,24 @@ fn publish_quality(
     threshold: f64,
     min_labels: u64,
 ) {
-    use cohort_stats::quality::{calibration, log_loss, roc_auc, Confusion};
     let (scores, labels): (Vec<f64>, Vec<bool>) = v.labelled.iter().copied().unzip();
+    publish_pairs(
+        gauges, experiment, variant, &scores, &labels, threshold, min_labels,
+    );
+}
+
+/// Sets `cohort_model_quality` of a variant from its labelled predictions (scores and
+/// labels), once there are `min_labels` of each label; `labelled` always.
+pub fn publish_pairs(
+    gauges: &Gauges,
+    experiment: &str,
+    variant: &str,
+    scores: &[f64],
+    labels: &[bool],
+    threshold: f64,
+    min_labels: u64,
+) {
+    use cohort_stats::quality::{calibration, log_loss, roc_auc, Confusion};
     let positives = labels.iter().filter(|&&y| y).count() as u64;
     let negatives = labels.len() as u64 - positives;
     let set = |measure: &str, value: f64| {
@@ -778,26 +840,68 @@ fn publish_quality(
     if positives < min_labels || negatives < min_labels {
         return;
     }
-    if let Some(l) = log_loss(&scores, &labels) {
+    if let Some(l) = log_loss(scores, labels) {
         set("log_loss", l);
     }
-    if let Some(a) = roc_auc(&scores, &labels) {
+    if let Some(a) = roc_auc(scores, labels) {
         set("auc", a);
     }
-    let c = Confusion::at(&scores, &labels, threshold);
+    let c = Confusion::at(scores, labels, threshold);
     if let Some(a) = c.accuracy() {
         set("accuracy", a);
     }
     set("f1", c.f1());
     // The expected calibration error: over ten equal-width bins of the score, the mean
     // distance between the predicted and the observed rate, weighted by the bin's pairs.
-    let bins = calibration(&scores, &labels, 10);
+    let bins = calibration(scores, labels, 10);
     let ece = bins
         .iter()
         .map(|b| b.n as f64 * (b.predicted - b.observed).abs())
         .sum::<f64>()
         / labels.len() as f64;
     set("calibration_error", ece);
+}
+
+/// Online quality in a fleet: each monitored experiment's labelled predictions from
+/// ClickHouse (every replica's predictions, labelled by every replica's conversions),
+/// published like this replica's own would be.
+pub async fn publish_fleet_quality(
+    gauges: &Gauges,
+    fleet: &cohort_clickhouse::fleet::Fleet,
+    exp: &Experiment,
+) -> Result<(), cohort_clickhouse::Error> {
+    let Some(q) = exp.monitor.as_ref().and_then(|m| m.quality.as_ref()) else {
+        return Ok(());
+    };
+    let now_ns = cohort_events::clock::parse_nanos(&cohort_events::clock::now()).unwrap_or(0);
+    let pairs = fleet
+        .quality_pairs(
+            &exp.name,
+            &exp.salt,
+            exp.decision.maturity_s().0,
+            now_ns,
+            QUALITY_PAIRS,
+        )
+        .await?;
+    let mut by_variant: std::collections::BTreeMap<&str, (Vec<f64>, Vec<bool>)> =
+        std::collections::BTreeMap::new();
+    for (variant, score, label) in &pairs {
+        let e = by_variant.entry(variant.as_str()).or_default();
+        e.0.push(*score);
+        e.1.push(*label);
+    }
+    for (variant, (scores, labels)) in by_variant {
+        publish_pairs(
+            gauges,
+            &exp.name,
+            variant,
+            &scores,
+            &labels,
+            q.threshold,
+            q.min_labels,
+        );
+    }
+    Ok(())
 }
 
 fn publish(

@@ -6,6 +6,7 @@ use crate::common;
 
 mod failures;
 mod live;
+mod quality;
 mod report;
 mod rollout;
 mod spool;
