@@ -95,23 +95,38 @@ const QUALITY_PENDING: usize = 100_000;
 /// every tick): the labels of online quality.
 #[derive(Default)]
 pub struct ConversionFeed {
+    /// Whether this replica labels predictions itself: set from the table in force each
+    /// time round the monitor's loop, so that until an experiment measures quality (or
+    /// while the fleet labels them in ClickHouse) the writer thread does no work here.
+    wanted: std::sync::atomic::AtomicBool,
     written: std::sync::Mutex<Vec<(String, String, i64)>>,
 }
 
 impl cohort_events::Observer for ConversionFeed {
     fn written(&self, events: &[cohort_events::EventRef<'_>]) {
-        let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        for e in events {
-            if let cohort_events::EventRef::Conversion(c) = e {
-                if let Some(ns) = cohort_events::clock::parse_nanos(&c.ts) {
-                    w.push((c.experiment.clone(), c.unit.clone(), ns / 1_000_000_000));
-                }
+        if !self.wanted.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let conversions = events.iter().filter_map(|e| match e {
+            cohort_events::EventRef::Conversion(c) => Some(c),
+            cohort_events::EventRef::Exposure(_) => None,
+        });
+        let mut w = None;
+        for c in conversions {
+            if let Some(ns) = cohort_events::clock::parse_nanos(&c.ts) {
+                w.get_or_insert_with(|| self.written.lock().unwrap_or_else(|p| p.into_inner()))
+                    .push((c.experiment.clone(), c.unit.clone(), ns / 1_000_000_000));
             }
         }
     }
 }
 
 impl ConversionFeed {
+    fn want(&self, wanted: bool) {
+        self.wanted
+            .store(wanted, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn take(&self) -> Vec<(String, String, i64)> {
         std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -259,6 +274,14 @@ fn run(
         ..Monitors::default()
     };
     loop {
+        let labels_here = !fleet_quality
+            && proxy
+                .routes()
+                .routes
+                .experiments
+                .iter()
+                .any(|e| e.monitor.as_ref().is_some_and(|m| m.quality.is_some()));
+        conversions.want(labels_here);
         match captures.recv_timeout(TICK) {
             Ok(c) => {
                 let serving = proxy.routes();
@@ -409,6 +432,8 @@ pub struct Monitors {
 struct Watched {
     salt: String,
     config: MonitorConfig,
+    /// The windows' settings, from `config`.
+    settings: Settings,
     control: String,
     features: Shape,
     prediction: Shape,
@@ -615,7 +640,7 @@ impl Monitors {
         let mut lines = Vec::new();
         for (name, w) in &mut self.experiments {
             for (variant, v) in &mut w.variants {
-                let slot = w_settings(&w.config).slot(now_s);
+                let slot = w.settings.slot(now_s);
                 if slot <= v.evaluated {
                     continue;
                 }
@@ -667,6 +692,7 @@ impl Watched {
         let mut w = Self {
             salt: exp.salt.clone(),
             config: config.clone(),
+            settings: settings_of(config),
             control: exp.variants[exp.control].name.clone(),
             features: shape(&config.features),
             prediction,
@@ -698,7 +724,7 @@ impl Watched {
     }
 
     fn observe(&mut self, variant: &str, t: i64, table: &Table) {
-        let settings = w_settings(&self.config);
+        let settings = &self.settings;
         if let Some(Reference::Gathering(gathered)) = &mut self.shared {
             if variant == self.control {
                 gathered.append(table);
@@ -756,7 +782,7 @@ impl Watched {
     }
 }
 
-fn w_settings(m: &MonitorConfig) -> Settings {
+fn settings_of(m: &MonitorConfig) -> Settings {
     let mut categorical = m.features.categorical.clone();
     categorical.extend(m.prediction.categorical.iter().cloned());
     Settings {

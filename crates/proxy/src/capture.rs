@@ -201,32 +201,32 @@ impl Slot {
 
     fn ended(&self, side: Side, copied: Result<Bytes, Skip>) {
         let mut p = self.lock();
-        let Some(capture) = p.capture.as_ref() else {
+        if p.capture.is_none() {
             return;
-        };
-        let experiment = capture.experiment.clone();
-        match side {
-            Side::Request => p.request = Some(copied),
-            Side::Response => {
-                let request = p.request.take().unwrap_or(Err(Skip::Incomplete));
-                let mut capture = p.capture.take().expect("checked above");
-                drop(p);
-                let outcome = request.and_then(|req| {
-                    capture.request = req;
-                    capture.response = copied?;
-                    Ok(())
-                });
-                let outcome = outcome.and_then(|()| match self.captures.tx.try_send(capture) {
-                    Ok(()) => Ok(()),
-                    Err(TrySendError::Full(_)) => Err(Skip::QueueFull),
-                    // The monitor has stopped (shutting down): nothing to count.
-                    Err(TrySendError::Disconnected(_)) => Ok(()),
-                });
-                if let Err(why) = outcome {
-                    self.captures.skip(&experiment, why);
-                }
-            }
         }
+        if side == Side::Request {
+            p.request = Some(copied);
+            return;
+        }
+        let request = p.request.take().unwrap_or(Err(Skip::Incomplete));
+        let mut capture = p.capture.take().expect("checked above");
+        drop(p);
+        let why = match (request, copied) {
+            (Ok(request), Ok(response)) => {
+                capture.request = request;
+                capture.response = response;
+                match self.captures.tx.try_send(capture) {
+                    // Disconnected: the monitor has stopped (shutting down), nothing to count.
+                    Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                    Err(TrySendError::Full(c)) => {
+                        self.captures.skip(&c.experiment, Skip::QueueFull)
+                    }
+                }
+                return;
+            }
+            (Err(why), _) | (_, Err(why)) => why,
+        };
+        self.captures.skip(&capture.experiment, why);
     }
 }
 
