@@ -308,7 +308,9 @@ pub fn reports(args: &Args, progress: bool) -> Result<Vec<Report>, ReportError> 
             .rollout(&name, configured, &versions)
             .map(|r| r.read_until(opts.until));
         let mut report = analyze_with(&tally, &setup, rollout, computed_at.clone(), notes);
-        report.monitoring = source.monitoring(&name, configured.map(|e| e.salt.as_str()))?;
+        let phase = configured.map(|e| e.salt.as_str());
+        report.monitoring = source.monitoring(&name, phase)?;
+        report.shadow = source.shadow(&name, phase)?;
         out.push(report);
     }
     Ok(out)
@@ -327,6 +329,20 @@ struct FleetSource {
     scope: Scope,
     experiments: Vec<String>,
     runtime: tokio::runtime::Runtime,
+}
+
+impl FleetSource {
+    /// Every replica's lines of type `kind` of `experiment` (none before the tables exist).
+    fn typed_lines(&self, kind: &str, experiment: &str) -> Result<Vec<Vec<u8>>, ReportError> {
+        match self
+            .runtime
+            .block_on(self.fleet.typed_lines(kind, experiment))
+        {
+            Ok(l) => Ok(l),
+            Err(e) if cohort_clickhouse::live::no_tables_yet(&e) => Ok(Vec::new()),
+            Err(e) => Err(ReportError::Query(e)),
+        }
+    }
 }
 
 impl Source {
@@ -427,17 +443,30 @@ impl Source {
         match self {
             Source::Local(read) => Ok(read.monitor.report(experiment, phase)),
             Source::Fleet(f) => {
-                let lines = f.runtime.block_on(f.fleet.monitor_lines(experiment));
-                let lines = match lines {
-                    Ok(l) => l,
-                    Err(e) if cohort_clickhouse::live::no_tables_yet(&e) => Vec::new(),
-                    Err(e) => return Err(ReportError::Query(e)),
-                };
                 let mut m = cohort_analysis::monitoring::MonitorLines::default();
-                for l in &lines {
+                for l in &f.typed_lines("monitor", experiment)? {
                     m.add(l);
                 }
                 Ok(m.report(experiment, phase))
+            }
+        }
+    }
+
+    /// The shadow section from the shadow lines of the directories, or of every replica in
+    /// the fleet's store.
+    fn shadow(
+        &self,
+        experiment: &str,
+        phase: Option<&str>,
+    ) -> Result<Option<cohort_analysis::shadow::ShadowReport>, ReportError> {
+        match self {
+            Source::Local(read) => Ok(read.shadow.report(experiment, phase)),
+            Source::Fleet(f) => {
+                let mut s = cohort_analysis::shadow::ShadowLines::default();
+                for l in &f.typed_lines("shadow", experiment)? {
+                    s.add(l);
+                }
+                Ok(s.report(experiment, phase))
             }
         }
     }

@@ -263,7 +263,7 @@ fn the_readme_reference_lists_every_key_with_its_default() {
     // A minimal file: every key not written here takes its default.
     // `events.clickhouse` is null by default; its url is written so that its keys show.
     let minimal = "routes: [{name: r, match: {path_prefix: /}, experiment: e}]\n\
-         experiments: [{name: e, control: a, variants: [{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}, {name: b, weight: 1, upstream: \"http://127.0.0.1:2\"}], rollout: {treatment: b, steps: [0.5]}, monitor: {on_drift: {webhook: {url: \"http://127.0.0.1:9\"}}, quality: {}}}]\n\
+         experiments: [{name: e, control: a, variants: [{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}, {name: b, weight: 1, upstream: \"http://127.0.0.1:2\"}], rollout: {treatment: b, steps: [0.5]}, monitor: {on_drift: {webhook: {url: \"http://127.0.0.1:9\"}}, quality: {}}, shadow: [{name: s, upstream: \"http://127.0.0.1:3\"}]}]\n\
          events: {clickhouse: {url: \"http://127.0.0.1:8123\"}}\n";
     let compiled = config::parse("t.yaml", minimal).unwrap();
     let file = serde_json::to_value(&compiled.file).unwrap();
@@ -301,6 +301,8 @@ fn the_readme_reference_lists_every_key_with_its_default() {
         "experiments[].rollout.treatment",
         "experiments[].rollout.steps",
         "experiments[].monitor.on_drift.webhook.url",
+        "experiments[].shadow[].name",
+        "experiments[].shadow[].upstream",
     ];
     let mut wrong = Vec::new();
     for (key, value) in &leaves {
@@ -547,6 +549,103 @@ fn monitor_keys_are_checked_with_their_defaults() {
         ),
     ] {
         let p = problem(&exp(keys));
+        assert_eq!(p.path, path, "{keys}: {p}");
+        assert!(p.reason.contains(words), "{keys}: {p}");
+    }
+}
+
+#[test]
+fn shadow_keys_are_checked_with_their_defaults() {
+    let exp = |shadow: &str| {
+        format!(
+            "experiments: [{{name: e, control: a, variants: [{{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}}], shadow: [{shadow}]}}]\n"
+        )
+    };
+    let ok = config::parse(
+        "t.yaml",
+        &exp("{name: cand, upstream: \"http://127.0.0.1:2\"}"),
+    )
+    .unwrap();
+    let s = &ok.experiments[0].shadows[0];
+    assert_eq!(
+        (
+            s.config.sample,
+            s.config.max_inflight,
+            s.config.max_body_bytes,
+            s.config.timeout_ms,
+            s.config.log_payloads,
+            s.config.payload_bytes,
+            s.config.max_diff_events_per_s
+        ),
+        (0.1, 64, 1 << 20, 30_000, false, 2048, 10)
+    );
+    assert_eq!(
+        (
+            s.config.compare.tolerance.absolute,
+            s.config.compare.tolerance.relative
+        ),
+        (1e-6, 1e-6)
+    );
+    assert_eq!(s.upstream.authority.as_str(), "127.0.0.1:2");
+    let base = "name: cand, upstream: \"http://127.0.0.1:2\"";
+    for (keys, path, words) in [
+        (
+            format!("{{{base}, sample: 0}}"),
+            "experiments[0].shadow[0].sample",
+            "(0, 1]",
+        ),
+        (
+            format!("{{{base}, max_inflight: 0}}"),
+            "experiments[0].shadow[0].max_inflight",
+            "greater than 0",
+        ),
+        (
+            format!("{{{base}, max_body_bytes: 0}}"),
+            "experiments[0].shadow[0].max_body_bytes",
+            "between 1 and 16777216",
+        ),
+        (
+            format!("{{{base}, timeout_ms: 0}}"),
+            "experiments[0].shadow[0].timeout_ms",
+            "greater than 0",
+        ),
+        (
+            format!("{{{base}, payload_bytes: 100000}}"),
+            "experiments[0].shadow[0].payload_bytes",
+            "between 1 and 65536",
+        ),
+        (
+            format!("{{{base}, compare: {{pointer: outputs}}}}"),
+            "experiments[0].shadow[0].compare.pointer",
+            "starts with \"/\"",
+        ),
+        (
+            format!("{{{base}, compare: {{tolerance: {{absolute: -1}}}}}}"),
+            "experiments[0].shadow[0].compare.tolerance.absolute",
+            "≥ 0",
+        ),
+        (
+            "{name: a, upstream: \"http://127.0.0.1:2\"}".to_owned(),
+            "experiments[0].shadow[0].name",
+            "a shadow is not a variant",
+        ),
+        (
+            "{name: cand, upstream: \"ftp://x\"}".to_owned(),
+            "experiments[0].shadow[0].upstream",
+            "not an http(s) URL",
+        ),
+        (
+            format!("{{{base}, weight: 1}}"),
+            "experiments[0].shadow[0].weight",
+            "a typo?",
+        ),
+        (
+            format!("{{{base}}}, {{{base}}}"),
+            "experiments[0].shadow[1].name",
+            "duplicate shadow name",
+        ),
+    ] {
+        let p = problem(&exp(&keys));
         assert_eq!(p.path, path, "{keys}: {p}");
         assert!(p.reason.contains(words), "{keys}: {p}");
     }

@@ -31,6 +31,7 @@ mod report_cli;
 mod rollout;
 mod runtime_cli;
 mod serve_cli;
+mod shadow;
 mod shutdown;
 mod split;
 mod streaming;

@@ -440,7 +440,7 @@ fn the_html_report_has_the_plan_dates_and_the_ramp() {
 }
 
 /// Lines of event types this release does not analyse (a rollout line of a later one) are
-/// skipped and counted apart from malformed lines; cohort's own monitoring lines are
+/// skipped and counted apart from malformed lines; cohort's own monitoring and shadow lines are
 /// skipped without a note.
 #[test]
 fn other_event_types_are_counted_apart_from_malformed_lines() {
@@ -450,7 +450,7 @@ fn other_event_types_are_counted_apart_from_malformed_lines() {
         concat!(
             "{\"type\":\"exposure\",\"ts\":\"2026-11-25T00:00:01Z\",\"experiment\":\"e\",\"unit\":\"u1\",\"variant\":\"a\"}\n",
             "{\"type\":\"rollout\",\"ts\":\"2026-11-25T00:00:02Z\",\"experiment\":\"e\",\"step\":2}\n",
-            "{\"type\":\"shadow\",\"ts\":\"2026-11-25T00:00:03Z\"}\n",
+            "{\"type\":\"canary\",\"ts\":\"2026-11-25T00:00:03Z\"}\n",
             "{\"type\":\"monitor\",\"v\":1,\"ts\":\"2026-11-25T00:00:04Z\",\"experiment\":\"e\",\"variant\":\"a\",\"rows\":0,\"columns\":[]}\n",
             "not json\n",
         ),

@@ -20,7 +20,9 @@
 //! * [`report`]: every statistic, in the report JSON's shape (the math is in
 //!   [`cohort_stats`]);
 //! * [`series`]: the report's charts as numbers (renderers only draw them);
-//! * [`counts`]: the live per-variant counts the event writer keeps, and the live report.
+//! * [`counts`]: the live per-variant counts the event writer keeps, and the live report;
+//! * [`monitoring`] and [`shadow`]: the report's sections from model monitoring's window
+//!   lines and shadow traffic's compared copies.
 
 #![forbid(unsafe_code)]
 // The crate doc is the code map and names private modules too: read it with
@@ -35,6 +37,7 @@ pub mod read;
 pub mod report;
 pub mod rollout;
 pub mod series;
+pub mod shadow;
 pub mod tally;
 mod versions;
 mod walk;

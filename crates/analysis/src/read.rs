@@ -14,6 +14,7 @@ use std::sync::Mutex;
 
 use super::monitoring::MonitorLines;
 use super::rollout::RolloutLog;
+use super::shadow::ShadowLines;
 use super::tally::{ExposureObs, Tally};
 use super::versions::ConfigVersions;
 use cohort_events::reader::{event_files, for_each_line};
@@ -51,6 +52,8 @@ pub struct LogRead {
     pub other_types: u64,
     /// Model monitoring's window lines.
     pub monitor: MonitorLines,
+    /// Shadow traffic's compared copies.
+    pub shadow: ShadowLines,
 }
 
 /// Lines a read set aside: not valid events, events of other types, and monitor lines.
@@ -59,6 +62,7 @@ struct Skipped {
     malformed: u64,
     other_types: u64,
     monitor: MonitorLines,
+    shadow: ShadowLines,
 }
 
 /// Adds the versions and rollout actions of `dir` and of every directory below it.
@@ -154,6 +158,7 @@ pub fn read_dirs(dirs: &[PathBuf], opts: &ReadOptions) -> io::Result<LogRead> {
         out.malformed += skipped.malformed;
         out.other_types += skipped.other_types;
         out.monitor.merge(skipped.monitor);
+        out.shadow.merge(skipped.shadow);
         if out.tally.experiments.is_empty() {
             out.tally = t;
         } else {
@@ -186,8 +191,10 @@ fn line(l: &[u8], opts: &ReadOptions, tally: &mut Tally, lines: &mut u64, skippe
     *lines += 1;
     if !ingest(l, opts, tally) {
         if cohort_events::scan::own_other_type(l) {
-            // cohort's own monitoring lines: not outcomes, and not foreign either.
-            skipped.monitor.add(l);
+            // cohort's own monitoring and shadow lines: not outcomes, and not foreign either.
+            if !skipped.monitor.add(l) {
+                skipped.shadow.add(l);
+            }
         } else if cohort_events::scan::other_type(l).is_some() {
             skipped.other_types += 1;
         } else {

@@ -103,6 +103,10 @@ pub struct Report {
     /// Drift per variant and column, from the log's monitor lines (absent without them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<crate::monitoring::MonitoringReport>,
+    /// Shadow traffic per shadow and variant, from the log's shadow lines (absent without
+    /// them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::shadow::ShadowReport>,
     pub notes: Vec<String>,
     /// Counts over time, for the charts (not part of the JSON contract).
     #[serde(skip)]
@@ -577,6 +581,7 @@ pub fn build(counted: Counted, computed_at: String) -> Report {
         decision,
         rollout: rollout.as_ref().map(super::rollout::Rollout::report),
         monitoring: None,
+        shadow: None,
         notes,
         timeline: Timeline {
             changes,

@@ -31,6 +31,23 @@ pub fn bucket(seed: u64, unit: &str) -> u32 {
     ((u128::from(h) * u128::from(BUCKETS)) >> 64) as u32
 }
 
+/// The seed of a shadow's sampling: XXH3-64 of `shadow:<experiment>:<shadow>`. Apart from
+/// the assignment's seed, so that the shadowed units are spread over every variant.
+pub fn shadow_seed(experiment: &str, shadow: &str) -> u64 {
+    xxh3_64(format!("shadow:{experiment}:{shadow}").as_bytes())
+}
+
+/// The threshold of a share in (0, 1]: ⌊share × 2⁶⁴⌋, so that 1 takes every hash.
+pub fn share_threshold(share: f64) -> u128 {
+    (share.clamp(0.0, 1.0) * 18_446_744_073_709_551_616.0) as u128
+}
+
+/// Whether XXH3-64(unit, seed) falls under `threshold` ([`share_threshold`]).
+#[inline]
+pub fn under_share(seed: u64, unit: &str, threshold: u128) -> bool {
+    u128::from(xxh3_64_with_seed(unit.as_bytes(), seed)) < threshold
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,6 +62,17 @@ mod tests {
         for i in 0..10_000 {
             assert!(bucket(salt_seed("s"), &format!("u{i}")) < BUCKETS);
         }
+    }
+
+    #[test]
+    fn a_share_of_one_takes_every_hash_and_a_tenth_about_a_tenth() {
+        assert!(under_share(0, "x", share_threshold(1.0)));
+        assert_eq!(share_threshold(1.0), 1u128 << 64);
+        let seed = shadow_seed("e", "s");
+        let taken = (0..100_000)
+            .filter(|i| under_share(seed, &format!("u{i}"), share_threshold(0.1)))
+            .count();
+        assert!((9_500..10_500).contains(&taken), "{taken}");
     }
 
     #[test]

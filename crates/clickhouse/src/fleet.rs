@@ -262,11 +262,12 @@ impl Fleet {
         Ok(out)
     }
 
-    /// Every replica's monitor lines of `experiment` (each the line as written).
-    pub async fn monitor_lines(&self, experiment: &str) -> Result<Vec<Vec<u8>>, Error> {
+    /// Every replica's lines of type `kind` (`monitor`, `shadow`) of `experiment`, each as
+    /// written.
+    pub async fn typed_lines(&self, kind: &str, experiment: &str) -> Result<Vec<Vec<u8>>, Error> {
         let mut out = Vec::new();
         self.rows(
-            &query::monitor_lines(&self.tables, experiment),
+            &query::typed_lines(&self.tables, kind, experiment),
             |c| c.bytes().map(<[u8]>::to_vec),
             |l| out.push(l),
         )

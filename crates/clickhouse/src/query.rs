@@ -231,12 +231,15 @@ pub fn quality_pairs(
     )
 }
 
-/// Every replica's monitor lines of `experiment` (model monitoring's windows): `payload
-/// String` (the line).
-pub fn monitor_lines(t: &Tables, experiment: &str) -> String {
+/// Every replica's lines of type `kind` (`monitor`: model monitoring's windows; `shadow`:
+/// shadow traffic's compared copies) of `experiment`: `payload String` (the line). A line
+/// shipped twice (a retried insert) comes once.
+pub fn typed_lines(t: &Tables, kind: &str, experiment: &str) -> String {
     format!(
-        "SELECT payload FROM {} WHERE type = 'monitor' AND experiment = {} ORDER BY ts_ns FORMAT RowBinary",
+        "SELECT any(payload) FROM {} WHERE type = {} AND experiment = {} \
+         GROUP BY event_id ORDER BY min(ts_ns) FORMAT RowBinary",
         t.events(),
+        literal(kind),
         literal(experiment)
     )
 }

@@ -15,10 +15,12 @@ use super::error::{ConfigError, Problem};
 use super::positions::Positions;
 use super::schema::{
     ExperimentConfig, FileConfig, MonitorConfig, RolloutConfig, UnitKind, UnitSourceConfig,
-    VariantConfig,
 };
-use super::table::{Experiment, HostHeader, Rollout, Route, Routes, Source, Upstream, Variant};
-use cohort_assign::hash::{salt_seed, BUCKETS};
+use super::schema::{Protocol, TlsConfig};
+use super::table::{
+    Experiment, HostHeader, Rollout, Route, Routes, Shadow, Source, Upstream, Variant,
+};
+use cohort_assign::hash::{salt_seed, shadow_seed, share_threshold, BUCKETS};
 use cohort_assign::layout::{self, buckets_for_share, Lane, Layout, LayoutError, Placement};
 use cohort_assign::unit::UnitSource;
 
@@ -496,37 +498,16 @@ fn compile_experiment(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> 
     let mut variants = Vec::with_capacity(e.variants.len());
     for (j, v) in e.variants.iter().enumerate() {
         let vpath = format!("{path}.variants[{j}]");
-        let upstream = upstream(c, &vpath, v);
-        let host_header = match v.host_header.as_str() {
-            "upstream" => Some(HostHeader::Upstream),
-            "preserve" => Some(HostHeader::Preserve),
-            literal => match HeaderValue::from_str(literal) {
-                Ok(h) if !literal.is_empty() && !literal.contains(['/', ' ']) => {
-                    Some(HostHeader::Literal(h))
-                }
-                _ => {
-                    c.error(
-                        &format!("{vpath}.host_header"),
-                        format!("{literal:?} is neither `upstream`, `preserve` nor a host name"),
-                    );
-                    None
-                }
+        let endpoint = endpoint(
+            c,
+            &vpath,
+            &Endpoint {
+                url: &v.upstream,
+                protocol: v.protocol,
+                host_header: &v.host_header,
+                tls: &v.tls,
             },
-        };
-        if v.tls.ca_file.is_some() && upstream.as_ref().is_some_and(|u| u.scheme != Scheme::HTTPS) {
-            c.error(
-                &format!("{vpath}.tls.ca_file"),
-                "tls.ca_file is set but the upstream is not https://",
-            );
-        }
-        if v.protocol == super::schema::Protocol::H2c
-            && upstream.as_ref().is_some_and(|u| u.scheme == Scheme::HTTPS)
-        {
-            c.error(
-                &format!("{vpath}.protocol"),
-                "h2c is cleartext HTTP/2; it cannot be used with an https:// upstream",
-            );
-        }
+        );
         let share = if total > 0.0 {
             v.weight.max(0.0) / total
         } else {
@@ -543,7 +524,7 @@ fn compile_experiment(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> 
                 ),
             );
         }
-        if let (Some(upstream), Some(host_header)) = (upstream, host_header) {
+        if let Some((upstream, host_header)) = endpoint {
             variants.push(Variant {
                 name_value: header_value(&v.name),
                 name: v.name.clone(),
@@ -596,6 +577,7 @@ fn compile_experiment(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> 
         Some(m) => Some(check_monitor(c, path, m)?),
         None => None,
     };
+    let shadows = check_shadows(c, path, e)?;
     Some(Experiment {
         name_value: header_value(&e.name),
         name: e.name.clone(),
@@ -615,7 +597,113 @@ fn compile_experiment(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> 
         decision: e.decision.clone(),
         rollout,
         monitor,
+        shadows,
     })
+}
+
+/// The largest body a shadow copies: every copy in flight may hold its request and both
+/// answers.
+const SHADOW_MAX_BODY_BYTES: usize = 16 << 20;
+/// The most a logged answer is cut to.
+const SHADOW_MAX_PAYLOAD_BYTES: usize = 64 << 10;
+
+/// Validates and compiles `experiments[i].shadow`.
+fn check_shadows(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> Option<Vec<Shadow>> {
+    let before = c.problems.len();
+    let mut shadows = Vec::with_capacity(e.shadow.len());
+    let mut names = BTreeMap::new();
+    for (j, s) in e.shadow.iter().enumerate() {
+        let spath = format!("{path}.shadow[{j}]");
+        let p = |k: &str| format!("{spath}.{k}");
+        c.name(&p("name"), "shadow", &s.name);
+        if let Some(first) = names.insert(s.name.as_str(), j) {
+            c.error(
+                &p("name"),
+                format!(
+                    "duplicate shadow name {:?} (also {path}.shadow[{first}])",
+                    s.name
+                ),
+            );
+        }
+        if e.variants.iter().any(|v| v.name == s.name) {
+            c.error(
+                &p("name"),
+                format!(
+                    "{:?} is also a variant's name: a shadow is not a variant, name it apart (e.g. {:?})",
+                    s.name,
+                    format!("{}-shadow", s.name)
+                ),
+            );
+        }
+        let endpoint = endpoint(
+            c,
+            &spath,
+            &Endpoint {
+                url: &s.upstream,
+                protocol: s.protocol,
+                host_header: &s.host_header,
+                tls: &s.tls,
+            },
+        );
+        c.share_in(&p("sample"), s.sample, 0.0, 1.0, true);
+        c.positive(&p("max_inflight"), u64::from(s.max_inflight));
+        if !(1..=SHADOW_MAX_BODY_BYTES).contains(&s.max_body_bytes) {
+            c.error(
+                &p("max_body_bytes"),
+                format!(
+                    "must be between 1 and {SHADOW_MAX_BODY_BYTES} bytes (got {})",
+                    s.max_body_bytes
+                ),
+            );
+        }
+        c.positive(&p("timeout_ms"), s.timeout_ms);
+        if !(1..=SHADOW_MAX_PAYLOAD_BYTES).contains(&s.payload_bytes) {
+            c.error(
+                &p("payload_bytes"),
+                format!(
+                    "must be between 1 and {SHADOW_MAX_PAYLOAD_BYTES} bytes (got {})",
+                    s.payload_bytes
+                ),
+            );
+        }
+        c.positive(
+            &p("max_diff_events_per_s"),
+            u64::from(s.max_diff_events_per_s),
+        );
+        if let Some(ptr) = &s.compare.pointer {
+            if !(ptr.is_empty() || ptr.starts_with('/')) {
+                c.error(
+                    &p("compare.pointer"),
+                    format!(
+                        "a JSON pointer starts with \"/\" (got {ptr:?}), e.g. \"/outputs/0/data\""
+                    ),
+                );
+            }
+        }
+        let t = &s.compare.tolerance;
+        for (key, value) in [("absolute", t.absolute), ("relative", t.relative)] {
+            if !(value.is_finite() && value >= 0.0) {
+                c.error(
+                    &p(&format!("compare.tolerance.{key}")),
+                    format!("must be a number ≥ 0 (got {value})"),
+                );
+            }
+        }
+        if let Some((upstream, host_header)) = endpoint {
+            shadows.push(Shadow {
+                name: s.name.clone(),
+                upstream,
+                protocol: s.protocol,
+                host_header,
+                tls_ca_file: s.tls.ca_file.clone(),
+                seed: shadow_seed(&e.name, &s.name),
+                threshold: share_threshold(s.sample),
+                timeout: Duration::from_millis(s.timeout_ms),
+                config: s.clone(),
+            });
+        }
+    }
+    (c.problems.len() == before).then_some(shadows)
 }
 
 /// The largest body monitoring reads: bodies are copied while they stream, and a larger
@@ -932,19 +1020,58 @@ fn unit_source(c: &mut Checker<'_>, path: &str, s: &UnitSourceConfig) -> Option<
     Some(UnitSource::Query(name))
 }
 
-fn upstream(c: &mut Checker<'_>, vpath: &str, v: &VariantConfig) -> Option<Upstream> {
+/// Where a variant or a shadow is called, as written.
+struct Endpoint<'a> {
+    url: &'a str,
+    protocol: Protocol,
+    host_header: &'a str,
+    tls: &'a TlsConfig,
+}
+
+/// Validates a variant's or a shadow's upstream, protocol, `host_header` and TLS (at `vpath`).
+fn endpoint(c: &mut Checker<'_>, vpath: &str, e: &Endpoint<'_>) -> Option<(Upstream, HostHeader)> {
+    let upstream = upstream(c, vpath, e.url);
+    let host_header = match e.host_header {
+        "upstream" => Some(HostHeader::Upstream),
+        "preserve" => Some(HostHeader::Preserve),
+        literal => match HeaderValue::from_str(literal) {
+            Ok(h) if !literal.is_empty() && !literal.contains(['/', ' ']) => {
+                Some(HostHeader::Literal(h))
+            }
+            _ => {
+                c.error(
+                    &format!("{vpath}.host_header"),
+                    format!("{literal:?} is neither `upstream`, `preserve` nor a host name"),
+                );
+                None
+            }
+        },
+    };
+    if e.tls.ca_file.is_some() && upstream.as_ref().is_some_and(|u| u.scheme != Scheme::HTTPS) {
+        c.error(
+            &format!("{vpath}.tls.ca_file"),
+            "tls.ca_file is set but the upstream is not https://",
+        );
+    }
+    if e.protocol == Protocol::H2c && upstream.as_ref().is_some_and(|u| u.scheme == Scheme::HTTPS) {
+        c.error(
+            &format!("{vpath}.protocol"),
+            "h2c is cleartext HTTP/2; it cannot be used with an https:// upstream",
+        );
+    }
+    upstream.zip(host_header)
+}
+
+fn upstream(c: &mut Checker<'_>, vpath: &str, url: &str) -> Option<Upstream> {
     let path = format!("{vpath}.upstream");
     let bad = |c: &mut Checker<'_>, why: &str| {
         c.error(
             &path,
-            format!(
-                "{:?} is not an http(s) URL{why} (expected e.g. \"http://127.0.0.1:5001\")",
-                v.upstream
-            ),
+            format!("{url:?} is not an http(s) URL{why} (expected e.g. \"http://127.0.0.1:5001\")"),
         );
         None
     };
-    let Ok(uri) = v.upstream.parse::<Uri>() else {
+    let Ok(uri) = url.parse::<Uri>() else {
         return bad(c, "");
     };
     let scheme = match uri.scheme() {
@@ -966,7 +1093,7 @@ fn upstream(c: &mut Checker<'_>, vpath: &str, v: &VariantConfig) -> Option<Upstr
     }
     let base_path = uri.path().trim_end_matches('/').to_owned();
     Some(Upstream {
-        url: v.upstream.clone(),
+        url: url.to_owned(),
         scheme,
         host_value: header_value(authority.as_str()),
         authority,

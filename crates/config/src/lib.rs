@@ -34,7 +34,8 @@ pub use positions::{Position, Positions};
 pub use process::ProcessSettings;
 pub use schema::FileConfig;
 pub use table::{
-    rollout_weights, Experiment, HostHeader, Rollout, Route, Routes, Source, Upstream, Variant,
+    rollout_weights, Experiment, HostHeader, Rollout, Route, Routes, Shadow, Source, Upstream,
+    Variant,
 };
 
 /// Reads and compiles the config file at `path`.

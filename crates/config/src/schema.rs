@@ -386,6 +386,81 @@ pub struct ExperimentConfig {
     /// monitored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor: Option<MonitorConfig>,
+    /// Candidate models that get a copy of a sample of this experiment's requests; their
+    /// answers are compared with the served ones and never reach a client.
+    #[serde(default)]
+    pub shadow: Vec<ShadowConfig>,
+}
+
+/// A shadow: a model that receives a copy of a sample of the experiment's requests (by
+/// unit), whose answers are compared with the answer the client got. It is not a variant:
+/// it has no weight, never answers a client, and is never assigned a unit.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    pub name: String,
+    /// `http://host:port[/base]` or `https://…`.
+    pub upstream: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// `upstream` (the shadow's authority), `preserve` (the client's), or a literal host.
+    #[serde(default = "defaults::host_header")]
+    pub host_header: String,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// The share of units whose requests are copied, in (0, 1].
+    #[serde(default = "defaults::shadow_sample")]
+    pub sample: f64,
+    /// Copies in flight at most (per replica); a request that finds none free is not copied.
+    #[serde(default = "defaults::shadow_max_inflight")]
+    pub max_inflight: u32,
+    /// Request and response bodies longer than this are not copied or compared.
+    #[serde(default = "defaults::shadow_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// The shadow's whole answer (head and body) must arrive within this.
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u64,
+    /// Write both answers of a disagreement to the event log (they may be personal data).
+    #[serde(default)]
+    pub log_payloads: bool,
+    /// Each logged answer is cut to this many bytes.
+    #[serde(default = "defaults::shadow_payload_bytes")]
+    pub payload_bytes: usize,
+    /// Disagreements logged with their answers, at most, per second.
+    #[serde(default = "defaults::shadow_max_diff_events_per_s")]
+    pub max_diff_events_per_s: u32,
+    #[serde(default)]
+    pub compare: CompareConfig,
+}
+
+/// How two answers are compared.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CompareConfig {
+    /// A JSON pointer (RFC 6901) to the predictions, instead of the known shapes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    #[serde(default)]
+    pub tolerance: ToleranceConfig,
+}
+
+/// Two numbers agree when |a − b| ≤ max(absolute, relative × max(|a|, |b|)).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ToleranceConfig {
+    #[serde(default = "defaults::tolerance_absolute")]
+    pub absolute: f64,
+    #[serde(default = "defaults::tolerance_relative")]
+    pub relative: f64,
+}
+
+impl Default for ToleranceConfig {
+    fn default() -> Self {
+        Self {
+            absolute: defaults::tolerance_absolute(),
+            relative: defaults::tolerance_relative(),
+        }
+    }
 }
 
 /// Model monitoring: a sample of each variant's calls is read (request and response bodies,
@@ -857,6 +932,27 @@ pub mod defaults {
     use std::net::{Ipv4Addr, SocketAddr};
     use std::path::PathBuf;
 
+    pub fn shadow_sample() -> f64 {
+        0.1
+    }
+    pub fn shadow_max_inflight() -> u32 {
+        64
+    }
+    pub fn shadow_max_body_bytes() -> usize {
+        1 << 20
+    }
+    pub fn shadow_payload_bytes() -> usize {
+        2048
+    }
+    pub fn shadow_max_diff_events_per_s() -> u32 {
+        10
+    }
+    pub fn tolerance_absolute() -> f64 {
+        1e-6
+    }
+    pub fn tolerance_relative() -> f64 {
+        1e-6
+    }
     pub fn monitor_sample() -> f64 {
         0.05
     }

@@ -16,7 +16,7 @@ use http::uri::{Authority, Scheme};
 use super::error::Problem;
 use super::schema::{
     CookieConfig, DecisionConfig, FileConfig, MonitorConfig, OnMissingUnit, Protocol,
-    RolloutConfig, UnitKind,
+    RolloutConfig, ShadowConfig, UnitKind,
 };
 use cohort_assign::layout::{Lane, Layout};
 use cohort_assign::unit::UnitSource;
@@ -131,6 +131,34 @@ pub struct Experiment {
     pub rollout: Option<Rollout>,
     /// Validated; the column names it gives are the payload's business.
     pub monitor: Option<MonitorConfig>,
+    /// In config order.
+    pub shadows: Vec<Shadow>,
+}
+
+/// A validated shadow: a model that gets copies of a sample of the experiment's requests.
+#[derive(Debug, Clone)]
+pub struct Shadow {
+    pub name: String,
+    pub upstream: Upstream,
+    pub protocol: Protocol,
+    pub host_header: HostHeader,
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// XXH3-64 of `shadow:<experiment>:<shadow>`: the seed of the unit's sampling hash.
+    pub seed: u64,
+    /// A unit is shadowed when its hash under `seed` is below this ([`Shadow::takes`]).
+    pub threshold: u128,
+    pub timeout: Duration,
+    /// As written, defaults filled in (limits, logging, comparison).
+    pub config: ShadowConfig,
+}
+
+impl Shadow {
+    /// Whether `unit`'s requests are copied to this shadow: the same answer on every
+    /// replica, whichever variant the unit is assigned.
+    #[inline]
+    pub fn takes(&self, unit: &str) -> bool {
+        cohort_assign::hash::under_share(self.seed, unit, self.threshold)
+    }
 }
 
 /// A validated rollout of one treatment.

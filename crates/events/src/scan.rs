@@ -306,9 +306,9 @@ pub fn other_type(line: &[u8]) -> Option<String> {
 }
 
 /// The line types cohort itself writes beside exposures and conversions: model
-/// monitoring's window summaries and scored predictions. Readers of outcomes skip them
-/// without counting them.
-pub const OWN_OTHER_TYPES: [&str; 2] = ["monitor", "prediction"];
+/// monitoring's window summaries and scored predictions, and shadow traffic's compared
+/// copies. Readers of outcomes skip them without counting them.
+pub const OWN_OTHER_TYPES: [&str; 3] = ["monitor", "prediction", "shadow"];
 
 /// Whether `line` is one of cohort's own lines of another type ([`OWN_OTHER_TYPES`]).
 pub fn own_other_type(line: &[u8]) -> bool {

@@ -10,7 +10,6 @@
 //! A capture that cannot be made (a body over the limit, a body cut short, the channel
 //! full) is counted in `cohort_monitor_skipped_total{experiment,reason}`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -18,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Sender, TrySendError};
 use prometheus::IntCounterVec;
 
+use crate::budget::PerSecond;
 use crate::tap::{Ending, Tap};
 use cohort_config::schema::MonitorConfig;
 
@@ -84,20 +84,16 @@ impl Captures {
 #[derive(Debug)]
 pub struct Sampling {
     sample: f64,
-    max_per_s: u32,
+    budget: PerSecond,
     pub max_body_bytes: usize,
-    /// The current second (since the epoch) in the high 32 bits, calls taken in it in the
-    /// low 32.
-    budget: AtomicU64,
 }
 
 impl Sampling {
     pub fn of(m: &MonitorConfig) -> Self {
         Self {
             sample: m.sample,
-            max_per_s: m.max_per_s,
+            budget: PerSecond::new(m.max_per_s),
             max_body_bytes: m.max_body_bytes,
-            budget: AtomicU64::new(0),
         }
     }
 
@@ -106,28 +102,7 @@ impl Sampling {
         if self.sample < 1.0 && rand::random::<f64>() >= self.sample {
             return false;
         }
-        let second = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() & 0xFFFF_FFFF);
-        let mut cur = self.budget.load(Ordering::Relaxed);
-        loop {
-            let (s, n) = (cur >> 32, cur & 0xFFFF_FFFF);
-            let next = if s == second {
-                if n >= u64::from(self.max_per_s) {
-                    return false;
-                }
-                cur + 1
-            } else {
-                (second << 32) | 1
-            };
-            match self
-                .budget
-                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return true,
-                Err(seen) => cur = seen,
-            }
-        }
+        self.budget.take(now)
     }
 }
 
@@ -283,27 +258,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_budget_caps_each_second_and_renews_with_the_next() {
-        let s = Sampling {
-            sample: 1.0,
-            max_per_s: 3,
-            max_body_bytes: 10,
-            budget: AtomicU64::new(0),
-        };
-        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
-        let taken = (0..10).filter(|_| s.take(t)).count();
-        assert_eq!(taken, 3);
-        let next = t + std::time::Duration::from_secs(1);
-        assert!(s.take(next));
-    }
-
-    #[test]
     fn a_sample_takes_about_its_share() {
         let s = Sampling {
             sample: 0.1,
-            max_per_s: u32::MAX,
+            budget: PerSecond::new(u32::MAX),
             max_body_bytes: 10,
-            budget: AtomicU64::new(0),
         };
         let t = SystemTime::UNIX_EPOCH;
         let taken = (0..20_000).filter(|_| s.take(t)).count();

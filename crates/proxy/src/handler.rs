@@ -19,6 +19,7 @@ use crate::phases::{record, respond, rewrite, route, send, upgrade, Exchange};
 use crate::pool::UpstreamBody;
 use crate::server::{serve_http, Connections, Shutdown};
 use crate::serving::Serving;
+use crate::shadow::{self, Shadows};
 use crate::tap::Tapped;
 use crate::upstream::Clients;
 use crate::workers::Workers;
@@ -47,6 +48,8 @@ struct Tables {
     live: Live<Serving>,
     clients: Clients,
     metrics: Arc<Metrics>,
+    /// What shadows keep across tables, and their thread.
+    shadows: Shadows,
     /// Probe each variant's upstream whenever a table goes in force ([`crate::probe`]).
     probe: std::sync::atomic::AtomicBool,
 }
@@ -58,7 +61,7 @@ impl Installer {
     /// background.
     pub fn install(&self, routes: Routes) -> Result<(), ConfigError> {
         let t = &self.shared;
-        let serving = Serving::build(routes, &t.clients, &t.metrics)?;
+        let serving = Serving::build(routes, &t.clients, &t.metrics, &t.shadows)?;
         if t.probe.load(std::sync::atomic::Ordering::Relaxed) {
             crate::probe::spawn(&serving);
         }
@@ -90,11 +93,13 @@ impl Proxy {
         workers: Workers,
     ) -> Result<Self, ConfigError> {
         let clients = Clients::for_workers(workers.len());
-        let serving = Serving::build(routes, &clients, &metrics)?;
+        let shadows = Shadows::default();
+        let serving = Serving::build(routes, &clients, &metrics, &shadows)?;
         let shared = Arc::new(Tables {
             live: Live::new(serving),
             clients,
             metrics,
+            shadows,
             probe: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(Self {
@@ -113,6 +118,7 @@ impl Proxy {
     }
 
     pub fn with_events(mut self, log: EventLog) -> Self {
+        self.tables.shared.shadows.log_to(log.clone());
         self.events = Some(log);
         self
     }
@@ -191,9 +197,18 @@ impl Proxy {
             }
         }
         let mut ex = Exchange::new(serving, peer, is_grpc(req.headers()));
-        let resp = forward(&mut ex, req, self.captures.as_ref())
+        let shadows = &self.tables.shared.shadows;
+        let resp = forward(&mut ex, req, self.captures.as_ref(), shadows)
             .await
             .map_err(|err| err.into_response(ex.grpc));
+        // The served answer goes to the shadows as the client gets it.
+        let shadow = ex.shadow.take().and_then(|call| match &resp {
+            Ok(r) => Some(call.answer_tap(r.status().as_u16(), r.headers(), ex.start.elapsed())),
+            Err(_) => {
+                call.no_answer();
+                None
+            }
+        });
         // Only the model's own successful answer is monitored.
         let capture = ex.capture.take().filter(|slot| match &resp {
             Ok(r) if r.status().is_success() => true,
@@ -204,8 +219,12 @@ impl Proxy {
             Err(_) => false,
         });
         let resp = record::record(ex, resp, self.events.as_ref());
-        match capture {
+        let resp = match capture {
             Some(slot) => resp.map(|body| Tapped::new(body, slot.response_tap()).boxed()),
+            None => resp,
+        };
+        match shadow {
+            Some(copy) => resp.map(|body| Tapped::new(body, copy).boxed()),
             None => resp,
         }
     }
@@ -261,6 +280,7 @@ async fn forward(
     ex: &mut Exchange,
     mut req: Request<Incoming>,
     captures: Option<&Captures>,
+    shadows: &Shadows,
 ) -> Result<Response<IdleTimeoutBody<UpstreamBody>>, ProxyError> {
     let client_upgrade = upgrade::client_half(&mut req);
     let (mut parts, body) = req.into_parts();
@@ -271,7 +291,13 @@ async fn forward(
             sample(ex, captures);
         }
     }
+    ex.shadow = shadow::plan(ex, client_upgrade.is_some(), shadows);
+    // The client's URI, which the shadows' URIs are made from once the head is rewritten.
+    let client_uri = ex.shadow.as_ref().map(|_| parts.uri.clone());
     rewrite::rewrite(ex, &mut parts, client_upgrade.is_some())?;
+    if let (Some(call), Some(uri)) = (&ex.shadow, &client_uri) {
+        call.set_head(ex, uri, &parts);
+    }
     let mut resp = send::send(ex, parts, body, client_upgrade.is_some()).await?;
     ex.head = Some(ex.start.elapsed());
     upgrade::join(ex, &mut resp, client_upgrade);

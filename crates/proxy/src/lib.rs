@@ -17,7 +17,8 @@
 //! [`upstream`] and [`pool`] (clients), [`headers`] (hop-by-hop hygiene), [`errors`] (JSON and
 //! gRPC error responses), [`idle`] (the mid-stream idle timeout), [`metrics`] (every
 //! Prometheus family), [`request_id`], [`conversions`] (reported conversions), [`capture`] (the bodies of calls
-//! sampled for model monitoring).
+//! sampled for model monitoring), [`shadow`] (copies of requests to shadow models, and
+//! their answers compared), [`budget`] (a per-second budget).
 
 #![forbid(unsafe_code)]
 // The crate doc is the code map and names private modules too: read it with
@@ -26,6 +27,7 @@
 
 mod ablate;
 pub mod body;
+mod budget;
 pub mod capture;
 pub mod conversions;
 mod errors;
@@ -41,6 +43,7 @@ mod protocol;
 pub mod request_id;
 pub mod server;
 mod serving;
+pub mod shadow;
 mod tap;
 mod upstream;
 pub mod workers;

@@ -91,11 +91,24 @@ pub struct Metrics {
     pub srm_p_value: GaugeVec,
     /// `cohort_build_info{version,commit}`: 1.
     pub build_info: IntGaugeVec,
+    /// Shadow traffic ([`crate::shadow`]): copies by result.
+    pub shadow_requests: IntCounterVec,
+    /// The largest numeric difference of each compared answer.
+    pub shadow_abs_diff: HistogramVec,
+    /// Time to the response head of the primary and of the shadow, on compared requests.
+    pub shadow_latency: HistogramVec,
 }
 
 /// Latency buckets (seconds): 1 ms … ~33 s, for model calls from trivial to LLM-sized.
 fn latency_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.001, 2.0, 16).unwrap_or_else(|_| vec![0.01, 0.1, 1.0, 10.0])
+}
+
+/// Difference buckets: 0 (exact), then 10⁻⁹ … 10³ by decades.
+fn diff_buckets() -> Vec<f64> {
+    std::iter::once(0.0)
+        .chain((-9..=3).map(|e| 10f64.powi(e)))
+        .collect()
 }
 
 impl Metrics {
@@ -239,6 +252,32 @@ impl Metrics {
                 &["version", "commit"],
             )
             .expect("valid metric"),
+            shadow_requests: IntCounterVec::new(
+                Opts::new(
+                    "cohort_shadow_requests_total",
+                    "Requests considered for a shadow, by result: agree, disagree, error, timeout, skipped_body, skipped_inflight, skipped_no_unit, skipped_upgrade, skipped_primary.",
+                ),
+                &["experiment", "shadow", "result"],
+            )
+            .expect("valid metric"),
+            shadow_abs_diff: HistogramVec::new(
+                HistogramOpts::new(
+                    "cohort_shadow_abs_diff",
+                    "The largest absolute difference between a shadow's numeric prediction elements and the served answer's, per compared response.",
+                )
+                .buckets(diff_buckets()),
+                &["experiment", "shadow"],
+            )
+            .expect("valid metric"),
+            shadow_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "cohort_shadow_latency_seconds",
+                    "Time from a compared request's arrival to the response head, side primary (the served answer) or shadow.",
+                )
+                .buckets(latency_buckets()),
+                &["experiment", "shadow", "side"],
+            )
+            .expect("valid metric"),
             registry,
             added: Default::default(),
         };
@@ -284,6 +323,9 @@ impl Metrics {
             Box::new(self.experiment_prob_beat_control.clone()),
             Box::new(self.srm_p_value.clone()),
             Box::new(self.build_info.clone()),
+            Box::new(self.shadow_requests.clone()),
+            Box::new(self.shadow_abs_diff.clone()),
+            Box::new(self.shadow_latency.clone()),
         ]
     }
 
@@ -304,7 +346,9 @@ impl Metrics {
         for c in self.collectors() {
             for desc in c.desc() {
                 if !families.iter().any(|f| f.name() == desc.fq_name) {
-                    let kind = if desc.fq_name.ends_with("_seconds") {
+                    let histogram = desc.fq_name.ends_with("_seconds")
+                        || desc.fq_name == "cohort_shadow_abs_diff";
+                    let kind = if histogram {
                         "histogram"
                     } else if desc.fq_name.ends_with("_total") {
                         "counter"

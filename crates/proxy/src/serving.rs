@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::metrics::{Metrics, RequestMetrics, VariantMetrics};
 use crate::pool::{H1Pool, WorkerPools};
+use crate::shadow::{Lane, Shadows};
 use crate::upstream::{Clients, HttpClient, WorkerClients};
 use cohort_config::{ConfigError, Problem, Routes};
 
@@ -23,6 +24,8 @@ pub struct Serving {
     pub client_body_errors: prometheus::IntCounter,
     /// Per experiment (by index): its sampling for model monitoring, when monitored.
     pub sampling: Vec<Option<crate::capture::Sampling>>,
+    /// Per experiment (by index): its shadows ([`crate::shadow`]).
+    pub shadows: Vec<Vec<Arc<Lane>>>,
     /// Per route, the requests its variants had answered when this table went into force.
     served_before: Vec<u64>,
 }
@@ -60,6 +63,7 @@ impl Serving {
         routes: Routes,
         clients: &Clients,
         metrics: &Arc<Metrics>,
+        shadows: &Shadows,
     ) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let mut by_route = Vec::with_capacity(routes.routes.len());
@@ -116,8 +120,22 @@ impl Serving {
             .iter()
             .map(|e| e.monitor.as_ref().map(crate::capture::Sampling::of))
             .collect();
+        let shadows = routes
+            .experiments
+            .iter()
+            .map(|e| {
+                e.shadows
+                    .iter()
+                    .map(|s| {
+                        let inflight = shadows.inflight(&e.name, &s.name);
+                        Arc::new(Lane::new(&e.name, s, inflight, metrics))
+                    })
+                    .collect()
+            })
+            .collect();
         Ok(Serving {
             sampling,
+            shadows,
             served_before,
             unrouted: metrics.request_handles("", "", ""),
             client_body_errors: metrics.client_errors.with_label_values(&["body"]),

@@ -3,8 +3,10 @@
 //!
 //! The record phase taps the response body to write the exposure when the response ends
 //! ([`crate::phases::record`]); features that need the bytes of a request or a response
-//! (a shadow copy, payload samples) add a tap in the rewrite phase (request body) or the
-//! respond phase (response body), the same way.
+//! tap the request body in the send phase and the response body once the record phase has
+//! wrapped it: model monitoring's capture ([`crate::capture`]) and shadow traffic's copies
+//! ([`crate::shadow`]) do. A tap sees a frame before the next reader does, and may only
+//! clone it (`Bytes` clones share the buffer).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -30,6 +32,9 @@ pub trait Tap: Send + 'static {
     /// A data frame passing through, before the next reader sees it.
     #[inline]
     fn data(&mut self, _chunk: &Bytes) {}
+    /// The trailers (gRPC's status travels in them), before the next reader sees them.
+    #[inline]
+    fn trailers(&mut self, _trailers: &http::HeaderMap) {}
     /// The stream ended; called exactly once.
     fn end(self, how: Ending);
 }
@@ -84,6 +89,8 @@ where
         if let (Poll::Ready(Some(Ok(frame))), Some(tap)) = (&polled, self.tap.as_mut()) {
             if let Some(chunk) = frame.data_ref() {
                 tap.data(chunk);
+            } else if let Some(trailers) = frame.trailers_ref() {
+                tap.trailers(trailers);
             }
         }
         if let Some(how) = ending(&polled, &self.inner) {

@@ -22,7 +22,7 @@ use rustls::{ClientConfig, RootCertStore};
 use crate::body::Body;
 use crate::pool::{H1Pool, WorkerPools};
 use cohort_config::schema::Protocol;
-use cohort_config::Variant;
+use cohort_config::{Shadow, Variant};
 
 /// The client type every variant uses.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
@@ -90,12 +90,26 @@ impl Clients {
         variant: &Variant,
         connect_timeout: Duration,
     ) -> Result<WorkerClients, String> {
-        let key = Key {
+        self.of(Key {
             https: variant.upstream.scheme == Scheme::HTTPS,
             protocol: variant.protocol,
             ca_file: variant.tls_ca_file.clone(),
             connect_timeout,
-        };
+        })
+    }
+
+    /// The client for `shadow` (its timeout bounds the connect too).
+    pub fn for_shadow(&self, shadow: &Shadow) -> Result<HttpClient, String> {
+        let clients = self.of(Key {
+            https: shadow.upstream.scheme == Scheme::HTTPS,
+            protocol: shadow.protocol,
+            ca_file: shadow.tls_ca_file.clone(),
+            connect_timeout: shadow.timeout,
+        })?;
+        Ok(clients[0].clone())
+    }
+
+    fn of(&self, key: Key) -> Result<WorkerClients, String> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());

@@ -210,6 +210,9 @@ fn section(out: &mut String, r: &Report) {
     if let Some(m) = &r.monitoring {
         monitoring(out, m);
     }
+    if let Some(s) = &r.shadow {
+        shadow(out, s);
+    }
     if !r.notes.is_empty() {
         out.push_str("<h3>Notes</h3><ul>");
         for n in &r.notes {
@@ -227,19 +230,24 @@ fn section(out: &mut String, r: &Report) {
     );
 }
 
-/// The monitoring section: the summary, a table per variant and column, PSI over time per
-/// column, and the worst column's bins against its reference's.
-fn monitoring(out: &mut String, m: &cohort_analysis::monitoring::MonitoringReport) {
+/// The shadow section: the summary and a row per shadow and variant served.
+fn shadow(out: &mut String, s: &cohort_analysis::shadow::ShadowReport) {
     let _ = write!(
         out,
-        "<h3>Model monitoring</h3><p>{}</p><div class=\"scroll\"><table><tr>",
-        escape(&crate::monitoring_line(m))
+        "<h3>Shadow traffic</h3><p>{}</p>",
+        escape(&crate::shadow_line(s))
     );
-    for h in crate::MONITOR_HEAD {
+    plain_table(out, &crate::SHADOW_HEAD, crate::shadow_rows(s));
+}
+
+/// A scrolling table of text cells.
+fn plain_table<const N: usize>(out: &mut String, head: &[&str; N], rows: Vec<[String; N]>) {
+    out.push_str("<div class=\"scroll\"><table><tr>");
+    for h in head {
         let _ = write!(out, "<th>{}</th>", escape(h));
     }
     out.push_str("</tr>");
-    for row in crate::monitoring_rows(m) {
+    for row in rows {
         out.push_str("<tr>");
         for cell in row {
             let _ = write!(out, "<td>{}</td>", escape(&cell));
@@ -247,6 +255,17 @@ fn monitoring(out: &mut String, m: &cohort_analysis::monitoring::MonitoringRepor
         out.push_str("</tr>");
     }
     out.push_str("</table></div>");
+}
+
+/// The monitoring section: the summary, a table per variant and column, PSI over time per
+/// column, and the worst column's bins against its reference's.
+fn monitoring(out: &mut String, m: &cohort_analysis::monitoring::MonitoringReport) {
+    let _ = write!(
+        out,
+        "<h3>Model monitoring</h3><p>{}</p>",
+        escape(&crate::monitoring_line(m))
+    );
+    plain_table(out, &crate::MONITOR_HEAD, crate::monitoring_rows(m));
     let start_s = m
         .columns
         .iter()

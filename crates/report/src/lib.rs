@@ -15,6 +15,7 @@ use std::fmt::Write;
 use cohort_analysis::monitoring::MonitoringReport;
 use cohort_analysis::report::{RolloutReport, Status};
 use cohort_analysis::rollout::{percent, Status as RolloutStatus};
+use cohort_analysis::shadow::ShadowReport;
 use cohort_analysis::Report;
 
 /// `12.34%`.
@@ -390,6 +391,93 @@ pub(crate) fn monitoring_rows(m: &MonitoringReport) -> Vec<[String; 7]> {
         .collect()
 }
 
+pub(crate) const SHADOW_HEAD: [&str; 9] = [
+    "shadow",
+    "vs",
+    "compared",
+    "agree (95% CI)",
+    "elements",
+    "|diff| p50 / p99 / max",
+    "p50 ms served / shadow",
+    "p99 ms served / shadow",
+    "failed",
+];
+
+/// The shadow section in one line, e.g. "shadow traffic: 1204 answers compared; lowest
+/// agreement: cand vs a 91.20%".
+pub fn shadow_line(s: &ShadowReport) -> String {
+    let compared: u64 = s.shadows.iter().map(|r| r.compared).sum();
+    let lowest = s
+        .shadows
+        .iter()
+        .filter_map(|r| r.agreement.map(|a| (a.rate, r)))
+        .min_by(|a, b| a.0.total_cmp(&b.0));
+    let failed: u64 = s.shadows.iter().map(|r| r.errors + r.timeouts).sum();
+    let mut line = format!(
+        "shadow traffic: {compared} answer{} compared",
+        if compared == 1 { "" } else { "s" }
+    );
+    if let Some((rate, r)) = lowest {
+        let _ = write!(
+            line,
+            "; lowest agreement: {} vs {} {}",
+            r.shadow,
+            r.variant,
+            pct(rate)
+        );
+    }
+    if failed > 0 {
+        let _ = write!(
+            line,
+            "; {failed} cop{} failed or timed out",
+            if failed == 1 { "y" } else { "ies" }
+        );
+    }
+    line
+}
+
+/// Per shadow and variant served: agreement, differences, latency, failures.
+pub(crate) fn shadow_rows(s: &ShadowReport) -> Vec<[String; 9]> {
+    let g = |x: f64| format!("{x:.3}");
+    let num = |x: f64| format!("{x:.3}");
+    let ms = |x: f64| format!("{x:.1}");
+    let pair = |a: Option<f64>, b: Option<f64>, f: &dyn Fn(f64) -> String| {
+        format!("{} / {}", a.map_or("—".into(), f), b.map_or("—".into(), f))
+    };
+    s.shadows
+        .iter()
+        .map(|r| {
+            let (pl, sl) = (r.primary_latency_ms, r.shadow_latency_ms);
+            [
+                r.shadow.clone(),
+                r.variant.clone(),
+                r.compared.to_string(),
+                r.agreement.map_or("—".to_owned(), |a| {
+                    format!("{} ({}–{})", pct(a.rate), pct(a.low), pct(a.high))
+                }),
+                r.element_agreement.map_or("—".to_owned(), |e| {
+                    format!("{} of {}", pct(e), r.elements)
+                }),
+                r.abs_diff.map_or("—".to_owned(), |d| {
+                    format!("{} / {} / {}", g(d.p50), g(d.p99), num(d.max))
+                }),
+                pair(pl.map(|l| l.p50), sl.map(|l| l.p50), &ms),
+                pair(pl.map(|l| l.p99), sl.map(|l| l.p99), &ms),
+                format!(
+                    "{} of {}{}",
+                    r.errors + r.timeouts,
+                    r.sent,
+                    if r.timeouts > 0 {
+                        format!(" ({} timeouts)", r.timeouts)
+                    } else {
+                        String::new()
+                    }
+                ),
+            ]
+        })
+        .collect()
+}
+
 /// The report for a terminal (fits 100 columns).
 pub fn text(r: &Report) -> String {
     let mut out = String::new();
@@ -436,6 +524,15 @@ pub fn text(r: &Report) -> String {
             &MONITOR_HEAD.map(str::to_owned),
             &monitoring_rows(m),
         ));
+        out.push('\n');
+    }
+    if let Some(s) = &r.shadow {
+        out.push('\n');
+        for line in wrap(&shadow_line(s), 100) {
+            let _ = writeln!(out, "{line}");
+        }
+        out.push('\n');
+        out.push_str(&table(&SHADOW_HEAD.map(str::to_owned), &shadow_rows(s)));
         out.push('\n');
     }
     if !r.notes.is_empty() {
@@ -522,6 +619,15 @@ pub fn markdown(r: &Report) -> String {
             .map(|row| row.map(|c| md_cell(&c)))
             .collect();
         out.push_str(&md_table(&MONITOR_HEAD.map(str::to_owned), &rows));
+        out.push('\n');
+    }
+    if let Some(s) = &r.shadow {
+        let _ = writeln!(out, "\n**{}**\n", md_cell(&shadow_line(s)));
+        let rows: Vec<[String; 9]> = shadow_rows(s)
+            .into_iter()
+            .map(|row| row.map(|c| md_cell(&c)))
+            .collect();
+        out.push_str(&md_table(&SHADOW_HEAD.map(str::to_owned), &rows));
         out.push('\n');
     }
     for n in &r.notes {

@@ -132,6 +132,11 @@ impl CohortProcess {
         assert!(status.success());
     }
 
+    /// The process id, e.g. to read its memory in /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         self.signal("TERM");

@@ -55,6 +55,9 @@ pub struct Exchange {
     /// A call sampled for model monitoring: its bodies are copied as they pass (set
     /// between [`route`] and [`rewrite`]).
     pub capture: Option<Arc<crate::capture::Slot>>,
+    /// The copies of this request for the experiment's shadows (set between [`route`] and
+    /// [`rewrite`]).
+    pub shadow: Option<Arc<crate::shadow::Call>>,
 }
 
 /// The variant a request was assigned, and who it is.
@@ -93,6 +96,7 @@ impl Exchange {
             pick: None,
             head: None,
             capture: None,
+            shadow: None,
         }
     }
 

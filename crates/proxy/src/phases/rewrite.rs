@@ -57,7 +57,7 @@ pub fn rewrite(ex: &Exchange, parts: &mut Parts, upgrade: bool) -> Result<(), Pr
 
 /// The upstream's scheme and authority (parsed once, at load) with the request's path and
 /// query, reused as they are unless a stripped prefix or a base path changes them.
-fn upstream_uri(route: &Route, up: &Upstream, uri: &Uri) -> Option<Uri> {
+pub(crate) fn upstream_uri(route: &Route, up: &Upstream, uri: &Uri) -> Option<Uri> {
     let path_and_query = match uri.path_and_query() {
         Some(pq)
             if !route.strip_prefix && up.base_path.is_empty() && pq.as_str().starts_with('/') =>

@@ -51,6 +51,15 @@ pub async fn send(
         Some(slot) => Tapped::new(body, slot.request_tap()).boxed(),
         None => body,
     };
+    // A request copied to shadows: its body is copied on its way out too.
+    let body = match &ex.shadow {
+        Some(call) if body.is_end_stream() => {
+            call.no_request_body();
+            body
+        }
+        Some(call) => Tapped::new(body, call.request_tap()).boxed(),
+        None => body,
+    };
     let req = Request::from_parts(head, body);
     // `Clients` makes one client per worker, so there always is one.
     let Some(general) = t.handles.client() else {

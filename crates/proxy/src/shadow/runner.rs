@@ -1,0 +1,416 @@
+//! The shadow thread: each copy sent to its shadow, the answer read within the shadow's
+//! timeout and limit, compared with the served one, counted and logged.
+//!
+//! One thread with its own runtime and its own upstream clients (so its connection pools
+//! are apart from the serving threads'), at a lower CPU priority than the serving threads,
+//! as the event writer is: on a shared core the serving threads win. Jobs come over an
+//! unbounded channel whose length the shadows' in-flight permits bound.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::BodyExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::copy::{Answered, Meta, Primary};
+use super::lane::{Lane, Permit, ShadowResult};
+use crate::body::BoxError;
+use crate::upstream::{Clients, HttpClient};
+use cohort_compare::{compare, Answer, How, Outcome, Tolerance};
+use cohort_config::schema::Protocol;
+use cohort_config::HostHeader;
+use cohort_events::EventLog;
+
+/// How much nicer the shadow thread is than the serving threads (the event writer's
+/// setting, for the same reason).
+const SHADOW_NICE: i32 = 10;
+
+/// The header every copy carries, so that a shadow can tell copies from real calls.
+pub const X_COHORT_SHADOW: &str = "x-cohort-shadow";
+
+/// One copy to send.
+pub struct Job {
+    pub lane: Arc<Lane>,
+    /// Held until the job ends: the permit is given back when the job is dropped.
+    pub _permit: Permit,
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Vec<Bytes>,
+    pub primary: oneshot::Receiver<Arc<Primary>>,
+    pub meta: Arc<Meta>,
+    /// When the job was handed over (the shadow's latency is counted from there).
+    pub queued: Instant,
+}
+
+/// The thread's inbox.
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl Handle {
+    pub fn send(&self, job: Job) {
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
+            job.lane.count(ShadowResult::Error);
+        }
+    }
+}
+
+/// Starts the shadow thread.
+pub fn start(log: Option<EventLog>) -> std::io::Result<Handle> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("cohort-shadow".into())
+        .spawn(move || {
+            cohort_sys::lower_thread_priority(SHADOW_NICE);
+            runtime.block_on(serve(rx, log));
+        })?;
+    Ok(Handle { tx })
+}
+
+async fn serve(mut rx: mpsc::UnboundedReceiver<Job>, log: Option<EventLog>) {
+    let clients = Arc::new(Clients::for_workers(1));
+    let log = Arc::new(log);
+    while let Some(job) = rx.recv().await {
+        let (clients, log) = (clients.clone(), log.clone());
+        tokio::spawn(async move {
+            let line = run(job, &clients).await;
+            if let (Some(log), Some(line)) = (log.as_ref(), line) {
+                log.record_line(line);
+            }
+        });
+    }
+}
+
+/// The shadow's answer, read whole.
+struct ShadowAnswer {
+    status: u16,
+    headers: HeaderMap,
+    grpc_status: Option<u32>,
+    head: Duration,
+    body: Bytes,
+}
+
+enum Called {
+    Answer(ShadowAnswer),
+    TooLarge,
+    Failed,
+}
+
+/// Sends one copy and compares; the line to log, if any.
+async fn run(mut job: Job, clients: &Clients) -> Option<Vec<u8>> {
+    let lane = job.lane.clone();
+    let shadow = &lane.shadow;
+    let called = tokio::time::timeout(shadow.timeout, call(&job, clients)).await;
+    let answer = match called {
+        Ok(Called::Answer(a)) => a,
+        Ok(Called::TooLarge) => {
+            lane.count(ShadowResult::SkippedBody);
+            return None;
+        }
+        Ok(Called::Failed) => return Some(failed(&job, ShadowResult::Error)),
+        Err(_) => return Some(failed(&job, ShadowResult::Timeout)),
+    };
+    let primary = match (&mut job.primary).await {
+        Ok(p) => p,
+        Err(_) => {
+            lane.count(ShadowResult::SkippedPrimary);
+            return None;
+        }
+    };
+    let served = match &*primary {
+        Primary::Answered(a) => a,
+        Primary::TooLarge => {
+            lane.count(ShadowResult::SkippedBody);
+            return None;
+        }
+        Primary::Missing => {
+            lane.count(ShadowResult::SkippedPrimary);
+            return None;
+        }
+    };
+    let max = shadow.config.max_body_bytes;
+    let served_body = concat(&served.body);
+    if served_body.len() > max {
+        lane.count(ShadowResult::SkippedBody);
+        return None;
+    }
+    let (Some(p_body), Some(s_body)) = (
+        readable(&served_body, &served.headers, max),
+        readable(&answer.body, &answer.headers, max),
+    ) else {
+        lane.count(ShadowResult::SkippedBody);
+        return None;
+    };
+    let outcome = compare(
+        &Answer {
+            status: served.status,
+            grpc_status: served.grpc_status,
+            streamed: job.meta.grpc || streamed(&served.headers),
+            body: &p_body,
+        },
+        &Answer {
+            status: answer.status,
+            grpc_status: answer.grpc_status,
+            streamed: job.meta.grpc || streamed(&answer.headers),
+            body: &s_body,
+        },
+        shadow.config.compare.pointer.as_deref(),
+        Tolerance {
+            absolute: shadow.config.compare.tolerance.absolute,
+            relative: shadow.config.compare.tolerance.relative,
+        },
+    );
+    let result = if outcome.agree {
+        ShadowResult::Agree
+    } else {
+        ShadowResult::Disagree
+    };
+    lane.count(result);
+    if let Some(d) = outcome.max_abs_diff {
+        lane.abs_diff.observe(d);
+    }
+    lane.latency_primary.observe(served.head.as_secs_f64());
+    lane.latency_shadow.observe(answer.head.as_secs_f64());
+    let payloads = (!outcome.agree
+        && shadow.config.log_payloads
+        && lane.payload_budget.take(std::time::SystemTime::now()))
+    .then(|| (&p_body[..], &s_body[..]));
+    Some(compared_line(
+        &job, served, &answer, &outcome, result, payloads,
+    ))
+}
+
+/// Sends the copy and reads the answer, up to the shadow's limit.
+async fn call(job: &Job, clients: &Clients) -> Called {
+    let shadow = &job.lane.shadow;
+    let client: HttpClient = match clients.for_shadow(shadow) {
+        Ok(c) => c,
+        Err(_) => return Called::Failed,
+    };
+    let mut req = Request::new(Chunks(job.body.iter().cloned().collect()).boxed());
+    *req.method_mut() = job.method.clone();
+    *req.uri_mut() = job.uri.clone();
+    *req.headers_mut() = job.headers.clone();
+    *req.version_mut() = match shadow.protocol {
+        Protocol::Http1 => Version::HTTP_11,
+        Protocol::H2c => Version::HTTP_2,
+    };
+    let h = req.headers_mut();
+    match &shadow.host_header {
+        HostHeader::Literal(v) => {
+            h.insert(http::header::HOST, v.clone());
+        }
+        HostHeader::Upstream => {
+            h.insert(http::header::HOST, shadow.upstream.host_value.clone());
+        }
+        // The client's Host, as the primary got it.
+        HostHeader::Preserve => {}
+    }
+    h.insert(X_COHORT_SHADOW, HeaderValue::from_static("1"));
+    let sent = Instant::now();
+    let Ok(resp) = client.request(req).await else {
+        return Called::Failed;
+    };
+    let head = sent.elapsed() + sent.saturating_duration_since(job.queued);
+    let (parts, mut body) = resp.into_parts();
+    let max = shadow.config.max_body_bytes;
+    let mut bytes = BytesMut::new();
+    let mut grpc_status = status_of(&parts.headers);
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Called::Failed;
+        };
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > max {
+                return Called::TooLarge;
+            }
+            bytes.extend_from_slice(data);
+        } else if let Some(t) = frame.trailers_ref() {
+            grpc_status = status_of(t).or(grpc_status);
+        }
+    }
+    Called::Answer(ShadowAnswer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        grpc_status,
+        head,
+        body: bytes.freeze(),
+    })
+}
+
+fn status_of(h: &HeaderMap) -> Option<u32> {
+    h.get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// gRPC, server-sent events and NDJSON are compared on status and latency only.
+fn streamed(h: &HeaderMap) -> bool {
+    let ct = h
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    ct.starts_with("application/grpc")
+        || ct.starts_with("text/event-stream")
+        || ct.starts_with("application/x-ndjson")
+}
+
+fn concat(frames: &[Bytes]) -> Bytes {
+    match frames {
+        [] => Bytes::new(),
+        [one] => one.clone(),
+        many => {
+            let mut b = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
+            many.iter().for_each(|f| b.extend_from_slice(f));
+            b.freeze()
+        }
+    }
+}
+
+/// The body decoded per its `Content-Encoding` (None: over the limit once decoded). An
+/// encoding cohort cannot read leaves the bytes as they are.
+fn readable(body: &Bytes, headers: &HeaderMap, max: usize) -> Option<Bytes> {
+    let encoding = headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    match cohort_compare::decode::decode(body, encoding, max) {
+        Ok(std::borrow::Cow::Borrowed(_)) => Some(body.clone()),
+        Ok(std::borrow::Cow::Owned(v)) => Some(Bytes::from(v)),
+        Err(cohort_compare::decode::DecodeError::TooLarge) => None,
+        Err(_) => Some(body.clone()),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The first fields of every shadow line.
+fn line_head(job: &Job, result: ShadowResult) -> serde_json::Map<String, serde_json::Value> {
+    let m = &job.meta;
+    let mut line = serde_json::Map::new();
+    let mut put = |k: &str, v: serde_json::Value| {
+        line.insert(k.to_owned(), v);
+    };
+    put("type", "shadow".into());
+    put("v", 1.into());
+    put("ts", cohort_events::clock::rfc3339(m.arrival).into());
+    put(
+        "event_id",
+        format!("{}/{}", m.request_id, job.lane.shadow.name).into(),
+    );
+    put("experiment", job.lane.experiment.clone().into());
+    put("variant", m.variant.clone().into());
+    put("shadow", job.lane.shadow.name.clone().into());
+    put("phase", m.phase.clone().into());
+    put("unit", m.unit.clone().into());
+    put("request_id", m.request_id.clone().into());
+    put("result", result.as_str().into());
+    line
+}
+
+/// The line of a copy the shadow did not answer (error, timeout): counted and logged
+/// without waiting for the served answer.
+fn failed(job: &Job, result: ShadowResult) -> Vec<u8> {
+    job.lane.count(result);
+    serde_json::Value::Object(line_head(job, result))
+        .to_string()
+        .into_bytes()
+}
+
+/// A compared copy's line: `{"type": "shadow", …, "result", "agree", "compared",
+/// "elements", "elements_agreed", "max_abs_diff", "primary_status", "shadow_status",
+/// "primary_ms", "shadow_ms"}`, and both answers (cut to `payload_bytes`) when allowed.
+fn compared_line(
+    job: &Job,
+    served: &Answered,
+    answer: &ShadowAnswer,
+    o: &Outcome,
+    result: ShadowResult,
+    payloads: Option<(&[u8], &[u8])>,
+) -> Vec<u8> {
+    let mut line = line_head(job, result);
+    let mut put = |k: &str, v: serde_json::Value| {
+        line.insert(k.to_owned(), v);
+    };
+    put("agree", o.agree.into());
+    put("compared", o.how.as_str().into());
+    if o.how == How::Predictions {
+        put("elements", o.elements.into());
+        put("elements_agreed", o.elements_agreed.into());
+        put("max_abs_diff", o.max_abs_diff.into());
+        if o.shadow_unreadable {
+            put("shadow_unreadable", true.into());
+        }
+    }
+    put("primary_status", served.status.into());
+    put("shadow_status", answer.status.into());
+    if served.grpc_status.is_some() || answer.grpc_status.is_some() {
+        put("primary_grpc_status", served.grpc_status.into());
+        put("shadow_grpc_status", answer.grpc_status.into());
+    }
+    put("primary_ms", ms(served.head).into());
+    put("shadow_ms", ms(answer.head).into());
+    if let Some((p, s)) = payloads {
+        let cut = job.lane.shadow.config.payload_bytes;
+        put("primary_answer", cut_to(p, cut).into());
+        put("shadow_answer", cut_to(s, cut).into());
+    }
+    serde_json::Value::Object(line).to_string().into_bytes()
+}
+
+/// `bytes` as text, at most `max` bytes of it (cut at a character boundary).
+fn cut_to(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]);
+    let mut s = text.into_owned();
+    while s.len() > max {
+        s.pop();
+    }
+    s
+}
+
+/// A body of frames already in memory.
+struct Chunks(VecDeque<Bytes>);
+
+impl HttpBody for Chunks {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_cut_at_a_character_boundary() {
+        assert_eq!(cut_to("héllo".as_bytes(), 2), "h");
+        assert_eq!(cut_to(b"hello", 10), "hello");
+        assert_eq!(cut_to(b"hello", 3), "hel");
+    }
+}
