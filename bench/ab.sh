@@ -15,8 +15,9 @@
 #
 # A candidate is NAME=BINARY [VAR=VALUE ...] (one shell word); `log=off` serves it with the
 # event log off, `monitor=SHARE` with the experiment monitored (SHARE of its calls captured),
-# instead of passing a variable. The floor is built from this tree unless FLOOR names a
-# binary. Loopback only; ROUNDS × (candidates + 1, + 2 with RATE) runs of DURATION s each.
+# `shadow=SHARE` with SHARE of its users copied to a shadow, instead of passing a variable.
+# The floor is built from this tree unless FLOOR names a binary. Loopback only;
+# ROUNDS × (candidates + 1, + 2 with RATE) runs of DURATION s each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -24,7 +25,7 @@ DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-6}
 CONNS=${CONNS:-64}
 WORKERS=${WORKERS:-1}
-[ $# -ge 1 ] || { sed -n '2,20p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,21p' "$0"; exit 2; }
 
 . bench/common.sh
 need_nginx_and_wrk

@@ -103,11 +103,12 @@ YAML
 
 # Starts one cohort candidate of bench/ab.sh and bench/conn_memory.sh, given as
 # NAME=BINARY [VAR=VALUE ...] (`log=off`: the event log off instead of a variable;
-# `monitor=SHARE`: the experiment monitored, SHARE of its calls captured), with
+# `monitor=SHARE`: the experiment monitored, SHARE of its calls captured; `shadow=SHARE`:
+# SHARE of its users' calls copied to a shadow, the first backend, at the defaults), with
 # cohort_config's config on $port (admin $port + 1), once it is ready. Sets $cand_name and
 # $cand_pid. Relative binaries are taken from the repo's root ($ROOT).
 start_candidate() { # spec port workers
-  local spec=$1 port=$2 workers=$3 rest binary events w monitor=""
+  local spec=$1 port=$2 workers=$3 rest binary events w keys=""
   local -a words vars=()
   cand_name=${spec%%=*}; rest=${spec#*=}
   read -r -a words <<<"$rest"
@@ -116,11 +117,12 @@ start_candidate() { # spec port workers
   for w in "${words[@]:1}"; do
     case $w in
       log=off) events="events: { enabled: false }" ;;
-      monitor=*) monitor="    monitor: { sample: ${w#monitor=}, max_per_s: 1000000 }" ;;
+      monitor=*) keys+="    monitor: { sample: ${w#monitor=}, max_per_s: 1000000 }"$'\n' ;;
+      shadow=*) keys+="    shadow: [{ name: cand, upstream: \"http://127.0.0.1:$B1\", sample: ${w#shadow=} }]"$'\n' ;;
       *) vars+=("$w") ;;
     esac
   done
-  cohort_config "$work/$cand_name.yaml" "$port" $((port + 1)) "$events" 30000 "$monitor"
+  cohort_config "$work/$cand_name.yaml" "$port" $((port + 1)) "$events" 30000 "$keys"
   (cd "$work" && RUST_LOG=warn exec env "${vars[@]}" "$binary" serve --config "$work/$cand_name.yaml" --workers "$workers") &
   cand_pid=$!
   pids+=($cand_pid)

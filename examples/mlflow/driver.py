@@ -3,11 +3,13 @@
 
 Run through run.sh, which makes the virtualenv. Steps:
 
-  1. train two iris classifiers with scikit-learn (RandomForest = control "rf",
-     LogisticRegression = challenger "lr") and save each with mlflow.sklearn.save_model
+  1. train three iris classifiers with scikit-learn (RandomForest = control "rf",
+     LogisticRegression = challenger "lr", a more regularized LogisticRegression = the
+     candidate "lr-v2") and save each with mlflow.sklearn.save_model
   2. serve each with `mlflow models serve --env-manager local` on a free loopback port
   3. start `cohort serve` in front of them: route /invocations, experiment iris-model,
-     50/50, sticky per x-user-id
+     rf and lr 50/50, sticky per x-user-id; lr-v2 a shadow that gets a copy of every call
+     and is never shown to a user
   4. simulate users: each is shown one flower (from the held-out test set) and sends 1-3
      scoring requests in MLflow's /invocations format through cohort
   5. the "business" reports conversions to cohort's admin API (rule below)
@@ -165,6 +167,8 @@ def train_and_save(models_dir, seed):
         # deliberately small models so that they differ a little on the held-out flowers
         "rf": RandomForestClassifier(n_estimators=20, max_depth=2, random_state=seed),
         "lr": LogisticRegression(max_iter=500),
+        # the candidate, qualified in shadow: cohort compares its answers with the served ones
+        "lr-v2": LogisticRegression(C=0.05, max_iter=500),
     }
     paths = {}
     for name, model in models.items():
@@ -217,6 +221,11 @@ experiments:
     variants:
       - {{ name: rf, weight: 50, upstream: "{upstreams['rf']}" }}
       - {{ name: lr, weight: 50, upstream: "{upstreams['lr']}" }}
+    shadow:
+      - name: lr-v2            # the candidate: a copy of each call, its answer compared, never shown
+        upstream: "{upstreams['lr-v2']}"
+        sample: 1.0            # every unit, for the example; 0.1 is the default
+        log_payloads: true     # disagreements keep both answers in the log (iris is not personal)
     monitor:
       sample: 1.0              # every call read, for the example; 0.05 is the default
       max_per_s: 2000
@@ -468,6 +477,12 @@ def main():
     switched = sum(1 for r in results if len(r["variants"]) > 1)
     log(f"{n_req} scoring requests in {dt:.1f}s ({n_req / dt:.0f}/s), {n_err} errors, "
         f"{switched} users saw more than one variant")
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
+        shadow = [l for l in r.read().decode().splitlines()
+                  if l.startswith("cohort_shadow_requests_total{") and not l.endswith(" 0")]
+    print("\nthe shadow lr-v2 on /metrics (cohort_shadow_requests_total, non-zero):")
+    for l in sorted(shadow):
+        print(f"  {l}")
 
     print("\nclient side (what the simulated users saw):")
     print(f"  {'variant':8} {'users':>6} {'requests':>9} {'correct':>8} {'converted':>10} {'rate':>7}")

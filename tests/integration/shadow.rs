@@ -38,6 +38,8 @@ enum Model {
     Garbage,
     /// Reads the request and never answers.
     Hangs,
+    /// Server-sent events: `data: <the text>`.
+    Events(&'static str),
 }
 
 /// What a model received: (x-user-id, x-cohort-shadow, Host, body).
@@ -100,11 +102,16 @@ async fn model(kind: Model) -> (SocketAddr, Seen) {
                             Model::Fails => (500, r#"{"error": "boom"}"#.to_owned()),
                             Model::Garbage => (200, "not json {".to_owned()),
                             Model::Hangs => std::future::pending().await,
+                            Model::Events(text) => (200, format!("data: {text}\n\n")),
                         };
                         let mut resp = Response::new(Full::new(Bytes::from(answer)));
                         *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+                        let ct = match kind {
+                            Model::Events(_) => "text/event-stream",
+                            _ => "application/json",
+                        };
                         resp.headers_mut()
-                            .insert("content-type", "application/json".parse().unwrap());
+                            .insert("content-type", ct.parse().unwrap());
                         Ok::<_, Infallible>(resp)
                     }
                 });
@@ -371,8 +378,10 @@ async fn units_are_shadowed_by_their_hash_in_every_variant_and_every_time() {
     let (cand, seen) = model(Model::Primary).await;
     let s = serve(
         p,
+        // Room for every copy: on a loaded machine the shadow thread, at a lower priority
+        // than the serving threads, may fall behind the requests.
         &[format!(
-            "{{ name: cand, upstream: \"http://{cand}\", sample: 0.3 }}"
+            "{{ name: cand, upstream: \"http://{cand}\", sample: 0.3, max_inflight: 1000 }}"
         )],
     );
     let units: Vec<String> = (0..400).map(|i| format!("user-{i}")).collect();
@@ -425,7 +434,8 @@ async fn agreement_and_differences_equal_what_the_two_models_answer() {
     let (cand, _) = model(Model::Candidate).await;
     let mut s = serve(
         p,
-        &[format!("{{ name: cand, upstream: \"http://{cand}\", sample: 1.0, log_payloads: true, max_diff_events_per_s: 1000 }}")],
+        // Room for every copy (see above), and every disagreement's answers logged.
+        &[format!("{{ name: cand, upstream: \"http://{cand}\", sample: 1.0, max_inflight: 1000, log_payloads: true, max_diff_events_per_s: 1000 }}")],
     );
     const N: i64 = 300;
     let mut sent = BTreeMap::new();
@@ -674,4 +684,31 @@ async fn memory_stays_bounded_with_a_shadow_that_never_answers() {
         baseline >> 20,
         peak >> 20
     );
+}
+
+#[tokio::test]
+async fn streamed_answers_are_compared_on_status_and_latency_only() {
+    let (p, _) = model(Model::Events("served")).await;
+    let (cand, _) = model(Model::Events("something else")).await;
+    let (fails, _) = model(Model::Fails).await;
+    let mut s = serve(
+        p,
+        &[
+            format!("{{ name: cand, upstream: \"http://{cand}\", sample: 1.0 }}"),
+            format!("{{ name: fails, upstream: \"http://{fails}\", sample: 1.0 }}"),
+        ],
+    );
+    for i in 0..20 {
+        let got = post(s.proxy, Some(&format!("u{i}")), call_body(i)).await;
+        assert_eq!(got.body, Bytes::from_static(b"data: served\n\n"));
+    }
+    let agree = BTreeMap::from([("agree".to_owned(), 20)]);
+    assert_eq!(settled(s.admin, "cand", 20).await, agree);
+    let disagree = BTreeMap::from([("disagree".to_owned(), 20)]);
+    assert_eq!(settled(s.admin, "fails", 20).await, disagree);
+    assert_eq!(s.cohort.terminate(), Some(0));
+    for l in shadow_lines(s.dir.path()) {
+        assert_eq!(l["compared"], "status", "{l}");
+        assert!(l.get("elements").is_none(), "{l}");
+    }
 }

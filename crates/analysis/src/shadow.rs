@@ -297,7 +297,7 @@ mod tests {
         assert!(s.add(&line("r1/cand", "a", "agree", Some(0.0), 1.0)));
         assert!(s.add(&line("r2/cand", "a", "disagree", Some(0.5), 3.0)));
         assert!(s.add(&line("r3/cand", "b", "agree", Some(0.0), 1.0)));
-        let timeout = br#"{"type":"shadow","event_id":"r4/cand","experiment":"e","variant":"a","shadow":"cand","result":"timeout"}"#;
+        let timeout = br#"{"type":"shadow","event_id":"r4/cand","experiment":"e","variant":"a","shadow":"cand","phase":"e","result":"timeout"}"#;
         assert!(s.add(timeout));
         assert!(!s.add(br#"{"type":"monitor","experiment":"e"}"#));
         let r = s.report("e", Some("e")).unwrap();

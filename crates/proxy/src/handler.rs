@@ -203,7 +203,10 @@ impl Proxy {
             .map_err(|err| err.into_response(ex.grpc));
         // The served answer goes to the shadows as the client gets it.
         let shadow = ex.shadow.take().and_then(|call| match &resp {
-            Ok(r) => Some(call.answer_tap(r.status().as_u16(), r.headers(), ex.start.elapsed())),
+            Ok(r) => {
+                let head = ex.head.unwrap_or_else(|| ex.start.elapsed());
+                Some(call.answer_tap(r.status().as_u16(), r.headers(), head))
+            }
             Err(_) => {
                 call.no_answer();
                 None

@@ -436,10 +436,63 @@ pub fn shadow_line(s: &ShadowReport) -> String {
     line
 }
 
+/// A difference, short: `0`, `0.25`, `1e-9`.
+fn short(x: f64) -> String {
+    if x == 0.0 {
+        "0".to_owned()
+    } else if x.abs() < 1e-3 || x.abs() >= 1e6 {
+        format!("{x:.1e}")
+    } else {
+        let s = format!("{x:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+/// Per shadow and variant served, for a terminal: two lines each, within 100 columns.
+fn shadow_text(s: &ShadowReport) -> String {
+    let mut out = String::new();
+    for r in &s.shadows {
+        let agree = r.agreement.map_or("no answer compared".to_owned(), |a| {
+            format!("{} agreed ({}–{})", pct(a.rate), pct(a.low), pct(a.high))
+        });
+        let elements = r.element_agreement.map_or(String::new(), |e| {
+            format!(", elements {} of {}", pct(e), r.elements)
+        });
+        let _ = writeln!(
+            out,
+            "{} vs {}: {} compared, {agree}{elements}",
+            r.shadow, r.variant, r.compared
+        );
+        let mut second = Vec::new();
+        if let Some(d) = r.abs_diff {
+            second.push(format!(
+                "|diff| p50 {} p99 {} max {}",
+                short(d.p50),
+                short(d.p99),
+                short(d.max)
+            ));
+        }
+        if let (Some(p), Some(sh)) = (r.primary_latency_ms, r.shadow_latency_ms) {
+            second.push(format!(
+                "p50 {:.1} → {:.1} ms, p99 {:.1} → {:.1} ms (served → shadow)",
+                p.p50, sh.p50, p.p99, sh.p99
+            ));
+        }
+        second.push(format!(
+            "{} of {} failed ({} timed out)",
+            r.errors + r.timeouts,
+            r.sent,
+            r.timeouts
+        ));
+        for line in wrap(&second.join("; "), 98) {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    out
+}
+
 /// Per shadow and variant served: agreement, differences, latency, failures.
 pub(crate) fn shadow_rows(s: &ShadowReport) -> Vec<[String; 9]> {
-    let g = |x: f64| format!("{x:.3}");
-    let num = |x: f64| format!("{x:.3}");
     let ms = |x: f64| format!("{x:.1}");
     let pair = |a: Option<f64>, b: Option<f64>, f: &dyn Fn(f64) -> String| {
         format!("{} / {}", a.map_or("—".into(), f), b.map_or("—".into(), f))
@@ -459,7 +512,7 @@ pub(crate) fn shadow_rows(s: &ShadowReport) -> Vec<[String; 9]> {
                     format!("{} of {}", pct(e), r.elements)
                 }),
                 r.abs_diff.map_or("—".to_owned(), |d| {
-                    format!("{} / {} / {}", g(d.p50), g(d.p99), num(d.max))
+                    format!("{} / {} / {}", short(d.p50), short(d.p99), short(d.max))
                 }),
                 pair(pl.map(|l| l.p50), sl.map(|l| l.p50), &ms),
                 pair(pl.map(|l| l.p99), sl.map(|l| l.p99), &ms),
@@ -532,7 +585,7 @@ pub fn text(r: &Report) -> String {
             let _ = writeln!(out, "{line}");
         }
         out.push('\n');
-        out.push_str(&table(&SHADOW_HEAD.map(str::to_owned), &shadow_rows(s)));
+        out.push_str(&shadow_text(s));
         out.push('\n');
     }
     if !r.notes.is_empty() {

@@ -206,6 +206,27 @@ pub(super) fn fleet_logs(root: &Path) -> Vec<PathBuf> {
         monitor(&mut logs, r, "iris-new", 81, psi + 0.01);
     }
     monitor(&mut logs, 2, "iris-old", 81, 0.9);
+    // Shadow traffic: replicas 0 and 1 each compared 10 copies (a third of them
+    // disagreeing), replica 2 one of the old phase.
+    let shadow = |logs: &mut Vec<String>, r: usize, k: usize, phase: &str| {
+        let t = from_nanos(START + (82 * HOUR) + k as i64 * 1_000_000_000);
+        let (variant, agree) = (["rf", "lr"][k % 2], !k.is_multiple_of(3));
+        let _ = writeln!(
+            logs[r],
+            "{{\"type\":\"shadow\",\"v\":1,\"ts\":\"{t}\",\"event_id\":\"req-{r}-{k}/cand\",\"experiment\":\"iris-model\",\"variant\":\"{variant}\",\"shadow\":\"cand\",\"phase\":\"{phase}\",\"unit\":\"u{k}\",\"request_id\":\"req-{r}-{k}\",\"result\":\"{}\",\"agree\":{agree},\"compared\":\"predictions\",\"elements\":2,\"elements_agreed\":{},\"max_abs_diff\":{},\"primary_status\":200,\"shadow_status\":200,\"primary_ms\":{},\"shadow_ms\":{}}}",
+            if agree { "agree" } else { "disagree" },
+            if agree { 2 } else { 1 },
+            k as f64 / 10.0,
+            1.0 + r as f64,
+            2.0 + k as f64,
+        );
+    };
+    for r in 0..2 {
+        for k in 0..10 {
+            shadow(&mut logs, r, k, "iris-new");
+        }
+    }
+    shadow(&mut logs, 2, 0, "iris-old");
     for (d, log) in dirs.iter().zip(&logs) {
         std::fs::write(d.join("events-20261101T000000Z-000001.jsonl"), log).unwrap();
     }
@@ -415,6 +436,28 @@ async fn fleet_report_equals_directories(url: &str, db: &str) {
     assert_eq!(m["windows"], 2, "{m}");
     assert_eq!(m["columns"][0]["psi"], 0.32, "{m}");
     assert_eq!(m["columns"][0]["max_psi"], 0.32, "{m}");
+    // The shadow section too (replica 0's lines were shipped twice, and count once).
+    let rows = report["shadow"]["shadows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in rows {
+        // Each variant has k of one parity on both replicas: 10 copies, a third disagreeing.
+        let ks: Vec<usize> = (0..10)
+            .filter(|k| ["rf", "lr"][k % 2] == row["variant"])
+            .collect();
+        let agreed = 2 * ks.iter().filter(|k| !k.is_multiple_of(3)).count();
+        assert_eq!(
+            (row["sent"].as_u64(), row["compared"].as_u64()),
+            (Some(10), Some(10)),
+            "{row}"
+        );
+        assert_eq!(row["agreed"].as_u64(), Some(agreed as u64), "{row}");
+        assert_eq!(row["elements"].as_u64(), Some(20), "{row}");
+        assert_eq!(
+            row["abs_diff"]["max"].as_f64(),
+            Some(*ks.last().unwrap() as f64 / 10.0),
+            "{row}"
+        );
+    }
     let mut want: Vec<(String, u64, u64)> = report["variants"]
         .as_array()
         .unwrap()

@@ -7,7 +7,7 @@
 //! and is counted with the reason.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Uri};
@@ -261,7 +261,6 @@ impl Call {
                 body: body.clone(),
                 primary: rx,
                 meta: self.meta.clone(),
-                queued: Instant::now(),
             });
         }
     }

@@ -45,8 +45,6 @@ pub struct Job {
     pub body: Vec<Bytes>,
     pub primary: oneshot::Receiver<Arc<Primary>>,
     pub meta: Arc<Meta>,
-    /// When the job was handed over (the shadow's latency is counted from there).
-    pub queued: Instant,
 }
 
 /// The thread's inbox.
@@ -221,7 +219,7 @@ async fn call(job: &Job, clients: &Clients) -> Called {
     let Ok(resp) = client.request(req).await else {
         return Called::Failed;
     };
-    let head = sent.elapsed() + sent.saturating_duration_since(job.queued);
+    let head = sent.elapsed();
     let (parts, mut body) = resp.into_parts();
     let max = shadow.config.max_body_bytes;
     let mut bytes = BytesMut::new();
