@@ -328,3 +328,84 @@ async fn cohorts_own_errors_are_grpc_statuses() {
     assert_eq!(out.code, Code::Unavailable, "{out:?}");
     assert!(out.message.contains("protocol: h2c"), "{out:?}");
 }
+
+/// An h2c server that answers every call with a trailers-only UNAVAILABLE.
+async fn unavailable() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req: http::Request<Incoming>| async {
+                    let resp = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .header("grpc-status", "14")
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap();
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// gRPC copied to shadows is compared on status only: the gRPC status from the trailers
+/// (or a trailers-only head), whatever the messages say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadows_of_grpc_calls_are_compared_on_the_grpc_status() {
+    let rf = Server::start("rf").await;
+    let cand = Server::start("cand").await;
+    let down = unavailable().await;
+    let yaml = format!(
+        "routes:\n  - {{ name: grpc, match: {{ path_prefix: /cohort.test.Echo }}, experiment: e }}\nexperiments:\n  - name: e\n    control: rf\n    variants:\n      - {{ name: rf, weight: 1, upstream: \"http://{}\", protocol: h2c }}\n    shadow:\n      - {{ name: cand, upstream: \"http://{}\", protocol: h2c, sample: 1.0 }}\n      - {{ name: down, upstream: \"http://{down}\", protocol: h2c, sample: 1.0 }}\n",
+        rf.addr, cand.addr
+    );
+    let (proxy, p) = common::net::start_proxy_with(routes(&yaml)).await;
+    for (method, request, code) in [
+        ("Say", "hi", Code::Ok),
+        ("Fail", "x", Code::InvalidArgument),
+        ("Count", "3", Code::Ok),
+    ] {
+        for i in 0..3 {
+            let out = call(proxy, method, request, &format!("u{i}")).await;
+            assert_eq!(out.code, code, "{method}: {out:?}");
+            if method == "Say" {
+                assert_eq!(out.replies, ["rf: hi"]);
+            }
+        }
+    }
+    let series = |shadow: &str, result: &str| {
+        let want = format!(
+            "cohort_shadow_requests_total{{experiment=\"e\",result=\"{result}\",shadow=\"{shadow}\"}} "
+        );
+        p.metrics()
+            .render()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&want)
+                    .map(|v| v.trim().parse::<u64>().unwrap())
+            })
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while series("cand", "agree") + series("down", "disagree") < 18 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            p.metrics().render()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (series("cand", "agree"), series("cand", "disagree")),
+        (9, 0)
+    );
+    assert_eq!(
+        (series("down", "disagree"), series("down", "agree")),
+        (9, 0)
+    );
+}

@@ -181,22 +181,34 @@ impl Call {
     }
 
     /// The served answer's head is known (`head`: arrival to head): the tap that copies
-    /// its body and hands the answer over at its end.
+    /// its body and hands the answer over at its end. A streamed answer is compared on
+    /// status only, so its body is not copied: a gRPC answer is handed over at its end
+    /// (its status is in the trailers), server-sent events and NDJSON at once.
     pub fn answer_tap(
         self: &Arc<Self>,
         status: u16,
         headers: &HeaderMap,
         head: Duration,
     ) -> AnswerCopy {
+        let answered = Answered {
+            status,
+            grpc_status: grpc_status(headers),
+            headers: headers.clone(),
+            head,
+            body: Vec::new(),
+        };
+        let stream = streamed(self.meta.grpc, headers);
+        let answered = match stream {
+            Some(Stream::Events) => {
+                self.answered(Primary::Answered(answered));
+                None
+            }
+            _ => Some(answered),
+        };
         AnswerCopy {
             call: self.clone(),
-            answered: Some(Answered {
-                status,
-                grpc_status: grpc_status(headers),
-                headers: headers.clone(),
-                head,
-                body: Vec::new(),
-            }),
+            answered,
+            keep: stream.is_none(),
             copy: Copy::default(),
         }
     }
@@ -276,8 +288,33 @@ impl Drop for Call {
     }
 }
 
+/// A streamed answer, compared on status and latency only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    /// gRPC: its status comes in the trailers.
+    Grpc,
+    /// Server-sent events or NDJSON: the status is in the head.
+    Events,
+}
+
+/// Whether an answer (of a gRPC request when `grpc`) is streamed, from its head.
+pub(crate) fn streamed(grpc: bool, h: &HeaderMap) -> Option<Stream> {
+    let ct = h
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if grpc || ct.starts_with("application/grpc") {
+        Some(Stream::Grpc)
+    } else if ct.starts_with("text/event-stream") || ct.starts_with("application/x-ndjson") {
+        Some(Stream::Events)
+    } else {
+        None
+    }
+}
+
 /// `grpc-status` from a head (a trailers-only answer) or trailers.
-fn grpc_status(h: &HeaderMap) -> Option<u32> {
+pub(crate) fn grpc_status(h: &HeaderMap) -> Option<u32> {
     h.get("grpc-status")
         .and_then(|v: &HeaderValue| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
@@ -341,12 +378,14 @@ impl Tap for RequestCopy {
 pub struct AnswerCopy {
     call: Arc<Call>,
     answered: Option<Answered>,
+    /// Whether the body is copied (not for a streamed answer).
+    keep: bool,
     copy: Copy,
 }
 
 impl Tap for AnswerCopy {
     fn data(&mut self, chunk: &Bytes) {
-        if self.answered.is_some() && !self.copy.keep(chunk, self.call.limit) {
+        if self.keep && self.answered.is_some() && !self.copy.keep(chunk, self.call.limit) {
             self.answered = None;
             self.call.answered(Primary::TooLarge);
         }

@@ -18,7 +18,7 @@ use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::copy::{Answered, Meta, Primary};
+use super::copy::{grpc_status, streamed, Answered, Meta, Primary, Stream};
 use super::lane::{Lane, Permit, ShadowResult};
 use crate::body::BoxError;
 use crate::upstream::{Clients, HttpClient};
@@ -153,13 +153,13 @@ async fn run(mut job: Job, clients: &Clients) -> Option<Vec<u8>> {
         &Answer {
             status: served.status,
             grpc_status: served.grpc_status,
-            streamed: job.meta.grpc || streamed(&served.headers),
+            streamed: streamed(job.meta.grpc, &served.headers).is_some(),
             body: &p_body,
         },
         &Answer {
             status: answer.status,
             grpc_status: answer.grpc_status,
-            streamed: job.meta.grpc || streamed(&answer.headers),
+            streamed: streamed(job.meta.grpc, &answer.headers).is_some(),
             body: &s_body,
         },
         shadow.config.compare.pointer.as_deref(),
@@ -223,45 +223,36 @@ async fn call(job: &Job, clients: &Clients) -> Called {
     let (parts, mut body) = resp.into_parts();
     let max = shadow.config.max_body_bytes;
     let mut bytes = BytesMut::new();
-    let mut grpc_status = status_of(&parts.headers);
-    while let Some(frame) = body.frame().await {
+    let mut status = grpc_status(&parts.headers);
+    // A streamed answer is compared on status only: server-sent events at the head, gRPC
+    // once its trailers came; neither body is kept.
+    let stream = streamed(job.meta.grpc, &parts.headers);
+    while stream != Some(Stream::Events) {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
         let Ok(frame) = frame else {
             return Called::Failed;
         };
         if let Some(data) = frame.data_ref() {
+            if stream.is_some() {
+                continue;
+            }
             if bytes.len() + data.len() > max {
                 return Called::TooLarge;
             }
             bytes.extend_from_slice(data);
         } else if let Some(t) = frame.trailers_ref() {
-            grpc_status = status_of(t).or(grpc_status);
+            status = grpc_status(t).or(status);
         }
     }
     Called::Answer(ShadowAnswer {
         status: parts.status.as_u16(),
         headers: parts.headers,
-        grpc_status,
+        grpc_status: status,
         head,
         body: bytes.freeze(),
     })
-}
-
-fn status_of(h: &HeaderMap) -> Option<u32> {
-    h.get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// gRPC, server-sent events and NDJSON are compared on status and latency only.
-fn streamed(h: &HeaderMap) -> bool {
-    let ct = h
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    ct.starts_with("application/grpc")
-        || ct.starts_with("text/event-stream")
-        || ct.starts_with("application/x-ndjson")
 }
 
 fn concat(frames: &[Bytes]) -> Bytes {
