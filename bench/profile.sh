@@ -6,6 +6,7 @@
 #   bench/profile.sh              # cohort, event log on, 1 worker; top 25 symbols a thread
 #   TOP=40 EVENTS=off bench/profile.sh
 #   FLAME=bench/results bench/profile.sh   # and a flamegraph per thread, as SVG, there
+#   SHADOW=1.0 bench/profile.sh   # every user's calls copied to a shadow; its thread too
 #
 # Sampling is by the cpu-clock software event (these VMs expose no hardware counters), at
 # $FREQ Hz for $DURATION s, one `perf record -t TID` per thread, both at once. Percentages
@@ -22,6 +23,7 @@ FREQ=${FREQ:-4999}
 TOP=${TOP:-25}
 EVENTS=${EVENTS:-on}
 FLAME=${FLAME:-}
+SHADOW=${SHADOW:-}
 
 . bench/common.sh
 need_nginx_and_wrk
@@ -40,7 +42,9 @@ case $EVENTS in
   off) events="events: { enabled: false }" ;;
   *) echo "EVENTS is on or off" >&2; exit 2 ;;
 esac
-cohort_config "$work/cohort.yaml" $PORT $((PORT + 1)) "$events"
+keys=""
+[ -n "$SHADOW" ] && keys="    shadow: [{ name: cand, upstream: \"http://127.0.0.1:$B1\", sample: $SHADOW }]"
+cohort_config "$work/cohort.yaml" $PORT $((PORT + 1)) "$events" 30000 "$keys"
 "$ROOT/target/release/cohort" serve --config "$work/cohort.yaml" --workers 1 >"$work/cohort.log" 2>&1 &
 pids+=($!); COH_PID=$!
 wait_http $PORT /
@@ -52,6 +56,9 @@ writer=$(thread_id $COH_PID cohort-events)
 [ -n "$writer" ] && threads+=("writer:$writer")
 
 wrk -t1 -c64 -d3s -s "$work/users.lua" "http://127.0.0.1:$PORT/invocations" >/dev/null # warm up
+# The shadow thread starts with the first copy: found after the warm-up.
+shadow=$(thread_id $COH_PID cohort-shadow)
+[ -n "$shadow" ] && threads+=("shadow:$shadow")
 wrk -t1 -c64 -d"$((DURATION + 2))s" -s "$work/users.lua" "http://127.0.0.1:$PORT/invocations" >"$work/wrk.out" &
 load=$!
 sleep 1

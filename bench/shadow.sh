@@ -5,7 +5,7 @@
 # and 100% against no shadow are bench/ab.sh's, same run (see bench/README.md, "Shadow
 # traffic").
 #
-#   bench/shadow.sh                   # DURATION=5 ROUNDS=3
+#   bench/shadow.sh                   # DURATION=5 ROUNDS=3; COHORT=BINARY to skip the build
 #
 # Each round: wrk -t1 -c64 for DURATION s; the shadow thread's user + system ticks
 # (/proc/PID/task/TID/stat) before and after, divided by the copies it finished in between
@@ -20,13 +20,13 @@ CONNS=${CONNS:-64}
 
 . bench/common.sh
 need_nginx_and_wrk
-cargo build --release --quiet --bin cohort
+[ -n "${COHORT:-}" ] || cargo build --release --quiet --bin cohort
 
 make_work
 start_backends
 write_users_lua
 PORT=18400
-start_candidate "shadow=target/release/cohort shadow=1.0" $PORT 1
+start_candidate "shadow=${COHORT:-target/release/cohort} shadow=1.0" $PORT 1
 pid=$cand_pid
 # The shadow thread starts with the first copy.
 curl -s -o /dev/null -H 'x-user-id: warm-up' -d '{"inputs": [[5.1, 3.5, 1.4, 0.2]]}' "http://127.0.0.1:$PORT/invocations"

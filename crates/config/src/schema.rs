@@ -387,8 +387,9 @@ pub struct ExperimentConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor: Option<MonitorConfig>,
     /// Candidate models that get a copy of a sample of this experiment's requests; their
-    /// answers are compared with the served ones and never reach a client.
-    #[serde(default)]
+    /// answers are compared with the served ones and never reach a client. Left out of the
+    /// effective config when empty, so that files without shadows keep their version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shadow: Vec<ShadowConfig>,
 }
 

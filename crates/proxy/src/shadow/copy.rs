@@ -225,8 +225,11 @@ impl Call {
             s.primary = Some(primary);
             return;
         }
-        for tx in s.dispatched.drain(..) {
-            let _ = tx.send(primary.clone());
+        let waiting = std::mem::take(&mut s.dispatched);
+        drop(s);
+        // Handed over on the shadow thread, where the copies wait: no wake-up from here.
+        if let (false, Some(runner)) = (waiting.is_empty(), self.shadows.runner()) {
+            runner.answer(waiting, primary);
         }
     }
 

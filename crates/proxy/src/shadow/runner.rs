@@ -3,8 +3,16 @@
 //!
 //! One thread with its own runtime and its own upstream clients (so its connection pools
 //! are apart from the serving threads'), at a lower CPU priority than the serving threads,
-//! as the event writer is: on a shared core the serving threads win. Jobs come over an
-//! unbounded channel whose length the shadows' in-flight permits bound.
+//! as the event writer is: on a shared core the serving threads win. Plain-HTTP/1.1
+//! shadows go through a lean pool of the thread's own ([`crate::pool`]), the others
+//! through the general client.
+//!
+//! Jobs and served answers come over one unbounded channel whose length the shadows'
+//! in-flight permits bound. The thread drains it and then lingers ([`LINGER`]) before
+//! draining again, never waiting in `recv` while there is work: a send to a receiver
+//! blocked in `recv` is a syscall and a context switch on the serving thread, per copy.
+//! The served answers are handed to the waiting copies here, on this thread, for the same
+//! reason.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -13,19 +21,25 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use crossbeam_channel::{Receiver, SendError, Sender, TryRecvError};
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::copy::{grpc_status, streamed, Answered, Meta, Primary, Stream};
 use super::lane::{Lane, Permit, ShadowResult};
-use crate::body::BoxError;
-use crate::upstream::{Clients, HttpClient};
+use crate::body::{Body, BoxError};
+use crate::pool::{H1Pool, UpstreamBody};
+use crate::upstream::Clients;
 use cohort_compare::{compare, Answer, How, Outcome, Tolerance};
 use cohort_config::schema::Protocol;
-use cohort_config::HostHeader;
+use cohort_config::{HostHeader, Shadow};
 use cohort_events::EventLog;
+use http::uri::Scheme;
+use http::Response;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 /// How much nicer the shadow thread is than the serving threads (the event writer's
 /// setting, for the same reason).
@@ -47,22 +61,40 @@ pub struct Job {
     pub meta: Arc<Meta>,
 }
 
+/// How long the thread lingers between drains while it has work: the latest a copy is
+/// sent after its request, and the most a served answer waits to be handed over.
+const LINGER: Duration = Duration::from_millis(1);
+/// How often an idle thread (no copy in flight) looks at its inbox.
+const IDLE_POLL: Duration = Duration::from_millis(20);
+
+/// What the thread receives.
+pub enum Msg {
+    Job(Box<Job>),
+    /// A served answer, for the copies waiting for it.
+    Answer(Vec<oneshot::Sender<Arc<Primary>>>, Arc<Primary>),
+}
+
 /// The thread's inbox.
 pub struct Handle {
-    tx: mpsc::UnboundedSender<Job>,
+    tx: Sender<Msg>,
 }
 
 impl Handle {
     pub fn send(&self, job: Job) {
-        if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
+        if let Err(SendError(Msg::Job(job))) = self.tx.send(Msg::Job(Box::new(job))) {
             job.lane.count(ShadowResult::Error);
         }
+    }
+
+    /// Hands a served answer to the copies in `waiting`.
+    pub fn answer(&self, waiting: Vec<oneshot::Sender<Arc<Primary>>>, primary: Arc<Primary>) {
+        let _ = self.tx.send(Msg::Answer(waiting, primary));
     }
 }
 
 /// Starts the shadow thread.
 pub fn start(log: Option<EventLog>) -> std::io::Result<Handle> {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = crossbeam_channel::unbounded();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -75,17 +107,84 @@ pub fn start(log: Option<EventLog>) -> std::io::Result<Handle> {
     Ok(Handle { tx })
 }
 
-async fn serve(mut rx: mpsc::UnboundedReceiver<Job>, log: Option<EventLog>) {
-    let clients = Arc::new(Clients::for_workers(1));
+async fn serve(rx: Receiver<Msg>, log: Option<EventLog>) {
+    let transport = Arc::new(Transport::default());
     let log = Arc::new(log);
-    while let Some(job) = rx.recv().await {
-        let (clients, log) = (clients.clone(), log.clone());
-        tokio::spawn(async move {
-            let line = run(job, &clients).await;
-            if let (Some(log), Some(line)) = (log.as_ref(), line) {
-                log.record_line(line);
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    loop {
+        let mut got = false;
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Job(job)) => {
+                    got = true;
+                    let (transport, log, n) = (transport.clone(), log.clone(), in_flight.clone());
+                    n.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(async move {
+                        let line = run(*job, &transport).await;
+                        if let (Some(log), Some(line)) = (log.as_ref(), line) {
+                            log.record_line(line);
+                        }
+                        n.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+                Ok(Msg::Answer(waiting, primary)) => {
+                    got = true;
+                    for tx in waiting {
+                        let _ = tx.send(primary.clone());
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
             }
-        });
+        }
+        let busy = got || in_flight.load(Ordering::Relaxed) > 0;
+        tokio::time::sleep(if busy { LINGER } else { IDLE_POLL }).await;
+    }
+}
+
+/// How copies go out: a lean pool per plain-HTTP/1.1 authority, the general client for
+/// the rest. Used by this thread only.
+#[derive(Default)]
+struct Transport {
+    clients: Clients,
+    pools: std::sync::Mutex<HashMap<(String, Duration), Arc<H1Pool>>>,
+}
+
+impl Transport {
+    /// Sends `req` to `shadow`.
+    async fn send(
+        &self,
+        shadow: &Shadow,
+        req: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, ()> {
+        if shadow.upstream.scheme == Scheme::HTTP && shadow.protocol == Protocol::Http1 {
+            let pool = {
+                let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+                pools
+                    .entry((
+                        shadow.upstream.authority.as_str().to_owned(),
+                        shadow.timeout,
+                    ))
+                    .or_insert_with(|| {
+                        Arc::new(H1Pool::new(
+                            shadow.upstream.authority.clone(),
+                            shadow.timeout,
+                        ))
+                    })
+                    .clone()
+            };
+            return pool
+                .send(req, None)
+                .await
+                .map(|r| r.map(UpstreamBody::Pooled))
+                .map_err(|_| ());
+        }
+        let client = self.clients.for_shadow(shadow).map_err(|_| ())?;
+        client
+            .request(req)
+            .await
+            .map(|r| r.map(UpstreamBody::General))
+            .map_err(|_| ())
     }
 }
 
@@ -105,10 +204,10 @@ enum Called {
 }
 
 /// Sends one copy and compares; the line to log, if any.
-async fn run(mut job: Job, clients: &Clients) -> Option<Vec<u8>> {
+async fn run(mut job: Job, transport: &Transport) -> Option<Vec<u8>> {
     let lane = job.lane.clone();
     let shadow = &lane.shadow;
-    let called = tokio::time::timeout(shadow.timeout, call(&job, clients)).await;
+    let called = tokio::time::timeout(shadow.timeout, call(&mut job, transport)).await;
     let answer = match called {
         Ok(Called::Answer(a)) => a,
         Ok(Called::TooLarge) => {
@@ -189,16 +288,13 @@ async fn run(mut job: Job, clients: &Clients) -> Option<Vec<u8>> {
 }
 
 /// Sends the copy and reads the answer, up to the shadow's limit.
-async fn call(job: &Job, clients: &Clients) -> Called {
-    let shadow = &job.lane.shadow;
-    let client: HttpClient = match clients.for_shadow(shadow) {
-        Ok(c) => c,
-        Err(_) => return Called::Failed,
-    };
-    let mut req = Request::new(Chunks(job.body.iter().cloned().collect()).boxed());
+async fn call(job: &mut Job, transport: &Transport) -> Called {
+    let lane = job.lane.clone();
+    let shadow = &lane.shadow;
+    let mut req = Request::new(Chunks(std::mem::take(&mut job.body).into()).boxed());
     *req.method_mut() = job.method.clone();
     *req.uri_mut() = job.uri.clone();
-    *req.headers_mut() = job.headers.clone();
+    *req.headers_mut() = std::mem::take(&mut job.headers);
     *req.version_mut() = match shadow.protocol {
         Protocol::Http1 => Version::HTTP_11,
         Protocol::H2c => Version::HTTP_2,
@@ -216,7 +312,7 @@ async fn call(job: &Job, clients: &Clients) -> Called {
     }
     h.insert(X_COHORT_SHADOW, HeaderValue::from_static("1"));
     let sent = Instant::now();
-    let Ok(resp) = client.request(req).await else {
+    let Ok(resp) = transport.send(shadow, req).await else {
         return Called::Failed;
     };
     let head = sent.elapsed();
