@@ -85,6 +85,16 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// `value` in `lo..=hi` (`unit`, e.g. " bytes", follows the bounds in the message).
+    fn between(&mut self, path: &str, value: usize, lo: usize, hi: usize, unit: &str) {
+        if !(lo..=hi).contains(&value) {
+            self.error(
+                path,
+                format!("must be between {lo} and {hi}{unit} (got {value})"),
+            );
+        }
+    }
+
     fn share_in(&mut self, path: &str, value: f64, lo: f64, hi: f64, lo_open: bool) {
         let ok = value.is_finite() && value <= hi && if lo_open { value > lo } else { value >= lo };
         if !ok {
@@ -647,25 +657,21 @@ fn check_shadows(c: &mut Checker<'_>, path: &str, e: &ExperimentConfig) -> Optio
         );
         c.share_in(&p("sample"), s.sample, 0.0, 1.0, true);
         c.positive(&p("max_inflight"), u64::from(s.max_inflight));
-        if !(1..=SHADOW_MAX_BODY_BYTES).contains(&s.max_body_bytes) {
-            c.error(
-                &p("max_body_bytes"),
-                format!(
-                    "must be between 1 and {SHADOW_MAX_BODY_BYTES} bytes (got {})",
-                    s.max_body_bytes
-                ),
-            );
-        }
+        c.between(
+            &p("max_body_bytes"),
+            s.max_body_bytes,
+            1,
+            SHADOW_MAX_BODY_BYTES,
+            " bytes",
+        );
         c.positive(&p("timeout_ms"), s.timeout_ms);
-        if !(1..=SHADOW_MAX_PAYLOAD_BYTES).contains(&s.payload_bytes) {
-            c.error(
-                &p("payload_bytes"),
-                format!(
-                    "must be between 1 and {SHADOW_MAX_PAYLOAD_BYTES} bytes (got {})",
-                    s.payload_bytes
-                ),
-            );
-        }
+        c.between(
+            &p("payload_bytes"),
+            s.payload_bytes,
+            1,
+            SHADOW_MAX_PAYLOAD_BYTES,
+            " bytes",
+        );
         c.positive(
             &p("max_diff_events_per_s"),
             u64::from(s.max_diff_events_per_s),
@@ -718,15 +724,13 @@ fn check_monitor(c: &mut Checker<'_>, path: &str, m: &MonitorConfig) -> Option<M
     let p = |k: &str| format!("{path}.monitor.{k}");
     c.share_in(&p("sample"), m.sample, 0.0, 1.0, true);
     c.positive(&p("max_per_s"), u64::from(m.max_per_s));
-    if !(1..=MONITOR_MAX_BODY_BYTES).contains(&m.max_body_bytes) {
-        c.error(
-            &p("max_body_bytes"),
-            format!(
-                "must be between 1 and {MONITOR_MAX_BODY_BYTES} bytes (got {})",
-                m.max_body_bytes
-            ),
-        );
-    }
+    c.between(
+        &p("max_body_bytes"),
+        m.max_body_bytes,
+        1,
+        MONITOR_MAX_BODY_BYTES,
+        " bytes",
+    );
     if m.window_s < 60 {
         c.error(
             &p("window_s"),
@@ -737,15 +741,7 @@ fn check_monitor(c: &mut Checker<'_>, path: &str, m: &MonitorConfig) -> Option<M
         );
     }
     c.positive(&p("min_rows"), m.min_rows);
-    if !(16..=MONITOR_MAX_KS_ROWS).contains(&m.ks_rows) {
-        c.error(
-            &p("ks_rows"),
-            format!(
-                "must be between 16 and {MONITOR_MAX_KS_ROWS} (got {})",
-                m.ks_rows
-            ),
-        );
-    }
+    c.between(&p("ks_rows"), m.ks_rows, 16, MONITOR_MAX_KS_ROWS, "");
     if m.reference_rows < 10 {
         c.error(
             &p("reference_rows"),
