@@ -21,6 +21,9 @@ impl PerSecond {
 
     /// Takes one of `now`'s second, if any is left.
     pub fn take(&self, now: SystemTime) -> bool {
+        if self.limit == 0 {
+            return false;
+        }
         let second = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() & 0xFFFF_FFFF);
