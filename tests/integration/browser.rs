@@ -1,6 +1,7 @@
 //! The HTML pages in a real browser (headless Chromium from Debian's packages): the admin
 //! index and a live report of a 10-day log with a ramp load without a console message,
-//! and the report renders at 1280 px. The screenshot is left in the target directory
+//! and the report renders at 1280 px; a report with a shadow traffic section loads and
+//! shows its rows. The screenshot is left in the target directory
 //! (`report.png` under `CARGO_TARGET_TMPDIR`); docs/report.png is a copy of one.
 
 use crate::common;
@@ -106,4 +107,58 @@ async fn the_live_pages_render_in_a_browser_without_console_messages() {
     // A page that rendered is mostly not blank: its PNG is well above an empty one's size.
     assert!(std::fs::metadata(&shot).unwrap().len() > 40_000);
     assert_eq!(cohort.terminate(), Some(0));
+}
+
+/// A report with a shadow section, written by `cohort report --format html`, loads in the
+/// browser without a console message and shows the section's rows.
+#[test]
+fn a_report_with_shadow_traffic_renders_in_a_browser() {
+    use std::fmt::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = String::new();
+    for i in 0..40 {
+        let (variant, agree) = (["a", "b"][i % 2], i % 5 != 0);
+        let ts = format!("2026-11-25T00:00:{:02}Z", i);
+        let _ = writeln!(
+            log,
+            "{{\"type\":\"exposure\",\"ts\":\"{ts}\",\"experiment\":\"e\",\"unit\":\"u{i}\",\"variant\":\"{variant}\",\"request_id\":\"r{i}\"}}"
+        );
+        let _ = writeln!(
+            log,
+            "{{\"type\":\"shadow\",\"v\":1,\"ts\":\"{ts}\",\"event_id\":\"r{i}/cand\",\"experiment\":\"e\",\"variant\":\"{variant}\",\"shadow\":\"cand\",\"unit\":\"u{i}\",\"request_id\":\"r{i}\",\"result\":\"{}\",\"agree\":{agree},\"compared\":\"predictions\",\"elements\":3,\"elements_agreed\":{},\"max_abs_diff\":{},\"primary_status\":200,\"shadow_status\":200,\"primary_ms\":3.5,\"shadow_ms\":4.5}}",
+            if agree { "agree" } else { "disagree" },
+            if agree { 3 } else { 2 },
+            if agree { 0.0 } else { 0.25 },
+        );
+    }
+    std::fs::write(dir.path().join("events-1.jsonl"), log).unwrap();
+    let page = dir.path().join("report.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["report", "--events"])
+        .arg(dir.path())
+        .args([
+            "--control",
+            "a",
+            "--experiment",
+            "e",
+            "--format",
+            "html",
+            "--out",
+        ])
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = chromium(&format!("file://{}", page.display()), &["--dump-dom"]);
+    assert_eq!(console_lines(&shown), Vec::<String>::new());
+    let dom = String::from_utf8_lossy(&shown.stdout);
+    assert!(dom.contains("<h3>Shadow traffic</h3>"), "{dom}");
+    assert!(dom.contains("shadow traffic: 40 answers compared"), "{dom}");
+    // Both rows: cand against a and against b, each with 16 of 20 agreeing.
+    assert_eq!(dom.matches("<td>cand</td>").count(), 2, "{dom}");
+    assert_eq!(dom.matches("<td>80.00% (").count(), 2, "{dom}");
 }
