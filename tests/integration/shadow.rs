@@ -712,3 +712,43 @@ async fn streamed_answers_are_compared_on_status_and_latency_only() {
         assert!(l.get("elements").is_none(), "{l}");
     }
 }
+
+#[tokio::test]
+async fn a_shadow_added_and_removed_by_a_reload_starts_and_stops_copying() {
+    let (p, _) = model(Model::Primary).await;
+    let (cand, seen) = model(Model::Primary).await;
+    let s = serve(p, &[]);
+    let config = s.dir.path().join("routes.yaml");
+    let without = std::fs::read_to_string(&config).unwrap();
+    let with = format!(
+        "{without}\x20   shadow:\n\x20     - {{ name: cand, upstream: \"http://{cand}\", sample: 1.0 }}\n"
+    );
+    // The file watcher may have applied the edit already: then the call finds it
+    // unchanged, which is as good.
+    let reload = || async {
+        let (status, body) = admin_call(s.admin, "POST", "/v1/reload", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            matches!(body["result"].as_str(), Some("applied" | "unchanged")),
+            "{body}"
+        );
+    };
+    for i in 0..5 {
+        post(s.proxy, Some(&format!("u{i}")), call_body(i)).await;
+    }
+    std::fs::write(&config, &with).unwrap();
+    reload().await;
+    for i in 0..20 {
+        post(s.proxy, Some(&format!("u{i}")), call_body(i)).await;
+    }
+    let r = settled(s.admin, "cand", 20).await;
+    assert_eq!(r, BTreeMap::from([("agree".to_owned(), 20)]));
+    std::fs::write(&config, &without).unwrap();
+    reload().await;
+    for i in 0..10 {
+        post(s.proxy, Some(&format!("u{i}")), call_body(i)).await;
+    }
+    // Only the 20 requests served while the shadow was configured were copied.
+    assert_eq!(seen.lock().unwrap().len(), 20);
+    assert_eq!(results(s.admin, "cand").await, r);
+}
