@@ -232,17 +232,17 @@ impl EventLog {
         }
     }
 
-    /// Records an event without ever waiting; a full channel drops (and counts) it.
-    #[inline]
-    /// Writes `line` (one JSON object of another type, e.g. `"type": "monitor"`, without a
-    /// newline) to the log; like [`EventLog::record`] it never waits, and a full channel
-    /// drops it (counted).
+    /// Writes `line` (one JSON object of another type, e.g. `"type": "monitor"` or
+    /// `"type": "shadow"`, without a newline) to the log; like [`EventLog::record`] it never
+    /// waits, and a full channel drops it (counted).
     pub fn record_line(&self, line: Vec<u8>) {
         if self.tx.try_send(Msg::Line(line)).is_err() {
             self.dropped.inc();
         }
     }
 
+    /// Records an event without ever waiting; a full channel drops (and counts) it.
+    #[inline]
     pub fn record(&self, event: Event) {
         match self.tx.try_send(Msg::Event(Box::new(event))) {
             Ok(()) => {}
