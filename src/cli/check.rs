@@ -220,6 +220,13 @@ pub fn plan_json(r: &Routes) -> Value {
                 "lanes": if e.lanes_declared { "declared" } else { "default" },
                 "bucket_space": BUCKETS,
                 "variants": variants,
+                "shadows": e.shadows.iter().map(|sh| json!({
+                    "name": sh.name,
+                    "sample": sh.config.sample,
+                    "max_inflight": sh.config.max_inflight,
+                    "upstream": sh.upstream.url,
+                    "protocol": sh.protocol,
+                })).collect::<Vec<_>>(),
                 "rollout": e.rollout.as_ref().map(|ro| json!({
                     "id": ro.id,
                     "treatment": e.variants[ro.treatment].name,
@@ -329,6 +336,16 @@ pub fn plan_text(r: &Routes) -> String {
                     runs
                 },
                 v.upstream.url
+            );
+        }
+        for sh in &e.shadows {
+            let _ = writeln!(
+                s,
+                "  shadow {:<7} copies {} of units (at most {} in flight), never answers  {}",
+                sh.name,
+                pct(sh.config.sample),
+                sh.config.max_inflight,
+                sh.upstream.url
             );
         }
     }

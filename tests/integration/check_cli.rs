@@ -677,3 +677,41 @@ fn check_against_with_a_state_shows_what_an_edit_to_a_running_rollout_moves() {
     assert!(!text.contains("lr → rf"), "{text}");
     assert!(text.contains("note: experiment e has a rollout"), "{text}");
 }
+
+#[test]
+fn the_plan_names_each_shadow_with_its_sample_and_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(
+        &file,
+        "routes: [{name: r, match: {path_prefix: /}, experiment: e}]\n\
+         experiments:\n\
+         \x20 - name: e\n\
+         \x20   control: a\n\
+         \x20   variants: [{name: a, weight: 1, upstream: \"http://127.0.0.1:1\"}]\n\
+         \x20   shadow: [{name: cand, upstream: \"http://127.0.0.1:2\", sample: 0.25, max_inflight: 8}]\n",
+    )
+    .unwrap();
+    let plan = json(&run(&["check", file.to_str().unwrap(), "--format", "json"]));
+    let shadow = &plan["experiments"][0]["shadows"][0];
+    assert_eq!(
+        (
+            &shadow["name"],
+            &shadow["sample"],
+            &shadow["max_inflight"],
+            &shadow["upstream"]
+        ),
+        (
+            &Value::from("cand"),
+            &Value::from(0.25),
+            &Value::from(8),
+            &Value::from("http://127.0.0.1:2")
+        )
+    );
+    let text = run(&["check", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("shadow cand    copies 25.000% of units (at most 8 in flight), never answers  http://127.0.0.1:2"),
+        "{text}"
+    );
+}
