@@ -13,6 +13,7 @@
 //! Memory: one entry per distinct unit (a 128-bit hash of its id, its variant index, a
 //! converted flag) in a hash map, whatever the id's length; measured in the README.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -69,17 +70,18 @@ struct ExperimentState {
     units: HashMap<u128, (u32, bool), foldhash::fast::RandomState>,
 }
 
-impl ExperimentState {
-    fn variant_index(&mut self, name: &str) -> u32 {
-        match self.variant_names.iter().position(|v| v == name) {
-            Some(i) => i as u32,
-            None => {
-                self.variant_names.push(name.to_owned());
-                (self.variant_names.len() - 1) as u32
-            }
+/// The index of `name` in `names`, added at the end when new.
+fn variant_index(names: &mut Vec<String>, name: &str) -> u32 {
+    match names.iter().position(|v| v == name) {
+        Some(i) => i as u32,
+        None => {
+            names.push(name.to_owned());
+            (names.len() - 1) as u32
         }
     }
+}
 
+impl ExperimentState {
     fn variant(&mut self, name: &str) -> &mut VariantCounts {
         // Looked up before the entry API, which would allocate the key on every event.
         if self.counts.variants.contains_key(name) {
@@ -136,12 +138,19 @@ impl LiveCounts {
             };
             match e {
                 EventRef::Exposure(x) => {
-                    // A unit is counted where it was first exposed.
-                    let first = !(x.forced || x.unit_missing || st.units.contains_key(&key));
-                    if first {
-                        let idx = st.variant_index(x.variant);
-                        st.units.insert(key, (idx, false));
-                    }
+                    // A unit is counted where it was first exposed: one probe of the
+                    // unit map, which is what an event costs here (a cache miss).
+                    let first = !(x.forced || x.unit_missing)
+                        && match st.units.entry(key) {
+                            Entry::Vacant(slot) => {
+                                slot.insert((
+                                    variant_index(&mut st.variant_names, x.variant),
+                                    false,
+                                ));
+                                true
+                            }
+                            Entry::Occupied(_) => false,
+                        };
                     let v = st.variant(x.variant);
                     v.requests += 1;
                     v.units += u64::from(first);
@@ -154,16 +163,13 @@ impl LiveCounts {
                     }
                 }
                 EventRef::Conversion(c) => {
-                    let Some(&(idx, converted)) = st.units.get(&key) else {
+                    let Some(unit) = st.units.get_mut(&key) else {
                         st.counts.unattributed_conversions += 1;
                         continue;
                     };
+                    let (idx, converted) = *unit;
+                    unit.1 = true;
                     let name = st.variant_names[idx as usize].clone();
-                    if !converted {
-                        if let Some(u) = st.units.get_mut(&key) {
-                            u.1 = true;
-                        }
-                    }
                     let v = st.variant(&name);
                     v.conversions += 1;
                     v.value_sum += c.value.unwrap_or(1.0);
