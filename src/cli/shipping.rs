@@ -58,7 +58,7 @@ impl Shipping {
         let thread = std::thread::Builder::new()
             .name("cohort-shipper".into())
             .spawn(move || {
-                cohort_sys::lower_thread_priority(10);
+                cohort_sys::lower_thread_priority();
                 let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

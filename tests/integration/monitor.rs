@@ -4,58 +4,41 @@
 
 use crate::common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::net::client;
+use common::net::{client, serve_with};
 use common::process::{admin_call, admin_post, cohort_stdout, free_port, CohortProcess};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
 /// A model that scores each row of a `dataframe_split` body as x0 + x1; any other JSON
 /// gets `{"predictions": [0]}`, and a body that is not JSON a 400.
 pub(crate) async fn model() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    let (status, answer) = match serde_json::from_slice::<Value>(&body) {
-                        Ok(v) => {
-                            let rows = v["dataframe_split"]["data"].as_array().cloned();
-                            let scores: Vec<f64> = rows.map_or(vec![0.0], |rows| {
-                                rows.iter()
-                                    .map(|r| {
-                                        r[0].as_f64().unwrap_or(0.0) + r[1].as_f64().unwrap_or(0.0)
-                                    })
-                                    .collect()
-                            });
-                            (StatusCode::OK, json!({ "predictions": scores }))
-                        }
-                        Err(_) => (StatusCode::BAD_REQUEST, json!({"error": "not JSON"})),
-                    };
-                    let mut resp = Response::new(Full::new(Bytes::from(answer.to_string())));
-                    *resp.status_mut() = status;
-                    Ok::<_, Infallible>(resp)
+    serve_with(|req: Request<hyper::body::Incoming>| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let (status, answer) = match serde_json::from_slice::<Value>(&body) {
+            Ok(v) => {
+                let rows = v["dataframe_split"]["data"].as_array().cloned();
+                let scores: Vec<f64> = rows.map_or(vec![0.0], |rows| {
+                    rows.iter()
+                        .map(|r| r[0].as_f64().unwrap_or(0.0) + r[1].as_f64().unwrap_or(0.0))
+                        .collect()
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+                (StatusCode::OK, json!({ "predictions": scores }))
+            }
+            Err(_) => (StatusCode::BAD_REQUEST, json!({"error": "not JSON"})),
+        };
+        let mut resp = Response::new(Full::new(Bytes::from(answer.to_string())));
+        *resp.status_mut() = status;
+        resp
+    })
+    .await
 }
 
 struct Served {
@@ -69,30 +52,19 @@ type Deliveries = Arc<Mutex<Vec<(http::HeaderMap, Value, Bytes)>>>;
 
 /// A webhook receiver that keeps every POST (headers, JSON, bytes) and answers 200.
 async fn receiver() -> (SocketAddr, Deliveries) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let got: Deliveries = Arc::default();
     let seen = got.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let bytes = body.collect().await.unwrap().to_bytes();
-                        let json = serde_json::from_slice(&bytes).unwrap();
-                        seen.lock().unwrap().push((parts.headers, json, bytes));
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    let addr = serve_with(move |req: Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            let json = serde_json::from_slice(&bytes).unwrap();
+            seen.lock().unwrap().push((parts.headers, json, bytes));
+            Response::new(Full::new(Bytes::new()))
         }
-    });
+    })
+    .await;
     (addr, got)
 }
 

@@ -6,22 +6,18 @@
 use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::net::{client, dead_port};
+use common::net::{client, dead_port, serve_with};
 use common::process::{admin_call, free_port, CohortProcess};
 use futures_util::StreamExt;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
 /// How a fake model answers `{"x": i}`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,57 +66,45 @@ fn candidate(i: i64) -> Value {
 }
 
 async fn model(kind: Model) -> (SocketAddr, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen: Seen = Arc::default();
     let got = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let got = got.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let got = got.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.unwrap().to_bytes();
-                        let h =
-                            |n: &str| parts.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
-                        got.lock().unwrap().push((
-                            h("x-user-id").unwrap_or_default(),
-                            h("x-cohort-shadow"),
-                            h("host").unwrap_or_default(),
-                            body.clone(),
-                        ));
-                        let i = x_of(&body);
-                        let (status, answer) = match kind {
-                            Model::Primary => (200, primary(i).to_string()),
-                            Model::Candidate => (200, candidate(i).to_string()),
-                            Model::Slow => {
-                                tokio::time::sleep(Duration::from_secs(2)).await;
-                                (200, primary(i).to_string())
-                            }
-                            Model::Fails => (500, r#"{"error": "boom"}"#.to_owned()),
-                            Model::Garbage => (200, "not json {".to_owned()),
-                            Model::Hangs => std::future::pending().await,
-                            Model::Events(text) => (200, format!("data: {text}\n\n")),
-                        };
-                        let mut resp = Response::new(Full::new(Bytes::from(answer)));
-                        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
-                        let ct = match kind {
-                            Model::Events(_) => "text/event-stream",
-                            _ => "application/json",
-                        };
-                        resp.headers_mut()
-                            .insert("content-type", ct.parse().unwrap());
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    let addr = serve_with(move |req: Request<hyper::body::Incoming>| {
+        let got = got.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let h = |n: &str| parts.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
+            got.lock().unwrap().push((
+                h("x-user-id").unwrap_or_default(),
+                h("x-cohort-shadow"),
+                h("host").unwrap_or_default(),
+                body.clone(),
+            ));
+            let i = x_of(&body);
+            let (status, answer) = match kind {
+                Model::Primary => (200, primary(i).to_string()),
+                Model::Candidate => (200, candidate(i).to_string()),
+                Model::Slow => {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    (200, primary(i).to_string())
+                }
+                Model::Fails => (500, r#"{"error": "boom"}"#.to_owned()),
+                Model::Garbage => (200, "not json {".to_owned()),
+                Model::Hangs => std::future::pending().await,
+                Model::Events(text) => (200, format!("data: {text}\n\n")),
+            };
+            let content_type = match kind {
+                Model::Events(_) => "text/event-stream",
+                _ => "application/json",
+            };
+            let mut resp = Response::new(Full::new(Bytes::from(answer)));
+            *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+            resp.headers_mut()
+                .insert("content-type", content_type.parse().unwrap());
+            resp
         }
-    });
+    })
+    .await;
     (addr, seen)
 }
 

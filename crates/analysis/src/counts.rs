@@ -138,8 +138,8 @@ impl LiveCounts {
             };
             match e {
                 EventRef::Exposure(x) => {
-                    // A unit is counted where it was first exposed: one probe of the
-                    // unit map, which is what an event costs here (a cache miss).
+                    // A unit is counted where it was first exposed. One probe of the unit
+                    // map (the entry), not a lookup and then an insert.
                     let first = !(x.forced || x.unit_missing)
                         && match st.units.entry(key) {
                             Entry::Vacant(slot) => {

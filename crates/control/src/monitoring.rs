@@ -246,7 +246,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("cohort-monitor".into())
         .spawn(move || {
-            cohort_sys::lower_thread_priority(10);
+            cohort_sys::lower_thread_priority();
             run(
                 &captures,
                 &proxy,

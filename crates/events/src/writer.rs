@@ -364,19 +364,12 @@ pub fn start(sink: Box<dyn EventSink>, opts: WriterOptions) -> (EventLog, Writer
     let handle = std::thread::Builder::new()
         .name("cohort-events".into())
         .spawn(move || {
-            cohort_sys::lower_thread_priority(WRITER_NICE);
+            cohort_sys::lower_thread_priority();
             run(rx, sink, opts)
         })
         .unwrap_or_else(|e| panic!("cannot start the event writer thread: {e}"));
     (log, Writer { handle, tx })
 }
-
-/// How much nicer the writer thread is than the serving threads. The writer runs at lower
-/// priority so that serving threads win a shared core: at 10 it has about a tenth of a
-/// serving thread's CPU weight under Linux's scheduler (110 against 1024), still more than
-/// the few percent of a core the writer needs at saturation, and the channel absorbs
-/// seconds of backlog. bench/README.md has the measurements behind this.
-const WRITER_NICE: i32 = 10;
 
 const BATCH: usize = 4096;
 
@@ -665,9 +658,10 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn the_writer_thread_yields_to_the_request_path() {
-        use super::{start, EventSink, WriterOptions, WRITER_NICE};
+        use super::{start, EventSink, WriterOptions};
         use crate::schema::{Conversion, Event};
         use cohort_config::schema::FsyncMode;
+        use cohort_sys::BACKGROUND_NICE as WRITER_NICE;
         use prometheus::IntCounter;
         use std::sync::mpsc;
         use std::time::Duration;

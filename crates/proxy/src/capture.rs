@@ -13,12 +13,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
 use prometheus::IntCounterVec;
 
 use crate::budget::PerSecond;
-use crate::tap::{Ending, Tap};
+use crate::tap::{BoundedCopy, Ending, Tap};
 use cohort_config::schema::MonitorConfig;
 
 /// One captured call, as the monitor receives it.
@@ -215,8 +215,7 @@ enum Side {
 pub struct BodyCopy {
     slot: Arc<Slot>,
     side: Side,
-    buf: BytesMut,
-    over: bool,
+    copy: BoundedCopy,
 }
 
 impl BodyCopy {
@@ -224,28 +223,19 @@ impl BodyCopy {
         Self {
             slot,
             side,
-            buf: BytesMut::new(),
-            over: false,
+            copy: BoundedCopy::default(),
         }
     }
 }
 
 impl Tap for BodyCopy {
     fn data(&mut self, chunk: &Bytes) {
-        if self.over {
-            return;
-        }
-        if self.buf.len() + chunk.len() > self.slot.max {
-            self.over = true;
-            self.buf = BytesMut::new();
-        } else {
-            self.buf.extend_from_slice(chunk);
-        }
+        self.copy.keep(chunk, self.slot.max);
     }
 
     fn end(self, how: Ending) {
-        let copied = match (how, self.over) {
-            (Ending::Complete, false) => Ok(self.buf.freeze()),
+        let copied = match (how, self.copy.is_over()) {
+            (Ending::Complete, false) => Ok(self.copy.into_bytes()),
             (Ending::Complete, true) => Err(Skip::TooLarge),
             _ => Err(Skip::Incomplete),
         };

@@ -343,12 +343,19 @@ impl Metrics {
                 text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             }
         }
+        let histograms: Vec<&str> = [
+            &self.request_duration,
+            &self.shadow_abs_diff,
+            &self.shadow_latency,
+        ]
+        .iter()
+        .flat_map(|h| h.desc())
+        .map(|d| d.fq_name.as_str())
+        .collect();
         for c in self.collectors() {
             for desc in c.desc() {
                 if !families.iter().any(|f| f.name() == desc.fq_name) {
-                    let histogram = desc.fq_name.ends_with("_seconds")
-                        || desc.fq_name == "cohort_shadow_abs_diff";
-                    let kind = if histogram {
+                    let kind = if histograms.contains(&desc.fq_name.as_str()) {
                         "histogram"
                     } else if desc.fq_name.ends_with("_total") {
                         "counter"
@@ -561,6 +568,26 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("x_age_seconds{e=\"a\"} 2"), "{text}");
+    }
+
+    #[test]
+    fn own_families_are_declared_with_their_type_before_any_series() {
+        let text = Metrics::new().render();
+        for (name, kind) in [
+            ("cohort_shadow_abs_diff", "histogram"),
+            ("cohort_shadow_latency_seconds", "histogram"),
+            ("cohort_request_duration_seconds", "histogram"),
+            (
+                "cohort_config_last_reload_success_timestamp_seconds",
+                "gauge",
+            ),
+            ("cohort_shadow_requests_total", "counter"),
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name}: {text}"
+            );
+        }
     }
 
     #[test]

@@ -108,6 +108,60 @@ where
     }
 }
 
+/// A body's frames kept up to a limit, for the taps that copy a body: the frames are
+/// `Bytes` clones that share the body's buffers, never copies of its bytes.
+#[derive(Debug, Default)]
+pub struct BoundedCopy {
+    frames: Vec<Bytes>,
+    len: usize,
+    over: bool,
+}
+
+impl BoundedCopy {
+    /// Keeps `chunk`; false once the copy is longer than `limit` (what it held is let go).
+    pub fn keep(&mut self, chunk: &Bytes, limit: usize) -> bool {
+        if self.over {
+            return false;
+        }
+        self.len += chunk.len();
+        if self.len > limit {
+            self.over = true;
+            self.frames = Vec::new();
+            return false;
+        }
+        self.frames.push(chunk.clone());
+        true
+    }
+
+    /// Whether the body went past the limit.
+    pub fn is_over(&self) -> bool {
+        self.over
+    }
+
+    /// The frames kept, in order.
+    pub fn into_frames(self) -> Vec<Bytes> {
+        self.frames
+    }
+
+    /// The frames kept, as one buffer (no copy for a body of one frame).
+    pub fn into_bytes(self) -> Bytes {
+        concat(&self.frames)
+    }
+}
+
+/// `frames` as one buffer (no copy for one frame).
+pub fn concat(frames: &[Bytes]) -> Bytes {
+    match frames {
+        [] => Bytes::new(),
+        [one] => one.clone(),
+        many => {
+            let mut b = bytes::BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
+            many.iter().for_each(|f| b.extend_from_slice(f));
+            b.freeze()
+        }
+    }
+}
+
 /// How a request's body went upstream: still going, sent whole, or broken off by the
 /// client. The pool gives a connection back only once the request it carried went out
 /// whole; a body the client broke off makes the request the client's failure, not the

@@ -91,12 +91,21 @@ unsafe extern "C" fn release_read_only_segments(
     0
 }
 
+/// How much nicer cohort's background threads (the event writer, the shipper, the monitor,
+/// the shadow thread) are than the serving threads. They run at lower priority so that
+/// serving threads win a shared core: at 10 a thread has about a tenth of a serving
+/// thread's CPU weight under Linux's scheduler (110 against 1024), still more than the few
+/// percent of a core each needs at saturation, and their queues absorb seconds of backlog.
+/// bench/README.md has the measurements behind this.
+pub const BACKGROUND_NICE: i32 = 10;
+
 /// Lowers the calling thread's scheduling priority below the threads that serve requests:
-/// `SCHED_BATCH` (its wake-ups do not preempt a running thread) and `nice` steps nicer than
-/// the thread that started it (at most 19). Linux keeps scheduling attributes per thread,
-/// so no other thread is touched. Returns false (and the thread keeps normal priority) if
-/// the calls are refused, e.g. by a seccomp profile.
-pub fn lower_thread_priority(nice: i32) -> bool {
+/// `SCHED_BATCH` (its wake-ups do not preempt a running thread) and [`BACKGROUND_NICE`]
+/// steps nicer than the thread that started it (at most 19). Linux keeps scheduling
+/// attributes per thread, so no other thread is touched. Returns false (and the thread
+/// keeps normal priority) if the calls are refused, e.g. by a seccomp profile.
+pub fn lower_thread_priority() -> bool {
+    let nice = BACKGROUND_NICE;
     #[cfg(target_os = "linux")]
     {
         let param = libc::sched_param { sched_priority: 0 };

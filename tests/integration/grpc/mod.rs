@@ -331,26 +331,14 @@ async fn cohorts_own_errors_are_grpc_statuses() {
 
 /// An h2c server that answers every call with a trailers-only UNAVAILABLE.
 async fn unavailable() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req: http::Request<Incoming>| async {
-                    let resp = http::Response::builder()
-                        .header("content-type", "application/grpc")
-                        .header("grpc-status", "14")
-                        .body(http_body_util::Empty::<bytes::Bytes>::new())
-                        .unwrap();
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    common::net::serve_with(|_req: http::Request<Incoming>| async {
+        http::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "14")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    })
+    .await
 }
 
 /// gRPC copied to shadows is compared on status only: the gRPC status from the trailers

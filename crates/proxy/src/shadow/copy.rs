@@ -18,7 +18,7 @@ use super::runner::Job;
 use super::Shadows;
 use crate::phases::rewrite::upstream_uri;
 use crate::phases::Exchange;
-use crate::tap::{Ending, Tap};
+use crate::tap::{BoundedCopy, Ending, Tap};
 
 /// Which of the experiment's shadows take this request: after the route phase, before
 /// the rewrite (the client's URI is still whole). Counts the requests a shadow cannot take.
@@ -110,15 +110,18 @@ pub enum Primary {
     Missing,
 }
 
-/// A whole served answer.
+/// A whole served answer, as much of it as a comparison reads.
 #[derive(Debug)]
 pub struct Answered {
     pub status: u16,
-    pub headers: HeaderMap,
     pub grpc_status: Option<u32>,
+    /// Streamed answers are compared on status only.
+    pub stream: Option<Stream>,
+    /// `Content-Encoding`, to decode the body with.
+    pub encoding: Option<HeaderValue>,
     /// From arrival to the response head.
     pub head: Duration,
-    pub body: Vec<Bytes>,
+    pub body: Bytes,
 }
 
 /// One request's copies in flight.
@@ -171,7 +174,7 @@ impl Call {
     pub fn request_tap(self: &Arc<Self>) -> RequestCopy {
         RequestCopy {
             call: self.clone(),
-            copy: Copy::default(),
+            copy: BoundedCopy::default(),
         }
     }
 
@@ -190,14 +193,15 @@ impl Call {
         headers: &HeaderMap,
         head: Duration,
     ) -> AnswerCopy {
+        let stream = streamed(self.meta.grpc, headers);
         let answered = Answered {
             status,
             grpc_status: grpc_status(headers),
-            headers: headers.clone(),
+            stream,
+            encoding: headers.get(http::header::CONTENT_ENCODING).cloned(),
             head,
-            body: Vec::new(),
+            body: Bytes::new(),
         };
-        let stream = streamed(self.meta.grpc, headers);
         let answered = match stream {
             Some(Stream::Events) => {
                 self.answered(Primary::Answered(answered));
@@ -209,7 +213,7 @@ impl Call {
             call: self.clone(),
             answered,
             keep: stream.is_none(),
-            copy: Copy::default(),
+            copy: BoundedCopy::default(),
         }
     }
 
@@ -293,7 +297,7 @@ impl Drop for Call {
 
 /// A streamed answer, compared on status and latency only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stream {
+pub enum Stream {
     /// gRPC: its status comes in the trailers.
     Grpc,
     /// Server-sent events or NDJSON: the status is in the head.
@@ -319,39 +323,14 @@ pub(crate) fn streamed(grpc: bool, h: &HeaderMap) -> Option<Stream> {
 /// `grpc-status` from a head (a trailers-only answer) or trailers.
 pub(crate) fn grpc_status(h: &HeaderMap) -> Option<u32> {
     h.get("grpc-status")
-        .and_then(|v: &HeaderValue| v.to_str().ok())
+        .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// Frames copied up to a limit (clones of the `Bytes`, never the bytes).
-#[derive(Default)]
-struct Copy {
-    frames: Vec<Bytes>,
-    len: usize,
-    over: bool,
-}
-
-impl Copy {
-    /// Keeps `chunk`; false once the copy is over `limit`.
-    fn keep(&mut self, chunk: &Bytes, limit: usize) -> bool {
-        if self.over {
-            return false;
-        }
-        self.len += chunk.len();
-        if self.len > limit {
-            self.over = true;
-            self.frames = Vec::new();
-            return false;
-        }
-        self.frames.push(chunk.clone());
-        true
-    }
 }
 
 /// Copies the request body as it streams to the primary.
 pub struct RequestCopy {
     call: Arc<Call>,
-    copy: Copy,
+    copy: BoundedCopy,
 }
 
 impl Tap for RequestCopy {
@@ -360,9 +339,9 @@ impl Tap for RequestCopy {
     }
 
     fn end(self, how: Ending) {
-        // Over every shadow's limit: each counts it as too large when dispatched.
-        let body = match (how, self.copy.over) {
-            (Ending::Complete, false) => Ok(self.copy.frames),
+        let body = match (how, self.copy.is_over()) {
+            (Ending::Complete, false) => Ok(self.copy.into_frames()),
+            // Over the largest of the shadows' limits, so over each one's.
             (Ending::Complete, true) => {
                 let mut s = self.call.lock();
                 for t in std::mem::take(&mut s.taken) {
@@ -383,7 +362,7 @@ pub struct AnswerCopy {
     answered: Option<Answered>,
     /// Whether the body is copied (not for a streamed answer).
     keep: bool,
-    copy: Copy,
+    copy: BoundedCopy,
 }
 
 impl Tap for AnswerCopy {
@@ -405,7 +384,7 @@ impl Tap for AnswerCopy {
             return;
         };
         if how == Ending::Complete {
-            answered.body = std::mem::take(&mut self.copy.frames);
+            answered.body = std::mem::take(&mut self.copy).into_bytes();
             self.call.answered(Primary::Answered(answered));
         } else {
             self.call.answered(Primary::Missing);

@@ -7,6 +7,7 @@ use prometheus::{Histogram, IntCounter};
 
 use crate::budget::PerSecond;
 use crate::metrics::Metrics;
+use cohort_compare::Tolerance;
 use cohort_config::Shadow;
 
 /// What became of a request considered for a shadow (`cohort_shadow_requests_total{result}`).
@@ -69,6 +70,8 @@ pub struct Lane {
     pub abs_diff: Histogram,
     pub latency_primary: Histogram,
     pub latency_shadow: Histogram,
+    /// `compare.tolerance`, as the comparison takes it.
+    pub tolerance: Tolerance,
     /// Disagreements logged with their answers this second.
     pub payload_budget: PerSecond,
 }
@@ -90,6 +93,10 @@ impl Lane {
             abs_diff: metrics.shadow_abs_diff.with_label_values(&[e, s]),
             latency_primary: metrics.shadow_latency.with_label_values(&[e, s, "primary"]),
             latency_shadow: metrics.shadow_latency.with_label_values(&[e, s, "shadow"]),
+            tolerance: Tolerance {
+                absolute: shadow.config.compare.tolerance.absolute,
+                relative: shadow.config.compare.tolerance.relative,
+            },
             payload_budget: PerSecond::new(shadow.config.max_diff_events_per_s),
             inflight,
             experiment: experiment.to_owned(),
@@ -119,5 +126,18 @@ pub struct Permit(Arc<AtomicU32>);
 impl Drop for Permit {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShadowResult;
+
+    /// A result's counter is found by its discriminant: `ALL` must list them in order.
+    #[test]
+    fn every_result_is_at_its_own_index() {
+        for (i, r) in ShadowResult::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.as_str());
+        }
     }
 }

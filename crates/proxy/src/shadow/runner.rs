@@ -14,15 +14,17 @@
 //! The served answers are handed to the waiting copies here, on this thread, for the same
 //! reason.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, SendError, Sender, TryRecvError};
-use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
+use http::uri::Scheme;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
@@ -31,19 +33,12 @@ use super::copy::{grpc_status, streamed, Answered, Meta, Primary, Stream};
 use super::lane::{Lane, Permit, ShadowResult};
 use crate::body::{Body, BoxError};
 use crate::pool::{H1Pool, UpstreamBody};
+use crate::tap::BoundedCopy;
 use crate::upstream::Clients;
-use cohort_compare::{compare, Answer, How, Outcome, Tolerance};
+use cohort_compare::{compare, Answer, How, Outcome};
 use cohort_config::schema::Protocol;
 use cohort_config::{HostHeader, Shadow};
 use cohort_events::EventLog;
-use http::uri::Scheme;
-use http::Response;
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-
-/// How much nicer the shadow thread is than the serving threads (the event writer's
-/// setting, for the same reason).
-const SHADOW_NICE: i32 = 10;
 
 /// The header every copy carries, so that a shadow can tell copies from real calls.
 pub const X_COHORT_SHADOW: &str = "x-cohort-shadow";
@@ -101,7 +96,7 @@ pub fn start(log: Option<EventLog>) -> std::io::Result<Handle> {
     std::thread::Builder::new()
         .name("cohort-shadow".into())
         .spawn(move || {
-            cohort_sys::lower_thread_priority(SHADOW_NICE);
+            cohort_sys::lower_thread_priority();
             runtime.block_on(serve(rx, log));
         })?;
     Ok(Handle { tx })
@@ -110,7 +105,7 @@ pub fn start(log: Option<EventLog>) -> std::io::Result<Handle> {
 async fn serve(rx: Receiver<Msg>, log: Option<EventLog>) {
     let transport = Arc::new(Transport::default());
     let log = Arc::new(log);
-    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let in_flight = Arc::new(AtomicUsize::new(0));
     loop {
         let mut got = false;
         loop {
@@ -188,17 +183,9 @@ impl Transport {
     }
 }
 
-/// The shadow's answer, read whole.
-struct ShadowAnswer {
-    status: u16,
-    headers: HeaderMap,
-    grpc_status: Option<u32>,
-    head: Duration,
-    body: Bytes,
-}
-
 enum Called {
-    Answer(ShadowAnswer),
+    /// The shadow's answer, read whole (its `head` from when the copy was sent).
+    Answer(Answered),
     TooLarge,
     Failed,
 }
@@ -236,15 +223,11 @@ async fn run(mut job: Job, transport: &Transport) -> Option<Vec<u8>> {
         }
     };
     let max = shadow.config.max_body_bytes;
-    let served_body = concat(&served.body);
-    if served_body.len() > max {
+    if served.body.len() > max {
         lane.count(ShadowResult::SkippedBody);
         return None;
     }
-    let (Some(p_body), Some(s_body)) = (
-        readable(&served_body, &served.headers, max),
-        readable(&answer.body, &answer.headers, max),
-    ) else {
+    let (Some(p_body), Some(s_body)) = (readable(served, max), readable(&answer, max)) else {
         lane.count(ShadowResult::SkippedBody);
         return None;
     };
@@ -252,20 +235,17 @@ async fn run(mut job: Job, transport: &Transport) -> Option<Vec<u8>> {
         &Answer {
             status: served.status,
             grpc_status: served.grpc_status,
-            streamed: streamed(job.meta.grpc, &served.headers).is_some(),
+            streamed: served.stream.is_some(),
             body: &p_body,
         },
         &Answer {
             status: answer.status,
             grpc_status: answer.grpc_status,
-            streamed: streamed(job.meta.grpc, &answer.headers).is_some(),
+            streamed: answer.stream.is_some(),
             body: &s_body,
         },
         shadow.config.compare.pointer.as_deref(),
-        Tolerance {
-            absolute: shadow.config.compare.tolerance.absolute,
-            relative: shadow.config.compare.tolerance.relative,
-        },
+        lane.tolerance,
     );
     let result = if outcome.agree {
         ShadowResult::Agree
@@ -318,7 +298,7 @@ async fn call(job: &mut Job, transport: &Transport) -> Called {
     let head = sent.elapsed();
     let (parts, mut body) = resp.into_parts();
     let max = shadow.config.max_body_bytes;
-    let mut bytes = BytesMut::new();
+    let mut copy = BoundedCopy::default();
     let mut status = grpc_status(&parts.headers);
     // A streamed answer is compared on status only: server-sent events at the head, gRPC
     // once its trailers came; neither body is kept.
@@ -331,49 +311,32 @@ async fn call(job: &mut Job, transport: &Transport) -> Called {
             return Called::Failed;
         };
         if let Some(data) = frame.data_ref() {
-            if stream.is_some() {
-                continue;
-            }
-            if bytes.len() + data.len() > max {
+            if stream.is_none() && !copy.keep(data, max) {
                 return Called::TooLarge;
             }
-            bytes.extend_from_slice(data);
         } else if let Some(t) = frame.trailers_ref() {
             status = grpc_status(t).or(status);
         }
     }
-    Called::Answer(ShadowAnswer {
+    Called::Answer(Answered {
         status: parts.status.as_u16(),
-        headers: parts.headers,
         grpc_status: status,
+        stream,
+        encoding: parts.headers.get(http::header::CONTENT_ENCODING).cloned(),
         head,
-        body: bytes.freeze(),
+        body: copy.into_bytes(),
     })
 }
 
-fn concat(frames: &[Bytes]) -> Bytes {
-    match frames {
-        [] => Bytes::new(),
-        [one] => one.clone(),
-        many => {
-            let mut b = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
-            many.iter().for_each(|f| b.extend_from_slice(f));
-            b.freeze()
-        }
-    }
-}
-
-/// The body decoded per its `Content-Encoding` (None: over the limit once decoded). An
-/// encoding cohort cannot read leaves the bytes as they are.
-fn readable(body: &Bytes, headers: &HeaderMap, max: usize) -> Option<Bytes> {
-    let encoding = headers
-        .get(http::header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok());
-    match cohort_compare::decode::decode(body, encoding, max) {
-        Ok(std::borrow::Cow::Borrowed(_)) => Some(body.clone()),
+/// An answer's body decoded per its `Content-Encoding` (None: over the limit once
+/// decoded). An encoding cohort cannot read leaves the bytes as they are.
+fn readable(a: &Answered, max: usize) -> Option<Bytes> {
+    let encoding = a.encoding.as_ref().and_then(|v| v.to_str().ok());
+    match cohort_compare::decode::decode(&a.body, encoding, max) {
+        Ok(std::borrow::Cow::Borrowed(_)) => Some(a.body.clone()),
         Ok(std::borrow::Cow::Owned(v)) => Some(Bytes::from(v)),
         Err(cohort_compare::decode::DecodeError::TooLarge) => None,
-        Err(_) => Some(body.clone()),
+        Err(_) => Some(a.body.clone()),
     }
 }
 
@@ -420,7 +383,7 @@ fn failed(job: &Job, result: ShadowResult) -> Vec<u8> {
 fn compared_line(
     job: &Job,
     served: &Answered,
-    answer: &ShadowAnswer,
+    answer: &Answered,
     o: &Outcome,
     result: ShadowResult,
     payloads: Option<(&[u8], &[u8])>,
