@@ -381,30 +381,7 @@ async fn a_shifted_feature_in_one_variant_raises_that_variant_and_column_only() 
 
 /// The `"type": "monitor"` lines of the served cohort's event log, in order.
 fn monitor_lines(s: &Served) -> Vec<Value> {
-    let dir = s.dir.path().join("events");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("events-")
-        })
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| v["type"] == "monitor")
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    common::process::typed_lines(&s.dir.path().join("events"), "monitor")
 }
 
 /// The window start of a drift body, in seconds since the epoch (its RFC 3339

@@ -248,23 +248,7 @@ async fn settled(admin: SocketAddr, shadow: &str, total: u64) -> BTreeMap<String
 
 /// Every `"type": "shadow"` line of the log under `dir`.
 fn shadow_lines(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("events"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| v["type"] == "shadow")
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    common::process::typed_lines(&dir.join("events"), "shadow")
 }
 
 #[tokio::test]

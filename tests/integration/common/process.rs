@@ -231,3 +231,28 @@ pub async fn serve_ramped_log() -> (tempfile::TempDir, CohortProcess, SocketAddr
     let process = CohortProcess::start(&config, &[]);
     (dir, process, SocketAddr::from(([127, 0, 0, 1], admin)))
 }
+
+/// Every line of type `kind` (e.g. `"shadow"`) in the event segments (`events-*.jsonl`) of
+/// `events_dir`, in file order.
+pub fn typed_lines(events_dir: &Path, kind: &str) -> Vec<Value> {
+    let mut files: Vec<_> = std::fs::read_dir(events_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.starts_with("events-") && name.ends_with(".jsonl")
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["type"] == kind)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
